@@ -286,11 +286,7 @@ impl SubscriptionData {
         SubscriptionData {
             class_filter_mode: false,
             topic: topic.to_string(),
-            sub_string: if tags.is_empty() {
-                "*".into()
-            } else {
-                expression.to_string()
-            },
+            sub_string: if tags.is_empty() { "*".into() } else { expression.to_string() },
             code_set: tags.iter().map(|t| crate::java_string_hash(t)).collect(),
             tags_set: tags,
             sub_version: 0,
@@ -310,11 +306,7 @@ pub fn parse_tags(expression: &str) -> Vec<String> {
     if e.is_empty() || e == "*" {
         return Vec::new();
     }
-    e.split("||")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect()
+    e.split("||").map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect()
 }
 
 /// A consumer group in a heartbeat.
@@ -406,10 +398,7 @@ pub struct ConsumeStats {
 impl ConsumeStats {
     /// Total messages written but not consumed.
     pub fn diff_total(&self) -> i64 {
-        self.queues
-            .iter()
-            .map(|q| (q.broker_offset - q.consumer_offset).max(0))
-            .sum()
+        self.queues.iter().map(|q| (q.broker_offset - q.consumer_offset).max(0)).sum()
     }
 }
 
@@ -428,10 +417,7 @@ mod tests {
     #[test]
     fn quoting_leaves_strings_alone() {
         let s = r#"{"a":"{0:1}", 5 : "x,7:y", "é":1}"#;
-        assert_eq!(
-            quote_numeric_keys(s),
-            r#"{"a":"{0:1}", "5" : "x,7:y", "é":1}"#
-        );
+        assert_eq!(quote_numeric_keys(s), r#"{"a":"{0:1}", "5" : "x,7:y", "é":1}"#);
     }
 
     #[test]
@@ -470,12 +456,7 @@ mod tests {
     #[test]
     fn tag_subscriptions_match() {
         let s = SubscriptionData::tag("t", "A || B");
-        assert!(
-            s.matches(Some("A"))
-                && s.matches(Some("B"))
-                && !s.matches(Some("C"))
-                && !s.matches(None)
-        );
+        assert!(s.matches(Some("A")) && s.matches(Some("B")) && !s.matches(Some("C")) && !s.matches(None));
         assert!(SubscriptionData::tag("t", "*").matches(None));
     }
 }

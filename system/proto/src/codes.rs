@@ -88,20 +88,12 @@ pub const LANGUAGES: [(&str, u8); 14] = [
 
 /// The language code number for a name; unknown names map to OTHER (7).
 pub fn language_code(name: &str) -> u8 {
-    LANGUAGES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, c)| *c)
-        .unwrap_or(7)
+    LANGUAGES.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).unwrap_or(7)
 }
 
 /// The language name for a code number; unknown numbers map to "OTHER".
 pub fn language_name(code: u8) -> &'static str {
-    LANGUAGES
-        .iter()
-        .find(|(_, c)| *c == code)
-        .map(|(n, _)| *n)
-        .unwrap_or("OTHER")
+    LANGUAGES.iter().find(|(_, c)| *c == code).map(|(n, _)| *n).unwrap_or("OTHER")
 }
 
 /// Permission bits on topics and brokers.

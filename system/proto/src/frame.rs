@@ -64,9 +64,7 @@ pub struct FrameDecoder {
 
 impl Default for FrameDecoder {
     fn default() -> Self {
-        FrameDecoder {
-            max_frame_bytes: FRAME_MAX_BYTES_DEFAULT,
-        }
+        FrameDecoder { max_frame_bytes: FRAME_MAX_BYTES_DEFAULT }
     }
 }
 
@@ -78,10 +76,7 @@ impl FrameDecoder {
         }
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         if len > self.max_frame_bytes {
-            return Err(FrameError::TooLarge {
-                len_bytes: len,
-                max_bytes: self.max_frame_bytes,
-            });
+            return Err(FrameError::TooLarge { len_bytes: len, max_bytes: self.max_frame_bytes });
         }
         if len < 4 {
             return Err(FrameError::TooShort { len_bytes: len });
@@ -103,10 +98,7 @@ pub fn decode_frame_body(mut frame: Bytes) -> Result<RemotingCommand, FrameError
     let kind = (word >> 24) as u8;
     let header_len = (word & 0xFF_FFFF) as usize;
     if header_len > frame.len() {
-        return Err(FrameError::HeaderOverrun {
-            header_len,
-            frame_len,
-        });
+        return Err(FrameError::HeaderOverrun { header_len, frame_len });
     }
     let header = frame.split_to(header_len);
     let mut cmd = match kind {
@@ -191,13 +183,10 @@ fn encode_json_header(cmd: &RemotingCommand) -> Vec<u8> {
 }
 
 fn decode_json_header(bytes: &[u8]) -> Result<RemotingCommand, FrameError> {
-    let h: JsonHeaderIn =
-        serde_json::from_slice(bytes).map_err(|e| FrameError::BadJsonHeader(e.to_string()))?;
+    let h: JsonHeaderIn = serde_json::from_slice(bytes).map_err(|e| FrameError::BadJsonHeader(e.to_string()))?;
     let language = match h.language {
         Some(serde_json::Value::String(s)) => language_code(&s),
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().and_then(|v| u8::try_from(v).ok()).unwrap_or(7)
-        }
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).unwrap_or(7),
         _ => 7,
     };
     let mut ext_fields = BTreeMap::new();
@@ -240,8 +229,7 @@ fn encode_binary_header(cmd: &RemotingCommand) -> Result<Vec<u8>, FrameError> {
     }
     let mut ext = Vec::new();
     for (k, v) in &cmd.ext_fields {
-        let klen =
-            u16::try_from(k.len()).map_err(|_| FrameError::Unencodable("ext key too long"))?;
+        let klen = u16::try_from(k.len()).map_err(|_| FrameError::Unencodable("ext key too long"))?;
         ext.put_u16(klen);
         ext.put_slice(k.as_bytes());
         ext.put_i32(v.len() as i32);
@@ -278,11 +266,7 @@ fn decode_binary_header(mut buf: Bytes) -> Result<RemotingCommand, FrameError> {
     let opaque = buf.get_i32();
     let flag = buf.get_i32();
     let remark_len = take_len(&mut buf, "remark length truncated")?;
-    let remark = if remark_len > 0 {
-        Some(take_str(&mut buf, remark_len, "remark truncated")?)
-    } else {
-        None
-    };
+    let remark = if remark_len > 0 { Some(take_str(&mut buf, remark_len, "remark truncated")?) } else { None };
     let ext_len = take_len(&mut buf, "ext length truncated")?;
     if buf.remaining() < ext_len {
         return Err(FrameError::BadBinaryHeader("ext fields truncated"));
@@ -329,23 +313,17 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..256),
             any::<bool>(),
         )
-            .prop_map(
-                |(code, language, version, opaque, flag, remark, ext, body, bin)| RemotingCommand {
-                    code: i32::from(code),
-                    language,
-                    version: i32::from(version),
-                    opaque,
-                    flag,
-                    remark,
-                    ext_fields: ext,
-                    body: Bytes::from(body),
-                    serialize_type: if bin {
-                        SerializeType::RocketMq
-                    } else {
-                        SerializeType::Json
-                    },
-                },
-            )
+            .prop_map(|(code, language, version, opaque, flag, remark, ext, body, bin)| RemotingCommand {
+                code: i32::from(code),
+                language,
+                version: i32::from(version),
+                opaque,
+                flag,
+                remark,
+                ext_fields: ext,
+                body: Bytes::from(body),
+                serialize_type: if bin { SerializeType::RocketMq } else { SerializeType::Json },
+            })
     }
 
     proptest! {
@@ -396,20 +374,11 @@ mod tests {
     #[test]
     fn header_overrun_and_bad_json_are_errors() {
         let mut buf = BytesMut::from(&[0, 0, 0, 6, 0, 0, 0, 9, b'{', b'}'][..]);
-        assert!(matches!(
-            FrameDecoder::default().decode(&mut buf),
-            Err(FrameError::HeaderOverrun { .. })
-        ));
+        assert!(matches!(FrameDecoder::default().decode(&mut buf), Err(FrameError::HeaderOverrun { .. })));
         let mut buf = BytesMut::from(&[0, 0, 0, 6, 0, 0, 0, 2, b'{', b'x'][..]);
-        assert!(matches!(
-            FrameDecoder::default().decode(&mut buf),
-            Err(FrameError::BadJsonHeader(_))
-        ));
+        assert!(matches!(FrameDecoder::default().decode(&mut buf), Err(FrameError::BadJsonHeader(_))));
         let mut buf = BytesMut::from(&[0, 0, 0, 4, 9, 0, 0, 0][..]);
-        assert!(matches!(
-            FrameDecoder::default().decode(&mut buf),
-            Err(FrameError::UnknownSerializeType(9))
-        ));
+        assert!(matches!(FrameDecoder::default().decode(&mut buf), Err(FrameError::UnknownSerializeType(9))));
     }
 
     #[test]

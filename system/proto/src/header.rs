@@ -162,8 +162,7 @@ impl CommandHeader for SendMessageRequestHeader {
         self.producer_group.put("producerGroup", &mut m);
         self.topic.put("topic", &mut m);
         self.default_topic.put("defaultTopic", &mut m);
-        self.default_topic_queue_nums
-            .put("defaultTopicQueueNums", &mut m);
+        self.default_topic_queue_nums.put("defaultTopicQueueNums", &mut m);
         self.queue_id.put("queueId", &mut m);
         self.sys_flag.put("sysFlag", &mut m);
         self.born_timestamp.put("bornTimestamp", &mut m);
@@ -195,13 +194,8 @@ impl CommandHeader for SendMessageRequestHeader {
         Ok(SendMessageRequestHeader {
             producer_group: ExtValue::take(ext, "producerGroup")?,
             topic: ExtValue::take(ext, "topic")?,
-            default_topic: <Option<String> as ExtValue>::take(ext, "defaultTopic")?
-                .unwrap_or_default(),
-            default_topic_queue_nums: <Option<i32> as ExtValue>::take(
-                ext,
-                "defaultTopicQueueNums",
-            )?
-            .unwrap_or(4),
+            default_topic: <Option<String> as ExtValue>::take(ext, "defaultTopic")?.unwrap_or_default(),
+            default_topic_queue_nums: <Option<i32> as ExtValue>::take(ext, "defaultTopicQueueNums")?.unwrap_or(4),
             queue_id: ExtValue::take(ext, "queueId")?,
             sys_flag: <Option<i32> as ExtValue>::take(ext, "sysFlag")?.unwrap_or(0),
             born_timestamp: <Option<i64> as ExtValue>::take(ext, "bornTimestamp")?.unwrap_or(0),
@@ -517,15 +511,9 @@ mod tests {
     #[test]
     fn missing_and_invalid_fields_are_errors() {
         let mut ext = BTreeMap::new();
-        assert_eq!(
-            QueueRequestHeader::from_ext(&ext),
-            Err(HeaderError::Missing("topic"))
-        );
+        assert_eq!(QueueRequestHeader::from_ext(&ext), Err(HeaderError::Missing("topic")));
         ext.insert("topic".into(), "t".into());
         ext.insert("queueId".into(), "x1".into());
-        assert!(matches!(
-            QueueRequestHeader::from_ext(&ext),
-            Err(HeaderError::Invalid { key: "queueId", .. })
-        ));
+        assert!(matches!(QueueRequestHeader::from_ext(&ext), Err(HeaderError::Invalid { key: "queueId", .. })));
     }
 }

@@ -36,6 +36,11 @@ pub use command::{RemotingCommand, SerializeType};
 pub use frame::{FrameDecoder, FrameError};
 pub use header::{CommandHeader, HeaderError};
 
+/// Identifies one connection of a node. Cores use it to address responses and pushes; drivers
+/// map it to a real or simulated socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
 /// Java's `String.hashCode`, used for tag codes in ConsumeQueue entries and subscriptions.
 pub fn java_string_hash(s: &str) -> i32 {
     let mut h: i32 = 0;

@@ -180,12 +180,7 @@ impl MessageExt {
     /// The encoded size of this record.
     pub fn encoded_len(&self) -> usize {
         let props = encode_properties(&self.properties);
-        record_len(
-            self.topic.len(),
-            self.body.len(),
-            props.len(),
-            self.sys_flag,
-        )
+        record_len(self.topic.len(), self.body.len(), props.len(), self.sys_flag)
     }
 }
 
@@ -305,10 +300,7 @@ pub fn encode_message(msg: &MessageExt, out: &mut Vec<u8>) -> Result<(), Message
 
 fn need(buf: &Bytes, n: usize) -> Result<(), MessageError> {
     if buf.remaining() < n {
-        Err(MessageError::Truncated {
-            need_bytes: n,
-            have_bytes: buf.remaining(),
-        })
+        Err(MessageError::Truncated { need_bytes: n, have_bytes: buf.remaining() })
     } else {
         Ok(())
     }
@@ -351,10 +343,7 @@ pub fn decode_message(buf: &Bytes, check_crc: bool) -> Result<(MessageExt, usize
     }
     let total = usize::try_from(total).map_err(|_| MessageError::Invalid("negative total size"))?;
     if total < 8 || total > buf.len() {
-        return Err(MessageError::Truncated {
-            need_bytes: total,
-            have_bytes: buf.len(),
-        });
+        return Err(MessageError::Truncated { need_bytes: total, have_bytes: buf.len() });
     }
     b.truncate(total - 8);
     need(&b, 4 + 4 + 4 + 8 + 8 + 4 + 8)?;
@@ -375,32 +364,20 @@ pub fn decode_message(buf: &Bytes, check_crc: bool) -> Result<(MessageExt, usize
     let body_len = take_len(&mut b, 4, "negative body length")?;
     let body = b.split_to(body_len);
     need(&b, if magic == MAGIC_V2 { 2 } else { 1 })?;
-    let topic_len = take_len(
-        &mut b,
-        if magic == MAGIC_V2 { 2 } else { 1 },
-        "negative topic length",
-    )?;
-    let topic = String::from_utf8(b.split_to(topic_len).to_vec())
-        .map_err(|_| MessageError::NotUtf8("topic"))?;
+    let topic_len = take_len(&mut b, if magic == MAGIC_V2 { 2 } else { 1 }, "negative topic length")?;
+    let topic = String::from_utf8(b.split_to(topic_len).to_vec()).map_err(|_| MessageError::NotUtf8("topic"))?;
     need(&b, 2)?;
     let props_len = take_len(&mut b, 2, "negative properties length")?;
-    let props = std::str::from_utf8(&b.split_to(props_len))
-        .map_err(|_| MessageError::NotUtf8("properties"))?
-        .to_string();
+    let props =
+        std::str::from_utf8(&b.split_to(props_len)).map_err(|_| MessageError::NotUtf8("properties"))?.to_string();
     let computed = record_len(topic.len(), body.len(), props.len(), sys);
     if computed != total {
-        return Err(MessageError::SizeMismatch {
-            declared: total,
-            computed,
-        });
+        return Err(MessageError::SizeMismatch { declared: total, computed });
     }
     if check_crc {
         let actual = body_crc(&body);
         if actual != crc {
-            return Err(MessageError::BadCrc {
-                stored: crc,
-                computed: actual,
-            });
+            return Err(MessageError::BadCrc { stored: crc, computed: actual });
         }
     }
     let msg = MessageExt {
@@ -469,8 +446,7 @@ pub fn decode_batch(body: &Bytes) -> Result<Vec<BatchItem>, MessageError> {
     let mut out = Vec::new();
     while b.has_remaining() {
         need(&b, 20)?;
-        let total = usize::try_from(b.get_i32())
-            .map_err(|_| MessageError::Invalid("negative batch size"))?;
+        let total = usize::try_from(b.get_i32()).map_err(|_| MessageError::Invalid("negative batch size"))?;
         let _magic = b.get_i32();
         let _crc = b.get_i32();
         let flag = b.get_i32();
@@ -478,20 +454,12 @@ pub fn decode_batch(body: &Bytes) -> Result<Vec<BatchItem>, MessageError> {
         let item_body = b.split_to(body_len);
         need(&b, 2)?;
         let props_len = take_len(&mut b, 2, "negative properties length")?;
-        let props = std::str::from_utf8(&b.split_to(props_len))
-            .map_err(|_| MessageError::NotUtf8("properties"))?
-            .to_string();
+        let props =
+            std::str::from_utf8(&b.split_to(props_len)).map_err(|_| MessageError::NotUtf8("properties"))?.to_string();
         if total != 22 + body_len + props_len {
-            return Err(MessageError::SizeMismatch {
-                declared: total,
-                computed: 22 + body_len + props_len,
-            });
+            return Err(MessageError::SizeMismatch { declared: total, computed: 22 + body_len + props_len });
         }
-        out.push(BatchItem {
-            flag,
-            body: item_body,
-            properties: decode_properties(&props),
-        });
+        out.push(BatchItem { flag, body: item_body, properties: decode_properties(&props) });
     }
     Ok(out)
 }
@@ -539,13 +507,10 @@ fn hex_upper(raw: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]
@@ -555,10 +520,8 @@ mod tests {
 
     fn arb_addr() -> impl Strategy<Value = SocketAddr> {
         prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>())
-                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
-            (any::<[u8; 16]>(), any::<u16>())
-                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| SocketAddr::new(IpAddr::from(ip), p)),
         ]
     }
 
@@ -617,19 +580,12 @@ mod tests {
 
     #[test]
     fn crc_flip_is_detected() {
-        let m = MessageExt {
-            topic: "t".into(),
-            body: Bytes::from_static(b"hello"),
-            ..Default::default()
-        };
+        let m = MessageExt { topic: "t".into(), body: Bytes::from_static(b"hello"), ..Default::default() };
         let mut out = Vec::new();
         encode_message(&m, &mut out).unwrap();
         let body_at = out.len() - 2 - 1 - 1 - 5;
         out[body_at] ^= 1;
-        assert!(matches!(
-            decode_message(&Bytes::from(out), true),
-            Err(MessageError::BadCrc { .. })
-        ));
+        assert!(matches!(decode_message(&Bytes::from(out), true), Err(MessageError::BadCrc { .. })));
     }
 
     #[test]

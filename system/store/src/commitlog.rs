@@ -146,13 +146,18 @@ impl<S: Segment> CommitLog<S> {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        let (i, pos) = self.locate(offset).ok_or(StoreError::OutOfBounds { pos: offset, len: data.len() as u64, capacity_bytes: 0 })?;
+        let (i, pos) = self.locate(offset).ok_or(StoreError::OutOfBounds {
+            pos: offset,
+            len: data.len() as u64,
+            capacity_bytes: 0,
+        })?;
         self.segments[i].1.write_at(pos, data)
     }
 
     /// Reads `len` bytes at `offset` (within one segment).
     pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        let (i, pos) = self.locate(offset).ok_or(StoreError::OutOfBounds { pos: offset, len: len as u64, capacity_bytes: 0 })?;
+        let (i, pos) =
+            self.locate(offset).ok_or(StoreError::OutOfBounds { pos: offset, len: len as u64, capacity_bytes: 0 })?;
         let mut buf = vec![0u8; len];
         self.segments[i].1.read_at(pos, &mut buf)?;
         Ok(buf)

@@ -41,11 +41,23 @@ fn dir_of(topic: &str, queue_id: i32) -> String {
 impl<S: Segment> ConsumeQueue<S> {
     /// An empty queue.
     pub fn new(topic: &str, queue_id: i32, entries_per_segment: u64) -> Self {
-        ConsumeQueue { topic: topic.into(), queue_id, entries_per_segment, segments: Vec::new(), max_offset: 0, flushed_offset: 0 }
+        ConsumeQueue {
+            topic: topic.into(),
+            queue_id,
+            entries_per_segment,
+            segments: Vec::new(),
+            max_offset: 0,
+            flushed_offset: 0,
+        }
     }
 
     /// Opens a queue's files and finds its last entry.
-    pub fn load<D: Directory<Seg = S>>(dir: &mut D, topic: &str, queue_id: i32, entries_per_segment: u64) -> Result<Self, StoreError> {
+    pub fn load<D: Directory<Seg = S>>(
+        dir: &mut D,
+        topic: &str,
+        queue_id: i32,
+        entries_per_segment: u64,
+    ) -> Result<Self, StoreError> {
         let mut q = Self::new(topic, queue_id, entries_per_segment);
         let seg_bytes = entries_per_segment * ENTRY_BYTES;
         for name in dir.list(&dir_of(topic, queue_id))? {

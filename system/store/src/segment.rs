@@ -12,7 +12,7 @@ use crate::StoreError;
 pub const PAGE_BYTES: u64 = 4096;
 
 /// A fixed-size, zero-initialised region of storage (one CommitLog or ConsumeQueue file).
-pub trait Segment {
+pub trait Segment: std::fmt::Debug {
     /// Size in bytes.
     fn capacity_bytes(&self) -> u64;
     /// Writes `data` at `pos` (bounds-checked).
@@ -31,7 +31,7 @@ pub trait Segment {
 }
 
 /// A directory of named segments and small files; the runtime supplies it.
-pub trait Directory {
+pub trait Directory: std::fmt::Debug {
     /// The segment type.
     type Seg: Segment;
     /// Opens (creating zero-filled if absent) the segment at `path` with `size` bytes.
@@ -191,7 +191,13 @@ impl Directory for MmapDirectory {
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&full).map_err(|e| io_err(&full, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&full)
+            .map_err(|e| io_err(&full, e))?;
         let len = file.metadata().map_err(|e| io_err(&full, e))?.len();
         if len != size {
             file.set_len(size).map_err(|e| io_err(&full, e))?;

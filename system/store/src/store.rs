@@ -213,7 +213,8 @@ impl<D: Directory> MessageStore<D> {
         let queue_offset = self.max_queue_offset(&msg.topic, msg.queue_id);
         msg.queue_offset = queue_offset as i64;
         let len = msg.encoded_len();
-        let limit = self.config.max_message_bytes.min((self.config.commit_log_segment_bytes - END_BLANK_MIN_BYTES) as usize);
+        let limit =
+            self.config.max_message_bytes.min((self.config.commit_log_segment_bytes - END_BLANK_MIN_BYTES) as usize);
         if len > limit {
             return Err(StoreError::MessageTooLarge { size_bytes: len, max_bytes: limit });
         }
@@ -224,7 +225,12 @@ impl<D: Directory> MessageStore<D> {
         debug_assert_eq!(record.len(), len, "encoded_len agrees with encode_message");
         self.commit_log.append_at(offset, &record)?;
         self.index(msg, offset, len as u32)?;
-        Ok(PutResult { commit_log_offset: offset, queue_offset, wrote_bytes: len as u32, end_offset: offset + len as u64 })
+        Ok(PutResult {
+            commit_log_offset: offset,
+            queue_offset,
+            wrote_bytes: len as u32,
+            end_offset: offset + len as u64,
+        })
     }
 
     /// Next CommitLog write position.
@@ -252,12 +258,32 @@ impl<D: Directory> MessageStore<D> {
 
     /// Reads up to `max_msgs` records (and about `max_bytes`) from `queue_offset`, skipping
     /// entries whose tag hash `filter` rejects.
-    pub fn get_messages(&self, topic: &str, queue_id: i32, queue_offset: u64, max_msgs: u32, max_bytes: u32, filter: &dyn Fn(i64) -> bool) -> GetResult {
+    pub fn get_messages(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        queue_offset: u64,
+        max_msgs: u32,
+        max_bytes: u32,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> GetResult {
         let Some(q) = self.queues.get(&(topic.to_string(), queue_id)) else {
-            return GetResult { status: GetStatus::NoMatchedLogicQueue, messages: Vec::new(), next_begin_offset: 0, min_offset: 0, max_offset: 0 };
+            return GetResult {
+                status: GetStatus::NoMatchedLogicQueue,
+                messages: Vec::new(),
+                next_begin_offset: 0,
+                min_offset: 0,
+                max_offset: 0,
+            };
         };
         let (min, max) = (q.min_offset(), q.max_offset());
-        let result = |status, next| GetResult { status, messages: Vec::new(), next_begin_offset: next, min_offset: min, max_offset: max };
+        let result = |status, next| GetResult {
+            status,
+            messages: Vec::new(),
+            next_begin_offset: next,
+            min_offset: min,
+            max_offset: max,
+        };
         if max == 0 {
             return result(GetStatus::NoMessageInQueue, 0);
         }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use rmq_proto::message::{decode_message, MessageExt};
 use rmq_store::{Directory, MessageStore, Segment, StoreConfig, StoreError};
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct File {
     live: Vec<u8>,
     durable: Vec<u8>,
@@ -19,12 +19,13 @@ struct File {
 
 type Files = Rc<RefCell<BTreeMap<String, File>>>;
 
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 struct CrashDir {
     files: Files,
     small: Rc<RefCell<BTreeMap<String, Vec<u8>>>>,
 }
 
+#[derive(Debug)]
 struct Seg {
     files: Files,
     path: String,

@@ -1,0 +1,106 @@
+//! `mqbench`: produce/consume load with throughput and latency percentiles.
+//!
+//! ```text
+//! mqbench                                    # embedded NameServer + broker, default load, figures printed
+//! mqbench --flush sync --producers 64        # embedded, SYNC_FLUSH with group commit
+//! mqbench -n 127.0.0.1:9876 --topics 10000   # against a running cluster
+//! ```
+
+use clap::{Parser, ValueEnum};
+use rmq_broker_core::FlushDiskType;
+use rmq_tools::bench::{render, run, BenchConfig};
+use rmq_tools::embedded::EmbeddedCluster;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Flush {
+    Sync,
+    Async,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "mqbench", version, about = "Load generator; without -n it starts an embedded cluster")]
+struct Args {
+    /// NameServer of a running cluster; omitted: an in-process NameServer + broker is started.
+    #[arg(short = 'n', long = "namesrvAddr")]
+    namesrv: Option<String>,
+    /// Flush mode of the embedded broker.
+    #[arg(long, value_enum, default_value = "async")]
+    flush: Flush,
+    /// Topics to spread the load over.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Queues per topic.
+    #[arg(long, default_value_t = 4)]
+    queues: i32,
+    /// Concurrent senders (and pullers).
+    #[arg(long, default_value_t = 16)]
+    producers: usize,
+    /// Messages in total.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Messages per send (>1 uses SEND_BATCH_MESSAGE).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Skip the consume phase.
+    #[arg(long)]
+    no_consume: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    rmq_tools::init_tracing("warn");
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let flush = match args.flush {
+            Flush::Sync => FlushDiskType::SyncFlush,
+            Flush::Async => FlushDiskType::AsyncFlush,
+        };
+        let embedded = match &args.namesrv {
+            Some(_) => None,
+            None => Some(EmbeddedCluster::start(flush, |_| {}).await?),
+        };
+        let namesrv = args
+            .namesrv
+            .clone()
+            .or_else(|| embedded.as_ref().map(|c| c.namesrv_addr.clone()))
+            .expect("one of the two is set");
+        if let Some(c) = &embedded {
+            eprintln!(
+                "embedded cluster: namesrv {} broker {} ({:?}) store {}",
+                c.namesrv_addr,
+                c.broker_addr,
+                flush,
+                c.store_dir.path().display()
+            );
+        }
+        let cfg = BenchConfig {
+            namesrv,
+            topics: args.topics.max(1),
+            queues: args.queues.max(1),
+            producers: args.producers.max(1),
+            messages: args.messages,
+            body_bytes: args.size,
+            batch: args.batch.max(1),
+            consume: !args.no_consume,
+            topic_prefix: format!("bench{}", std::process::id()),
+        };
+        let report = run(&cfg).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", render(&report));
+        }
+        if let Some(c) = embedded {
+            c.stop().await;
+        }
+        let consumed_all = report.consume.as_ref().is_none_or(|c| c.messages >= report.produce.messages);
+        anyhow::ensure!(report.produce.errors == 0 && consumed_all, "errors or missing messages in the run");
+        Ok(())
+    })
+}

@@ -1,0 +1,95 @@
+//! `mqbroker`: the broker.
+//!
+//! ```text
+//! mqbroker -n 127.0.0.1:9876 -c broker.conf
+//! mqbroker -n 127.0.0.1:9876 --listen 127.0.0.1:0 --store /tmp/store   # ephemeral port
+//! ```
+//! SIGTERM (or Ctrl-C) flushes the store, persists offsets and unregisters before exiting.
+
+use anyhow::Context;
+use clap::Parser;
+use rmq_broker::conf::{apply, split_addrs, KNOWN_KEYS};
+use rmq_broker::BrokerOptions;
+use rmq_broker_core::BrokerConfig;
+use rmq_rt::conf::{parse_properties, Props};
+use rmq_rt::RealEnv;
+
+#[derive(Parser, Debug)]
+#[command(name = "mqbroker", version, about = "RocketMQ-compatible broker")]
+struct Args {
+    /// NameServer addresses, `host:port;host:port` (overrides namesrvAddr).
+    #[arg(short = 'n', long = "namesrv-addr")]
+    namesrv: Option<String>,
+    /// broker.conf with RocketMQ keys.
+    #[arg(short = 'c', long = "config")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on (overrides listenPort); port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Store root directory (overrides storePathRootDir).
+    #[arg(long)]
+    store: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(short = 'p', long = "print-config")]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    rmq_tools::init_tracing("info");
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    let mut opts = BrokerOptions {
+        listen: "0.0.0.0:10911".into(),
+        namesrv_addrs: std::env::var("NAMESRV_ADDR").map(|v| split_addrs(&v)).unwrap_or_default(),
+        store_root: format!("{home}/store"),
+        core: BrokerConfig::default(),
+    };
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let props =
+            Props::new(parse_properties(&text)?, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
+        apply(&props, &mut opts).with_context(|| format!("in {}", path.display()))?;
+    }
+    if let Some(n) = &args.namesrv {
+        opts.namesrv_addrs = split_addrs(n);
+    }
+    if let Some(l) = &args.listen {
+        opts.listen = l.clone();
+        let port = l.rsplit_once(':').map_or("0", |(_, p)| p);
+        let ip = opts.core.broker_addr.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip).to_string();
+        opts.core.broker_addr = format!("{ip}:{port}");
+    }
+    if let Some(s) = &args.store {
+        opts.store_root = s.clone();
+    }
+    if args.print_config {
+        println!("{opts:#?}");
+        return Ok(());
+    }
+    if opts.namesrv_addrs.is_empty() {
+        tracing::warn!("no name server configured (-n or namesrvAddr): clients will not find this broker");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let names = opts.namesrv_addrs.join(";");
+        let name = opts.core.broker_name.clone();
+        let handle = rmq_broker::start(RealEnv::default(), opts).await.context("starting the broker")?;
+        println!(
+            "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}",
+            handle.advertised_addr
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        handle.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

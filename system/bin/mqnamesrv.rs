@@ -1,0 +1,77 @@
+//! `mqnamesrv`: the NameServer.
+//!
+//! ```text
+//! mqnamesrv                       # listens on 0.0.0.0:9876
+//! mqnamesrv -c namesrv.conf       # listenPort=9876
+//! mqnamesrv --listen 127.0.0.1:0  # ephemeral port; the bound address is printed
+//! ```
+
+use anyhow::Context;
+use clap::Parser;
+use rmq_namesrv_core::NamesrvConfig;
+use rmq_rt::conf::{parse_properties, Props};
+use rmq_rt::RealEnv;
+
+#[derive(Parser, Debug)]
+#[command(name = "mqnamesrv", version, about = "RocketMQ-compatible NameServer")]
+struct Args {
+    /// Config file with RocketMQ namesrv keys (listenPort, scanNotActiveBrokerInterval, brokerExpiredMillis).
+    #[arg(short = 'c', long = "config")]
+    config: Option<std::path::PathBuf>,
+    /// Address to listen on; overrides listenPort.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Print the effective configuration and exit.
+    #[arg(short = 'p', long = "print-config")]
+    print_config: bool,
+}
+
+const KNOWN: &[&str] =
+    &["listenPort", "scanNotActiveBrokerInterval", "brokerExpiredMillis", "rocketmqHome", "kvConfigPath"];
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    rmq_tools::init_tracing("info");
+    let mut config = NamesrvConfig::default();
+    let mut listen = "0.0.0.0:9876".to_string();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let props = Props::new(parse_properties(&text)?, KNOWN).with_context(|| format!("in {}", path.display()))?;
+        if let Some(port) = props.parse::<u16>("listenPort", "a port number")? {
+            listen = format!("0.0.0.0:{port}");
+        }
+        if let Some(ms) = props.parse::<u64>("scanNotActiveBrokerInterval", "milliseconds")? {
+            config.scan_interval_ms = ms.max(1);
+        }
+        if let Some(ms) = props.parse::<u64>("brokerExpiredMillis", "milliseconds")? {
+            config.broker_expiry_ms = ms;
+        }
+    }
+    if let Some(l) = args.listen {
+        listen = l;
+    }
+    if args.print_config {
+        println!("listen={listen}\n{config:?}");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let handle = rmq_namesrv::start(RealEnv::default(), &listen, config)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        println!("The Name Server boot success. serializeType=JSON, address {}", handle.local_addr);
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        handle.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

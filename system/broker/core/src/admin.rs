@@ -1,0 +1,407 @@
+//! Client management (heartbeat, unregister, consumer lists, queue locks), consumer offsets,
+//! topic administration, offset queries, statistics and NameServer registration.
+
+use std::collections::BTreeMap;
+
+use rmq_proto::body::{
+    from_json, to_json, ConsumeStats, ConsumerIdList, HeartbeatData, MessageQueue, QueueProgress, RegisterBrokerBody,
+    TopicConfig,
+};
+use rmq_proto::codes::RequestCode;
+use rmq_proto::header::{
+    ConsumeStatsRequestHeader, ConsumerGroupRequestHeader, CreateTopicRequestHeader, OffsetResponseHeader,
+    QueryConsumerOffsetRequestHeader, QueueRequestHeader, RegisterBrokerRequestHeader, SearchOffsetRequestHeader,
+    TopicRequestHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
+};
+use rmq_proto::message::parse_offset_msg_id;
+use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
+use rmq_store::Directory;
+use serde::{Deserialize, Serialize};
+
+use crate::topics::{validate_topic, RETRY_PREFIX};
+use crate::{ok, reply, BrokerCore, Event, Output};
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LockBody {
+    consumer_group: String,
+    client_id: String,
+    #[serde(default)]
+    only_this_broker: bool,
+    #[serde(default)]
+    mq_set: Vec<MessageQueue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LockResult {
+    lock_o_k_m_q_set: Vec<MessageQueue>,
+}
+
+impl<D: Directory> BrokerCore<D> {
+    pub(crate) fn heartbeat(&mut self, now_ms: u64, conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let hb: HeartbeatData = match from_json(&req.body) {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad heartbeat body: {e}"))),
+        };
+        let mut changed = Vec::new();
+        for cd in hb.consumer_data_set {
+            let retry = format!("{RETRY_PREFIX}{}", cd.group_name);
+            if self.topics.get(&retry).is_none() && validate_topic(&retry).is_ok() {
+                self.create_topic(now_ms, TopicConfig::new(&retry, 1));
+            }
+            let group = cd.group_name.clone();
+            if self.clients.register_consumer(now_ms, conn, &hb.client_id, cd) {
+                changed.push(group);
+            }
+        }
+        for pd in hb.producer_data_set {
+            self.clients.register_producer(now_ms, conn, &hb.client_id, &pd.group_name);
+        }
+        self.notify_groups(now_ms, changed);
+        Some(ok(req).with_ext("IS_SUB_CHANGE", "false").with_ext("IS_SUPPORT_HEART_BEAT_V2", "false"))
+    }
+
+    pub(crate) fn unregister_client(
+        &mut self,
+        now_ms: u64,
+        _conn: ConnId,
+        req: &RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let h: UnregisterClientRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
+        };
+        if let Some(g) = &h.producer_group {
+            self.clients.unregister_producer(g, &h.client_id);
+        }
+        if let Some(g) = &h.consumer_group {
+            if self.clients.unregister_consumer(g, &h.client_id) {
+                self.notify_groups(now_ms, vec![g.clone()]);
+            }
+        }
+        Some(ok(req))
+    }
+
+    /// Tells every member of each changed group to rebalance.
+    pub(crate) fn notify_groups(&mut self, _now_ms: u64, groups: Vec<String>) {
+        for group in groups {
+            let members = self.clients.consumer_ids(&group).len();
+            self.event(|| Event::GroupMembershipChanged { group: group.clone(), members });
+            for conn in self.clients.consumer_conns(&group) {
+                let cmd = RemotingCommand::request(RequestCode::NotifyConsumerIdsChanged, 0)
+                    .with_header(&ConsumerGroupRequestHeader { consumer_group: group.clone() })
+                    .oneway();
+                self.outputs.push_back(Output::Transmit { conn, cmd });
+            }
+        }
+    }
+
+    pub(crate) fn consumer_list(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let h: ConsumerGroupRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
+        };
+        let ids = self.clients.consumer_ids(&h.consumer_group);
+        if ids.is_empty() {
+            return Some(reply(
+                req,
+                ResponseCode::SystemError,
+                format!("no consumer for this group, {}", h.consumer_group),
+            ));
+        }
+        Some(ok(req).with_body(to_json(&ConsumerIdList { consumer_id_list: ids })))
+    }
+
+    pub(crate) fn query_consumer_offset(&self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let h: QueryConsumerOffsetRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
+        };
+        let offset = match self.offsets.get(&h.consumer_group, &h.topic, h.queue_id) {
+            Some(o) => o,
+            // A brand-new group starts at 0 while the queue still holds its first message.
+            None if self.store.min_queue_offset(&h.topic, h.queue_id) == 0
+                || req.ext("setZeroIfNotFound") == Some("true") =>
+            {
+                0
+            }
+            None => {
+                return Some(reply(
+                    req,
+                    ResponseCode::QueryNotFound,
+                    "Not found, V3_0_6_SNAPSHOT maybe this group consumer boot first",
+                ))
+            }
+        };
+        Some(ok(req).with_header(&OffsetResponseHeader { offset: offset as i64 }))
+    }
+
+    pub(crate) fn update_consumer_offset(&mut self, _now_ms: u64, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let h: UpdateConsumerOffsetRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
+        };
+        if h.commit_offset >= 0 {
+            self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
+        }
+        Some(ok(req))
+    }
+
+    /// Commits a consumer offset (forward only), capped at the queue's max offset.
+    pub(crate) fn commit_offset(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
+        let capped = offset.min(self.store.max_queue_offset(topic, queue_id));
+        if self.offsets.commit(group, topic, queue_id, capped) {
+            let (group, topic) = (group.to_string(), topic.to_string());
+            self.event(|| Event::ConsumerOffsetCommitted { group, topic, queue_id, offset: capped });
+        }
+    }
+
+    pub(crate) fn lock_batch(&mut self, now_ms: u64, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let body: LockBody = match from_json(&req.body) {
+            Ok(b) => b,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad lock body: {e}"))),
+        };
+        let held = self.clients.lock(now_ms, &body.consumer_group, &body.client_id, &body.mq_set);
+        Some(ok(req).with_body(to_json(&LockResult { lock_o_k_m_q_set: held })))
+    }
+
+    pub(crate) fn unlock_batch(&mut self, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let body: LockBody = match from_json(&req.body) {
+            Ok(b) => b,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad unlock body: {e}"))),
+        };
+        self.clients.unlock(&body.consumer_group, &body.client_id, &body.mq_set);
+        Some(ok(req))
+    }
+
+    /// Creates or updates a topic, persists the table and schedules a registration.
+    pub(crate) fn create_topic(&mut self, now_ms: u64, tc: TopicConfig) -> bool {
+        let topic = tc.topic_name.clone();
+        if !self.topics.upsert(now_ms, tc) {
+            return false;
+        }
+        let _ = self.topics.persist(self.store.directory_mut());
+        // Coalesce bursts of creations into one registration shortly after.
+        self.next_register_ms = self.next_register_ms.min(now_ms + 100);
+        self.event(|| Event::TopicUpdated { topic });
+        true
+    }
+
+    /// The REGISTER_BROKER request carrying the whole topic table.
+    pub(crate) fn registration(&self) -> RemotingCommand {
+        let body = to_json(&RegisterBrokerBody {
+            topic_config_serialize_wrapper: self.topics.wrapper(),
+            filter_server_list: vec![],
+        });
+        let h = RegisterBrokerRequestHeader {
+            broker_name: self.config.broker_name.clone(),
+            broker_addr: self.config.broker_addr.clone(),
+            cluster_name: self.config.cluster_name.clone(),
+            ha_server_addr: self.config.ha_addr.clone(),
+            broker_id: self.config.broker_id,
+            compressed: Some(false),
+            body_crc32: Some(crc32(&body)),
+        };
+        RemotingCommand::request_with(RequestCode::RegisterBroker, 0, &h).with_body(body)
+    }
+
+    pub(crate) fn persist_offsets(&mut self) {
+        let dir = self.store.directory_mut();
+        let _ = self.offsets.persist(dir);
+        let _ = self.delay.persist(dir);
+    }
+
+    /// Requests not handled elsewhere: topic admin, offset queries, stats.
+    pub(crate) fn admin(&mut self, now_ms: u64, _conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
+        Some(match req.request_code() {
+            RequestCode::UpdateAndCreateTopic => self.update_topic(now_ms, req),
+            RequestCode::DeleteTopicInBroker => match req.decode_header::<TopicRequestHeader>() {
+                Ok(h) => {
+                    self.topics.remove(now_ms, &h.topic);
+                    let _ = self.topics.persist(self.store.directory_mut());
+                    self.next_register_ms = now_ms;
+                    ok(req)
+                }
+                Err(e) => reply(req, ResponseCode::InvalidParameter, e.to_string()),
+            },
+            RequestCode::GetAllTopicConfig => ok(req).with_body(to_json(&self.topics.wrapper())),
+            RequestCode::GetMaxOffset | RequestCode::GetMinOffset | RequestCode::GetEarliestMsgStoretime => {
+                self.queue_offset_query(req)
+            }
+            RequestCode::SearchOffsetByTimestamp => match req.decode_header::<SearchOffsetRequestHeader>() {
+                Ok(h) => {
+                    let off = self.store.queue_offset_by_time(&h.topic, h.queue_id, h.timestamp);
+                    ok(req).with_header(&OffsetResponseHeader { offset: off as i64 })
+                }
+                Err(e) => reply(req, ResponseCode::InvalidParameter, e.to_string()),
+            },
+            RequestCode::ViewMessageById => self.view_message(req),
+            RequestCode::GetConsumeStats => self.consume_stats(req),
+            RequestCode::GetConsumerConnectionList => self.connection_list(req),
+            RequestCode::GetBrokerRuntimeInfo => self.runtime_info(req),
+            RequestCode::GetTopicStatsInfo => self.topic_stats(req),
+            _ => reply(req, ResponseCode::RequestCodeNotSupported, format!("request code {} not supported", req.code)),
+        })
+    }
+
+    fn update_topic(&mut self, now_ms: u64, req: &RemotingCommand) -> RemotingCommand {
+        let h: CreateTopicRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
+        };
+        if let Err(why) = validate_topic(&h.topic) {
+            return reply(req, ResponseCode::InvalidParameter, why);
+        }
+        if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
+            return reply(req, ResponseCode::InvalidParameter, "queue counts must be within 1..=1024");
+        }
+        let tc = TopicConfig {
+            topic_name: h.topic.clone(),
+            read_queue_nums: h.read_queue_nums,
+            write_queue_nums: h.write_queue_nums,
+            perm: h.perm,
+            topic_filter_type: h.topic_filter_type,
+            topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+            order: h.order,
+            attributes: BTreeMap::new(),
+        };
+        if !self.create_topic(now_ms, tc) {
+            return reply(req, ResponseCode::SystemError, "topic table is full");
+        }
+        self.next_register_ms = now_ms;
+        ok(req)
+    }
+
+    fn queue_offset_query(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h: QueueRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
+        };
+        let value = match req.request_code() {
+            RequestCode::GetMaxOffset => self.store.max_queue_offset(&h.topic, h.queue_id) as i64,
+            RequestCode::GetMinOffset => self.store.min_queue_offset(&h.topic, h.queue_id) as i64,
+            _ => {
+                let min = self.store.min_queue_offset(&h.topic, h.queue_id);
+                let got = self.store.get_messages(&h.topic, h.queue_id, min, 1, u32::MAX, &|_| true);
+                match got.messages.first().map(|raw| rmq_proto::message::decode_message(raw, false)) {
+                    Some(Ok((m, _))) => return ok(req).with_ext("timestamp", m.store_timestamp),
+                    _ => return reply(req, ResponseCode::SystemError, "queue is empty"),
+                }
+            }
+        };
+        ok(req).with_header(&OffsetResponseHeader { offset: value })
+    }
+
+    fn view_message(&self, req: &RemotingCommand) -> RemotingCommand {
+        let offset = req
+            .ext("offset")
+            .and_then(|o| o.parse::<i64>().ok())
+            .or_else(|| req.ext("msgId").and_then(parse_offset_msg_id).map(|(_, o)| o));
+        let Some(offset) = offset.filter(|o| *o >= 0) else {
+            return reply(req, ResponseCode::InvalidParameter, "offset or msgId required");
+        };
+        match self.store.read_message(offset as u64) {
+            Ok(m) => {
+                let mut out = Vec::new();
+                match rmq_proto::message::encode_message(&m, &mut out) {
+                    Ok(()) => ok(req).with_body(out),
+                    Err(e) => reply(req, ResponseCode::SystemError, e.to_string()),
+                }
+            }
+            Err(e) => reply(req, ResponseCode::SystemError, format!("no message at offset {offset}: {e}")),
+        }
+    }
+
+    fn consume_stats(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h: ConsumeStatsRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
+        };
+        let mut stats = ConsumeStats::default();
+        for ((topic, group), per_queue) in self.offsets.iter() {
+            if group != &h.consumer_group || h.topic.as_ref().is_some_and(|t| t != topic) {
+                continue;
+            }
+            let queues = self.topics.get(topic).map_or(0, |t| t.write_queue_nums.max(t.read_queue_nums));
+            for qid in 0..queues {
+                stats.queues.push(QueueProgress {
+                    queue: MessageQueue {
+                        topic: topic.clone(),
+                        broker_name: self.config.broker_name.clone(),
+                        queue_id: qid,
+                    },
+                    broker_offset: self.store.max_queue_offset(topic, qid) as i64,
+                    consumer_offset: per_queue.get(&qid).map_or(0, |o| *o as i64),
+                });
+            }
+        }
+        ok(req).with_body(to_json(&stats))
+    }
+
+    fn connection_list(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h: ConsumerGroupRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
+        };
+        let Some(members) = self.clients.consumers(&h.consumer_group) else {
+            return reply(
+                req,
+                ResponseCode::ConsumerNotOnline,
+                format!("the consumer group[{}] not online", h.consumer_group),
+            );
+        };
+        let list: Vec<serde_json::Value> = members
+            .iter()
+            .map(|(id, c)| {
+                serde_json::json!({
+                    "clientId": id,
+                    "clientAddr": self.peers.get(&c.conn).map(|p| p.to_string()).unwrap_or_default(),
+                    "messageModel": c.data.message_model,
+                    "consumeType": c.data.consume_type,
+                })
+            })
+            .collect();
+        ok(req).with_body(
+            serde_json::to_vec(&serde_json::json!({ "connectionSet": list })).expect("json values serialize"),
+        )
+    }
+
+    fn runtime_info(&self, req: &RemotingCommand) -> RemotingCommand {
+        let mut table = BTreeMap::new();
+        table.insert("commitLogMaxOffset", self.store.commit_log_max_offset().to_string());
+        table.insert("commitLogFlushedOffset", self.flushed_offset.to_string());
+        table.insert("topicCount", self.topics.len().to_string());
+        table.insert("queueCount", self.store.queues().len().to_string());
+        table.insert("consumerGroupCount", self.clients.consumer_groups().len().to_string());
+        table.insert("flushDiskType", format!("{:?}", self.config.flush_disk_type));
+        table.insert("brokerRole", format!("{:?}", self.config.broker_role));
+        ok(req).with_body(serde_json::to_vec(&serde_json::json!({ "table": table })).expect("json values serialize"))
+    }
+
+    fn topic_stats(&self, req: &RemotingCommand) -> RemotingCommand {
+        let h: TopicRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
+        };
+        let Some(tc) = self.topics.get(&h.topic) else {
+            return reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic));
+        };
+        let queues: Vec<serde_json::Value> = (0..tc.write_queue_nums.max(tc.read_queue_nums))
+            .map(|q| {
+                serde_json::json!({
+                    "queueId": q,
+                    "minOffset": self.store.min_queue_offset(&h.topic, q),
+                    "maxOffset": self.store.max_queue_offset(&h.topic, q),
+                })
+            })
+            .collect();
+        ok(req).with_body(
+            serde_json::to_vec(&serde_json::json!({ "offsetTable": queues })).expect("json values serialize"),
+        )
+    }
+}
+
+fn crc32(bytes: &[u8]) -> i32 {
+    crc32fast::hash(bytes) as i32
+}

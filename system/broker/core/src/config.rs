@@ -1,0 +1,127 @@
+//! Broker settings, named after RocketMQ's broker.conf keys where one exists.
+
+use rmq_store::StoreConfig;
+
+/// When a SYNC_FLUSH send is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlushDiskType {
+    /// Answer only after the flush covering the message is reported.
+    SyncFlush,
+    /// Answer at once; flush on an interval.
+    AsyncFlush,
+}
+
+/// Replication role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BrokerRole {
+    /// Master, replicating asynchronously.
+    AsyncMaster,
+    /// Master, answering only after a slave acknowledged.
+    SyncMaster,
+    /// Read-only replica.
+    Slave,
+}
+
+/// Everything the broker core needs to know about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerConfig {
+    /// brokerClusterName.
+    pub cluster_name: String,
+    /// brokerName.
+    pub broker_name: String,
+    /// brokerId: 0 master, >= 1 slave.
+    pub broker_id: i64,
+    /// Advertised address, ip:port (brokerIP1 + listenPort).
+    pub broker_addr: String,
+    /// HA address, ip:port.
+    pub ha_addr: String,
+    /// flushDiskType.
+    pub flush_disk_type: FlushDiskType,
+    /// brokerRole.
+    pub broker_role: BrokerRole,
+    /// flushIntervalCommitLog: ASYNC_FLUSH interval.
+    pub flush_interval_ms: u64,
+    /// syncFlushTimeout: a SYNC_FLUSH send not flushed by then gets FLUSH_DISK_TIMEOUT.
+    pub sync_flush_timeout_ms: u64,
+    /// autoCreateTopicEnable.
+    pub auto_create_topic_enable: bool,
+    /// defaultTopicQueueNums: queues of auto-created topics (capped by the producer's ask).
+    pub default_topic_queue_nums: i32,
+    /// longPollingEnable.
+    pub long_polling_enable: bool,
+    /// shortPollingTimeMills: hold time when long polling is off.
+    pub short_polling_ms: u64,
+    /// Longest hold a pull may ask for.
+    pub pull_hold_max_ms: u64,
+    /// Most pulls held at once; beyond it pulls are answered at once.
+    pub pull_holds_max: usize,
+    /// registerNameServerPeriod.
+    pub register_interval_ms: u64,
+    /// flushConsumerOffsetInterval.
+    pub offset_persist_interval_ms: u64,
+    /// Client channels silent this long are dropped.
+    pub client_expiry_ms: u64,
+    /// Largest message body accepted (maxMessageSize).
+    pub max_message_bytes: usize,
+    /// Max reconsume times before a message goes to the DLQ.
+    pub max_reconsume_times: i32,
+    /// messageDelayLevel, in ms per level (level 1 first).
+    pub delay_levels_ms: Vec<u64>,
+    /// How often the delay service checks its queues.
+    pub delay_poll_interval_ms: u64,
+    /// Record trace events (the simulator sets this; production leaves it off).
+    pub record_events: bool,
+    /// The store.
+    pub store: StoreConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            broker_addr: "127.0.0.1:10911".into(),
+            ha_addr: "127.0.0.1:10912".into(),
+            flush_disk_type: FlushDiskType::AsyncFlush,
+            broker_role: BrokerRole::AsyncMaster,
+            flush_interval_ms: 500,
+            sync_flush_timeout_ms: 5_000,
+            auto_create_topic_enable: true,
+            default_topic_queue_nums: 8,
+            long_polling_enable: true,
+            short_polling_ms: 1_000,
+            pull_hold_max_ms: 30_000,
+            pull_holds_max: 100_000,
+            register_interval_ms: 30_000,
+            offset_persist_interval_ms: 5_000,
+            client_expiry_ms: 120_000,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_reconsume_times: 16,
+            delay_levels_ms: parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
+                .expect("the default delay table parses"),
+            delay_poll_interval_ms: 100,
+            record_events: false,
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// Parses a messageDelayLevel string such as "1s 5s 1m 2h".
+pub fn parse_delay_levels(s: &str) -> Option<Vec<u64>> {
+    s.split_whitespace()
+        .map(|item| {
+            let (num, unit) = item.split_at(item.find(|c: char| !c.is_ascii_digit())?);
+            let n: u64 = num.parse().ok()?;
+            let mult = match unit {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return None,
+            };
+            Some(n * mult)
+        })
+        .collect()
+}

@@ -1,0 +1,419 @@
+//! Broker core: the whole broker as a pure state machine over a [`MessageStore`].
+//!
+//! Inputs carry `now_ms`: requests ([`BrokerCore::on_request`]), connection open/close, flush
+//! reports ([`BrokerCore::on_flushed`]) and timers ([`BrokerCore::on_timer`]). Outputs are drained
+//! with [`BrokerCore::poll_output`]: frames to send, flush requests, registrations to send to
+//! every NameServer. The core never awaits, reads a clock or opens a socket.
+//!
+//! **Durability is a handshake**: under SYNC_FLUSH a send is answered only from
+//! [`BrokerCore::on_flushed`], i.e. after the driver reported a flush covering it.
+//!
+//! # Layout
+//! - [`config`]: settings; [`topics`]: topic table; [`offsets`]: consumer offsets;
+//!   [`clients`]: producer/consumer channels; `send`: SEND_MESSAGE(_V2)/batch and flush waiters;
+//!   `pull`: PULL_MESSAGE and long-poll holds; `schedule`: delay levels, retries, DLQ;
+//!   `admin`: topic admin, offsets queries, stats.
+//!
+//! # Calling contract
+//! ```
+//! use rmq_broker_core::{BrokerCore, BrokerConfig, FlushDiskType, Output};
+//! use rmq_proto::{ConnId, RemotingCommand, codes::RequestCode, header::SendMessageRequestHeader};
+//! use rmq_store::MemDirectory;
+//!
+//! let config = BrokerConfig { flush_disk_type: FlushDiskType::SyncFlush, ..Default::default() };
+//! let mut broker = BrokerCore::open(MemDirectory::default(), config, 0).unwrap();
+//! let conn = ConnId(1);
+//! broker.on_conn_opened(0, conn, "127.0.0.1:5555".parse().unwrap());
+//! let header = SendMessageRequestHeader { producer_group: "g".into(), topic: "T".into(),
+//!     default_topic: "TBW102".into(), default_topic_queue_nums: 4, queue_id: 0, ..Default::default() };
+//! let req = RemotingCommand::request_with(RequestCode::SendMessage, 1, &header).with_body(&b"hi"[..]);
+//! broker.on_request(1, conn, req);
+//! // Under SYNC_FLUSH nothing is answered yet; the core asks for a flush instead.
+//! let mut asked_flush = false;
+//! while let Some(out) = broker.poll_output() {
+//!     match out {
+//!         Output::Flush => asked_flush = true,
+//!         Output::Transmit { .. } => panic!("answered before the flush"),
+//!         _ => {}
+//!     }
+//! }
+//! assert!(asked_flush);
+//! // The driver flushes the store, then reports how far the flush reached.
+//! let flushed = broker.flush_store().unwrap();
+//! broker.on_flushed(2, flushed);
+//! assert!(matches!(broker.poll_output(), Some(Output::Transmit { cmd, .. }) if cmd.code == 0));
+//! ```
+
+pub mod clients;
+pub mod config;
+pub mod offsets;
+pub mod topics;
+
+mod admin;
+mod pull;
+mod schedule;
+mod send;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use rmq_proto::codes::RequestCode;
+use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
+use rmq_store::{Directory, MessageStore, StoreError};
+
+pub use config::{BrokerConfig, BrokerRole, FlushDiskType};
+
+use clients::ClientManager;
+use offsets::ConsumerOffsets;
+use pull::PullHolds;
+use schedule::DelayProgress;
+use send::FlushWaiters;
+use topics::TopicTable;
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Output {
+    /// Send a frame on a connection.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// The frame.
+        cmd: RemotingCommand,
+    },
+    /// Make everything written durable: call [`BrokerCore::flush_store`], then report the
+    /// returned offset through [`BrokerCore::on_flushed`] once the flush completed.
+    Flush,
+    /// Send this REGISTER_BROKER request to every NameServer.
+    RegisterBroker(RemotingCommand),
+}
+
+/// Past-tense facts for traces (recorded only when `record_events` is on).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Event {
+    /// A message was appended to the CommitLog.
+    MessageStored {
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue_id: i32,
+        /// Queue offset.
+        queue_offset: u64,
+        /// CommitLog offset.
+        commit_log_offset: u64,
+        /// UNIQ_KEY, when the producer set one.
+        uniq_key: Option<String>,
+    },
+    /// A send was answered.
+    SendAnswered {
+        /// Response code.
+        code: i32,
+        /// Queue offset (first of a batch).
+        queue_offset: u64,
+    },
+    /// The store reported a flush up to this CommitLog offset.
+    FlushCompleted {
+        /// Durable CommitLog offset.
+        commit_log_offset: u64,
+    },
+    /// A consumer offset moved.
+    ConsumerOffsetCommitted {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue_id: i32,
+        /// New offset.
+        offset: u64,
+    },
+    /// A topic was created or updated.
+    TopicUpdated {
+        /// Topic.
+        topic: String,
+    },
+    /// A consumer group's membership changed.
+    GroupMembershipChanged {
+        /// Group.
+        group: String,
+        /// Members now.
+        members: usize,
+    },
+    /// A pull was parked for long polling.
+    PullHeld {
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue_id: i32,
+    },
+    /// A delayed or retried message became deliverable.
+    DelayedDelivered {
+        /// Target topic.
+        topic: String,
+    },
+}
+
+/// Why the broker could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store failed to open or recover.
+    #[error("store: {0}")]
+    Store(StoreError),
+    /// A persisted config file does not parse.
+    #[error("{path}: {reason}")]
+    Config {
+        /// File.
+        path: &'static str,
+        /// Parser message.
+        reason: String,
+    },
+}
+
+/// The broker.
+#[derive(Debug)]
+pub struct BrokerCore<D: Directory> {
+    config: BrokerConfig,
+    store: MessageStore<D>,
+    topics: TopicTable,
+    offsets: ConsumerOffsets,
+    clients: ClientManager,
+    holds: PullHolds,
+    flush_waiters: FlushWaiters,
+    delay: DelayProgress,
+    /// Connection → peer address (born host of messages, consumer connection lists).
+    peers: BTreeMap<ConnId, SocketAddr>,
+    /// Where a SYNC/ASYNC flush was last reported.
+    flushed_offset: u64,
+    /// A Flush output is outstanding and not yet reported.
+    flush_in_flight: bool,
+    next_flush_ms: u64,
+    next_register_ms: u64,
+    next_persist_ms: u64,
+    next_client_scan_ms: u64,
+    /// Round-robin counter for sends that leave the queue to the broker.
+    queue_rotor: u32,
+    store_host: SocketAddr,
+    outputs: VecDeque<Output>,
+    events: Vec<Event>,
+}
+
+impl<D: Directory> BrokerCore<D> {
+    /// Opens the store (running recovery) and loads persisted topics, offsets and delay progress.
+    pub fn open(dir: D, config: BrokerConfig, now_ms: u64) -> Result<Self, OpenError> {
+        let (store, _report) = MessageStore::open(dir, config.store.clone()).map_err(OpenError::Store)?;
+        let topics = TopicTable::load(store.directory(), &config)
+            .map_err(|reason| OpenError::Config { path: topics::TOPICS_PATH, reason })?;
+        let offsets = ConsumerOffsets::load(store.directory())
+            .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
+        let delay = DelayProgress::load(store.directory())
+            .map_err(|reason| OpenError::Config { path: schedule::DELAY_PATH, reason })?;
+        let store_host = config.broker_addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10911)));
+        let flushed_offset = store.commit_log_flushed_offset();
+        Ok(BrokerCore {
+            store,
+            topics,
+            offsets,
+            clients: ClientManager::default(),
+            holds: PullHolds::default(),
+            flush_waiters: FlushWaiters::default(),
+            delay,
+            peers: BTreeMap::new(),
+            flushed_offset,
+            flush_in_flight: false,
+            next_flush_ms: now_ms + config.flush_interval_ms,
+            // The first registration goes out at once.
+            next_register_ms: now_ms,
+            next_persist_ms: now_ms + config.offset_persist_interval_ms,
+            next_client_scan_ms: now_ms + 10_000,
+            queue_rotor: 0,
+            store_host,
+            outputs: VecDeque::new(),
+            events: Vec::new(),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// Read access to the store (tests, tools, the simulator's oracle).
+    pub fn store(&self) -> &MessageStore<D> {
+        &self.store
+    }
+
+    /// A connection opened.
+    pub fn on_conn_opened(&mut self, _now_ms: u64, conn: ConnId, peer: SocketAddr) {
+        self.peers.insert(conn, peer);
+    }
+
+    /// A connection closed: its clients leave their groups and its held pulls are dropped.
+    pub fn on_conn_closed(&mut self, now_ms: u64, conn: ConnId) {
+        self.peers.remove(&conn);
+        self.holds.drop_conn(conn);
+        let changed = self.clients.remove_conn(conn);
+        self.notify_groups(now_ms, changed);
+    }
+
+    /// One request arrived on `conn`.
+    pub fn on_request(&mut self, now_ms: u64, conn: ConnId, req: RemotingCommand) {
+        if req.is_response() {
+            return; // Answers to our own pushes (none expect one) are ignored.
+        }
+        let resp = match req.request_code() {
+            RequestCode::SendMessage | RequestCode::SendMessageV2 | RequestCode::SendBatchMessage => {
+                self.send(now_ms, conn, &req)
+            }
+            RequestCode::PullMessage => self.pull(now_ms, conn, &req, true),
+            RequestCode::ConsumerSendMsgBack => self.send_back(now_ms, &req),
+            RequestCode::HeartBeat => self.heartbeat(now_ms, conn, &req),
+            RequestCode::UnregisterClient => self.unregister_client(now_ms, conn, &req),
+            RequestCode::GetConsumerListByGroup => self.consumer_list(&req),
+            RequestCode::QueryConsumerOffset => self.query_consumer_offset(&req),
+            RequestCode::UpdateConsumerOffset => self.update_consumer_offset(now_ms, &req),
+            RequestCode::LockBatchMq => self.lock_batch(now_ms, &req),
+            RequestCode::UnlockBatchMq => self.unlock_batch(&req),
+            _ => self.admin(now_ms, conn, &req),
+        };
+        if let Some(mut resp) = resp {
+            if !req.is_oneway() {
+                resp.opaque = req.opaque;
+                self.outputs.push_back(Output::Transmit { conn, cmd: resp });
+            }
+        }
+        self.pump(now_ms);
+    }
+
+    /// The store reported everything below `commit_log_offset` durable.
+    pub fn on_flushed(&mut self, now_ms: u64, commit_log_offset: u64) {
+        self.flush_in_flight = false;
+        if commit_log_offset > self.flushed_offset {
+            self.flushed_offset = commit_log_offset;
+        }
+        self.event(|| Event::FlushCompleted { commit_log_offset });
+        self.release_flush_waiters(now_ms);
+        self.pump(now_ms);
+    }
+
+    /// Performs the flush an [`Output::Flush`] asked for; returns the offset it makes durable.
+    /// Under a simulated disk the flush may complete later: report it with `on_flushed` then.
+    pub fn flush_store(&mut self) -> Result<u64, StoreError> {
+        self.store.flush()
+    }
+
+    /// Timers: ASYNC flush, flush timeouts, expired pull holds, registration, offset
+    /// persistence, client expiry, delayed messages. Call at [`Self::next_deadline_ms`].
+    pub fn on_timer(&mut self, now_ms: u64) {
+        if now_ms >= self.next_flush_ms {
+            self.next_flush_ms = now_ms + self.config.flush_interval_ms;
+            if self.store.commit_log_max_offset() > self.flushed_offset {
+                self.request_flush();
+            }
+        }
+        self.expire_flush_waiters(now_ms);
+        self.expire_holds(now_ms);
+        if now_ms >= self.next_register_ms {
+            self.next_register_ms = now_ms + self.config.register_interval_ms;
+            let reg = self.registration();
+            self.outputs.push_back(Output::RegisterBroker(reg));
+        }
+        if now_ms >= self.next_persist_ms {
+            self.next_persist_ms = now_ms + self.config.offset_persist_interval_ms;
+            self.persist_offsets();
+        }
+        if now_ms >= self.next_client_scan_ms {
+            self.next_client_scan_ms = now_ms + 10_000;
+            let changed = self.clients.expire(now_ms, self.config.client_expiry_ms);
+            self.notify_groups(now_ms, changed);
+        }
+        self.deliver_due_delayed(now_ms);
+        self.pump(now_ms);
+    }
+
+    /// The earliest time [`Self::on_timer`] has work.
+    pub fn next_deadline_ms(&self) -> u64 {
+        let mut d =
+            self.next_flush_ms.min(self.next_register_ms).min(self.next_persist_ms).min(self.next_client_scan_ms);
+        if let Some(t) = self.flush_waiters.next_deadline_ms() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.holds.next_deadline_ms() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.delay.next_due_ms() {
+            d = d.min(t);
+        }
+        d
+    }
+
+    /// Takes the next output.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Takes the events recorded since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Writes topics, offsets and delay progress, and flushes: the clean-shutdown path.
+    pub fn shutdown(&mut self, now_ms: u64) -> Result<u64, StoreError> {
+        self.persist_offsets();
+        let flushed = self.store.flush()?;
+        self.on_flushed(now_ms, flushed);
+        Ok(flushed)
+    }
+
+    /// The UNREGISTER_BROKER request to send to every NameServer at shutdown.
+    pub fn unregistration(&self) -> RemotingCommand {
+        let h = rmq_proto::header::UnregisterBrokerRequestHeader {
+            broker_addr: self.config.broker_addr.clone(),
+            broker_id: self.config.broker_id,
+            broker_name: self.config.broker_name.clone(),
+            cluster_name: self.config.cluster_name.clone(),
+        };
+        RemotingCommand::request_with(RequestCode::UnregisterBroker, 0, &h)
+    }
+
+    /// Checks cross-structure invariants; the simulator calls it after every step.
+    pub fn assert_invariants(&self) {
+        self.store.assert_invariants();
+        assert!(self.flushed_offset <= self.store.commit_log_max_offset(), "flushed beyond the write position");
+        self.flush_waiters.assert_ordered();
+        if let Some(end) = self.flush_waiters.last_end_offset() {
+            assert!(end <= self.store.commit_log_max_offset(), "a flush waiter waits for data never written");
+        }
+        self.holds.assert_bounded(self.config.pull_holds_max);
+    }
+
+    fn request_flush(&mut self) {
+        if !self.flush_in_flight {
+            self.flush_in_flight = true;
+            self.outputs.push_back(Output::Flush);
+        }
+    }
+
+    fn event(&mut self, f: impl FnOnce() -> Event) {
+        if self.config.record_events {
+            self.events.push(f());
+        }
+    }
+
+    /// Work that follows any input: wake held pulls whose queues grew.
+    fn pump(&mut self, now_ms: u64) {
+        self.wake_holds(now_ms);
+    }
+}
+
+/// A response with a code and remark.
+pub(crate) fn reply(req: &RemotingCommand, code: ResponseCode, remark: impl Into<String>) -> RemotingCommand {
+    RemotingCommand::response_to(req, code).with_remark(remark)
+}
+
+/// A SUCCESS response.
+pub(crate) fn ok(req: &RemotingCommand) -> RemotingCommand {
+    RemotingCommand::response_to(req, ResponseCode::Success)
+}
+
+#[cfg(test)]
+mod tests;

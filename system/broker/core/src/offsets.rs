@@ -1,0 +1,92 @@
+//! Consumer offsets, persisted as `config/consumerOffset.json`
+//! (`{"offsetTable":{"topic@group":{"0":5}}}`).
+
+use std::collections::BTreeMap;
+
+use rmq_store::Directory;
+use serde::{Deserialize, Serialize};
+
+/// Where offsets are persisted.
+pub const OFFSETS_PATH: &str = "config/consumerOffset.json";
+/// Most (topic, group) pairs tracked.
+pub const OFFSET_KEYS_MAX: usize = 1_000_000;
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OffsetFile {
+    #[serde(default)]
+    offset_table: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+/// (topic, group) → queue id → next queue offset to consume.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ConsumerOffsets {
+    table: BTreeMap<(String, String), BTreeMap<i32, u64>>,
+    dirty: bool,
+}
+
+impl ConsumerOffsets {
+    /// Loads persisted offsets.
+    pub fn load<D: Directory>(dir: &D) -> Result<Self, String> {
+        let mut out = ConsumerOffsets::default();
+        if let Some(bytes) = dir.read_file(OFFSETS_PATH).map_err(|e| e.to_string())? {
+            let f: OffsetFile = rmq_proto::body::from_json(&bytes).map_err(|e| e.to_string())?;
+            for (key, per_queue) in f.offset_table {
+                let Some((topic, group)) = key.split_once('@') else { continue };
+                let q = per_queue.into_iter().filter(|(_, o)| *o >= 0).map(|(q, o)| (q, o as u64)).collect();
+                out.table.insert((topic.to_string(), group.to_string()), q);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The committed offset of a queue.
+    pub fn get(&self, group: &str, topic: &str, queue_id: i32) -> Option<u64> {
+        self.table.get(&(topic.to_string(), group.to_string())).and_then(|q| q.get(&queue_id)).copied()
+    }
+
+    /// Commits an offset. Offsets only move forward; returns true when it moved.
+    pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) -> bool {
+        let key = (topic.to_string(), group.to_string());
+        if !self.table.contains_key(&key) && self.table.len() >= OFFSET_KEYS_MAX {
+            return false;
+        }
+        let slot = self.table.entry(key).or_default().entry(queue_id).or_insert(0);
+        if offset > *slot || (offset == 0 && *slot == 0) {
+            *slot = offset;
+            self.dirty = true;
+            return true;
+        }
+        false
+    }
+
+    /// Sets an offset unconditionally (admin reset).
+    pub fn reset(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
+        self.table.entry((topic.to_string(), group.to_string())).or_default().insert(queue_id, offset);
+        self.dirty = true;
+    }
+
+    /// (topic, group) pairs with their per-queue offsets.
+    pub fn iter(&self) -> impl Iterator<Item = (&(String, String), &BTreeMap<i32, u64>)> {
+        self.table.iter()
+    }
+
+    /// Groups that have offsets for `topic`.
+    pub fn groups_of(&self, topic: &str) -> Vec<String> {
+        self.table.keys().filter(|(t, _)| t == topic).map(|(_, g)| g.clone()).collect()
+    }
+
+    /// Persists if anything changed since the last persist.
+    pub fn persist<D: Directory>(&mut self, dir: &mut D) -> Result<(), rmq_store::StoreError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut f = OffsetFile::default();
+        for ((topic, group), q) in &self.table {
+            f.offset_table.insert(format!("{topic}@{group}"), q.iter().map(|(k, v)| (*k, *v as i64)).collect());
+        }
+        dir.write_file(OFFSETS_PATH, &rmq_proto::body::to_json(&f))?;
+        self.dirty = false;
+        Ok(())
+    }
+}

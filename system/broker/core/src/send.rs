@@ -1,0 +1,261 @@
+//! SEND_MESSAGE, SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE, and the SYNC_FLUSH waiters that hold
+//! their answers until a flush covering them is reported.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rmq_proto::body::TopicConfig;
+use rmq_proto::codes::{perm, sys_flag, RequestCode};
+use rmq_proto::header::{SendMessageRequestHeader, SendMessageResponseHeader};
+use rmq_proto::message::{self, decode_batch, decode_properties, offset_msg_id, prop, MessageExt};
+use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
+use rmq_store::{Directory, PutResult, StoreError};
+
+use crate::topics::{validate_topic, DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
+use crate::{ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType, Output};
+
+/// Most sends waiting for a flush; beyond it sends are refused with SYSTEM_BUSY.
+pub const FLUSH_WAITERS_MAX: usize = 100_000;
+/// Most messages in one batch.
+pub const BATCH_MESSAGES_MAX: usize = 4_096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Waiter {
+    end_offset: u64,
+    deadline_ms: u64,
+    conn: ConnId,
+    resp: RemotingCommand,
+}
+
+/// Answers held until the CommitLog is durable past `end_offset`, in offset order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(crate) struct FlushWaiters {
+    q: VecDeque<Waiter>,
+}
+
+impl FlushWaiters {
+    pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
+        self.q.front().map(|w| w.deadline_ms)
+    }
+
+    pub(crate) fn last_end_offset(&self) -> Option<u64> {
+        self.q.back().map(|w| w.end_offset)
+    }
+
+    pub(crate) fn assert_ordered(&self) {
+        let mut prev = 0;
+        for w in &self.q {
+            assert!(w.end_offset >= prev, "flush waiters out of CommitLog order");
+            prev = w.end_offset;
+        }
+    }
+}
+
+impl<D: Directory> BrokerCore<D> {
+    pub(crate) fn send(&mut self, now_ms: u64, conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
+        let h: SendMessageRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
+        };
+        if let Err(resp) = self.check_writable(now_ms, req, &h) {
+            return Some(resp);
+        }
+        let tc = self.topics.get(&h.topic).cloned().expect("check_writable created or found the topic");
+        let queue_id = if h.queue_id < 0 || h.queue_id >= tc.write_queue_nums {
+            self.queue_rotor = self.queue_rotor.wrapping_add(1);
+            (self.queue_rotor % tc.write_queue_nums.max(1) as u32) as i32
+        } else {
+            h.queue_id
+        };
+        let mut msgs = match self.build_messages(now_ms, conn, req, &h, queue_id) {
+            Ok(m) => m,
+            Err(resp) => return Some(resp),
+        };
+        let wait = msgs.iter().all(|m| m.properties.get(prop::WAIT).is_none_or(|w| w != "false"));
+        let mut ids = Vec::with_capacity(msgs.len());
+        let mut first: Option<PutResult> = None;
+        let mut last_end = 0;
+        for m in msgs.iter_mut() {
+            let r = match self.put_message(now_ms, m) {
+                Ok(r) => r,
+                Err((code, why)) => return Some(reply(req, code, why)),
+            };
+            ids.push(offset_msg_id(self.store_host, r.commit_log_offset as i64));
+            last_end = r.end_offset;
+            first.get_or_insert(r);
+        }
+        let first = first.expect("build_messages never returns an empty batch");
+        let resp_header = SendMessageResponseHeader {
+            msg_id: ids.join(","),
+            queue_id: msgs[0].queue_id,
+            queue_offset: first.queue_offset as i64,
+            transaction_id: msgs[0].properties.get(prop::UNIQ_KEY).cloned(),
+        };
+        let resp = ok(req)
+            .with_header(&resp_header)
+            .with_ext(prop::MSG_REGION, "DefaultRegion")
+            .with_ext(prop::TRACE_ON, "true");
+        if self.config.flush_disk_type == FlushDiskType::SyncFlush && wait && !req.is_oneway() {
+            if self.flush_waiters.q.len() >= FLUSH_WAITERS_MAX {
+                return Some(reply(
+                    req,
+                    ResponseCode::SystemBusy,
+                    "[FLUSH_WAITERS_FULL] broker busy: stored but too many sends await a flush",
+                ));
+            }
+            let deadline_ms = now_ms + self.config.sync_flush_timeout_ms;
+            self.flush_waiters.q.push_back(Waiter { end_offset: last_end, deadline_ms, conn, resp });
+            self.request_flush();
+            return None;
+        }
+        self.event(|| Event::SendAnswered { code: 0, queue_offset: first.queue_offset });
+        Some(resp)
+    }
+
+    /// Refuses sends a slave, a bad topic or a read-only topic cannot take; auto-creates topics.
+    fn check_writable(
+        &mut self,
+        now_ms: u64,
+        req: &RemotingCommand,
+        h: &SendMessageRequestHeader,
+    ) -> Result<(), RemotingCommand> {
+        if self.config.broker_role == BrokerRole::Slave {
+            return Err(reply(req, ResponseCode::ServiceNotAvailable, "this broker is a slave; send to its master"));
+        }
+        if let Err(why) = validate_topic(&h.topic) {
+            return Err(reply(req, ResponseCode::MessageIllegal, why));
+        }
+        if h.topic == SCHEDULE_TOPIC {
+            return Err(reply(req, ResponseCode::NoPermission, "system topic cannot be sent to"));
+        }
+        if self.topics.get(&h.topic).is_none() {
+            let retry = h.topic.starts_with(RETRY_PREFIX) || h.topic.starts_with(DLQ_PREFIX);
+            if !self.config.auto_create_topic_enable && !retry {
+                return Err(reply(
+                    req,
+                    ResponseCode::TopicNotExist,
+                    format!("topic[{}] not exist, apply first please!", h.topic),
+                ));
+            }
+            let queues = if retry {
+                1
+            } else {
+                h.default_topic_queue_nums.clamp(1, self.config.default_topic_queue_nums.max(1))
+            };
+            self.create_topic(now_ms, TopicConfig::new(&h.topic, queues));
+        }
+        let tc = self.topics.get(&h.topic).expect("created above when absent");
+        if tc.perm & perm::WRITE == 0 {
+            return Err(reply(
+                req,
+                ResponseCode::NoPermission,
+                format!("the topic[{}] sending message is forbidden", h.topic),
+            ));
+        }
+        Ok(())
+    }
+
+    fn build_messages(
+        &self,
+        now_ms: u64,
+        conn: ConnId,
+        req: &RemotingCommand,
+        h: &SendMessageRequestHeader,
+        queue_id: i32,
+    ) -> Result<Vec<MessageExt>, RemotingCommand> {
+        let born_host = self.peers.get(&conn).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let base = MessageExt {
+            topic: h.topic.clone(),
+            queue_id,
+            flag: h.flag,
+            sys_flag: h.sys_flag & !(sys_flag::BORNHOST_V6 | sys_flag::STOREHOST_V6),
+            born_timestamp: h.born_timestamp,
+            born_host,
+            store_timestamp: now_ms as i64,
+            store_host: self.store_host,
+            reconsume_times: h.reconsume_times.unwrap_or(0),
+            properties: decode_properties(h.properties.as_deref().unwrap_or_default()),
+            ..Default::default()
+        };
+        let items = if req.request_code() == RequestCode::SendBatchMessage || h.batch == Some(true) {
+            let items = decode_batch(&req.body)
+                .map_err(|e| reply(req, ResponseCode::MessageIllegal, format!("bad batch body: {e}")))?;
+            if items.is_empty() || items.len() > BATCH_MESSAGES_MAX {
+                return Err(reply(
+                    req,
+                    ResponseCode::MessageIllegal,
+                    format!("a batch holds 1 to {BATCH_MESSAGES_MAX} messages"),
+                ));
+            }
+            items.into_iter().map(|it| (it.flag, it.body, it.properties)).collect()
+        } else {
+            vec![(h.flag, req.body.clone(), base.properties.clone())]
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (flag, body, properties) in items {
+            if body.len() > self.config.max_message_bytes {
+                return Err(reply(
+                    req,
+                    ResponseCode::MessageIllegal,
+                    format!("message body of {} bytes exceeds {}", body.len(), self.config.max_message_bytes),
+                ));
+            }
+            if message::encode_properties(&properties).len() > message::PROPERTIES_MAX_BYTES {
+                return Err(reply(req, ResponseCode::MessageIllegal, "properties longer than 32766 bytes"));
+            }
+            let mut m = MessageExt { flag, body: Bytes::clone(&body), properties, ..base.clone() };
+            self.apply_delay(&mut m);
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Appends one message, records it, and marks its queue for held pulls.
+    pub(crate) fn put_message(
+        &mut self,
+        _now_ms: u64,
+        m: &mut MessageExt,
+    ) -> Result<PutResult, (ResponseCode, String)> {
+        let r = self.store.put(m).map_err(|e| match e {
+            StoreError::MessageTooLarge { .. } => (ResponseCode::MessageIllegal, e.to_string()),
+            other => (ResponseCode::SystemError, format!("store failed: {other}")),
+        })?;
+        self.holds.note_arrival(&m.topic, m.queue_id);
+        self.note_delayed(m);
+        let uniq = m.properties.get(prop::UNIQ_KEY).cloned();
+        self.event(|| Event::MessageStored {
+            topic: m.topic.clone(),
+            queue_id: m.queue_id,
+            queue_offset: r.queue_offset,
+            commit_log_offset: r.commit_log_offset,
+            uniq_key: uniq,
+        });
+        Ok(r)
+    }
+
+    /// Answers every waiter the reported flush covers.
+    pub(crate) fn release_flush_waiters(&mut self, _now_ms: u64) {
+        while self.flush_waiters.q.front().is_some_and(|w| w.end_offset <= self.flushed_offset) {
+            let w = self.flush_waiters.q.pop_front().expect("front checked above");
+            let queue_offset = w.resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
+            self.event(|| Event::SendAnswered { code: 0, queue_offset });
+            self.outputs.push_back(Output::Transmit { conn: w.conn, cmd: w.resp });
+        }
+        if !self.flush_waiters.q.is_empty() {
+            self.request_flush();
+        }
+    }
+
+    /// Waiters past their deadline get FLUSH_DISK_TIMEOUT: stored, durability not confirmed.
+    pub(crate) fn expire_flush_waiters(&mut self, now_ms: u64) {
+        while self.flush_waiters.q.front().is_some_and(|w| w.deadline_ms <= now_ms) {
+            let mut w = self.flush_waiters.q.pop_front().expect("front checked above");
+            w.resp.code = ResponseCode::FlushDiskTimeout.code();
+            w.resp.remark = Some("stored, but the flush was not confirmed in time".into());
+            let queue_offset = w.resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
+            self.event(|| Event::SendAnswered { code: ResponseCode::FlushDiskTimeout.code(), queue_offset });
+            self.outputs.push_back(Output::Transmit { conn: w.conn, cmd: w.resp });
+        }
+    }
+}

@@ -1,0 +1,399 @@
+use super::*;
+use rmq_proto::body::{from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, SubscriptionData};
+use rmq_proto::codes::pull_flag;
+use rmq_proto::header::{ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, SendMessageRequestHeader};
+use rmq_proto::message::{decode_messages, encode_batch, encode_properties, BatchItem, MessageExt};
+use rmq_store::{MemDirectory, MmapDirectory};
+
+struct Harness<D: Directory> {
+    core: BrokerCore<D>,
+    now: u64,
+    next_opaque: i32,
+}
+
+fn mem(config: BrokerConfig) -> Harness<MemDirectory> {
+    let mut core = BrokerCore::open(MemDirectory::default(), config, 1_000).unwrap();
+    core.on_conn_opened(1_000, ConnId(1), "127.0.0.1:40000".parse().unwrap());
+    core.on_conn_opened(1_000, ConnId(2), "127.0.0.1:40001".parse().unwrap());
+    Harness { core, now: 1_000, next_opaque: 1 }
+}
+
+fn send_header(topic: &str, queue_id: i32) -> SendMessageRequestHeader {
+    SendMessageRequestHeader {
+        producer_group: "pg".into(),
+        topic: topic.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id,
+        ..Default::default()
+    }
+}
+
+fn pull_header(topic: &str, queue_id: i32, offset: i64, sys_flag: i32) -> PullMessageRequestHeader {
+    PullMessageRequestHeader {
+        consumer_group: "cg".into(),
+        topic: topic.into(),
+        queue_id,
+        queue_offset: offset,
+        max_msg_nums: 32,
+        sys_flag,
+        commit_offset: 0,
+        suspend_timeout_millis: 15_000,
+        subscription: Some("*".into()),
+        sub_version: 0,
+        expression_type: Some("TAG".into()),
+        max_msg_bytes: None,
+        broker_name: None,
+    }
+}
+
+impl<D: Directory> Harness<D> {
+    fn request(&mut self, conn: u64, mut req: RemotingCommand) -> i32 {
+        let opaque = self.next_opaque;
+        req.opaque = opaque;
+        self.next_opaque += 1;
+        self.core.on_request(self.now, ConnId(conn), req);
+        self.core.assert_invariants();
+        opaque
+    }
+
+    /// Drains outputs, performing flushes at once (a real disk).
+    fn drain(&mut self) -> Vec<(ConnId, RemotingCommand)> {
+        let mut sent = Vec::new();
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit { conn, cmd } => sent.push((conn, cmd)),
+                Output::Flush => {
+                    let off = self.core.flush_store().unwrap();
+                    self.core.on_flushed(self.now, off);
+                }
+                Output::RegisterBroker(_) => {}
+            }
+        }
+        sent
+    }
+
+    fn call(&mut self, conn: u64, req: RemotingCommand) -> RemotingCommand {
+        let opaque = self.request(conn, req);
+        let out = self.drain();
+        out.into_iter().map(|(_, c)| c).find(|c| c.opaque == opaque && c.is_response()).expect("a response")
+    }
+
+    fn send(&mut self, topic: &str, queue_id: i32, body: &str) -> RemotingCommand {
+        let mut req = RemotingCommand::request(RequestCode::SendMessageV2, 0).with_body(body.as_bytes().to_vec());
+        req.ext_fields = send_header(topic, queue_id).to_ext_v2();
+        self.call(1, req)
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        self.core.on_timer(self.now);
+    }
+}
+
+#[test]
+fn sync_flush_answers_only_after_the_reported_flush() {
+    let mut h = mem(BrokerConfig { flush_disk_type: FlushDiskType::SyncFlush, ..Default::default() });
+    let req = RemotingCommand::request_with(RequestCode::SendMessage, 7, &send_header("T", 0)).with_body(&b"x"[..]);
+    h.core.on_request(h.now, ConnId(1), req);
+    let mut flushes = 0;
+    while let Some(o) = h.core.poll_output() {
+        match o {
+            Output::Flush => flushes += 1,
+            Output::Transmit { .. } => panic!("SYNC_FLUSH answered before any flush was reported"),
+            Output::RegisterBroker(_) => {}
+        }
+    }
+    assert_eq!(flushes, 1);
+    // A flush report that does not cover the message releases nothing.
+    h.core.on_flushed(h.now, 0);
+    assert!(!std::iter::from_fn(|| h.core.poll_output()).any(|o| matches!(o, Output::Transmit { .. })));
+    let off = h.core.flush_store().unwrap();
+    h.core.on_flushed(h.now, off);
+    let resp = h.drain().into_iter().find(|(_, c)| c.opaque == 7).unwrap().1;
+    assert_eq!(resp.code, 0);
+    assert_eq!(resp.ext("queueOffset"), Some("0"));
+}
+
+#[test]
+fn unflushed_sync_send_times_out_as_flush_disk_timeout() {
+    let mut h = mem(BrokerConfig { flush_disk_type: FlushDiskType::SyncFlush, ..Default::default() });
+    let req = RemotingCommand::request_with(RequestCode::SendMessage, 9, &send_header("T", 0)).with_body(&b"x"[..]);
+    h.core.on_request(h.now, ConnId(1), req);
+    while h.core.poll_output().is_some() {} // the flush is never performed
+    h.now += 5_001;
+    h.core.on_timer(h.now);
+    let outs: Vec<Output> = std::iter::from_fn(|| h.core.poll_output()).collect();
+    let resp = outs.iter().find_map(|o| match o {
+        Output::Transmit { cmd, .. } if cmd.opaque == 9 => Some(cmd),
+        _ => None,
+    });
+    assert_eq!(resp.unwrap().code, ResponseCode::FlushDiskTimeout.code());
+}
+
+#[test]
+fn async_flush_answers_at_once_and_flushes_on_the_interval() {
+    let mut h = mem(BrokerConfig::default());
+    assert_eq!(h.send("T", 1, "a").code, 0);
+    h.now += 600;
+    h.core.on_timer(h.now);
+    assert!(std::iter::from_fn(|| h.core.poll_output()).any(|o| o == Output::Flush));
+}
+
+#[test]
+fn sent_messages_are_pulled_in_order_with_dense_offsets() {
+    let mut h = mem(BrokerConfig::default());
+    for i in 0..5 {
+        let r = h.send("T", 2, &format!("m{i}"));
+        assert_eq!(r.ext("queueOffset"), Some(i.to_string().as_str()));
+        assert_eq!(r.ext("queueId"), Some("2"));
+    }
+    let resp = h.call(2, RemotingCommand::request_with(RequestCode::PullMessage, 0, &pull_header("T", 2, 0, 0)));
+    assert_eq!(resp.code, 0);
+    let msgs = decode_messages(&resp.body).unwrap();
+    assert_eq!(
+        msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect::<Vec<_>>(),
+        ["m0", "m1", "m2", "m3", "m4"]
+    );
+    assert!(msgs.iter().enumerate().all(|(i, m)| m.queue_offset == i as i64));
+    assert_eq!(resp.ext("nextBeginOffset"), Some("5"));
+}
+
+#[test]
+fn long_poll_is_held_then_woken_by_a_send() {
+    let mut h = mem(BrokerConfig::default());
+    h.send("T", 0, "first");
+    let pull = RemotingCommand::request_with(RequestCode::PullMessage, 0, &pull_header("T", 0, 1, pull_flag::SUSPEND));
+    let opaque = h.request(2, pull);
+    assert!(h.drain().iter().all(|(_, c)| c.opaque != opaque), "nothing to return yet: the pull is held");
+    let req =
+        RemotingCommand::request_with(RequestCode::SendMessage, 0, &send_header("T", 0)).with_body(&b"second"[..]);
+    h.core.on_request(h.now, ConnId(1), req);
+    let out = h.drain();
+    let (_, resp) =
+        out.iter().find(|(c, r)| *c == ConnId(2) && r.opaque == opaque).expect("held pull answered on arrival");
+    assert_eq!(decode_messages(&resp.body).unwrap()[0].body.as_ref(), b"second");
+}
+
+#[test]
+fn held_pull_expires_with_pull_not_found() {
+    let mut h = mem(BrokerConfig::default());
+    h.send("T", 0, "only");
+    let mut hdr = pull_header("T", 0, 1, pull_flag::SUSPEND);
+    hdr.suspend_timeout_millis = 2_000;
+    let opaque = h.request(2, RemotingCommand::request_with(RequestCode::PullMessage, 0, &hdr));
+    h.advance(1_000);
+    assert!(h.drain().iter().all(|(_, c)| c.opaque != opaque));
+    h.advance(1_001);
+    let out = h.drain();
+    let resp = out.iter().find(|(_, c)| c.opaque == opaque).expect("answered at the deadline");
+    assert_eq!(resp.1.code, ResponseCode::PullNotFound.code());
+}
+
+#[test]
+fn topics_need_creating_when_auto_create_is_off() {
+    let mut h = mem(BrokerConfig { auto_create_topic_enable: false, ..Default::default() });
+    assert_eq!(h.send("Nope", 0, "x").code, ResponseCode::TopicNotExist.code());
+    let create = rmq_proto::header::CreateTopicRequestHeader {
+        topic: "Yes".into(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: 2,
+        write_queue_nums: 2,
+        perm: 6,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: None,
+        order: false,
+    };
+    assert_eq!(h.call(1, RemotingCommand::request_with(RequestCode::UpdateAndCreateTopic, 0, &create)).code, 0);
+    assert_eq!(h.send("Yes", 1, "x").code, 0);
+    assert_eq!(h.send("bad topic!", 0, "x").code, ResponseCode::MessageIllegal.code());
+}
+
+fn heartbeat(client: &str, group: &str) -> RemotingCommand {
+    let hb = HeartbeatData {
+        client_id: client.into(),
+        consumer_data_set: vec![ConsumerData {
+            group_name: group.into(),
+            consume_type: "CONSUME_PASSIVELY".into(),
+            message_model: "CLUSTERING".into(),
+            consume_from_where: "CONSUME_FROM_LAST_OFFSET".into(),
+            subscription_data_set: vec![SubscriptionData::tag("T", "*")],
+            unit_mode: false,
+        }],
+        ..Default::default()
+    };
+    RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(to_json(&hb))
+}
+
+#[test]
+fn group_membership_is_tracked_and_members_are_notified() {
+    let mut h = mem(BrokerConfig::default());
+    assert_eq!(h.call(1, heartbeat("c1", "G")).code, 0);
+    assert!(h.core.topics.get("%RETRY%G").is_some(), "retry topic auto-created");
+    h.request(2, heartbeat("c2", "G"));
+    let out = h.drain();
+    let notified: Vec<ConnId> =
+        out.iter().filter(|(_, c)| c.code == RequestCode::NotifyConsumerIdsChanged.code()).map(|(c, _)| *c).collect();
+    assert_eq!(notified, vec![ConnId(1), ConnId(2)]);
+    let req = RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
+    let list: ConsumerIdList = from_json(&h.call(1, req.clone()).body).unwrap();
+    assert_eq!(list.consumer_id_list, vec!["c1", "c2"]);
+    h.core.on_conn_closed(h.now, ConnId(2));
+    let list: ConsumerIdList = from_json(&h.call(1, req).body).unwrap();
+    assert_eq!(list.consumer_id_list, vec!["c1"], "a closed connection leaves the group");
+}
+
+#[test]
+fn consumer_offsets_start_at_zero_and_only_move_forward() {
+    let mut h = mem(BrokerConfig::default());
+    for i in 0..3 {
+        h.send("T", 0, &format!("{i}"));
+    }
+    let q = RemotingCommand::request(RequestCode::QueryConsumerOffset, 0)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0);
+    assert_eq!(h.call(1, q.clone()).ext("offset"), Some("0"), "a new group starts at 0 on a queue that starts at 0");
+    let upd = |o: i64| {
+        RemotingCommand::request(RequestCode::UpdateConsumerOffset, 0)
+            .with_ext("consumerGroup", "G")
+            .with_ext("topic", "T")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", o)
+    };
+    h.call(1, upd(2));
+    h.call(1, upd(1));
+    assert_eq!(h.call(1, q.clone()).ext("offset"), Some("2"));
+    h.call(1, upd(99));
+    assert_eq!(h.call(1, q).ext("offset"), Some("3"), "capped at the queue's max offset");
+}
+
+#[test]
+fn failed_messages_retry_with_delay_then_dead_letter() {
+    let mut h = mem(BrokerConfig { max_reconsume_times: 1, ..Default::default() });
+    h.send("T", 0, "payload");
+    let stored: MessageExt = h.core.store.read_message(0).unwrap();
+    let back = |offset: i64| {
+        let hdr = ConsumerSendMsgBackRequestHeader {
+            offset,
+            group: "G".into(),
+            delay_level: 0,
+            origin_msg_id: None,
+            origin_topic: Some("T".into()),
+            max_reconsume_times: None,
+        };
+        RemotingCommand::request_with(RequestCode::ConsumerSendMsgBack, 0, &hdr)
+    };
+    assert_eq!(h.call(1, back(stored.commit_log_offset)).code, 0);
+    assert_eq!(h.core.store.max_queue_offset("%RETRY%G", 0), 0, "delayed, not yet visible");
+    h.advance(9_000);
+    assert_eq!(h.core.store.max_queue_offset("%RETRY%G", 0), 0, "level 3 waits 10 s");
+    h.advance(1_100);
+    assert_eq!(h.core.store.max_queue_offset("%RETRY%G", 0), 1, "delivered after 10 s");
+    let retry = h.core.store.get_messages("%RETRY%G", 0, 0, 1, u32::MAX, &|_| true);
+    let (m, _) = rmq_proto::message::decode_message(&retry.messages[0], true).unwrap();
+    assert_eq!(m.reconsume_times, 1);
+    assert_eq!(m.properties.get("RETRY_TOPIC").map(String::as_str), Some("T"));
+    assert_eq!(h.call(1, back(m.commit_log_offset)).code, 0);
+    assert_eq!(h.core.store.max_queue_offset("%DLQ%G", 0), 1, "spent retries go to the DLQ at once");
+}
+
+#[test]
+fn batches_store_every_message() {
+    let mut h = mem(BrokerConfig::default());
+    let items: Vec<BatchItem> = (0..10)
+        .map(|i| BatchItem { flag: 0, body: format!("b{i}").into_bytes().into(), properties: Default::default() })
+        .collect();
+    let mut hdr = send_header("T", 3);
+    hdr.batch = Some(true);
+    let mut req = RemotingCommand::request(RequestCode::SendBatchMessage, 0).with_body(encode_batch(&items));
+    req.ext_fields = hdr.to_ext_v2();
+    let resp = h.call(1, req);
+    assert_eq!(resp.code, 0);
+    assert_eq!(resp.ext("msgId").unwrap().split(',').count(), 10);
+    assert_eq!(h.core.store.max_queue_offset("T", 3), 10);
+}
+
+#[test]
+fn bad_requests_get_error_codes() {
+    let mut h = mem(BrokerConfig::default());
+    let missing = RemotingCommand::request(RequestCode::SendMessage, 0).with_ext("topic", "T");
+    assert_eq!(h.call(1, missing).code, ResponseCode::InvalidParameter.code());
+    assert_eq!(h.call(1, RemotingCommand::request(12345, 0)).code, ResponseCode::RequestCodeNotSupported.code());
+    let big = RemotingCommand::request_with(RequestCode::SendMessage, 0, &send_header("T", 0)).with_body(vec![
+        0u8;
+        4 * 1024 * 1024
+            + 1
+    ]);
+    assert_eq!(h.call(1, big).code, ResponseCode::MessageIllegal.code());
+    let hb = RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(&b"{{{"[..]);
+    assert_eq!(h.call(1, hb).code, ResponseCode::InvalidParameter.code());
+    let mut bad_batch =
+        RemotingCommand::request(RequestCode::SendBatchMessage, 0).with_body(&b"\x00\x00\x00\x05zz"[..]);
+    bad_batch.ext_fields = send_header("T", 0).to_ext_v2();
+    assert_eq!(h.call(1, bad_batch).code, ResponseCode::MessageIllegal.code());
+    let props = encode_properties(&[("TAGS".to_string(), "x".repeat(40_000))].into_iter().collect());
+    let mut hdr = send_header("T", 0);
+    hdr.properties = Some(props);
+    assert_eq!(
+        h.call(1, RemotingCommand::request_with(RequestCode::SendMessage, 0, &hdr)).code,
+        ResponseCode::MessageIllegal.code()
+    );
+}
+
+#[test]
+fn slaves_refuse_writes() {
+    let mut h = mem(BrokerConfig { broker_role: BrokerRole::Slave, broker_id: 1, ..Default::default() });
+    assert_eq!(h.send("T", 0, "x").code, ResponseCode::ServiceNotAvailable.code());
+}
+
+#[test]
+fn topics_offsets_and_messages_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let mut config = BrokerConfig::default();
+    config.store.commit_log_segment_bytes = 1 << 20;
+    config.store.consume_queue_segment_entries = 1_000;
+    {
+        let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
+        let mut h = Harness {
+            core: {
+                core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
+                core
+            },
+            now: 0,
+            next_opaque: 1,
+        };
+        for i in 0..20 {
+            h.send("Persist", 1, &format!("m{i}"));
+        }
+        h.call(
+            1,
+            RemotingCommand::request(RequestCode::UpdateConsumerOffset, 0)
+                .with_ext("consumerGroup", "G")
+                .with_ext("topic", "Persist")
+                .with_ext("queueId", 1)
+                .with_ext("commitOffset", 7),
+        );
+        h.core.shutdown(h.now).unwrap();
+    }
+    let core = BrokerCore::open(root(), config, 10).unwrap();
+    assert!(core.topics.get("Persist").is_some());
+    assert_eq!(core.offsets.get("G", "Persist", 1), Some(7));
+    assert_eq!(core.store.max_queue_offset("Persist", 1), 20);
+}
+
+#[test]
+fn registration_carries_the_topic_table() {
+    let mut h = mem(BrokerConfig::default());
+    h.send("Reg", 0, "x");
+    h.advance(200);
+    let reg = std::iter::from_fn(|| h.core.poll_output()).find_map(|o| match o {
+        Output::RegisterBroker(c) => Some(c),
+        _ => None,
+    });
+    let reg = reg.expect("a registration follows topic creation");
+    let body: rmq_proto::body::RegisterBrokerBody = from_json(&reg.body).unwrap();
+    assert!(body.topic_config_serialize_wrapper.topic_config_table.contains_key("Reg"));
+    assert_eq!(reg.ext("bodyCrc32"), Some((crc32fast::hash(&reg.body) as i32).to_string().as_str()));
+}

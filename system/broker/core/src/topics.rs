@@ -1,0 +1,116 @@
+//! The broker's topic table, persisted as `config/topics.json`.
+
+use std::collections::BTreeMap;
+
+use rmq_proto::body::{from_json, to_json, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
+use rmq_store::Directory;
+
+use crate::BrokerConfig;
+
+/// Where the topic table is persisted.
+pub const TOPICS_PATH: &str = "config/topics.json";
+/// The template topic producers name for auto-creation.
+pub const TBW102: &str = "TBW102";
+/// Prefix of retry topics.
+pub const RETRY_PREFIX: &str = "%RETRY%";
+/// Prefix of dead-letter topics.
+pub const DLQ_PREFIX: &str = "%DLQ%";
+/// Topic holding delayed messages; queue = level - 1.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// Most topics a broker holds.
+pub const TOPICS_MAX: usize = 1_000_000;
+
+/// Topic name → config, with a version that changes on every update.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TopicTable {
+    table: BTreeMap<String, TopicConfig>,
+    version: DataVersion,
+}
+
+/// Why a topic name is refused.
+pub fn validate_topic(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name.len() > 127 {
+        return Err(format!("topic name longer than 127 bytes: {}", name.len()));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'%' || b == b'|') {
+        return Err(format!("topic name {name:?} has characters outside [A-Za-z0-9_%|-]"));
+    }
+    Ok(())
+}
+
+impl TopicTable {
+    /// Loads the persisted table, adding the system topics.
+    pub fn load<D: Directory>(dir: &D, config: &BrokerConfig) -> Result<Self, String> {
+        let mut t = TopicTable::default();
+        if let Some(bytes) = dir.read_file(TOPICS_PATH).map_err(|e| e.to_string())? {
+            let w: TopicConfigSerializeWrapper = from_json(&bytes).map_err(|e| e.to_string())?;
+            t.table = w.topic_config_table;
+            t.version = w.data_version;
+        }
+        let mut tbw = TopicConfig::new(TBW102, config.default_topic_queue_nums);
+        tbw.perm = rmq_proto::codes::perm::READ_WRITE | 1;
+        t.table.entry(TBW102.into()).or_insert(tbw);
+        let levels = config.delay_levels_ms.len() as i32;
+        t.table.entry(SCHEDULE_TOPIC.into()).or_insert_with(|| TopicConfig::new(SCHEDULE_TOPIC, levels));
+        Ok(t)
+    }
+
+    /// The config of `topic`.
+    pub fn get(&self, topic: &str) -> Option<&TopicConfig> {
+        self.table.get(topic)
+    }
+
+    /// All topics.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &TopicConfig)> {
+        self.table.iter()
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// The current version.
+    pub fn version(&self) -> &DataVersion {
+        &self.version
+    }
+
+    /// Inserts or replaces a topic; returns false when the table is full.
+    pub fn upsert(&mut self, now_ms: u64, tc: TopicConfig) -> bool {
+        if !self.table.contains_key(&tc.topic_name) && self.table.len() >= TOPICS_MAX {
+            return false;
+        }
+        self.table.insert(tc.topic_name.clone(), tc);
+        self.version.counter += 1;
+        self.version.timestamp = now_ms as i64;
+        true
+    }
+
+    /// Removes a topic.
+    pub fn remove(&mut self, now_ms: u64, topic: &str) -> bool {
+        let had = self.table.remove(topic).is_some();
+        if had {
+            self.version.counter += 1;
+            self.version.timestamp = now_ms as i64;
+        }
+        had
+    }
+
+    /// The wrapper sent in registrations and persisted.
+    pub fn wrapper(&self) -> TopicConfigSerializeWrapper {
+        TopicConfigSerializeWrapper { topic_config_table: self.table.clone(), data_version: self.version.clone() }
+    }
+
+    /// Persists the table.
+    pub fn persist<D: Directory>(&self, dir: &mut D) -> Result<(), rmq_store::StoreError> {
+        dir.write_file(TOPICS_PATH, &to_json(&self.wrapper()))
+    }
+}

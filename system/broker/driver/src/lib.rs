@@ -1,0 +1,200 @@
+//! Broker driver: a fixed-order loop that reads a bounded batch of inbound frames, hands them
+//! to [`BrokerCore`], then executes its outputs (transmits, flushes, NameServer registrations)
+//! and re-arms one timer. Business decisions live in the core.
+//!
+//! Flushes run after each batch, so every send of the batch shares one flush (group commit).
+//!
+//! # Layout
+//! - [`start`], [`BrokerOptions`], [`BrokerHandle`]: run a broker on any [`Env`].
+//! - [`conf`]: RocketMQ broker.conf keys → options.
+//! - `bin/mqbroker.rs`: the binary.
+
+pub mod conf;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rmq_broker_core::{BrokerConfig, BrokerCore, Output};
+use rmq_rt::server::{accept_loop, encode, ServerEvent};
+use rmq_rt::{spawn, ConnId, Env, Listener, RemotingClient};
+use tokio::sync::{mpsc, watch};
+
+/// Inbound events buffered before connections feel backpressure.
+pub const INBOX_MAX: usize = 65_536;
+/// Most inbound events handled before outputs (and the shared flush) are executed.
+pub const BATCH_MAX: usize = 1_024;
+/// Timeout of a registration RPC (RocketMQ: 24 s).
+pub const REGISTER_TIMEOUT_MS: u64 = 24_000;
+
+/// How to run one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// Address to listen on (port 0 = ephemeral; the advertised port follows the bound one).
+    pub listen: String,
+    /// NameServer addresses; the broker registers with every one.
+    pub namesrv_addrs: Vec<String>,
+    /// storePathRootDir.
+    pub store_root: String,
+    /// Core settings.
+    pub core: BrokerConfig,
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// The address advertised to NameServers and in message ids.
+    pub advertised_addr: String,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl BrokerHandle {
+    /// Flushes, persists, unregisters and stops.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Why a broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding or opening storage failed.
+    #[error("{0}")]
+    Io(std::io::Error),
+    /// The store or persisted config is unusable.
+    #[error("{0}")]
+    Open(rmq_broker_core::OpenError),
+}
+
+/// Binds, opens (and recovers) the store, and starts serving.
+pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHandle, StartError> {
+    let listener = env.bind(&opts.listen).await.map_err(StartError::Io)?;
+    let local_addr = listener.local_addr().map_err(StartError::Io)?;
+    if opts.core.broker_addr.ends_with(":0") || opts.core.broker_addr.is_empty() {
+        let ip = opts.core.broker_addr.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip).to_string();
+        let ip = if ip.is_empty() || ip == "0.0.0.0" { "127.0.0.1".to_string() } else { ip };
+        opts.core.broker_addr = format!("{ip}:{}", local_addr.port());
+        opts.core.ha_addr = format!("{ip}:{}", local_addr.port() + 1);
+    }
+    let advertised_addr = opts.core.broker_addr.clone();
+    let dir = env.open_dir(&opts.store_root).map_err(StartError::Io)?;
+    let core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
+    let (tx, rx) = mpsc::channel(INBOX_MAX);
+    let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
+    let (shutdown, stop) = watch::channel(false);
+    let node = Node {
+        namesrv: RemotingClient::new(env.clone()),
+        env,
+        core,
+        conns: BTreeMap::new(),
+        namesrv_addrs: opts.namesrv_addrs,
+    };
+    let done = spawn(async move {
+        node.run(rx, stop).await;
+        accept.abort();
+    });
+    tracing::info!(%local_addr, %advertised_addr, "broker started");
+    Ok(BrokerHandle { local_addr, advertised_addr, shutdown, done })
+}
+
+struct Node<E: Env> {
+    env: E,
+    core: BrokerCore<E::Dir>,
+    conns: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
+    namesrv: RemotingClient<E>,
+    namesrv_addrs: Vec<String>,
+}
+
+impl<E: Env> Node<E> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<ServerEvent>, mut stop: watch::Receiver<bool>) {
+        self.core.on_timer(self.env.now_ms());
+        self.execute_outputs();
+        loop {
+            let deadline = self.core.next_deadline_ms();
+            tokio::select! {
+                ev = inbox.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.handle(ev);
+                    for _ in 1..BATCH_MAX {
+                        match inbox.try_recv() {
+                            Ok(ev) => self.handle(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
+                _ = stop.changed() => break,
+            }
+            self.execute_outputs();
+        }
+        self.stop().await;
+    }
+
+    fn handle(&mut self, ev: ServerEvent) {
+        let now = self.env.now_ms();
+        match ev {
+            ServerEvent::Accepted { conn, peer, outbox } => {
+                self.conns.insert(conn, outbox);
+                self.core.on_conn_opened(now, conn, peer);
+            }
+            ServerEvent::Frame { conn, cmd } => self.core.on_request(now, conn, cmd),
+            ServerEvent::Closed { conn } => {
+                self.conns.remove(&conn);
+                self.core.on_conn_closed(now, conn);
+            }
+        }
+    }
+
+    fn execute_outputs(&mut self) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Transmit { conn, cmd } => self.transmit(conn, &cmd),
+                Output::Flush => match self.core.flush_store() {
+                    Ok(offset) => self.core.on_flushed(self.env.now_ms(), offset),
+                    Err(e) => tracing::error!(error = %e, "flush failed; sends stay unanswered until a flush succeeds"),
+                },
+                Output::RegisterBroker(cmd) => self.register(cmd),
+            }
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, cmd: &rmq_proto::RemotingCommand) {
+        let Some(out) = self.conns.get(&conn) else { return };
+        if out.try_send(encode(cmd)).is_err() {
+            tracing::warn!(conn = conn.0, "connection outbox full or closed; dropping the connection");
+            self.conns.remove(&conn);
+        }
+    }
+
+    fn register(&self, cmd: rmq_proto::RemotingCommand) {
+        for addr in &self.namesrv_addrs {
+            let (client, addr, cmd) = (self.namesrv.clone(), addr.clone(), cmd.clone());
+            spawn(async move {
+                match client.invoke(&addr, cmd, REGISTER_TIMEOUT_MS).await {
+                    Ok(r) if r.code == 0 => tracing::debug!(%addr, "registered with name server"),
+                    Ok(r) => {
+                        tracing::warn!(%addr, code = r.code, remark = ?r.remark, "name server refused registration")
+                    }
+                    Err(e) => tracing::warn!(%addr, error = %e, "registration failed"),
+                }
+            });
+        }
+    }
+
+    async fn stop(mut self) {
+        let now = self.env.now_ms();
+        match self.core.shutdown(now) {
+            Ok(off) => tracing::info!(flushed = off, "store flushed"),
+            Err(e) => tracing::error!(error = %e, "final flush failed"),
+        }
+        self.execute_outputs();
+        let unreg = self.core.unregistration();
+        for addr in &self.namesrv_addrs {
+            let _ = self.namesrv.invoke(addr, unreg.clone(), 3_000).await;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! NameServer driver: shuttles frames between connections and [`NamesrvCore`], and fires its
+//! timer. No routing decision is made here.
+//!
+//! # Layout
+//! - [`start`]: bind, spawn the accept loop and the node loop, return a [`NamesrvHandle`].
+//! - `bin/mqnamesrv.rs`: the binary (flags, config file, signals).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use rmq_namesrv_core::{NamesrvConfig, NamesrvCore};
+use rmq_rt::server::{accept_loop, encode, ServerEvent};
+use rmq_rt::{spawn, ConnId, Env, Listener};
+use tokio::sync::{mpsc, watch};
+
+/// Inbound events buffered before connections feel backpressure.
+pub const INBOX_MAX: usize = 65_536;
+
+/// A running NameServer.
+#[derive(Debug)]
+pub struct NamesrvHandle {
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl NamesrvHandle {
+    /// Stops the node loop and waits for it.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Binds `listen` and starts serving.
+pub async fn start<E: Env>(env: E, listen: &str, config: NamesrvConfig) -> std::io::Result<NamesrvHandle> {
+    let listener = env.bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(INBOX_MAX);
+    let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
+    let (shutdown, stop) = watch::channel(false);
+    let core = NamesrvCore::new(config);
+    let done = spawn(async move {
+        node_loop(env, core, rx, stop).await;
+        accept.abort();
+    });
+    tracing::info!(%local_addr, "name server started");
+    Ok(NamesrvHandle { local_addr, shutdown, done })
+}
+
+async fn node_loop<E: Env>(
+    env: E,
+    mut core: NamesrvCore,
+    mut inbox: mpsc::Receiver<ServerEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns: BTreeMap<ConnId, mpsc::Sender<bytes::Bytes>> = BTreeMap::new();
+    loop {
+        let deadline = core.next_deadline_ms();
+        tokio::select! {
+            ev = inbox.recv() => {
+                let Some(ev) = ev else { break };
+                let now = env.now_ms();
+                match ev {
+                    ServerEvent::Accepted { conn, outbox, .. } => { conns.insert(conn, outbox); }
+                    ServerEvent::Frame { conn, cmd } => {
+                        if let Some(resp) = core.handle(now, conn, &cmd) {
+                            if let Some(out) = conns.get(&conn) {
+                                if out.try_send(encode(&resp)).is_err() {
+                                    tracing::warn!(conn = conn.0, "connection outbox full; dropping it");
+                                    conns.remove(&conn);
+                                }
+                            }
+                        }
+                    }
+                    ServerEvent::Closed { conn } => {
+                        conns.remove(&conn);
+                        core.on_conn_closed(now, conn);
+                    }
+                }
+            }
+            _ = rmq_rt::sleep_until_ms(&env, deadline) => core.tick(env.now_ms()),
+            _ = stop.changed() => break,
+        }
+        for ev in core.drain_events() {
+            tracing::info!(event = ?ev, "namesrv");
+        }
+    }
+}

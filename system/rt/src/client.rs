@@ -1,0 +1,225 @@
+//! A multiplexed remoting client: one connection per address, many requests in flight, matched
+//! by opaque. Requests the server initiates (NOTIFY_CONSUMER_IDS_CHANGED,
+//! CHECK_TRANSACTION_STATE) go to an optional [`Incoming`] channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rmq_proto::frame::FrameDecoder;
+use rmq_proto::RemotingCommand;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::{encode, write_loop, CONN_OUTBOX_MAX};
+use crate::{spawn, Env};
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The connection could not be made.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// Peer.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// No response within the timeout.
+    #[error("request to {addr} timed out after {timeout_ms} ms")]
+    Timeout {
+        /// Peer.
+        addr: String,
+        /// Timeout.
+        timeout_ms: u64,
+    },
+    /// The connection closed before the response arrived.
+    #[error("connection to {addr} closed")]
+    Closed {
+        /// Peer.
+        addr: String,
+    },
+}
+
+/// A request a server sent to this client.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The server's address.
+    pub addr: String,
+    /// The request.
+    pub cmd: RemotingCommand,
+    /// Where to write a response frame, if one is due.
+    pub reply: mpsc::Sender<Bytes>,
+}
+
+type Pending = Arc<Mutex<BTreeMap<i32, oneshot::Sender<RemotingCommand>>>>;
+
+#[derive(Debug)]
+struct Conn {
+    outbox: mpsc::Sender<Bytes>,
+    pending: Pending,
+    /// Set by the reader task when the connection ends.
+    closed: Arc<AtomicBool>,
+}
+
+/// A multiplexed client over an [`Env`].
+#[derive(Debug, Clone)]
+pub struct RemotingClient<E: Env> {
+    env: E,
+    conns: Arc<tokio::sync::Mutex<BTreeMap<String, Arc<Conn>>>>,
+    next_opaque: Arc<AtomicI32>,
+    incoming: Option<mpsc::UnboundedSender<Incoming>>,
+    max_frame_bytes: usize,
+}
+
+impl<E: Env> RemotingClient<E> {
+    /// A client; server-initiated requests are dropped.
+    pub fn new(env: E) -> Self {
+        RemotingClient {
+            env,
+            conns: Arc::default(),
+            next_opaque: Arc::new(AtomicI32::new(0)),
+            incoming: None,
+            max_frame_bytes: rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT,
+        }
+    }
+
+    /// A client that forwards server-initiated requests to the returned receiver.
+    pub fn with_incoming(env: E) -> (Self, mpsc::UnboundedReceiver<Incoming>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut c = Self::new(env);
+        c.incoming = Some(tx);
+        (c, rx)
+    }
+
+    /// The runtime this client runs on.
+    pub fn env(&self) -> &E {
+        &self.env
+    }
+
+    /// The next request id.
+    pub fn next_opaque(&self) -> i32 {
+        self.next_opaque.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a request and waits for its response.
+    pub async fn invoke(
+        &self,
+        addr: &str,
+        mut cmd: RemotingCommand,
+        timeout_ms: u64,
+    ) -> Result<RemotingCommand, RpcError> {
+        cmd.opaque = self.next_opaque();
+        let conn = self.conn(addr).await?;
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending map lock is never held across a panic").insert(cmd.opaque, tx);
+        if conn.outbox.send(encode(&cmd)).await.is_err() {
+            self.forget(addr, &conn).await;
+            return Err(RpcError::Closed { addr: addr.to_string() });
+        }
+        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(RpcError::Closed { addr: addr.to_string() }),
+            Err(_) => {
+                conn.pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
+                Err(RpcError::Timeout { addr: addr.to_string(), timeout_ms })
+            }
+        }
+    }
+
+    /// Sends a one-way request (flag bit 1 is set here).
+    pub async fn invoke_oneway(&self, addr: &str, cmd: RemotingCommand) -> Result<(), RpcError> {
+        let mut cmd = cmd.oneway();
+        cmd.opaque = self.next_opaque();
+        let conn = self.conn(addr).await?;
+        if conn.outbox.send(encode(&cmd)).await.is_err() {
+            self.forget(addr, &conn).await;
+            return Err(RpcError::Closed { addr: addr.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Drops every connection (pending requests fail with `Closed`).
+    pub async fn close_all(&self) {
+        self.conns.lock().await.clear();
+    }
+
+    async fn forget(&self, addr: &str, conn: &Arc<Conn>) {
+        let mut conns = self.conns.lock().await;
+        if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(addr);
+        }
+    }
+
+    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if !c.outbox.is_closed() && !c.closed.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+            conns.remove(addr);
+        }
+        let stream =
+            self.env.connect(addr).await.map_err(|source| RpcError::Connect { addr: addr.to_string(), source })?;
+        let (rd, wr) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel(CONN_OUTBOX_MAX);
+        let conn = Arc::new(Conn { outbox: tx.clone(), pending: Arc::default(), closed: Arc::default() });
+        spawn(write_loop(wr, rx));
+        spawn(read_responses(
+            rd,
+            addr.to_string(),
+            conn.pending.clone(),
+            conn.closed.clone(),
+            tx,
+            self.incoming.clone(),
+            self.max_frame_bytes,
+        ));
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+}
+
+async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
+    mut rd: R,
+    addr: String,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+    reply: mpsc::Sender<Bytes>,
+    incoming: Option<mpsc::UnboundedSender<Incoming>>,
+    max_frame_bytes: usize,
+) {
+    let mut dec = FrameDecoder { max_frame_bytes };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'outer: loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(cmd)) if cmd.is_response() => {
+                    let waiter =
+                        pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
+                    if let Some(w) = waiter {
+                        let _ = w.send(cmd);
+                    }
+                }
+                Ok(Some(cmd)) => {
+                    if let Some(tx) = &incoming {
+                        let _ = tx.send(Incoming { addr: addr.clone(), cmd, reply: reply.clone() });
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "malformed frame from server; closing");
+                    break 'outer;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    closed.store(true, Ordering::Release);
+    // Dropping the waiters fails their requests with `Closed`.
+    pending.lock().expect("pending map lock is never held across a panic").clear();
+}

@@ -1,0 +1,128 @@
+//! The runtime facade. Drivers are generic over [`Env`]; the only place that touches the real
+//! clock, real sockets, real files or spawns tasks is this crate.
+//!
+//! # Layout
+//! - [`Env`], [`Listener`]: what a driver may ask of its runtime.
+//! - [`RealEnv`]: tokio sockets, the system clock, memmap2 files.
+//! - [`server`]: accept loop and per-connection reader/writer tasks feeding a node inbox.
+//! - [`client`]: a multiplexed request/response client ([`RemotingClient`]).
+//! - [`spawn`]: the one sanctioned way to start a task.
+
+pub mod client;
+pub mod conf;
+pub mod server;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use client::{RemotingClient, RpcError};
+pub use server::{ConnId, ServerEvent};
+
+/// A listening socket.
+pub trait Listener: Send + 'static {
+    /// The stream type accepted connections have.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    /// The bound address (with the real port when bound to port 0).
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// Everything a driver may ask of its runtime: network, wall clock, seed, storage.
+pub trait Env: Clone + Send + Sync + 'static {
+    /// Connected stream.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Listening socket.
+    type Listener: Listener<Stream = Self::Stream>;
+    /// Storage directory for a broker's store.
+    type Dir: rmq_store::Directory<Seg: Send> + Send + 'static;
+    /// Binds a listener.
+    fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Connects to a peer.
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Wall-clock milliseconds since the Unix epoch (message timestamps, expiry).
+    fn now_ms(&self) -> u64;
+    /// A seed for this node's deterministic RNG.
+    fn seed(&self) -> u64;
+    /// Opens the storage directory rooted at `root`.
+    fn open_dir(&self, root: &str) -> io::Result<Self::Dir>;
+}
+
+/// Starts a task on the current runtime. The one place drivers spawn from.
+#[allow(clippy::disallowed_methods)] // The runtime facade is the one place tasks are spawned.
+pub fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(f)
+}
+
+/// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
+pub async fn sleep_until_ms<E: Env>(env: &E, deadline_ms: u64) {
+    let now = env.now_ms();
+    if deadline_ms > now {
+        tokio::time::sleep(std::time::Duration::from_millis(deadline_ms - now)).await;
+    }
+}
+
+/// The production runtime: tokio sockets, the system clock, memmap2-backed storage.
+#[derive(Debug, Clone, Default)]
+pub struct RealEnv {
+    /// Seed override; when `None`, derived from the clock and pid at construction.
+    pub seed: Option<u64>,
+}
+
+/// A tokio TCP listener.
+#[derive(Debug)]
+pub struct TcpListener(tokio::net::TcpListener);
+
+impl Listener for TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+        let (s, a) = self.0.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((s, a))
+    }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Env for RealEnv {
+    type Stream = tokio::net::TcpStream;
+    type Listener = TcpListener;
+    type Dir = rmq_store::MmapDirectory;
+
+    fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::Listener>> + Send {
+        let addr = addr.to_string();
+        async move { Ok(TcpListener(tokio::net::TcpListener::bind(addr).await?)) }
+    }
+
+    fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        let addr = addr.to_string();
+        async move {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(s)
+        }
+    }
+
+    #[allow(clippy::disallowed_methods)] // The real Env is the one place the system clock is read.
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| self.now_ms() ^ (u64::from(std::process::id()) << 32))
+    }
+
+    fn open_dir(&self, root: &str) -> io::Result<Self::Dir> {
+        std::fs::create_dir_all(root)?;
+        Ok(rmq_store::MmapDirectory { root: PathBuf::from(root) })
+    }
+}

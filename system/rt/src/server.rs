@@ -1,0 +1,135 @@
+//! Server side connection plumbing: an accept loop and, per connection, a reader task that
+//! decodes frames into the node's inbox and a writer task that drains encoded frames.
+//!
+//! Malformed or oversized frames close only the offending connection.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use rmq_proto::frame::{encode_frame, FrameDecoder};
+use rmq_proto::RemotingCommand;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::{spawn, Listener};
+
+pub use rmq_proto::ConnId;
+
+/// Outbound frames queued per connection before the connection is considered stuck.
+pub const CONN_OUTBOX_MAX: usize = 16_384;
+
+/// What the connection tasks report to the node loop.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// A connection was accepted; `outbox` takes encoded frames for it.
+    Accepted {
+        /// The connection.
+        conn: ConnId,
+        /// Peer address.
+        peer: SocketAddr,
+        /// Encoded frames to write.
+        outbox: mpsc::Sender<Bytes>,
+    },
+    /// A whole frame arrived.
+    Frame {
+        /// The connection.
+        conn: ConnId,
+        /// The decoded command.
+        cmd: RemotingCommand,
+    },
+    /// The connection ended (peer closed, I/O error, or a malformed frame).
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Accepts connections forever, feeding `inbox`. Ends when the inbox is dropped.
+pub async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<ServerEvent>, max_frame_bytes: usize) {
+    let mut next = 1u64;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let conn = ConnId(next);
+        next += 1;
+        let (tx, rx) = mpsc::channel(CONN_OUTBOX_MAX);
+        if inbox.send(ServerEvent::Accepted { conn, peer, outbox: tx }).await.is_err() {
+            return;
+        }
+        let (rd, wr) = tokio::io::split(stream);
+        spawn(write_loop(wr, rx));
+        spawn(read_loop(rd, conn, inbox.clone(), max_frame_bytes));
+    }
+}
+
+/// Reads frames from `rd` into `inbox` until EOF or a malformed frame.
+pub async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
+    mut rd: R,
+    conn: ConnId,
+    inbox: mpsc::Sender<ServerEvent>,
+    max_frame_bytes: usize,
+) {
+    let mut dec = FrameDecoder { max_frame_bytes };
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'outer: loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(cmd)) => {
+                    if inbox.send(ServerEvent::Frame { conn, cmd }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing connection");
+                    break 'outer;
+                }
+            }
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = inbox.send(ServerEvent::Closed { conn }).await;
+}
+
+/// Writes queued frames to `wr`, batching whatever is queued into one write.
+pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        batch.extend_from_slice(&first);
+        while batch.len() < 1 << 20 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+            break;
+        }
+        batch.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Encodes `cmd` for an outbox; an unencodable command becomes a SYSTEM_ERROR response.
+pub fn encode(cmd: &RemotingCommand) -> Bytes {
+    let mut out = BytesMut::new();
+    if let Err(e) = encode_frame(cmd, &mut out) {
+        out.clear();
+        let mut err = cmd.clone();
+        err.code = rmq_proto::ResponseCode::SystemError.code();
+        err.body = Bytes::new();
+        err.ext_fields.clear();
+        err.remark = Some(format!("response could not be encoded: {e}"));
+        encode_frame(&err, &mut out).expect("a bare error response always encodes");
+    }
+    out.freeze()
+}

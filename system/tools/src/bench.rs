@@ -1,0 +1,273 @@
+//! Load generation: N producers sending fixed-size messages over K topics, then draining them
+//! with pull consumers; reports throughput and latency percentiles.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rmq_client::{ClientConfig, Message, Producer, PullConsumer, PullStatus};
+use rmq_rt::RealEnv;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// NameServer address.
+    pub namesrv: String,
+    /// Topics to spread messages over.
+    pub topics: usize,
+    /// Queues per topic.
+    pub queues: i32,
+    /// Concurrent senders.
+    pub producers: usize,
+    /// Messages in total.
+    pub messages: u64,
+    /// Body size.
+    pub body_bytes: usize,
+    /// Messages per send (1 = plain sends, more = SEND_BATCH_MESSAGE).
+    pub batch: usize,
+    /// Drain the messages afterwards.
+    pub consume: bool,
+    /// Topic name prefix (unique per run so reruns start empty).
+    pub topic_prefix: String,
+}
+
+/// One phase's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseReport {
+    /// Messages done.
+    pub messages: u64,
+    /// Failed operations.
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed_ms: f64,
+    /// Messages per second.
+    pub msgs_per_sec: f64,
+    /// Body MiB per second.
+    pub mib_per_sec: f64,
+    /// Latency percentiles per request, microseconds (produce only).
+    pub p50_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile.
+    pub p999_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Topics used.
+    pub topics: usize,
+    /// Concurrent senders.
+    pub producers: usize,
+    /// Body size.
+    pub body_bytes: usize,
+    /// Messages per send.
+    pub batch: usize,
+    /// Produce phase.
+    pub produce: PhaseReport,
+    /// Consume phase.
+    pub consume: Option<PhaseReport>,
+    /// Resident memory of this process at the end (embedded broker + client), bytes.
+    pub process_rss_bytes: Option<u64>,
+}
+
+/// A monotonic stopwatch; the tool's one use of the system clock.
+#[allow(clippy::disallowed_methods)] // Benchmarks measure wall time by design.
+pub fn stopwatch() -> Instant {
+    Instant::now()
+}
+
+/// Resident set size of a process from /proc (Linux), in bytes.
+pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    let path = pid.map_or_else(|| "/proc/self/status".to_string(), |p| format!("/proc/{p}/status"));
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn phase(messages: u64, errors: u64, elapsed_ms: f64, body_bytes: usize, hist: Option<&Histogram<u64>>) -> PhaseReport {
+    let secs = (elapsed_ms / 1000.0).max(1e-9);
+    PhaseReport {
+        messages,
+        errors,
+        elapsed_ms,
+        msgs_per_sec: messages as f64 / secs,
+        mib_per_sec: messages as f64 * body_bytes as f64 / secs / (1024.0 * 1024.0),
+        p50_us: hist.map(|h| h.value_at_quantile(0.50)),
+        p99_us: hist.map(|h| h.value_at_quantile(0.99)),
+        p999_us: hist.map(|h| h.value_at_quantile(0.999)),
+        max_us: hist.map(|h| h.max()),
+    }
+}
+
+/// The topic names of a run.
+pub fn topic_names(cfg: &BenchConfig) -> Vec<String> {
+    (0..cfg.topics).map(|i| format!("{}_{i}", cfg.topic_prefix)).collect()
+}
+
+/// Creates the topics on every master.
+pub async fn create_topics(cfg: &BenchConfig) -> anyhow::Result<()> {
+    let admin = crate::admin::Admin::new(RealEnv::default(), vec![cfg.namesrv.clone()]);
+    let masters = admin.masters(None).await?;
+    for t in topic_names(cfg) {
+        admin.update_topic(&masters, &t, cfg.queues, cfg.queues, false).await?;
+    }
+    // Wait until the NameServer routes the last topic (registration is asynchronous).
+    let last = topic_names(cfg).pop().unwrap_or_default();
+    for _ in 0..500 {
+        if admin.topic_route(&last).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Sends `cfg.messages` messages with `cfg.producers` concurrent senders.
+pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
+    let producer = Producer::start(RealEnv::default(), ClientConfig::new(&cfg.namesrv, "bench_producer"));
+    let topics = Arc::new(topic_names(cfg));
+    let body = Bytes::from(vec![b'x'; cfg.body_bytes]);
+    // Warm routes so the measurement excludes first-send route lookups.
+    for t in topics.iter() {
+        let _ = producer.send(Message::new(t, body.clone())).await;
+    }
+    let sends_total = cfg.messages.div_ceil(cfg.batch as u64);
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram")));
+    let started = stopwatch();
+    let mut tasks = Vec::new();
+    for p in 0..cfg.producers {
+        let (producer, topics, body, hist) = (producer.clone(), topics.clone(), body.clone(), hist.clone());
+        let (producers, batch) = (cfg.producers as u64, cfg.batch);
+        tasks.push(rmq_rt::spawn(async move {
+            let mut local = Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram");
+            let (mut done, mut errors) = (0u64, 0u64);
+            let mut i = p as u64;
+            while i < sends_total {
+                let topic = &topics[(i as usize) % topics.len()];
+                let t0 = stopwatch();
+                let r = if batch == 1 {
+                    producer.send(Message::new(topic, body.clone())).await.map(|_| ())
+                } else {
+                    let msgs = (0..batch).map(|_| Message::new(topic, body.clone())).collect();
+                    producer.send_batch(msgs).await.map(|_| ())
+                };
+                let _ = local.record(t0.elapsed().as_micros() as u64);
+                match r {
+                    Ok(()) => done += batch as u64,
+                    Err(_) => errors += 1,
+                }
+                i += producers;
+            }
+            hist.lock().await.add(&local).expect("histograms share bounds");
+            (done, errors)
+        }));
+    }
+    let (mut done, mut errors) = (0, 0);
+    for t in tasks {
+        let (d, e) = t.await?;
+        done += d;
+        errors += e;
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    producer.shutdown().await;
+    let h = hist.lock().await;
+    Ok(phase(done, errors, elapsed_ms, cfg.body_bytes, Some(&h)))
+}
+
+/// Reads every message of the run's topics from offset 0 with `cfg.producers` pullers.
+pub async fn consume(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
+    let consumer = PullConsumer::new(RealEnv::default(), ClientConfig::new(&cfg.namesrv, "bench_consumer"));
+    let mut queues = Vec::new();
+    for t in topic_names(cfg) {
+        queues.extend(consumer.fetch_queues(&t).await?);
+    }
+    let work = Arc::new(Mutex::new(queues));
+    let started = stopwatch();
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.producers.max(1) {
+        let (consumer, work) = (consumer.clone(), work.clone());
+        tasks.push(rmq_rt::spawn(async move {
+            let (mut got, mut errors) = (0u64, 0u64);
+            loop {
+                let Some(mq) = work.lock().await.pop() else { break };
+                let max = match consumer.max_offset(&mq).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                };
+                let mut offset = 0;
+                while offset < max {
+                    match consumer.pull(&mq, "*", offset, 32, 0).await {
+                        Ok(r) if r.status == PullStatus::Found => {
+                            got += r.messages.len() as u64;
+                            offset = r.next_begin_offset;
+                        }
+                        Ok(r) => offset = r.next_begin_offset.max(offset + 1),
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+                let _ = consumer.commit(&mq, offset).await;
+            }
+            (got, errors)
+        }));
+    }
+    let (mut got, mut errors) = (0, 0);
+    for t in tasks {
+        let (g, e) = t.await?;
+        got += g;
+        errors += e;
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(phase(got, errors, elapsed_ms, cfg.body_bytes, None))
+}
+
+/// Runs the whole benchmark.
+pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
+    create_topics(cfg).await?;
+    let produce = produce(cfg).await?;
+    let consume = if cfg.consume { Some(consume(cfg).await?) } else { None };
+    Ok(BenchReport {
+        topics: cfg.topics,
+        producers: cfg.producers,
+        body_bytes: cfg.body_bytes,
+        batch: cfg.batch,
+        produce,
+        consume,
+        process_rss_bytes: rss_bytes(None),
+    })
+}
+
+/// Human-readable report.
+pub fn render(r: &BenchReport) -> String {
+    let mut s = format!("topics={} producers={} body={}B batch={}\n", r.topics, r.producers, r.body_bytes, r.batch);
+    let line = |name: &str, p: &PhaseReport| {
+        let lat = match (p.p50_us, p.p99_us, p.p999_us) {
+            (Some(a), Some(b), Some(c)) => format!("  latency p50={a}us p99={b}us p999={c}us"),
+            _ => String::new(),
+        };
+        format!(
+            "{name:<8} {:>10} msgs in {:>9.1} ms = {:>10.0} msg/s ({:.1} MiB/s), errors={}{lat}\n",
+            p.messages, p.elapsed_ms, p.msgs_per_sec, p.mib_per_sec, p.errors
+        )
+    };
+    s.push_str(&line("produce", &r.produce));
+    if let Some(c) = &r.consume {
+        s.push_str(&line("consume", c));
+    }
+    if let Some(rss) = r.process_rss_bytes {
+        s.push_str(&format!("process RSS {:.1} MiB\n", rss as f64 / (1024.0 * 1024.0)));
+    }
+    s
+}

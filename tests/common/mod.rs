@@ -1,0 +1,122 @@
+//! Starting and stopping the real binaries on 127.0.0.1 with ephemeral ports.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    /// The address it printed at boot.
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..500 {
+            if let Some(status) = self.child.try_wait().expect("waiting on a child") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("process did not exit within 5 s of SIGTERM");
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin` with `args`, waiting for a stdout line containing `marker`; the address is the
+/// text after `addr_after` up to the next space, comma or ']' on that line.
+pub fn spawn(bin: &str, args: &[&str], marker: &str, addr_after: &str) -> Proc {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(marker) => break l,
+            Some(Ok(_)) => continue,
+            _ => panic!("{bin} exited before printing {marker:?}"),
+        }
+    };
+    let rest = &line[line.find(addr_after).expect("marker line holds the address") + addr_after.len()..];
+    let addr: String = rest.trim().chars().take_while(|c| !matches!(c, ' ' | ',' | ']')).collect();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, addr }
+}
+
+pub fn namesrv() -> Proc {
+    spawn(env!("CARGO_BIN_EXE_mqnamesrv"), &["--listen", "127.0.0.1:0"], "boot success", "address ")
+}
+
+pub fn broker(namesrv: &str, store: &Path, listen: &str, conf: Option<&Path>) -> Proc {
+    let store = store.to_string_lossy().into_owned();
+    let mut args = vec!["-n", namesrv, "--listen", listen, "--store", &store];
+    let conf_s;
+    if let Some(c) = conf {
+        conf_s = c.to_string_lossy().into_owned();
+        args.extend(["-c", conf_s.as_str()]);
+    }
+    let p = spawn(env!("CARGO_BIN_EXE_mqbroker"), &args, "boot success", ", ");
+    wait_for_broker(namesrv, &p.addr);
+    p
+}
+
+/// Waits until the NameServer lists the broker (its first registration is asynchronous).
+pub fn wait_for_broker(namesrv: &str, broker_addr: &str) {
+    for _ in 0..300 {
+        let out = Command::new(env!("CARGO_BIN_EXE_mqadmin"))
+            .args(["clusterList", "-n", namesrv])
+            .output()
+            .expect("running mqadmin");
+        if String::from_utf8_lossy(&out.stdout).contains(broker_addr) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("broker {broker_addr} never registered with {namesrv}");
+}
+
+/// Runs mqadmin and returns its stdout; panics on failure.
+pub fn mqadmin(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mqadmin")).args(args).output().expect("running mqadmin");
+    assert!(out.status.success(), "mqadmin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("mqadmin prints UTF-8")
+}
+
+/// Waits until the NameServer routes `topic`.
+pub fn wait_for_route(namesrv: &str, topic: &str) {
+    for _ in 0..300 {
+        let out = Command::new(env!("CARGO_BIN_EXE_mqadmin"))
+            .args(["topicRoute", "-n", namesrv, "-t", topic])
+            .output()
+            .expect("running mqadmin");
+        if out.status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("topic {topic} never became routable");
+}

@@ -1,0 +1,94 @@
+//! SYNC_FLUSH durability: a broker killed with SIGKILL in the middle of a send loop and
+//! restarted still delivers every message that was answered SEND_OK.
+
+// Real-binary tests drive child processes from plain threads; the determinism rules are for
+// cores and drivers.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rmq_client::{ClientConfig, Message, Producer, PullConsumer, PullStatus, SendStatus};
+use rmq_rt::RealEnv;
+
+const TOPIC: &str = "CrashTopic";
+
+#[test]
+fn acknowledged_sync_flush_messages_survive_sigkill() {
+    let ns = common::namesrv();
+    let store = tempfile::tempdir().unwrap();
+    let conf = store.path().join("broker.conf");
+    std::fs::write(&conf, "brokerName=crash-b\nflushDiskType=SYNC_FLUSH\nmappedFileSizeCommitLog=262144\nmappedFileSizeConsumeQueue=6000\n").unwrap();
+    let data = store.path().join("data");
+    let broker = common::broker(&ns.addr, &data, "127.0.0.1:0", Some(&conf));
+    let port = broker.addr.rsplit_once(':').unwrap().1.to_string();
+    common::mqadmin(&["updateTopic", "-n", &ns.addr, "-t", TOPIC, "-r", "4", "-w", "4"]);
+    common::wait_for_route(&ns.addr, TOPIC);
+
+    let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let acked_count = Arc::new(AtomicUsize::new(0));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sender = {
+        let (acked, acked_count, ns_addr) = (acked.clone(), acked_count.clone(), ns.addr.clone());
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                let mut cfg = ClientConfig::new(&ns_addr, "crash_producer");
+                cfg.retry_times_when_send_failed = 0;
+                cfg.send_timeout_ms = 1_000;
+                let p = Producer::start(RealEnv::default(), cfg);
+                let mut failures = 0;
+                for i in 0..100_000 {
+                    match p.send(Message::new(TOPIC, format!("m{i}").into_bytes())).await {
+                        Ok(r) if r.status == SendStatus::SendOk => {
+                            acked.lock().unwrap().insert(format!("m{i}"));
+                            acked_count.fetch_add(1, Ordering::SeqCst);
+                        }
+                        _ => {
+                            failures += 1;
+                            if failures > 20 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+    };
+    while acked_count.load(Ordering::SeqCst) < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    broker.kill9();
+    sender.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 300);
+
+    let _broker2 = common::broker(&ns.addr, &data, &format!("127.0.0.1:{port}"), Some(&conf));
+    common::wait_for_route(&ns.addr, TOPIC);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let consumed = rt.block_on(async {
+        let c = PullConsumer::new(RealEnv::default(), ClientConfig::new(&ns.addr, "crash_check"));
+        let mut got = BTreeSet::new();
+        for mq in c.fetch_queues(TOPIC).await.unwrap() {
+            let mut offset = 0;
+            loop {
+                let r = c.pull(&mq, "*", offset, 32, 0).await.unwrap();
+                if r.status != PullStatus::Found {
+                    break;
+                }
+                got.extend(r.messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+                offset = r.next_begin_offset;
+            }
+        }
+        got
+    });
+    let lost: Vec<&String> = acked.difference(&consumed).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost after SIGKILL, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
