@@ -95,8 +95,7 @@ fn clustering_splits_queues_and_takes_over_a_departed_member() {
             seen.lock().unwrap().get("c1").is_some_and(|s| s.iter().filter(|b| b.starts_with('b')).count() == 40)
         })
         .await;
-        let s = seen.lock().unwrap();
-        let all: BTreeSet<&String> = s.values().flatten().collect();
+        let all: BTreeSet<String> = seen.lock().unwrap().values().flatten().cloned().collect();
         assert_eq!(all.len(), 80);
         c1.shutdown().await;
         p.shutdown().await;
