@@ -6,6 +6,10 @@
 //! ```
 //! SIGTERM (or Ctrl-C) flushes the store, persists offsets and unregisters before exiting.
 
+/// mimalloc: the broker's per-request allocations cost a third of its CPU under glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use rmq_broker::conf::{apply, split_addrs, KNOWN_KEYS};

@@ -121,7 +121,8 @@ pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mps
 
 /// Encodes `cmd` for an outbox; an unencodable command becomes a SYSTEM_ERROR response.
 pub fn encode(cmd: &RemotingCommand) -> Bytes {
-    let mut out = BytesMut::new();
+    let ext_bytes: usize = cmd.ext_fields.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let mut out = BytesMut::with_capacity(64 + ext_bytes + cmd.remark.as_ref().map_or(0, String::len) + cmd.body.len());
     if let Err(e) = encode_frame(cmd, &mut out) {
         out.clear();
         let mut err = cmd.clone();

@@ -11,7 +11,8 @@
 //!
 //! # Calling contract
 //! Nothing written is durable until [`MessageStore::flush`] returned *and* the segment
-//! implementation completed the flush; recovery keeps exactly the valid prefix.
+//! implementation completed the flush; recovery keeps exactly the valid prefix of the CommitLog
+//! and re-indexes it from the last [`MessageStore::checkpoint`].
 //! ```
 //! use rmq_store::{MessageStore, MemDirectory, StoreConfig, GetStatus};
 //! use rmq_proto::message::MessageExt;

@@ -182,7 +182,7 @@ impl<D: Directory> MessageStore<D> {
         }
         report.commit_log_end = pos;
         report.queues = self.queues.len() as u64;
-        self.flush()?;
+        self.checkpoint()?;
         Ok(report)
     }
 
@@ -243,9 +243,17 @@ impl<D: Directory> MessageStore<D> {
         self.commit_log.flushed_offset()
     }
 
-    /// Flushes the CommitLog, then the ConsumeQueues, then writes the checkpoint; returns the
-    /// flushed CommitLog offset.
+    /// Flushes the CommitLog; returns the flushed offset. This is the flush that acknowledges
+    /// SYNC_FLUSH sends: ConsumeQueues are rebuilt from the CommitLog by recovery, so they are
+    /// flushed on their own cadence by [`Self::checkpoint`].
     pub fn flush(&mut self) -> Result<u64, StoreError> {
+        self.commit_log.flush()
+    }
+
+    /// Flushes the ConsumeQueues and records, in the checkpoint, the CommitLog offset up to which
+    /// CommitLog and indexes are both durable; recovery re-indexes from there. Call about once
+    /// a second (RocketMQ's flushIntervalConsumeQueue) and at shutdown.
+    pub fn checkpoint(&mut self) -> Result<u64, StoreError> {
         let flushed = self.commit_log.flush()?;
         for q in self.queues.values_mut() {
             q.flush()?;

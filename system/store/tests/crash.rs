@@ -114,6 +114,7 @@ fn config() -> StoreConfig {
 enum Op {
     Put { queue: i32, len: usize },
     Flush,
+    Checkpoint,
     Crash { torn: usize },
 }
 
@@ -121,6 +122,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0i32..3, 0usize..400).prop_map(|(queue, len)| Op::Put { queue, len }),
         2 => Just(Op::Flush),
+        1 => Just(Op::Checkpoint),
         1 => (0usize..300).prop_map(|torn| Op::Crash { torn }),
     ]
 }
@@ -147,6 +149,10 @@ proptest! {
                 }
                 Op::Flush => {
                     store.flush().unwrap();
+                    durable.append(&mut pending);
+                }
+                Op::Checkpoint => {
+                    store.checkpoint().unwrap();
                     durable.append(&mut pending);
                 }
                 Op::Crash { torn } => {

@@ -376,6 +376,7 @@ impl<D: Directory> BrokerCore<D> {
         table.insert("consumerGroupCount", self.clients.consumer_groups().len().to_string());
         table.insert("flushDiskType", format!("{:?}", self.config.flush_disk_type));
         table.insert("brokerRole", format!("{:?}", self.config.broker_role));
+        table.insert("lastCheckpointError", self.last_checkpoint_error.clone().unwrap_or_default());
         ok(req).with_body(serde_json::to_vec(&serde_json::json!({ "table": table })).expect("json values serialize"))
     }
 

@@ -70,6 +70,9 @@ use schedule::DelayProgress;
 use send::FlushWaiters;
 use topics::TopicTable;
 
+/// How often ConsumeQueues are flushed and the checkpoint written (flushIntervalConsumeQueue).
+pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Output {
@@ -188,6 +191,9 @@ pub struct BrokerCore<D: Directory> {
     next_flush_ms: u64,
     next_register_ms: u64,
     next_persist_ms: u64,
+    next_checkpoint_ms: u64,
+    /// Why the last checkpoint failed, if it did.
+    last_checkpoint_error: Option<String>,
     next_client_scan_ms: u64,
     /// Round-robin counter for sends that leave the queue to the broker.
     queue_rotor: u32,
@@ -223,6 +229,8 @@ impl<D: Directory> BrokerCore<D> {
             // The first registration goes out at once.
             next_register_ms: now_ms,
             next_persist_ms: now_ms + config.offset_persist_interval_ms,
+            next_checkpoint_ms: now_ms + CHECKPOINT_INTERVAL_MS,
+            last_checkpoint_error: None,
             next_client_scan_ms: now_ms + 10_000,
             queue_rotor: 0,
             store_host,
@@ -321,6 +329,12 @@ impl<D: Directory> BrokerCore<D> {
             self.next_persist_ms = now_ms + self.config.offset_persist_interval_ms;
             self.persist_offsets();
         }
+        if now_ms >= self.next_checkpoint_ms {
+            self.next_checkpoint_ms = now_ms + CHECKPOINT_INTERVAL_MS;
+            // A failed checkpoint only makes the next recovery re-index more; nothing
+            // acknowledged depends on it. It is reported in GET_BROKER_RUNTIME_INFO.
+            self.last_checkpoint_error = self.store.checkpoint().err().map(|e| e.to_string());
+        }
         if now_ms >= self.next_client_scan_ms {
             self.next_client_scan_ms = now_ms + 10_000;
             let changed = self.clients.expire(now_ms, self.config.client_expiry_ms);
@@ -359,7 +373,7 @@ impl<D: Directory> BrokerCore<D> {
     /// Writes topics, offsets and delay progress, and flushes: the clean-shutdown path.
     pub fn shutdown(&mut self, now_ms: u64) -> Result<u64, StoreError> {
         self.persist_offsets();
-        let flushed = self.store.flush()?;
+        let flushed = self.store.checkpoint()?;
         self.on_flushed(now_ms, flushed);
         Ok(flushed)
     }
