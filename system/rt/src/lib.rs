@@ -62,6 +62,16 @@ where
     tokio::spawn(f)
 }
 
+/// Runs blocking work (fsync) off the async workers. The one place drivers block from.
+#[allow(clippy::disallowed_methods)] // The runtime facade owns the blocking pool.
+pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+}
+
 /// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
 pub async fn sleep_until_ms<E: Env>(env: &E, deadline_ms: u64) {
     let now = env.now_ms();

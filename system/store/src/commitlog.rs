@@ -185,6 +185,32 @@ impl<S: Segment> CommitLog<S> {
         }
     }
 
+    /// Flush jobs covering `[flushed, write)` and the offset they make durable; segments that
+    /// cannot flush detached are flushed here. Report completion with [`Self::mark_flushed`].
+    pub fn begin_flush(&mut self) -> Result<(u64, Vec<crate::segment::FlushJob>), StoreError> {
+        let (from, to) = (self.flushed_offset, self.write_offset);
+        let mut jobs = Vec::new();
+        for (start, seg) in self.segments.iter_mut() {
+            let end = *start + self.segment_bytes;
+            if end <= from || *start >= to {
+                continue;
+            }
+            let a = from.max(*start) - *start;
+            let b = to.min(end) - *start;
+            match seg.detached_flush(a, b - a) {
+                Some(job) => jobs.push(job),
+                None => seg.flush_range(a, b - a)?,
+            }
+        }
+        Ok((to, jobs))
+    }
+
+    /// Records that a flush up to `offset` completed.
+    pub fn mark_flushed(&mut self, offset: u64) {
+        assert!(offset <= self.write_offset, "flushed beyond the write position");
+        self.flushed_offset = self.flushed_offset.max(offset);
+    }
+
     /// Flushes `[flushed, write)`; returns the new flushed offset.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
         let (from, to) = (self.flushed_offset, self.write_offset);

@@ -32,7 +32,7 @@ pub mod consumequeue;
 pub mod segment;
 pub mod store;
 
-pub use segment::{Directory, MemDirectory, MemSegment, MmapDirectory, MmapSegment, Segment};
+pub use segment::{Directory, FlushJob, MemDirectory, MemSegment, MmapDirectory, MmapSegment, Segment};
 pub use store::{GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, StoreConfig};
 
 /// Why a storage operation failed.

@@ -22,11 +22,37 @@ pub trait Segment: std::fmt::Debug {
     /// Asks for `[pos, pos + len)` to become durable (msync for mmap). A simulated disk may
     /// complete it later.
     fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError>;
+    /// A flush of `[pos, pos + len)` that can run away from the segment (on another thread),
+    /// or `None` when the segment only flushes in place.
+    fn detached_flush(&self, _pos: u64, _len: u64) -> Option<FlushJob> {
+        None
+    }
     /// Pre-faults pages into memory (RocketMQ's `load()`).
     fn preload(&mut self) {}
     /// Whether the pages are resident (RocketMQ's `isLoaded()`), best effort.
     fn is_loaded(&self) -> bool {
         true
+    }
+}
+
+/// A flush detached from its segment: run it anywhere, then report completion.
+pub struct FlushJob(Box<dyn FnOnce() -> Result<(), StoreError> + Send>);
+
+impl FlushJob {
+    /// Wraps a closure.
+    pub fn new(f: impl FnOnce() -> Result<(), StoreError> + Send + 'static) -> Self {
+        FlushJob(Box::new(f))
+    }
+
+    /// Performs the flush.
+    pub fn run(self) -> Result<(), StoreError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for FlushJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlushJob")
     }
 }
 
@@ -126,6 +152,9 @@ impl Directory for MemDirectory {
 pub struct MmapSegment {
     map: MmapMut,
     path: String,
+    /// The mapped file: `fdatasync` on it writes back pages dirtied through the mapping, so
+    /// flushes can run on another thread while the mapping keeps taking writes.
+    file: std::sync::Arc<std::fs::File>,
 }
 
 impl MmapSegment {
@@ -154,6 +183,10 @@ impl Segment for MmapSegment {
         }
         let (a, b) = bounds(pos, len as usize, self.capacity_bytes())?;
         self.map.flush_range(a, b - a).map_err(|e| self.io(e))
+    }
+    fn detached_flush(&self, _pos: u64, _len: u64) -> Option<FlushJob> {
+        let (file, path) = (self.file.clone(), self.path.clone());
+        Some(FlushJob::new(move || file.sync_data().map_err(|source| StoreError::Io { path, source })))
     }
     fn preload(&mut self) {
         let mut i = 0;
@@ -205,7 +238,7 @@ impl Directory for MmapDirectory {
         // SAFETY: the file is owned by this store for its lifetime; nothing else maps or
         // truncates it while the mapping lives.
         let map = unsafe { MmapMut::map_mut(&file) }.map_err(|e| io_err(&full, e))?;
-        Ok(MmapSegment { map, path: full.display().to_string() })
+        Ok(MmapSegment { map, path: full.display().to_string(), file: std::sync::Arc::new(file) })
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {

@@ -250,6 +250,17 @@ impl<D: Directory> MessageStore<D> {
         self.commit_log.flush()
     }
 
+    /// Starts a CommitLog flush that runs elsewhere: returns the offset it will make durable and
+    /// the jobs to run (possibly none). After running them, call [`Self::complete_flush`].
+    pub fn begin_flush(&mut self) -> Result<(u64, Vec<crate::segment::FlushJob>), StoreError> {
+        self.commit_log.begin_flush()
+    }
+
+    /// Records a completed [`Self::begin_flush`].
+    pub fn complete_flush(&mut self, offset: u64) {
+        self.commit_log.mark_flushed(offset);
+    }
+
     /// Flushes the ConsumeQueues and records, in the checkpoint, the CommitLog offset up to which
     /// CommitLog and indexes are both durable; recovery re-indexes from there. Call about once
     /// a second (RocketMQ's flushIntervalConsumeQueue) and at shutdown.

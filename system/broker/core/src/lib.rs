@@ -90,6 +90,15 @@ pub enum Output {
     RegisterBroker(RemotingCommand),
 }
 
+/// A flush in progress: run `jobs`, then report `target`.
+#[derive(Debug)]
+pub struct PendingFlush {
+    /// The CommitLog offset durable once every job ran.
+    pub target: u64,
+    /// Detached flush work (empty when the store flushed in place).
+    pub jobs: Vec<rmq_store::FlushJob>,
+}
+
 /// Past-tense facts for traces (recorded only when `record_events` is on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
@@ -295,6 +304,7 @@ impl<D: Directory> BrokerCore<D> {
     /// The store reported everything below `commit_log_offset` durable.
     pub fn on_flushed(&mut self, now_ms: u64, commit_log_offset: u64) {
         self.flush_in_flight = false;
+        self.store.complete_flush(commit_log_offset);
         if commit_log_offset > self.flushed_offset {
             self.flushed_offset = commit_log_offset;
         }
@@ -303,10 +313,26 @@ impl<D: Directory> BrokerCore<D> {
         self.pump(now_ms);
     }
 
-    /// Performs the flush an [`Output::Flush`] asked for; returns the offset it makes durable.
-    /// Under a simulated disk the flush may complete later: report it with `on_flushed` then.
+    /// Starts the flush an [`Output::Flush`] asked for. Run the returned jobs (anywhere, e.g. on
+    /// a blocking thread), then report `target` through [`Self::on_flushed`]; if a job failed,
+    /// call [`Self::on_flush_failed`] instead.
+    pub fn begin_flush(&mut self) -> Result<PendingFlush, StoreError> {
+        let (target, jobs) = self.store.begin_flush()?;
+        Ok(PendingFlush { target, jobs })
+    }
+
+    /// Performs a whole flush in place; returns the offset to report through `on_flushed`.
     pub fn flush_store(&mut self) -> Result<u64, StoreError> {
-        self.store.flush()
+        let pending = self.begin_flush()?;
+        for job in pending.jobs {
+            job.run()?;
+        }
+        Ok(pending.target)
+    }
+
+    /// A flush failed: nothing it covered is acknowledged; the next timer asks again.
+    pub fn on_flush_failed(&mut self, _now_ms: u64) {
+        self.flush_in_flight = false;
     }
 
     /// Timers: ASYNC flush, flush timeouts, expired pull holds, registration, offset

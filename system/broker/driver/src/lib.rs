@@ -86,15 +86,17 @@ pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHand
     let (tx, rx) = mpsc::channel(INBOX_MAX);
     let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
     let (shutdown, stop) = watch::channel(false);
+    let (flushed_tx, flushed_rx) = mpsc::unbounded_channel();
     let node = Node {
         namesrv: RemotingClient::new(env.clone()),
         env,
         core,
+        flushed_tx,
         conns: BTreeMap::new(),
         namesrv_addrs: opts.namesrv_addrs,
     };
     let done = spawn(async move {
-        node.run(rx, stop).await;
+        node.run(rx, flushed_rx, stop).await;
         accept.abort();
     });
     tracing::info!(%local_addr, %advertised_addr, "broker started");
@@ -104,13 +106,20 @@ pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHand
 struct Node<E: Env> {
     env: E,
     core: BrokerCore<E::Dir>,
+    /// Completed detached flushes: (target offset, whether every job succeeded).
+    flushed_tx: mpsc::UnboundedSender<(u64, bool)>,
     conns: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     namesrv: RemotingClient<E>,
     namesrv_addrs: Vec<String>,
 }
 
 impl<E: Env> Node<E> {
-    async fn run(mut self, mut inbox: mpsc::Receiver<ServerEvent>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<ServerEvent>,
+        mut flushed: mpsc::UnboundedReceiver<(u64, bool)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         self.core.on_timer(self.env.now_ms());
         self.execute_outputs();
         loop {
@@ -124,6 +133,13 @@ impl<E: Env> Node<E> {
                             Ok(ev) => self.handle(ev),
                             Err(_) => break,
                         }
+                    }
+                }
+                Some((target, ok)) = flushed.recv() => {
+                    if ok {
+                        self.core.on_flushed(self.env.now_ms(), target);
+                    } else {
+                        self.core.on_flush_failed(self.env.now_ms());
                     }
                 }
                 _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
@@ -153,11 +169,33 @@ impl<E: Env> Node<E> {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit { conn, cmd } => self.transmit(conn, &cmd),
-                Output::Flush => match self.core.flush_store() {
-                    Ok(offset) => self.core.on_flushed(self.env.now_ms(), offset),
-                    Err(e) => tracing::error!(error = %e, "flush failed; sends stay unanswered until a flush succeeds"),
-                },
+                Output::Flush => self.flush(),
                 Output::RegisterBroker(cmd) => self.register(cmd),
+            }
+        }
+    }
+
+    /// Starts the requested flush; detached jobs run on the blocking pool while this loop keeps
+    /// taking sends, which the next flush then covers together (group commit).
+    fn flush(&mut self) {
+        match self.core.begin_flush() {
+            Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
+            Ok(p) => {
+                let tx = self.flushed_tx.clone();
+                rmq_rt::spawn_blocking(move || {
+                    let mut ok = true;
+                    for job in p.jobs {
+                        if let Err(e) = job.run() {
+                            tracing::error!(error = %e, "flush failed; covered sends stay unanswered until a flush succeeds");
+                            ok = false;
+                        }
+                    }
+                    let _ = tx.send((p.target, ok));
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flush could not start");
+                self.core.on_flush_failed(self.env.now_ms());
             }
         }
     }
