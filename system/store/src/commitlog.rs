@@ -1,21 +1,26 @@
 //! The CommitLog: one append-only log of stored-message records for every topic, split into
 //! fixed-size segments named by their 20-digit start offset. A record that does not fit in
 //! what is left of a segment (it needs `len + 8` bytes) is preceded by a BLANK record filling
-//! the segment, and goes to the next one.
+//! the segment, and goes to the next one. So a segment always ends with a BLANK record once
+//! the log has moved past it, and no record straddles two segments.
 
 use rmq_proto::message::MAGIC_BLANK;
 
-use crate::segment::{Directory, Segment};
+use crate::segment::{Directory, FlushJob, Segment};
 use crate::StoreError;
 
 /// Directory of CommitLog segments.
 pub const COMMITLOG_DIR: &str = "commitlog";
-/// Bytes that must stay free at a segment's end for a BLANK record.
+/// Bytes that must stay free at a segment's end for a BLANK record (TOTALSIZE + MAGICCODE).
 pub const END_BLANK_MIN_BYTES: u64 = 8;
 
 /// Segment file name for a start offset.
-pub fn segment_name(start: u64) -> String {
-    format!("{start:020}")
+pub fn segment_name(start_offset: u64) -> String {
+    format!("{start_offset:020}")
+}
+
+fn segment_path(start_offset: u64) -> String {
+    format!("{COMMITLOG_DIR}/{}", segment_name(start_offset))
 }
 
 /// The log and its write and flush positions.
@@ -23,20 +28,30 @@ pub fn segment_name(start: u64) -> String {
 pub struct CommitLog<S> {
     /// (start offset, segment), ascending and contiguous.
     segments: Vec<(u64, S)>,
+    /// Size of every segment.
     segment_bytes: u64,
+    /// Next append position.
     write_offset: u64,
+    /// Everything below is durable: flushed in place, or reported by the driver.
     flushed_offset: u64,
 }
 
-/// What lies at a CommitLog offset.
+/// What lies at a CommitLog offset, judged by its TOTALSIZE and MAGICCODE fields only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
-    /// A record of this many bytes (not yet validated).
+    /// A record's bytes (TOTALSIZE of them; not yet decoded).
     Record(Vec<u8>),
-    /// Blank padding: the next record starts at this offset.
-    Blank(u64),
-    /// Zeros, garbage, or beyond the log.
-    Nothing,
+    /// BLANK padding up to the segment's end, where the next record starts.
+    Blank {
+        /// Start of the next segment.
+        next_offset: u64,
+    },
+    /// Zeroes: nothing was ever written here (or it was truncated).
+    Zero,
+    /// A size or magic that no append writes: a torn or corrupt record.
+    Invalid,
+    /// No segment holds this offset.
+    Beyond,
 }
 
 impl<S: Segment> CommitLog<S> {
@@ -45,31 +60,32 @@ impl<S: Segment> CommitLog<S> {
         CommitLog { segments: Vec::new(), segment_bytes, write_offset: 0, flushed_offset: 0 }
     }
 
-    /// Opens the existing segments (recovery decides the write offset afterwards).
+    /// Opens the existing segments. The contiguous run from the first one is kept; files after
+    /// a gap cannot be reached and are removed (reopening one later would resurrect stale
+    /// records). The write position starts at the first segment; recovery sets it.
     pub fn load<D: Directory<Seg = S>>(dir: &mut D, segment_bytes: u64) -> Result<Self, StoreError> {
-        let mut log = Self::new(segment_bytes);
+        let mut starts = Vec::new();
         for name in dir.list(COMMITLOG_DIR)? {
-            let Ok(start) = name.parse::<u64>() else { continue };
-            if start % segment_bytes != 0 {
+            let Ok(start) = name.parse::<u64>() else {
                 continue;
+            };
+            if start % segment_bytes != 0 {
+                return Err(StoreError::MisalignedSegment { path: segment_path(start), segment_bytes });
             }
-            let seg = dir.open_segment(&format!("{COMMITLOG_DIR}/{name}"), segment_bytes)?;
-            log.segments.push((start, seg));
+            starts.push(start);
         }
-        // Keep only the contiguous run from the first segment.
-        let mut expect = log.segments.first().map_or(0, |s| s.0);
-        let mut keep = 0;
-        for (start, _) in &log.segments {
-            if *start != expect {
-                break;
+        starts.sort_unstable();
+        let mut log = Self::new(segment_bytes);
+        for start in starts {
+            let contiguous = log.segments.last().is_none_or(|(last, _)| last + segment_bytes == start);
+            if contiguous {
+                log.segments.push((start, dir.open_segment(&segment_path(start), segment_bytes)?));
+            } else {
+                dir.remove(&segment_path(start))?;
             }
-            keep += 1;
-            expect += segment_bytes;
         }
-        log.segments.truncate(keep);
-        let first = log.segments.first().map_or(0, |s| s.0);
-        log.write_offset = first;
-        log.flushed_offset = first;
+        log.write_offset = log.min_offset();
+        log.flushed_offset = log.min_offset();
         Ok(log)
     }
 
@@ -78,187 +94,253 @@ impl<S: Segment> CommitLog<S> {
         self.segment_bytes
     }
 
-    /// Next write position.
+    /// Next append position.
     pub fn write_offset(&self) -> u64 {
         self.write_offset
     }
 
-    /// Durable position reported by the last flush.
+    /// Everything below is durable.
     pub fn flushed_offset(&self) -> u64 {
         self.flushed_offset
     }
 
-    /// Smallest offset held.
+    /// Smallest offset held (the first segment's start).
     pub fn min_offset(&self) -> u64 {
         self.segments.first().map_or(0, |s| s.0)
     }
 
-    /// Start offsets of the segments.
-    pub fn segment_starts(&self) -> Vec<u64> {
-        self.segments.iter().map(|s| s.0).collect()
+    /// Start of the last segment, if any.
+    pub fn last_segment_start(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.0)
     }
 
+    /// Start of the segment that holds `offset`.
+    pub fn segment_start_of(&self, offset: u64) -> u64 {
+        offset - offset % self.segment_bytes
+    }
+
+    /// (segment index, position inside it) of `offset`.
     fn locate(&self, offset: u64) -> Option<(usize, u64)> {
         let first = self.segments.first()?.0;
-        if offset < first {
-            return None;
-        }
-        let i = ((offset - first) / self.segment_bytes) as usize;
+        let i = usize::try_from(offset.checked_sub(first)? / self.segment_bytes).ok()?;
         (i < self.segments.len()).then(|| (i, offset - self.segments[i].0))
     }
 
-    fn ensure_segment<D: Directory<Seg = S>>(&mut self, dir: &mut D, start: u64) -> Result<usize, StoreError> {
-        if let Some((i, 0)) = self.locate(start) {
-            return Ok(i);
-        }
-        let seg = dir.open_segment(&format!("{COMMITLOG_DIR}/{}", segment_name(start)), self.segment_bytes)?;
-        self.segments.push((start, seg));
-        Ok(self.segments.len() - 1)
-    }
-
-    /// Where a record of `len` bytes will be written, padding and rolling as needed.
-    pub fn reserve<D: Directory<Seg = S>>(&mut self, dir: &mut D, len: u64) -> Result<u64, StoreError> {
+    /// Where a record of `len` bytes would be appended now: the write position, or the next
+    /// segment's start when it does not fit (leaving room for the BLANK record).
+    pub fn next_record_offset(&self, len: u64) -> u64 {
         assert!(len + END_BLANK_MIN_BYTES <= self.segment_bytes, "callers check record size against the segment");
-        let in_seg = self.write_offset % self.segment_bytes;
-        if in_seg == 0 {
-            self.ensure_segment(dir, self.write_offset)?;
-            return Ok(self.write_offset);
-        }
-        let remaining = self.segment_bytes - in_seg;
+        let remaining = self.segment_bytes - self.write_offset % self.segment_bytes;
         if len + END_BLANK_MIN_BYTES <= remaining {
-            return Ok(self.write_offset);
+            self.write_offset
+        } else {
+            self.write_offset + remaining
         }
-        let mut blank = [0u8; 8];
-        blank[..4].copy_from_slice(&(remaining as i32).to_be_bytes());
-        blank[4..].copy_from_slice(&MAGIC_BLANK.to_be_bytes());
-        self.write(self.write_offset, &blank)?;
-        self.write_offset += remaining;
-        self.ensure_segment(dir, self.write_offset)?;
-        Ok(self.write_offset)
     }
 
-    /// Writes a record at the reserved offset and advances the write position.
-    pub fn append_at(&mut self, offset: u64, record: &[u8]) -> Result<(), StoreError> {
-        assert_eq!(offset, self.write_offset, "records are appended at the write position");
+    /// Appends `record` at [`Self::next_record_offset`], writing BLANK padding and opening the
+    /// next segment as needed; returns where it landed.
+    pub fn append<D: Directory<Seg = S>>(&mut self, dir: &mut D, record: &[u8]) -> Result<u64, StoreError> {
+        let len = record.len() as u64;
+        let offset = self.next_record_offset(len);
+        if offset != self.write_offset {
+            let remaining = offset - self.write_offset;
+            let mut blank = [0u8; END_BLANK_MIN_BYTES as usize];
+            blank[..4].copy_from_slice(&(remaining as i32).to_be_bytes());
+            blank[4..].copy_from_slice(&MAGIC_BLANK.to_be_bytes());
+            self.write(self.write_offset, &blank)?;
+            self.write_offset = offset;
+        }
+        if self.locate(offset).is_none() {
+            assert_eq!(
+                offset,
+                self.segments.last().map_or(offset, |s| s.0 + self.segment_bytes),
+                "segments stay contiguous"
+            );
+            self.segments.push((offset, dir.open_segment(&segment_path(offset), self.segment_bytes)?));
+        }
         self.write(offset, record)?;
-        self.write_offset += record.len() as u64;
+        self.write_offset = offset + len;
+        assert!(
+            self.segment_start_of(self.write_offset) < self.write_offset,
+            "a record never ends at a segment boundary"
+        );
+        Ok(offset)
+    }
+
+    /// Undoes the last append, which started at `offset` (its index entry could not be
+    /// written). BLANK padding before it stays: it is valid on its own.
+    pub fn rewind(&mut self, offset: u64) -> Result<(), StoreError> {
+        assert!(offset <= self.write_offset, "rewind only undoes appends");
+        let len = usize::try_from(self.write_offset - offset).expect("one record fits memory");
+        self.write(offset, &vec![0u8; len])?;
+        self.write_offset = offset;
+        self.flushed_offset = self.flushed_offset.min(offset);
         Ok(())
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        let (i, pos) = self.locate(offset).ok_or(StoreError::OutOfBounds {
-            pos: offset,
-            len: data.len() as u64,
-            capacity_bytes: 0,
-        })?;
+        let (i, pos) = self.locate(offset).expect("writes go to the last, open segment");
         self.segments[i].1.write_at(pos, data)
     }
 
-    /// Reads `len` bytes at `offset` (within one segment).
+    /// Reads `len` bytes at `offset`, inside one segment.
     pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        let (i, pos) =
-            self.locate(offset).ok_or(StoreError::OutOfBounds { pos: offset, len: len as u64, capacity_bytes: 0 })?;
+        let (i, pos) = self.locate(offset).ok_or(StoreError::OffsetNotStored {
+            commit_log_offset: offset,
+            min_offset: self.min_offset(),
+            max_offset: self.write_offset,
+        })?;
         let mut buf = vec![0u8; len];
         self.segments[i].1.read_at(pos, &mut buf)?;
         Ok(buf)
     }
 
-    /// What lies at `offset`, by its size and magic fields only.
+    /// What lies at `offset`.
     pub fn slot(&self, offset: u64) -> Slot {
-        let Some((_, pos)) = self.locate(offset) else { return Slot::Nothing };
+        let Some((_, pos)) = self.locate(offset) else {
+            return Slot::Beyond;
+        };
         let remaining = self.segment_bytes - pos;
-        if remaining < END_BLANK_MIN_BYTES {
-            return Slot::Nothing;
-        }
-        let Ok(head) = self.read(offset, 8) else { return Slot::Nothing };
+        let Some(head) = (remaining >= END_BLANK_MIN_BYTES).then(|| self.read(offset, 8).ok()).flatten() else {
+            return Slot::Invalid;
+        };
         let size = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
         let magic = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-        if magic == MAGIC_BLANK && size as u64 == remaining {
-            return Slot::Blank(offset + remaining);
+        if size == 0 && magic == 0 {
+            return Slot::Zero;
         }
-        if size < 8 || size as u64 > remaining {
-            return Slot::Nothing;
+        if magic == MAGIC_BLANK {
+            return if size as u64 == remaining {
+                Slot::Blank { next_offset: offset + remaining }
+            } else {
+                Slot::Invalid
+            };
         }
-        match self.read(offset, size as usize) {
-            Ok(r) => Slot::Record(r),
-            Err(_) => Slot::Nothing,
-        }
-    }
-
-    /// Flush jobs covering `[flushed, write)` and the offset they make durable; segments that
-    /// cannot flush detached are flushed here. Report completion with [`Self::mark_flushed`].
-    pub fn begin_flush(&mut self) -> Result<(u64, Vec<crate::segment::FlushJob>), StoreError> {
-        let (from, to) = (self.flushed_offset, self.write_offset);
-        let mut jobs = Vec::new();
-        for (start, seg) in self.segments.iter_mut() {
-            let end = *start + self.segment_bytes;
-            if end <= from || *start >= to {
-                continue;
+        // A record leaves at least a BLANK's room after it.
+        match u64::try_from(size) {
+            Ok(len) if len > 8 && len + END_BLANK_MIN_BYTES <= remaining => {
+                self.read(offset, len as usize).map_or(Slot::Invalid, Slot::Record)
             }
-            let a = from.max(*start) - *start;
-            let b = to.min(end) - *start;
-            match seg.detached_flush(a, b - a) {
-                Some(job) => jobs.push(job),
-                None => seg.flush_range(a, b - a)?,
-            }
+            _ => Slot::Invalid,
         }
-        Ok((to, jobs))
     }
 
-    /// Records that a flush up to `offset` completed.
-    pub fn mark_flushed(&mut self, offset: u64) {
-        assert!(offset <= self.write_offset, "flushed beyond the write position");
-        self.flushed_offset = self.flushed_offset.max(offset);
-    }
-
-    /// Flushes `[flushed, write)`; returns the new flushed offset.
+    /// Flushes `[flushed, write)` in place; returns the new flushed offset.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
         let (from, to) = (self.flushed_offset, self.write_offset);
-        for (start, seg) in self.segments.iter_mut() {
-            let end = *start + self.segment_bytes;
-            if end <= from || *start >= to {
-                continue;
-            }
-            let a = from.max(*start) - *start;
-            let b = to.min(end) - *start;
-            seg.flush_range(a, b - a)?;
+        for (i, pos, len) in self.ranges(from, to) {
+            self.segments[i].1.flush_range(pos, len)?;
         }
         self.flushed_offset = to;
         Ok(to)
     }
 
-    /// Sets the write position after recovery, zeroing stale bytes after it in its segment and
-    /// dropping later segments. Returns how many non-zero bytes were discarded.
-    pub fn truncate_to<D: Directory<Seg = S>>(&mut self, dir: &mut D, end: u64) -> Result<u64, StoreError> {
+    /// Detached flush work for `[flushed, write)` (segments that flush in place do so now);
+    /// returns the offset durable once the jobs ran. Report it with [`Self::complete_flush`].
+    pub fn begin_flush(&mut self) -> Result<(u64, Vec<FlushJob>), StoreError> {
+        let (from, to) = (self.flushed_offset, self.write_offset);
+        let mut jobs = Vec::new();
+        for (i, pos, len) in self.ranges(from, to) {
+            let seg = &mut self.segments[i].1;
+            match seg.detached_flush(pos, len) {
+                Some(job) => jobs.push(job),
+                None => seg.flush_range(pos, len)?,
+            }
+        }
+        Ok((to, jobs))
+    }
+
+    /// A flush up to `offset` completed.
+    pub fn complete_flush(&mut self, offset: u64) {
+        assert!(offset <= self.write_offset, "a flush reported beyond the write position");
+        self.flushed_offset = self.flushed_offset.max(offset);
+    }
+
+    /// (segment index, position, length) pieces of `[from, to)`.
+    fn ranges(&self, from: u64, to: u64) -> Vec<(usize, u64, u64)> {
+        let mut out = Vec::new();
+        if from >= to {
+            return out;
+        }
+        for (i, (start, _)) in self.segments.iter().enumerate() {
+            let end = start + self.segment_bytes;
+            if end > from && *start < to {
+                let a = from.max(*start) - start;
+                out.push((i, a, to.min(end) - start - a));
+            }
+        }
+        out
+    }
+
+    /// Makes `end` the write position after recovery: zeroes every byte after it in its segment
+    /// and removes later segments, then flushes, so no stale record can reappear after a later
+    /// crash. `[durable_below, end)` is flushed too: recovery read it, but after a process crash
+    /// it may only have been in the page cache. Returns how many non-zero bytes were discarded.
+    pub fn truncate_to<D: Directory<Seg = S>>(
+        &mut self,
+        dir: &mut D,
+        durable_below: u64,
+        end: u64,
+    ) -> Result<u64, StoreError> {
         let mut discarded = 0;
-        while self.segments.last().is_some_and(|(s, _)| *s > end || (*s == end && end != self.min_offset())) {
-            let (start, _) = self.segments.pop().expect("checked non-empty");
-            dir.remove(&format!("{COMMITLOG_DIR}/{}", segment_name(start)))?;
-            discarded += self.segment_bytes;
+        // A segment starting at `end` holds nothing valid: drop it too (appends reopen it).
+        while let Some(&(start, _)) =
+            self.segments.last().filter(|(start, _)| *start >= end && *start > self.min_offset())
+        {
+            let (_, seg) = self.segments.pop().expect("checked non-empty");
+            discarded += count_nonzero(&seg, 0)?;
+            drop(seg);
+            dir.remove(&segment_path(start))?;
         }
         if let Some((i, pos)) = self.locate(end) {
-            discarded += zero_tail(&mut self.segments[i].1, pos)?;
-            self.segments[i].1.flush_range(pos, self.segment_bytes - pos)?;
+            let seg = &mut self.segments[i].1;
+            discarded += zero_tail(seg, pos)?;
+            seg.flush_range(pos, self.segment_bytes - pos)?;
         }
         self.write_offset = end;
-        self.flushed_offset = end;
+        self.flushed_offset = durable_below.clamp(self.min_offset().min(end), end);
+        self.flush()?;
         Ok(discarded)
+    }
+
+    /// Checks positions and segment layout (cheap; called after every simulated step).
+    pub fn assert_invariants(&self) {
+        assert!(self.flushed_offset <= self.write_offset, "flushed beyond the write position");
+        for pair in self.segments.windows(2) {
+            assert_eq!(pair[0].0 + self.segment_bytes, pair[1].0, "CommitLog segments are contiguous");
+        }
+        if let Some((start, _)) = self.segments.last() {
+            assert!(self.write_offset >= self.min_offset(), "write position below the log");
+            assert!(self.write_offset <= start + self.segment_bytes, "write position beyond the last segment");
+        }
     }
 }
 
-/// Zeroes every non-zero 64 KiB chunk from `pos` to the segment's end.
-fn zero_tail<S: Segment>(seg: &mut S, pos: u64) -> Result<u64, StoreError> {
-    const CHUNK: u64 = 64 * 1024;
-    let cap = seg.capacity_bytes();
-    let mut at = pos;
-    let mut discarded = 0;
-    let mut buf = vec![0u8; CHUNK as usize];
-    let zeros = vec![0u8; CHUNK as usize];
-    while at < cap {
-        let n = CHUNK.min(cap - at) as usize;
+const CHUNK_BYTES: usize = 64 * 1024;
+
+fn count_nonzero<S: Segment>(seg: &S, pos: u64) -> Result<u64, StoreError> {
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let (mut at, mut count) = (pos, 0);
+    while at < seg.capacity_bytes() {
+        let n = (seg.capacity_bytes() - at).min(CHUNK_BYTES as u64) as usize;
         seg.read_at(at, &mut buf[..n])?;
-        if buf[..n].iter().any(|b| *b != 0) {
-            discarded += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+        count += buf[..n].iter().filter(|b| **b != 0).count() as u64;
+        at += n as u64;
+    }
+    Ok(count)
+}
+
+/// Zeroes every non-zero chunk from `pos` to the segment's end; returns the non-zero bytes.
+fn zero_tail<S: Segment>(seg: &mut S, pos: u64) -> Result<u64, StoreError> {
+    let (mut buf, zeros) = (vec![0u8; CHUNK_BYTES], vec![0u8; CHUNK_BYTES]);
+    let (mut at, mut discarded) = (pos, 0);
+    while at < seg.capacity_bytes() {
+        let n = (seg.capacity_bytes() - at).min(CHUNK_BYTES as u64) as usize;
+        seg.read_at(at, &mut buf[..n])?;
+        let nonzero = buf[..n].iter().filter(|b| **b != 0).count() as u64;
+        if nonzero > 0 {
+            discarded += nonzero;
             seg.write_at(at, &zeros[..n])?;
         }
         at += n as u64;

@@ -1,78 +1,78 @@
-//! Message storage: one CommitLog shared by every topic, and a ConsumeQueue of 20-byte entries
-//! per (topic, queue), both written through the [`Segment`] / [`Directory`] seam.
+//! Message storage as RocketMQ lays it out: one CommitLog shared by every topic, and a
+//! ConsumeQueue of 20-byte entries per (topic, queue), both written through the
+//! [`Segment`] / [`Directory`] seam. No threads, clocks or randomness: every byte goes
+//! through the seam, so the same code runs over memory-mapped files, in memory, and over the
+//! simulator's page-cache model.
 //!
 //! # Layout
-//! - [`segment`]: the seam, plus [`MmapSegment`]/[`MmapDirectory`] (production, memmap2) and
-//!   [`MemSegment`]/[`MemDirectory`] (tests and model checking).
-//! - [`commitlog`]: the append-only log of stored-message records, with blank padding at
-//!   segment ends.
-//! - [`consumequeue`]: per-queue index of (commit-log offset, size, tag hash).
+//! On disk, under the directory's root (RocketMQ's `storePathRootDir`):
+//! - `commitlog/<20-digit start offset>`: segments of stored-message records
+//!   ([`rmq_proto::message`] layout), each ending in a BLANK record once full.
+//! - `consumequeue/<topic>/<queueId>/<20-digit start byte offset>`: 20-byte index entries
+//!   (commit-log offset, size, tag hash).
+//! - `checkpoint`: one 4 KiB page; `confirmPhyOffset` (byte 32) is the CommitLog offset
+//!   flushed together with every ConsumeQueue, where recovery starts.
+//!
+//! In code:
+//! - [`segment`]: the seam ([`Segment`], [`Directory`], [`FlushJob`]) and its durability
+//!   contract.
+//! - [`error`]: [`StoreError`], why an operation failed.
+//! - [`mmap`]: [`MmapSegment`] / [`MmapDirectory`], production (memmap2, msync).
+//! - [`mem`]: [`MemSegment`] / [`MemDirectory`], for tests and model checking.
+//! - [`commitlog`]: the append-only log, blank padding, truncation.
+//! - [`consumequeue`]: one queue's index.
+//! - [`checkpoint`]: the checkpoint page.
 //! - [`store`]: [`MessageStore`], the API the broker calls: put, flush, get, recovery.
 //!
 //! # Calling contract
-//! Nothing written is durable until [`MessageStore::flush`] returned *and* the segment
-//! implementation completed the flush; recovery keeps exactly the valid prefix of the CommitLog
-//! and re-indexes it from the last [`MessageStore::checkpoint`].
+//! [`MessageStore::open`] recovers, then the owner calls [`MessageStore::put`] and the
+//! readers from one thread. A put is indexed (visible to [`MessageStore::get_messages`]) at
+//! once but durable only once a CommitLog flush covers its [`PutResult::end_offset`]: either
+//! [`MessageStore::flush`] returned it, or the jobs of [`MessageStore::begin_flush`] ran and
+//! the driver reported the target through [`MessageStore::complete_flush`]. Acknowledge
+//! durable sends only then. ConsumeQueues and the checkpoint are flushed on a slower cadence
+//! by [`MessageStore::checkpoint`] (or its detached form, [`MessageStore::begin_checkpoint`]);
+//! recovery re-indexes everything after the checkpoint from the CommitLog, keeps everything
+//! flushed, and keeps the valid prefix of the rest.
 //! ```
-//! use rmq_store::{MessageStore, MemDirectory, StoreConfig, GetStatus};
-//! use rmq_proto::message::MessageExt;
-//! let (mut store, report) = MessageStore::open(MemDirectory::default(), StoreConfig::default()).unwrap();
+//! use rmq_proto::message::{decode_message, MessageExt};
+//! use rmq_store::{GetStatus, MemDirectory, MessageStore, StoreConfig};
+//!
+//! let config = StoreConfig { commit_log_segment_bytes: 1 << 20, ..StoreConfig::default() };
+//! let (mut store, report) = MessageStore::open(MemDirectory::default(), config).unwrap();
 //! assert_eq!(report.commit_log_end, 0);
-//! let mut m = MessageExt { topic: "T".into(), queue_id: 1, body: bytes::Bytes::from_static(b"hi"), ..Default::default() };
-//! let put = store.put(&mut m).unwrap();
-//! assert_eq!((put.queue_offset, m.queue_offset), (0, 0));
+//!
+//! let mut msg = MessageExt { topic: "T".into(), queue_id: 1, body: "hi".into(), ..Default::default() };
+//! let put = store.put(&mut msg).unwrap();
+//! assert_eq!((put.queue_offset, msg.queue_offset), (0, 0));
+//!
+//! // Durable once a flush reaches the put's end; then it may be acknowledged.
+//! assert!(store.commit_log_flushed_offset() < put.end_offset);
 //! assert_eq!(store.flush().unwrap(), put.end_offset);
-//! let got = store.get_messages("T", 1, 0, 32, 1 << 20, &|_| true);
+//! // Now and then: ConsumeQueues and the checkpoint (bounds recovery work).
+//! assert_eq!(store.checkpoint().unwrap(), put.end_offset);
+//!
+//! let got = store.get_messages("T", 1, 0, 32, 1 << 20, &|_tag_hash| true);
 //! assert_eq!(got.status, GetStatus::Found);
 //! assert_eq!(got.next_begin_offset, 1);
+//! let (stored, _) = decode_message(&got.messages[0], true).unwrap();
+//! assert_eq!(stored.body, "hi");
+//! store.assert_invariants();
 //! ```
 
+#![warn(missing_docs)]
+
+pub mod checkpoint;
 pub mod commitlog;
 pub mod consumequeue;
+pub mod error;
+pub mod mem;
+pub mod mmap;
 pub mod segment;
 pub mod store;
 
-pub use segment::{Directory, FlushJob, MemDirectory, MemSegment, MmapDirectory, MmapSegment, Segment};
-pub use store::{GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, StoreConfig};
-
-/// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A read or write past a segment's end.
-    #[error("access [{pos}, {pos}+{len}) outside a segment of {capacity_bytes} bytes")]
-    OutOfBounds {
-        /// Position.
-        pos: u64,
-        /// Length.
-        len: u64,
-        /// Segment size.
-        capacity_bytes: u64,
-    },
-    /// The operating system refused.
-    #[error("{path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// A message larger than the configured limit or a segment.
-    #[error("message of {size_bytes} bytes exceeds the limit of {max_bytes}")]
-    MessageTooLarge {
-        /// Encoded size.
-        size_bytes: usize,
-        /// Limit.
-        max_bytes: usize,
-    },
-    /// The message cannot be encoded.
-    #[error("message not encodable: {0}")]
-    Encode(rmq_proto::message::MessageError),
-    /// No valid record at this CommitLog offset.
-    #[error("no valid message at commit-log offset {offset}: {reason}")]
-    NotFound {
-        /// Offset.
-        offset: u64,
-        /// Why.
-        reason: String,
-    },
-}
+pub use error::StoreError;
+pub use mem::{MemDirectory, MemSegment};
+pub use mmap::{MmapDirectory, MmapSegment};
+pub use segment::{Directory, FlushJob, Segment};
+pub use store::{GetResult, GetStatus, MessageStore, PendingCheckpoint, PutResult, RecoveryReport, StoreConfig};

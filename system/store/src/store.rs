@@ -4,28 +4,41 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use rmq_proto::message::{decode_message, encode_message, prop, MessageExt};
+use rmq_proto::message::{decode_message, encode_message, prop, MessageError, MessageExt, MAGIC_BLANK};
+use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{Checkpoint, CHECKPOINT_PATH};
 use crate::commitlog::{CommitLog, Slot, END_BLANK_MIN_BYTES};
 use crate::consumequeue::{ConsumeQueue, Entry, CONSUMEQUEUE_DIR};
-use crate::segment::Directory;
+use crate::segment::{Directory, FlushJob};
 use crate::StoreError;
 
-/// Where the checkpoint lives.
-pub const CHECKPOINT_PATH: &str = "checkpoint";
-/// Most ConsumeQueue entries examined by one get (filtered-out entries included).
-pub const GET_SCAN_ENTRIES_MAX: u64 = 16_000;
+mod get;
+mod recovery;
 
-/// Store settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Smallest CommitLog segment accepted: room for a few records.
+pub const COMMIT_LOG_SEGMENT_MIN_BYTES: u64 = 1024;
+/// Largest CommitLog segment: the BLANK record's TOTALSIZE (an i32) must span any remainder.
+pub const COMMIT_LOG_SEGMENT_MAX_BYTES: u64 = i32::MAX as u64;
+/// Most entries in one ConsumeQueue file (1 GB files).
+pub const CONSUME_QUEUE_SEGMENT_ENTRIES_MAX: u64 = 50_000_000;
+/// ConsumeQueue entries below which a routine checkpoint leaves a queue for later: two pages
+/// (RocketMQ's flushConsumeQueueLeastPages).
+pub const CHECKPOINT_LEAST_ENTRIES: u64 = 2 * crate::segment::PAGE_BYTES / crate::consumequeue::ENTRY_BYTES;
+/// Longest topic accepted as a directory name (a file-name limit, not a naming policy).
+pub const TOPIC_MAX_BYTES: usize = 255;
+
+/// Store settings (RocketMQ's MessageStoreConfig, the part this store uses).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StoreConfig {
-    /// mappedFileSizeCommitLog.
+    /// mappedFileSizeCommitLog: bytes per CommitLog file.
     pub commit_log_segment_bytes: u64,
-    /// mappedFileSizeConsumeQueue / 20.
+    /// mappedFileSizeConsumeQueue / 20: entries per ConsumeQueue file.
     pub consume_queue_segment_entries: u64,
-    /// Largest encoded record accepted.
+    /// Largest encoded record accepted (maxMessageSize plus header room).
     pub max_message_bytes: usize,
-    /// checkCRCOnRecover.
+    /// checkCRCOnRecover: validate body CRCs while recovering.
     pub check_crc_on_recover: bool,
 }
 
@@ -40,31 +53,49 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// Refuses settings the store cannot work with.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let reason = if self.commit_log_segment_bytes < COMMIT_LOG_SEGMENT_MIN_BYTES {
+            "commit_log_segment_bytes is below 1024"
+        } else if self.commit_log_segment_bytes > COMMIT_LOG_SEGMENT_MAX_BYTES {
+            "commit_log_segment_bytes exceeds i32::MAX (a BLANK record could not span the remainder)"
+        } else if !(1..=CONSUME_QUEUE_SEGMENT_ENTRIES_MAX).contains(&self.consume_queue_segment_entries) {
+            "consume_queue_segment_entries must be in 1..=50_000_000"
+        } else if self.max_message_bytes == 0 {
+            "max_message_bytes is 0"
+        } else {
+            return Ok(());
+        };
+        Err(StoreError::InvalidConfig { reason })
+    }
+}
+
 /// Where a put landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PutResult {
     /// Record start in the CommitLog.
     pub commit_log_offset: u64,
-    /// Queue offset.
+    /// Queue offset in the message's ConsumeQueue.
     pub queue_offset: u64,
     /// Record size.
     pub wrote_bytes: u32,
-    /// `commit_log_offset + wrote_bytes`: the flush that covers this put.
+    /// `commit_log_offset + wrote_bytes`: a flush reaching this makes the put durable.
     pub end_offset: u64,
 }
 
 /// Outcome of a get (RocketMQ's GetMessageStatus).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GetStatus {
     /// Messages returned.
     Found,
-    /// The queue is empty.
+    /// The queue has never held a message (its max offset is 0).
     NoMessageInQueue,
-    /// Entries exist but the filter rejected all scanned.
+    /// Entries exist but the filter rejected every one scanned.
     NoMatchedMessage,
-    /// The index points at no readable record.
+    /// No index entry at the requested offset (a hole).
     OffsetFoundNull,
-    /// The offset is the next one to be written.
+    /// The offset is the next one to be written: nothing new yet.
     OffsetOverflowOne,
     /// The offset is beyond the next one to be written.
     OffsetOverflowBadly,
@@ -77,11 +108,11 @@ pub enum GetStatus {
 /// The answer to a get.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GetResult {
-    /// Status.
+    /// What happened.
     pub status: GetStatus,
-    /// Raw stored records.
+    /// Raw stored records, ready to concatenate into a pull body.
     pub messages: Vec<Bytes>,
-    /// Where the next get should start.
+    /// Where the consumer should continue.
     pub next_begin_offset: u64,
     /// Smallest queue offset held.
     pub min_offset: u64,
@@ -89,299 +120,349 @@ pub struct GetResult {
     pub max_offset: u64,
 }
 
-/// What recovery found.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+/// A checkpoint in progress ([`MessageStore::begin_checkpoint`]): run `jobs`, then complete it
+/// with the recorded offsets.
+#[derive(Debug)]
+pub struct PendingCheckpoint {
+    /// The CommitLog offset the checkpoint will record.
+    pub commit_log_offset: u64,
+    /// Per ConsumeQueue, the queue offset its jobs make durable.
+    pub queue_offsets: Vec<((String, i32), u64)>,
+    /// Detached flush work (empty when every segment flushed in place).
+    pub jobs: Vec<FlushJob>,
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize)]
 pub struct RecoveryReport {
-    /// The CommitLog end after recovery.
+    /// The CommitLog write position after recovery.
     pub commit_log_end: u64,
-    /// Non-zero bytes discarded after the end.
+    /// Non-zero bytes discarded after the end (a torn tail, stale later segments).
     pub truncated_bytes: u64,
-    /// Messages re-indexed into ConsumeQueues.
+    /// Messages re-indexed into ConsumeQueues from the scan start.
     pub redispatched: u64,
-    /// 1 if the scan stopped at an invalid (torn or corrupt) record rather than zeros.
+    /// 1 if the scan stopped at an invalid (torn or corrupt) record rather than at zeros.
     pub torn_records: u64,
     /// ConsumeQueues after recovery.
     pub queues: u64,
+    /// Where the CommitLog scan started: the checkpoint's segment, or the first segment when
+    /// there is no checkpoint or a ConsumeQueue lagged behind it.
+    pub scan_start_offset: u64,
 }
 
-/// One CommitLog and its ConsumeQueues.
+/// One CommitLog and its ConsumeQueues. Single-threaded; see the crate docs for the calling
+/// contract.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MessageStore<D: Directory> {
+    /// Where every segment and small file lives.
     dir: D,
+    /// Settings, fixed at open.
     config: StoreConfig,
+    /// The shared log.
     commit_log: CommitLog<D::Seg>,
+    /// Indexes by (topic, queue id).
     queues: BTreeMap<(String, i32), ConsumeQueue<D::Seg>>,
+    /// Store timestamp of the last message appended.
+    last_store_timestamp_ms: i64,
+    /// Store timestamp of the last message known flushed (the checkpoint's physicMsgTimestamp).
+    flushed_store_timestamp_ms: i64,
+    /// The detached flush in progress: (target offset, store timestamp of its last message).
+    flush_mark: Option<(u64, i64)>,
+    /// The checkpoint as last written (or read at open).
+    checkpoint: Checkpoint,
 }
 
-fn tag_hash(m: &MessageExt) -> i64 {
-    m.properties.get(prop::TAGS).map_or(0, |t| i64::from(rmq_proto::java_string_hash(t)))
+/// The tag hash of a ConsumeQueue entry: Java `String.hashCode` of TAGS, widened; 0 if none.
+pub fn tag_hash(msg: &MessageExt) -> i64 {
+    msg.properties.get(prop::TAGS).map_or(0, |tags| i64::from(rmq_proto::java_string_hash(tags)))
+}
+
+/// Refuses topics that cannot be a single directory name.
+fn check_topic(topic: &str) -> Result<(), StoreError> {
+    let bad = topic.is_empty()
+        || topic == "."
+        || topic == ".."
+        || topic.len() > TOPIC_MAX_BYTES
+        || topic.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(StoreError::InvalidTopic { topic: topic.to_string() });
+    }
+    Ok(())
 }
 
 impl<D: Directory> MessageStore<D> {
-    /// Opens the store in `dir` and recovers it.
+    /// Opens the store in `dir` and recovers it: finds the valid CommitLog prefix, re-indexes
+    /// it from the checkpoint, truncates everything after it.
     pub fn open(mut dir: D, config: StoreConfig) -> Result<(Self, RecoveryReport), StoreError> {
-        assert!(config.commit_log_segment_bytes > END_BLANK_MIN_BYTES, "a segment holds at least a blank record");
+        config.validate()?;
         let commit_log = CommitLog::load(&mut dir, config.commit_log_segment_bytes)?;
         let mut queues = BTreeMap::new();
         for topic in dir.list(CONSUMEQUEUE_DIR)? {
-            for qid in dir.list(&format!("{CONSUMEQUEUE_DIR}/{topic}"))? {
-                let Ok(queue_id) = qid.parse::<i32>() else { continue };
+            if check_topic(&topic).is_err() {
+                continue;
+            }
+            for name in dir.list(&format!("{CONSUMEQUEUE_DIR}/{topic}"))? {
+                let Ok(queue_id) = name.parse::<i32>() else {
+                    continue;
+                };
                 let q = ConsumeQueue::load(&mut dir, &topic, queue_id, config.consume_queue_segment_entries)?;
                 queues.insert((topic.clone(), queue_id), q);
             }
         }
-        let mut store = MessageStore { dir, config, commit_log, queues };
+        let checkpoint = dir.read_file(CHECKPOINT_PATH)?.and_then(|b| Checkpoint::decode(&b)).unwrap_or_default();
+        let mut store = MessageStore {
+            dir,
+            config,
+            commit_log,
+            queues,
+            last_store_timestamp_ms: checkpoint.physic_msg_timestamp_ms,
+            flushed_store_timestamp_ms: checkpoint.physic_msg_timestamp_ms,
+            flush_mark: None,
+            checkpoint,
+        };
         let report = store.recover()?;
         store.assert_invariants();
         Ok((store, report))
     }
 
-    fn checkpoint_safe_offset(&self) -> u64 {
-        match self.dir.read_file(CHECKPOINT_PATH) {
-            Ok(Some(b)) if b.len() >= 40 => u64::from_be_bytes(b[32..40].try_into().expect("8 bytes")),
-            _ => 0,
-        }
+    /// The settings the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
     }
 
-    /// Finds the valid CommitLog prefix, re-indexes it from the last checkpoint, truncates the
-    /// rest and every index entry pointing past it.
-    fn recover(&mut self) -> Result<RecoveryReport, StoreError> {
-        let seg = self.config.commit_log_segment_bytes;
-        let min = self.commit_log.min_offset();
-        let safe = self.checkpoint_safe_offset().max(min);
-        let mut pos = (safe - safe % seg).max(min);
-        let mut report = RecoveryReport::default();
-        loop {
-            match self.commit_log.slot(pos) {
-                Slot::Blank(next) if self.commit_log.segment_starts().contains(&next) => pos = next,
-                Slot::Record(raw) => {
-                    let Ok((m, n)) = decode_message(&Bytes::from(raw), self.config.check_crc_on_recover) else {
-                        report.torn_records = 1;
-                        break;
-                    };
-                    if m.commit_log_offset != pos as i64 || m.queue_offset < 0 {
-                        report.torn_records = 1;
-                        break;
-                    }
-                    self.index(&m, pos, n as u32)?;
-                    report.redispatched += 1;
-                    pos += n as u64;
-                }
-                _ => break,
-            }
-        }
-        report.truncated_bytes = self.commit_log.truncate_to(&mut self.dir, pos)?;
-        let keys: Vec<(String, i32)> = self.queues.keys().cloned().collect();
-        for key in keys {
-            let q = &self.queues[&key];
-            let mut n = q.max_offset();
-            while n > q.min_offset() && !self.entry_is_valid(q, n - 1, pos) {
-                n -= 1;
-            }
-            self.queues.get_mut(&key).expect("key listed above").truncate(n)?;
-        }
-        report.commit_log_end = pos;
-        report.queues = self.queues.len() as u64;
-        self.checkpoint()?;
-        Ok(report)
+    /// Largest record a put accepts: the configured limit, and what a segment can hold.
+    fn record_max_bytes(&self) -> usize {
+        let segment_room = self.config.commit_log_segment_bytes - END_BLANK_MIN_BYTES;
+        self.config.max_message_bytes.min(usize::try_from(segment_room).unwrap_or(usize::MAX))
     }
 
-    /// An index entry is valid when it points below `end` at a record of its own queue and
-    /// queue offset (stale entries from before a crash point elsewhere).
-    fn entry_is_valid(&self, q: &ConsumeQueue<D::Seg>, n: u64, end: u64) -> bool {
-        let Some(e) = q.entry(n) else { return false };
-        if e.commit_log_offset + u64::from(e.size) > end {
-            return false;
-        }
-        match self.commit_log.slot(e.commit_log_offset) {
-            Slot::Record(raw) if raw.len() == e.size as usize => decode_message(&Bytes::from(raw), false)
-                .is_ok_and(|(m, _)| m.topic == q.topic() && m.queue_id == q.queue_id() && m.queue_offset == n as i64),
-            _ => false,
-        }
-    }
-
-    fn index(&mut self, m: &MessageExt, commit_log_offset: u64, size: u32) -> Result<(), StoreError> {
-        let key = (m.topic.clone(), m.queue_id);
-        let entries = self.config.consume_queue_segment_entries;
-        let q = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&m.topic, m.queue_id, entries));
-        q.put(&mut self.dir, m.queue_offset as u64, Entry { commit_log_offset, size, tag_hash: tag_hash(m) })
-    }
-
-    /// Appends a message: assigns its queue offset and CommitLog offset, writes the record and
-    /// indexes it.
+    /// Appends one message. Sets `msg.queue_offset` (the next offset of its ConsumeQueue) and
+    /// `msg.commit_log_offset`, encodes and writes the record, and indexes it at once. The
+    /// record is durable only once a flush covers [`PutResult::end_offset`]. On error nothing
+    /// was stored (the two fields of `msg` may have been set).
     pub fn put(&mut self, msg: &mut MessageExt) -> Result<PutResult, StoreError> {
+        check_topic(&msg.topic)?;
         let queue_offset = self.max_queue_offset(&msg.topic, msg.queue_id);
-        msg.queue_offset = queue_offset as i64;
-        let len = msg.encoded_len();
-        let limit =
-            self.config.max_message_bytes.min((self.config.commit_log_segment_bytes - END_BLANK_MIN_BYTES) as usize);
-        if len > limit {
-            return Err(StoreError::MessageTooLarge { size_bytes: len, max_bytes: limit });
+        msg.queue_offset = i64::try_from(queue_offset).expect("queue offsets stay below i64::MAX");
+        let record = self.encode_for_append(msg)?;
+        let len = record.len() as u64;
+        let key = (msg.topic.clone(), msg.queue_id);
+        let entries = self.config.consume_queue_segment_entries;
+        let queue = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
+        // Open the index file first: once the record is in the log, indexing must not fail.
+        queue.reserve(&mut self.dir, queue_offset)?;
+        let commit_log_offset = self.commit_log.append(&mut self.dir, &record)?;
+        assert_eq!(commit_log_offset as i64, msg.commit_log_offset, "the record lands where it was encoded for");
+        let entry = Entry { commit_log_offset, size: len as u32, tag_hash: tag_hash(msg) };
+        if let Err(e) = queue.append(&mut self.dir, queue_offset, entry) {
+            self.commit_log.rewind(commit_log_offset)?;
+            return Err(e);
         }
-        let offset = self.commit_log.reserve(&mut self.dir, len as u64)?;
-        msg.commit_log_offset = offset as i64;
-        let mut record = Vec::with_capacity(len);
-        encode_message(msg, &mut record).map_err(StoreError::Encode)?;
-        debug_assert_eq!(record.len(), len, "encoded_len agrees with encode_message");
-        self.commit_log.append_at(offset, &record)?;
-        self.index(msg, offset, len as u32)?;
-        Ok(PutResult {
-            commit_log_offset: offset,
-            queue_offset,
-            wrote_bytes: len as u32,
-            end_offset: offset + len as u64,
-        })
+        self.last_store_timestamp_ms = msg.store_timestamp;
+        Ok(PutResult { commit_log_offset, queue_offset, wrote_bytes: len as u32, end_offset: commit_log_offset + len })
     }
 
-    /// Next CommitLog write position.
+    /// Encodes `msg` for the CommitLog position it will land at (which depends on its length:
+    /// a record that does not fit goes to the next segment). Checks the size limits.
+    fn encode_for_append(&self, msg: &mut MessageExt) -> Result<Vec<u8>, StoreError> {
+        let max_bytes = self.record_max_bytes();
+        // A cheap early refusal; the encoded length below is authoritative.
+        if msg.body.len() > max_bytes {
+            return Err(StoreError::MessageTooLarge { size_bytes: msg.body.len(), max_bytes });
+        }
+        let mut record = Vec::with_capacity(msg.encoded_len());
+        msg.commit_log_offset = self.commit_log.write_offset() as i64;
+        encode_message(msg, &mut record).map_err(StoreError::Encode)?;
+        if record.len() > max_bytes {
+            return Err(StoreError::MessageTooLarge { size_bytes: record.len(), max_bytes });
+        }
+        let offset = self.commit_log.next_record_offset(record.len() as u64);
+        if offset as i64 != msg.commit_log_offset {
+            msg.commit_log_offset = offset as i64;
+            record.clear();
+            encode_message(msg, &mut record).map_err(StoreError::Encode)?;
+        }
+        Ok(record)
+    }
+
+    /// The CommitLog write position.
     pub fn commit_log_max_offset(&self) -> u64 {
         self.commit_log.write_offset()
     }
 
-    /// CommitLog position covered by the last flush.
+    /// The smallest CommitLog offset held.
+    pub fn commit_log_min_offset(&self) -> u64 {
+        self.commit_log.min_offset()
+    }
+
+    /// The durable CommitLog position: set by [`Self::flush`], or reported through
+    /// [`Self::complete_flush`].
     pub fn commit_log_flushed_offset(&self) -> u64 {
         self.commit_log.flushed_offset()
     }
 
-    /// Flushes the CommitLog; returns the flushed offset. This is the flush that acknowledges
-    /// SYNC_FLUSH sends: ConsumeQueues are rebuilt from the CommitLog by recovery, so they are
-    /// flushed on their own cadence by [`Self::checkpoint`].
+    /// Flushes the CommitLog `[flushed, max)` in place and returns the new flushed offset. This
+    /// is the flush that makes puts durable (and acknowledges SYNC_FLUSH sends). ConsumeQueues
+    /// are rebuilt from the CommitLog by recovery, so they are flushed on their own cadence by
+    /// [`Self::checkpoint`]. Blocks for the msyncs.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
-        self.commit_log.flush()
-    }
-
-    /// Starts a CommitLog flush that runs elsewhere: returns the offset it will make durable and
-    /// the jobs to run (possibly none). After running them, call [`Self::complete_flush`].
-    pub fn begin_flush(&mut self) -> Result<(u64, Vec<crate::segment::FlushJob>), StoreError> {
-        self.commit_log.begin_flush()
-    }
-
-    /// Records a completed [`Self::begin_flush`].
-    pub fn complete_flush(&mut self, offset: u64) {
-        self.commit_log.mark_flushed(offset);
-    }
-
-    /// Flushes the ConsumeQueues and records, in the checkpoint, the CommitLog offset up to which
-    /// CommitLog and indexes are both durable; recovery re-indexes from there. Call about once
-    /// a second (RocketMQ's flushIntervalConsumeQueue) and at shutdown.
-    pub fn checkpoint(&mut self) -> Result<u64, StoreError> {
         let flushed = self.commit_log.flush()?;
-        for q in self.queues.values_mut() {
-            q.flush()?;
-        }
-        let mut ck = vec![0u8; 4096];
-        ck[32..40].copy_from_slice(&flushed.to_be_bytes());
-        self.dir.write_file(CHECKPOINT_PATH, &ck)?;
+        self.flushed_store_timestamp_ms = self.last_store_timestamp_ms;
+        self.flush_mark = None;
         Ok(flushed)
     }
 
-    /// Reads up to `max_msgs` records (and about `max_bytes`) from `queue_offset`, skipping
-    /// entries whose tag hash `filter` rejects.
-    pub fn get_messages(
-        &self,
-        topic: &str,
-        queue_id: i32,
-        queue_offset: u64,
-        max_msgs: u32,
-        max_bytes: u32,
-        filter: &dyn Fn(i64) -> bool,
-    ) -> GetResult {
-        let Some(q) = self.queues.get(&(topic.to_string(), queue_id)) else {
-            return GetResult {
-                status: GetStatus::NoMatchedLogicQueue,
-                messages: Vec::new(),
-                next_begin_offset: 0,
-                min_offset: 0,
-                max_offset: 0,
+    /// [`Self::flush`] without blocking: returns the target offset and the jobs to run
+    /// (anywhere). After every job succeeded, report the target with [`Self::complete_flush`];
+    /// if one failed, report nothing (the next flush covers the range again). Segments that
+    /// cannot detach flush in place here and yield no job.
+    pub fn begin_flush(&mut self) -> Result<(u64, Vec<FlushJob>), StoreError> {
+        let (target, jobs) = self.commit_log.begin_flush()?;
+        self.flush_mark = Some((target, self.last_store_timestamp_ms));
+        Ok((target, jobs))
+    }
+
+    /// The driver reports that everything below `commit_log_offset` is durable (the jobs of a
+    /// [`Self::begin_flush`] ran). Never beyond the write position.
+    pub fn complete_flush(&mut self, commit_log_offset: u64) {
+        self.commit_log.complete_flush(commit_log_offset);
+        if let Some((target, store_timestamp_ms)) = self.flush_mark {
+            if commit_log_offset >= target {
+                self.flushed_store_timestamp_ms = store_timestamp_ms;
+                self.flush_mark = None;
+            }
+        }
+    }
+
+    /// Flushes in place the CommitLog, then every ConsumeQueue, then writes the checkpoint at
+    /// the flushed CommitLog offset, which it returns. Recovery re-indexes from the checkpoint,
+    /// so this bounds recovery work: call it about once a second (RocketMQ's
+    /// flushIntervalConsumeQueue) and at shutdown.
+    pub fn checkpoint(&mut self) -> Result<u64, StoreError> {
+        let flushed = self.flush()?;
+        for queue in self.queues.values_mut() {
+            queue.flush()?;
+        }
+        self.write_checkpoint(flushed)?;
+        Ok(flushed)
+    }
+
+    /// [`Self::checkpoint`] without blocking: flush jobs for the CommitLog and for every
+    /// ConsumeQueue with at least [`CHECKPOINT_LEAST_ENTRIES`] new entries (every changed queue
+    /// when `thorough`, RocketMQ's periodic thorough flush). The recorded offset stops below the
+    /// first entry a skipped queue leaves unflushed, so recovery re-indexes whatever that queue
+    /// could lose. Run the jobs anywhere; if all succeeded, pass the pending checkpoint's
+    /// offsets to [`Self::complete_checkpoint`], else drop it.
+    pub fn begin_checkpoint(&mut self, thorough: bool) -> Result<PendingCheckpoint, StoreError> {
+        let (mut commit_log_offset, mut jobs) = self.begin_flush()?;
+        let mut queue_offsets = Vec::with_capacity(self.queues.len());
+        for (key, queue) in &mut self.queues {
+            let (queue_offset, more) = if thorough || queue.unflushed_entries() >= CHECKPOINT_LEAST_ENTRIES {
+                queue.begin_flush()?
+            } else {
+                (queue.flushed_offset(), Vec::new())
             };
-        };
-        let (min, max) = (q.min_offset(), q.max_offset());
-        let result = |status, next| GetResult {
-            status,
-            messages: Vec::new(),
-            next_begin_offset: next,
-            min_offset: min,
-            max_offset: max,
-        };
-        if max == 0 {
-            return result(GetStatus::NoMessageInQueue, 0);
-        }
-        if queue_offset < min {
-            return result(GetStatus::OffsetTooSmall, min);
-        }
-        if queue_offset == max {
-            return result(GetStatus::OffsetOverflowOne, queue_offset);
-        }
-        if queue_offset > max {
-            return result(GetStatus::OffsetOverflowBadly, max);
-        }
-        let mut messages = Vec::new();
-        let mut bytes = 0u64;
-        let mut n = queue_offset;
-        let scan_end = max.min(queue_offset + GET_SCAN_ENTRIES_MAX);
-        while n < scan_end && messages.len() < max_msgs as usize {
-            let Some(e) = q.entry(n) else { break };
-            if !filter(e.tag_hash) {
-                n += 1;
-                continue;
+            if let Some(first_unflushed) = queue.entry(queue_offset).filter(|_| queue_offset < queue.max_offset()) {
+                commit_log_offset = commit_log_offset.min(first_unflushed.commit_log_offset);
             }
-            if !messages.is_empty() && bytes + u64::from(e.size) > u64::from(max_bytes) {
-                break;
-            }
-            match self.commit_log.read(e.commit_log_offset, e.size as usize) {
-                Ok(raw) => {
-                    bytes += u64::from(e.size);
-                    messages.push(Bytes::from(raw));
-                    n += 1;
-                }
-                Err(_) => break,
-            }
+            jobs.extend(more);
+            queue_offsets.push((key.clone(), queue_offset));
         }
-        let status = if !messages.is_empty() {
-            GetStatus::Found
-        } else if n > queue_offset {
-            GetStatus::NoMatchedMessage
-        } else {
-            GetStatus::OffsetFoundNull
-        };
-        let next = if status == GetStatus::OffsetFoundNull { queue_offset + 1 } else { n };
-        GetResult { status, messages, next_begin_offset: next, min_offset: min, max_offset: max }
+        Ok(PendingCheckpoint { commit_log_offset, queue_offsets, jobs })
     }
 
-    /// Smallest queue offset held.
+    /// Records a checkpoint whose jobs all ran: marks what they flushed and writes the
+    /// checkpoint at its CommitLog offset (never moving the checkpoint back).
+    pub fn complete_checkpoint(
+        &mut self,
+        commit_log_offset: u64,
+        queue_offsets: &[((String, i32), u64)],
+    ) -> Result<(), StoreError> {
+        self.complete_flush(commit_log_offset);
+        for (key, queue_offset) in queue_offsets {
+            if let Some(queue) = self.queues.get_mut(key) {
+                queue.mark_flushed(*queue_offset);
+            }
+        }
+        self.write_checkpoint(commit_log_offset.max(self.checkpoint.confirm_phy_offset))
+    }
+
+    /// Writes the checkpoint page, vouching that the CommitLog below `confirm_phy_offset` and
+    /// every ConsumeQueue entry of a message below it are durable.
+    fn write_checkpoint(&mut self, confirm_phy_offset: u64) -> Result<(), StoreError> {
+        assert!(confirm_phy_offset <= self.commit_log.flushed_offset(), "a checkpoint vouches only for flushed data");
+        let checkpoint = Checkpoint {
+            physic_msg_timestamp_ms: self.flushed_store_timestamp_ms,
+            logics_msg_timestamp_ms: self.flushed_store_timestamp_ms,
+            index_msg_timestamp_ms: 0,
+            master_flushed_offset: 0,
+            confirm_phy_offset,
+        };
+        if checkpoint != self.checkpoint {
+            self.dir.write_file(CHECKPOINT_PATH, &checkpoint.encode())?;
+            self.checkpoint = checkpoint;
+        }
+        Ok(())
+    }
+
+    /// Smallest queue offset held; 0 for an unknown queue.
     pub fn min_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
-        self.queues.get(&(topic.to_string(), queue_id)).map_or(0, |q| q.min_offset())
+        self.queue(topic, queue_id).map_or(0, |q| q.min_offset())
     }
 
-    /// Next queue offset to be written.
+    /// Next queue offset to be written; 0 for an unknown queue.
     pub fn max_queue_offset(&self, topic: &str, queue_id: i32) -> u64 {
-        self.queues.get(&(topic.to_string(), queue_id)).map_or(0, |q| q.max_offset())
+        self.queue(topic, queue_id).map_or(0, |q| q.max_offset())
     }
 
-    /// The message stored at a CommitLog offset (CRC checked).
+    fn queue(&self, topic: &str, queue_id: i32) -> Option<&ConsumeQueue<D::Seg>> {
+        self.queues.get(&(topic.to_string(), queue_id))
+    }
+
+    /// The message stored at a CommitLog offset, body CRC checked.
     pub fn read_message(&self, commit_log_offset: u64) -> Result<MessageExt, StoreError> {
-        if commit_log_offset >= self.commit_log.write_offset() {
-            return Err(StoreError::NotFound { offset: commit_log_offset, reason: "beyond the CommitLog end".into() });
-        }
-        match self.commit_log.slot(commit_log_offset) {
-            Slot::Record(raw) => decode_message(&Bytes::from(raw), true)
-                .map(|(m, _)| m)
-                .map_err(|e| StoreError::NotFound { offset: commit_log_offset, reason: e.to_string() }),
-            _ => Err(StoreError::NotFound { offset: commit_log_offset, reason: "no record starts here".into() }),
-        }
+        self.decode_at(commit_log_offset, true)
     }
 
-    /// The first queue offset whose store timestamp is at or after `timestamp_ms`.
+    /// Decodes the record at `commit_log_offset` and checks it says it is there.
+    fn decode_at(&self, commit_log_offset: u64, check_crc: bool) -> Result<MessageExt, StoreError> {
+        let (min_offset, max_offset) = (self.commit_log.min_offset(), self.commit_log.write_offset());
+        if !(min_offset..max_offset).contains(&commit_log_offset) {
+            return Err(StoreError::OffsetNotStored { commit_log_offset, min_offset, max_offset });
+        }
+        let raw = match self.commit_log.slot(commit_log_offset) {
+            Slot::Record(raw) => raw,
+            Slot::Blank { .. } => return Err(no_record(commit_log_offset, MessageError::BadMagic(MAGIC_BLANK))),
+            Slot::Zero => return Err(no_record(commit_log_offset, MessageError::BadMagic(0))),
+            Slot::Invalid | Slot::Beyond => {
+                return Err(no_record(commit_log_offset, MessageError::Invalid("TOTALSIZE or MAGICCODE")))
+            }
+        };
+        let (msg, _) =
+            decode_message(&Bytes::from(raw), check_crc).map_err(|source| no_record(commit_log_offset, source))?;
+        if msg.commit_log_offset != commit_log_offset as i64 {
+            return Err(no_record(
+                commit_log_offset,
+                MessageError::Invalid("PHYSICALOFFSET differs from the position"),
+            ));
+        }
+        Ok(msg)
+    }
+
+    /// The first queue offset whose message was stored at or after `timestamp_ms` (binary
+    /// search over store timestamps); the max offset if none was.
     pub fn queue_offset_by_time(&self, topic: &str, queue_id: i32, timestamp_ms: i64) -> u64 {
-        let Some(q) = self.queues.get(&(topic.to_string(), queue_id)) else { return 0 };
-        let store_time = |n: u64| -> Option<i64> {
+        let Some(q) = self.queue(topic, queue_id) else {
+            return 0;
+        };
+        let store_time_ms = |n: u64| -> Option<i64> {
             let e = q.entry(n)?;
-            self.read_message(e.commit_log_offset).ok().map(|m| m.store_timestamp)
+            self.decode_at(e.commit_log_offset, false).ok().map(|m| m.store_timestamp)
         };
         let (mut lo, mut hi) = (q.min_offset(), q.max_offset());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match store_time(mid) {
+            match store_time_ms(mid) {
                 Some(t) if t < timestamp_ms => lo = mid + 1,
                 _ => hi = mid,
             }
@@ -389,32 +470,39 @@ impl<D: Directory> MessageStore<D> {
         lo
     }
 
-    /// Every (topic, queue) with an index, sorted.
+    /// Every (topic, queue id) with a ConsumeQueue, sorted.
     pub fn queues(&self) -> Vec<(String, i32)> {
         self.queues.keys().cloned().collect()
     }
 
-    /// The directory (config files live beside the data).
+    /// The directory: the broker keeps its config JSON beside the data.
     pub fn directory(&self) -> &D {
         &self.dir
     }
 
-    /// Mutable directory access.
+    /// Mutable directory access, for small files (never the store's own segments).
     pub fn directory_mut(&mut self) -> &mut D {
         &mut self.dir
     }
 
-    /// Checks positions and indexes agree.
+    /// Checks that positions and indexes agree: flushed <= max, contiguous segments, every
+    /// queue's first and last entry present (dense offsets) and pointing below the CommitLog
+    /// max. Cheap enough to call after every simulated step.
     pub fn assert_invariants(&self) {
+        self.commit_log.assert_invariants();
         let end = self.commit_log.write_offset();
-        assert!(self.commit_log.flushed_offset() <= end, "flushed beyond the write position");
-        for q in self.queues.values() {
-            assert!(q.min_offset() <= q.max_offset(), "queue bounds inverted");
-            if let Some(e) = q.max_offset().checked_sub(1).filter(|n| *n >= q.min_offset()).and_then(|n| q.entry(n)) {
-                assert!(e.commit_log_offset + u64::from(e.size) <= end, "index entry points past the CommitLog end");
-            }
+        assert!(
+            self.checkpoint.confirm_phy_offset <= self.commit_log.flushed_offset(),
+            "checkpoint ahead of the flush"
+        );
+        for queue in self.queues.values() {
+            queue.assert_invariants(end);
         }
     }
+}
+
+fn no_record(commit_log_offset: u64, source: MessageError) -> StoreError {
+    StoreError::NoRecord { commit_log_offset, source }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::topics::{validate_topic, RETRY_PREFIX};
 use crate::{ok, reply, BrokerCore, Event, Output};
 
+/// Topic creations within this window share one persist and one registration.
+pub const TOPIC_COALESCE_MS: u64 = 100;
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LockBody {
@@ -181,9 +184,9 @@ impl<D: Directory> BrokerCore<D> {
         if !self.topics.upsert(now_ms, tc) {
             return false;
         }
-        let _ = self.topics.persist(self.store.directory_mut());
-        // Coalesce bursts of creations into one registration shortly after.
-        self.next_register_ms = self.next_register_ms.min(now_ms + 100);
+        // Coalesce bursts of creations into one persist and one registration shortly after.
+        self.topics_dirty = true;
+        self.next_register_ms = self.next_register_ms.min(now_ms + TOPIC_COALESCE_MS);
         self.event(|| Event::TopicUpdated { topic });
         true
     }
@@ -206,6 +209,12 @@ impl<D: Directory> BrokerCore<D> {
         RemotingCommand::request_with(RequestCode::RegisterBroker, 0, &h).with_body(body)
     }
 
+    pub(crate) fn persist_topics(&mut self) {
+        if self.topics_dirty && self.topics.persist(self.store.directory_mut()).is_ok() {
+            self.topics_dirty = false;
+        }
+    }
+
     pub(crate) fn persist_offsets(&mut self) {
         let dir = self.store.directory_mut();
         let _ = self.offsets.persist(dir);
@@ -219,7 +228,7 @@ impl<D: Directory> BrokerCore<D> {
             RequestCode::DeleteTopicInBroker => match req.decode_header::<TopicRequestHeader>() {
                 Ok(h) => {
                     self.topics.remove(now_ms, &h.topic);
-                    let _ = self.topics.persist(self.store.directory_mut());
+                    self.topics_dirty = true;
                     self.next_register_ms = now_ms;
                     ok(req)
                 }

@@ -73,6 +73,10 @@ use topics::TopicTable;
 /// How often ConsumeQueues are flushed and the checkpoint written (flushIntervalConsumeQueue).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
+/// One checkpoint in this many flushes every changed ConsumeQueue (RocketMQ: a thorough flush
+/// every 60 s).
+pub const THOROUGH_CHECKPOINT_EVERY: u32 = 60;
+
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Output {
@@ -86,6 +90,9 @@ pub enum Output {
     /// Make everything written durable: call [`BrokerCore::flush_store`], then report the
     /// returned offset through [`BrokerCore::on_flushed`] once the flush completed.
     Flush,
+    /// Flush ConsumeQueues and write the checkpoint: call [`BrokerCore::begin_checkpoint`], run
+    /// its jobs, then [`BrokerCore::on_checkpointed`].
+    Checkpoint,
     /// Send this REGISTER_BROKER request to every NameServer.
     RegisterBroker(RemotingCommand),
 }
@@ -201,6 +208,12 @@ pub struct BrokerCore<D: Directory> {
     next_register_ms: u64,
     next_persist_ms: u64,
     next_checkpoint_ms: u64,
+    /// An Output::Checkpoint is outstanding.
+    checkpoint_in_flight: bool,
+    /// Checkpoints since the last thorough one.
+    checkpoints_since_thorough: u32,
+    /// Topics changed since the last persist of `config/topics.json`.
+    topics_dirty: bool,
     /// Why the last checkpoint failed, if it did.
     last_checkpoint_error: Option<String>,
     next_client_scan_ms: u64,
@@ -215,8 +228,11 @@ impl<D: Directory> BrokerCore<D> {
     /// Opens the store (running recovery) and loads persisted topics, offsets and delay progress.
     pub fn open(dir: D, config: BrokerConfig, now_ms: u64) -> Result<Self, OpenError> {
         let (store, _report) = MessageStore::open(dir, config.store.clone()).map_err(OpenError::Store)?;
-        let topics = TopicTable::load(store.directory(), &config)
+        let mut topics = TopicTable::load(store.directory(), &config)
             .map_err(|reason| OpenError::Config { path: topics::TOPICS_PATH, reason })?;
+        // Queues with data whose topic never reached topics.json (a crash inside the persist
+        // window) get their topic back, so no stored message becomes unreachable.
+        let restored = topics.restore_from_queues(now_ms, &store.queues());
         let offsets = ConsumerOffsets::load(store.directory())
             .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
         let delay = DelayProgress::load(store.directory())
@@ -240,6 +256,9 @@ impl<D: Directory> BrokerCore<D> {
             next_persist_ms: now_ms + config.offset_persist_interval_ms,
             next_checkpoint_ms: now_ms + CHECKPOINT_INTERVAL_MS,
             last_checkpoint_error: None,
+            topics_dirty: restored,
+            checkpoint_in_flight: false,
+            checkpoints_since_thorough: 0,
             next_client_scan_ms: now_ms + 10_000,
             queue_rotor: 0,
             store_host,
@@ -330,6 +349,25 @@ impl<D: Directory> BrokerCore<D> {
         Ok(pending.target)
     }
 
+    /// Starts the checkpoint an [`Output::Checkpoint`] asked for; run the jobs, then report
+    /// with [`Self::on_checkpointed`] (`ok = false` if any job failed).
+    pub fn begin_checkpoint(&mut self) -> Result<rmq_store::PendingCheckpoint, StoreError> {
+        // Every 60th checkpoint flushes every changed ConsumeQueue, not only the busy ones.
+        self.checkpoints_since_thorough = (self.checkpoints_since_thorough + 1) % THOROUGH_CHECKPOINT_EVERY;
+        self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)
+    }
+
+    /// A checkpoint's jobs finished. A failed checkpoint only makes the next recovery re-index
+    /// more; nothing acknowledged depends on it. Failures show in GET_BROKER_RUNTIME_INFO.
+    pub fn on_checkpointed(&mut self, _now_ms: u64, done: &rmq_store::PendingCheckpoint, ok: bool) {
+        self.checkpoint_in_flight = false;
+        self.last_checkpoint_error = if ok {
+            self.store.complete_checkpoint(done.commit_log_offset, &done.queue_offsets).err().map(|e| e.to_string())
+        } else {
+            Some("a checkpoint flush job failed".into())
+        };
+    }
+
     /// A flush failed: nothing it covered is acknowledged; the next timer asks again.
     pub fn on_flush_failed(&mut self, _now_ms: u64) {
         self.flush_in_flight = false;
@@ -347,6 +385,7 @@ impl<D: Directory> BrokerCore<D> {
         self.expire_flush_waiters(now_ms);
         self.expire_holds(now_ms);
         if now_ms >= self.next_register_ms {
+            self.persist_topics();
             self.next_register_ms = now_ms + self.config.register_interval_ms;
             let reg = self.registration();
             self.outputs.push_back(Output::RegisterBroker(reg));
@@ -357,9 +396,10 @@ impl<D: Directory> BrokerCore<D> {
         }
         if now_ms >= self.next_checkpoint_ms {
             self.next_checkpoint_ms = now_ms + CHECKPOINT_INTERVAL_MS;
-            // A failed checkpoint only makes the next recovery re-index more; nothing
-            // acknowledged depends on it. It is reported in GET_BROKER_RUNTIME_INFO.
-            self.last_checkpoint_error = self.store.checkpoint().err().map(|e| e.to_string());
+            if !self.checkpoint_in_flight {
+                self.checkpoint_in_flight = true;
+                self.outputs.push_back(Output::Checkpoint);
+            }
         }
         if now_ms >= self.next_client_scan_ms {
             self.next_client_scan_ms = now_ms + 10_000;
@@ -398,6 +438,7 @@ impl<D: Directory> BrokerCore<D> {
 
     /// Writes topics, offsets and delay progress, and flushes: the clean-shutdown path.
     pub fn shutdown(&mut self, now_ms: u64) -> Result<u64, StoreError> {
+        self.persist_topics();
         self.persist_offsets();
         let flushed = self.store.checkpoint()?;
         self.on_flushed(now_ms, flushed);

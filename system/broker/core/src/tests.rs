@@ -67,6 +67,13 @@ impl<D: Directory> Harness<D> {
                     let off = self.core.flush_store().unwrap();
                     self.core.on_flushed(self.now, off);
                 }
+                Output::Checkpoint => {
+                    let mut p = self.core.begin_checkpoint().unwrap();
+                    for job in std::mem::take(&mut p.jobs) {
+                        job.run().unwrap();
+                    }
+                    self.core.on_checkpointed(self.now, &p, true);
+                }
                 Output::RegisterBroker(_) => {}
             }
         }
@@ -101,7 +108,7 @@ fn sync_flush_answers_only_after_the_reported_flush() {
         match o {
             Output::Flush => flushes += 1,
             Output::Transmit { .. } => panic!("SYNC_FLUSH answered before any flush was reported"),
-            Output::RegisterBroker(_) => {}
+            Output::RegisterBroker(_) | Output::Checkpoint => {}
         }
     }
     assert_eq!(flushes, 1);
@@ -396,4 +403,25 @@ fn registration_carries_the_topic_table() {
     let body: rmq_proto::body::RegisterBrokerBody = from_json(&reg.body).unwrap();
     assert!(body.topic_config_serialize_wrapper.topic_config_table.contains_key("Reg"));
     assert_eq!(reg.ext("bodyCrc32"), Some((crc32fast::hash(&reg.body) as i32).to_string().as_str()));
+}
+
+#[test]
+fn topics_with_data_but_no_persisted_config_are_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let mut config = BrokerConfig::default();
+    config.store.commit_log_segment_bytes = 1 << 20;
+    config.store.consume_queue_segment_entries = 1_000;
+    {
+        let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
+        core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
+        let mut h = Harness { core, now: 0, next_opaque: 1 };
+        h.send("Unpersisted", 2, "m");
+        // Crash before the coalesced topic persist: only the store is flushed.
+        h.core.flush_store().unwrap();
+    }
+    let core = BrokerCore::open(root(), config, 10).unwrap();
+    let tc = core.topics.get("Unpersisted").expect("restored from its ConsumeQueue");
+    assert_eq!(tc.read_queue_nums, 3);
+    assert_eq!(core.store.max_queue_offset("Unpersisted", 2), 1);
 }

@@ -58,6 +58,23 @@ impl TopicTable {
         Ok(t)
     }
 
+    /// Adds topics that have ConsumeQueues but no config (queue count = highest queue id + 1);
+    /// returns true when any was added.
+    pub fn restore_from_queues(&mut self, now_ms: u64, queues: &[(String, i32)]) -> bool {
+        let mut wanted: BTreeMap<&str, i32> = BTreeMap::new();
+        for (topic, qid) in queues {
+            if !self.table.contains_key(topic) && validate_topic(topic).is_ok() {
+                let n = wanted.entry(topic).or_insert(1);
+                *n = (*n).max(qid + 1);
+            }
+        }
+        let any = !wanted.is_empty();
+        for (topic, n) in wanted {
+            self.upsert(now_ms, TopicConfig::new(topic, n));
+        }
+        any
+    }
+
     /// The config of `topic`.
     pub fn get(&self, topic: &str) -> Option<&TopicConfig> {
         self.table.get(topic)

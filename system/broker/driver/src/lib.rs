@@ -86,38 +86,58 @@ pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHand
     let (tx, rx) = mpsc::channel(INBOX_MAX);
     let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
     let (shutdown, stop) = watch::channel(false);
-    let (flushed_tx, flushed_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let node = Node {
         namesrv: RemotingClient::new(env.clone()),
         env,
         core,
-        flushed_tx,
+        done_tx,
         conns: BTreeMap::new(),
         namesrv_addrs: opts.namesrv_addrs,
     };
     let done = spawn(async move {
-        node.run(rx, flushed_rx, stop).await;
+        node.run(rx, done_rx, stop).await;
         accept.abort();
     });
     tracing::info!(%local_addr, %advertised_addr, "broker started");
     Ok(BrokerHandle { local_addr, advertised_addr, shutdown, done })
 }
 
+/// Blocking work that finished on the blocking pool.
+enum Done {
+    /// A CommitLog flush: (target offset, every job succeeded).
+    Flush(u64, bool),
+    /// A checkpoint: (what it covered, every job succeeded).
+    Checkpoint(rmq_store::PendingCheckpoint, bool),
+}
+
 struct Node<E: Env> {
     env: E,
     core: BrokerCore<E::Dir>,
-    /// Completed detached flushes: (target offset, whether every job succeeded).
-    flushed_tx: mpsc::UnboundedSender<(u64, bool)>,
+    /// Completed detached flushes and checkpoints.
+    done_tx: mpsc::UnboundedSender<Done>,
     conns: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     namesrv: RemotingClient<E>,
     namesrv_addrs: Vec<String>,
+}
+
+/// Runs flush jobs; false if any failed (each failure is logged).
+fn run_jobs(jobs: Vec<rmq_store::FlushJob>, what: &str) -> bool {
+    let mut ok = true;
+    for job in jobs {
+        if let Err(e) = job.run() {
+            tracing::error!(error = %e, "{what}");
+            ok = false;
+        }
+    }
+    ok
 }
 
 impl<E: Env> Node<E> {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<ServerEvent>,
-        mut flushed: mpsc::UnboundedReceiver<(u64, bool)>,
+        mut done: mpsc::UnboundedReceiver<Done>,
         mut stop: watch::Receiver<bool>,
     ) {
         self.core.on_timer(self.env.now_ms());
@@ -135,13 +155,11 @@ impl<E: Env> Node<E> {
                         }
                     }
                 }
-                Some((target, ok)) = flushed.recv() => {
-                    if ok {
-                        self.core.on_flushed(self.env.now_ms(), target);
-                    } else {
-                        self.core.on_flush_failed(self.env.now_ms());
-                    }
-                }
+                Some(d) = done.recv() => match d {
+                    Done::Flush(target, true) => self.core.on_flushed(self.env.now_ms(), target),
+                    Done::Flush(_, false) => self.core.on_flush_failed(self.env.now_ms()),
+                    Done::Checkpoint(p, ok) => self.core.on_checkpointed(self.env.now_ms(), &p, ok),
+                },
                 _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
                 _ = stop.changed() => break,
             }
@@ -170,6 +188,7 @@ impl<E: Env> Node<E> {
             match out {
                 Output::Transmit { conn, cmd } => self.transmit(conn, &cmd),
                 Output::Flush => self.flush(),
+                Output::Checkpoint => self.checkpoint(),
                 Output::RegisterBroker(cmd) => self.register(cmd),
             }
         }
@@ -181,22 +200,31 @@ impl<E: Env> Node<E> {
         match self.core.begin_flush() {
             Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
             Ok(p) => {
-                let tx = self.flushed_tx.clone();
+                let tx = self.done_tx.clone();
                 rmq_rt::spawn_blocking(move || {
-                    let mut ok = true;
-                    for job in p.jobs {
-                        if let Err(e) = job.run() {
-                            tracing::error!(error = %e, "flush failed; covered sends stay unanswered until a flush succeeds");
-                            ok = false;
-                        }
-                    }
-                    let _ = tx.send((p.target, ok));
+                    let ok = run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds");
+                    let _ = tx.send(Done::Flush(p.target, ok));
                 });
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush could not start");
                 self.core.on_flush_failed(self.env.now_ms());
             }
+        }
+    }
+
+    /// Starts the periodic ConsumeQueue flush + checkpoint on the blocking pool.
+    fn checkpoint(&mut self) {
+        match self.core.begin_checkpoint() {
+            Ok(mut p) => {
+                let jobs = std::mem::take(&mut p.jobs);
+                let tx = self.done_tx.clone();
+                rmq_rt::spawn_blocking(move || {
+                    let ok = run_jobs(jobs, "checkpoint flush failed");
+                    let _ = tx.send(Done::Checkpoint(p, ok));
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint could not start"),
         }
     }
 

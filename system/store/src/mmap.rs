@@ -1,0 +1,253 @@
+//! Production storage: segments are memory-mapped files under a root directory
+//! (RocketMQ's `storePathRootDir`), flushed with msync.
+//!
+//! The mapping is shared (`Arc<MmapRaw>`) so a [`FlushJob`] can msync a range on another
+//! thread while the store keeps appending elsewhere in the same file; only the store's thread
+//! ever writes through the mapping.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+use crate::segment::{bounds, Directory, FlushJob, Segment, PAGE_BYTES};
+use crate::StoreError;
+
+fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), source }
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
+}
+
+/// A memory-mapped file of fixed size. The file descriptor is closed once mapped.
+#[derive(Debug)]
+pub struct MmapSegment {
+    /// The mapping, shared with detached flush jobs.
+    map: Arc<MmapRaw>,
+    /// The file, for errors.
+    path: String,
+    /// Set by [`Segment::preload`].
+    loaded: bool,
+}
+
+impl Segment for MmapSegment {
+    fn capacity_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), StoreError> {
+        let (start, _) = bounds(pos, data.len() as u64, self.capacity_bytes())?;
+        // SAFETY: the range is inside the mapping (checked above) and the file is never
+        // truncated while mapped. Only this segment's owner writes through the mapping and it
+        // holds `&mut self`; flush jobs only msync, so no Rust reference aliases these bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(start), data.len()) };
+        Ok(())
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let (start, _) = bounds(pos, buf.len() as u64, self.capacity_bytes())?;
+        // SAFETY: in bounds (checked); writes happen only through `&mut self`, so none runs
+        // concurrently with this `&self` read.
+        unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(start), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError> {
+        let (start, end) = bounds(pos, len, self.capacity_bytes())?;
+        if start == end {
+            return Ok(());
+        }
+        self.map.flush_range(start, end - start).map_err(|e| io_err(Path::new(&self.path), e))
+    }
+
+    fn preload(&mut self) {
+        let mut sum = 0u8;
+        for pos in (0..self.map.len()).step_by(PAGE_BYTES as usize) {
+            // SAFETY: `pos` < len; a volatile read so the page fault is not optimised away.
+            sum = sum.wrapping_add(unsafe { std::ptr::read_volatile(self.map.as_ptr().add(pos)) });
+        }
+        std::hint::black_box(sum);
+        self.loaded = true;
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    fn detached_flush(&self, pos: u64, len: u64) -> Option<FlushJob> {
+        let (start, end) = bounds(pos, len, self.capacity_bytes()).ok()?;
+        let (map, path) = (Arc::clone(&self.map), self.path.clone());
+        Some(FlushJob::new(move || {
+            if start == end {
+                return Ok(());
+            }
+            map.flush_range(start, end - start).map_err(|e| io_err(Path::new(&path), e))
+        }))
+    }
+}
+
+/// Segments as memory-mapped files under `root`; parent directories are created on demand.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MmapDirectory {
+    /// Root directory (storePathRootDir).
+    pub root: PathBuf,
+}
+
+impl MmapDirectory {
+    fn full(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Creates `dir` and its missing ancestors, making each new entry durable.
+    fn create_dirs(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.create_dirs(parent)?;
+        }
+        std::fs::create_dir(dir).or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) }).map_err(|e| io_err(dir, e))?;
+        dir.parent().map_or(Ok(()), sync_dir)
+    }
+
+    fn parent_of(full: &Path) -> &Path {
+        full.parent().expect("paths under the root have a parent")
+    }
+}
+
+impl Directory for MmapDirectory {
+    type Seg = MmapSegment;
+
+    fn open_segment(&mut self, path: &str, size: u64) -> Result<MmapSegment, StoreError> {
+        let full = self.full(path);
+        self.create_dirs(Self::parent_of(&full))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&full)
+            .map_err(|e| io_err(&full, e))?;
+        let actual_bytes = file.metadata().map_err(|e| io_err(&full, e))?.len();
+        if actual_bytes == 0 {
+            // New (or created but never sized before a crash): size it and make that durable.
+            file.set_len(size).and_then(|()| file.sync_all()).map_err(|e| io_err(&full, e))?;
+            sync_dir(Self::parent_of(&full))?;
+        } else if actual_bytes != size {
+            let path = full.display().to_string();
+            return Err(StoreError::SegmentSizeMismatch { path, expected_bytes: size, actual_bytes });
+        }
+        let map = MmapRaw::map_raw(&file).map_err(|e| io_err(&full, e))?;
+        // `file` drops here: the mapping stays valid without the descriptor.
+        Ok(MmapSegment { map: Arc::new(map), path: full.display().to_string(), loaded: false })
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = self.full(dir);
+        let entries = match std::fs::read_dir(&full) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&full, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(|e| io_err(&full, e))?.file_name().to_string_lossy().into_owned();
+            // Leftovers of an interrupted `write_file` are not entries.
+            if !name.ends_with(".tmp") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), StoreError> {
+        let full = self.full(path);
+        match std::fs::remove_file(&full) {
+            Ok(()) => sync_dir(Self::parent_of(&full)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&full, e)),
+        }
+    }
+
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let full = self.full(path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&full, e)),
+        }
+    }
+
+    fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let full = self.full(path);
+        let parent = Self::parent_of(&full);
+        self.create_dirs(parent)?;
+        let mut tmp_name = full.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let mut file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| io_err(&tmp, e))?;
+        std::fs::rename(&tmp, &full).map_err(|e| io_err(&full, e))?;
+        sync_dir(parent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> (tempfile::TempDir, MmapDirectory) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = MmapDirectory { root: tmp.path().to_path_buf() };
+        (tmp, dir)
+    }
+
+    #[test]
+    fn segments_persist_across_opens_and_refuse_a_size_change() {
+        let (_tmp, mut dir) = dir();
+        let mut seg = dir.open_segment("a/b/00000000000000000000", 8192).unwrap();
+        assert_eq!(seg.capacity_bytes(), 8192);
+        assert!(!seg.is_loaded());
+        seg.preload();
+        assert!(seg.is_loaded());
+        seg.write_at(8188, b"tail").unwrap();
+        assert!(matches!(seg.write_at(8189, b"tail"), Err(StoreError::OutOfBounds { .. })));
+        seg.flush_range(8000, 192).unwrap();
+        assert!(seg.detached_flush(0, 8193).is_none(), "out of bounds");
+        let job = seg.detached_flush(0, 8192).expect("mmap flushes detach");
+        std::thread::scope(|s| {
+            s.spawn(move || job.run().unwrap());
+        });
+        drop(seg);
+        let seg = dir.open_segment("a/b/00000000000000000000", 8192).unwrap();
+        let mut buf = [0u8; 4];
+        seg.read_at(8188, &mut buf).unwrap();
+        assert_eq!(&buf, b"tail");
+        assert!(matches!(
+            dir.open_segment("a/b/00000000000000000000", 4096),
+            Err(StoreError::SegmentSizeMismatch { expected_bytes: 4096, actual_bytes: 8192, .. })
+        ));
+        assert_eq!(dir.list("a").unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn small_files_are_replaced_atomically() {
+        let (tmp, mut dir) = dir();
+        assert_eq!(dir.read_file("config/topics.json").unwrap(), None);
+        dir.write_file("config/topics.json", b"{}").unwrap();
+        dir.write_file("config/topics.json", b"{\"a\":1}").unwrap();
+        assert_eq!(dir.read_file("config/topics.json").unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
+        std::fs::write(tmp.path().join("config/x.json.tmp"), b"partial").unwrap();
+        assert_eq!(dir.list("config").unwrap(), ["topics.json"], "temporary files are not listed");
+        dir.remove("config/topics.json").unwrap();
+        dir.remove("config/topics.json").unwrap();
+        assert!(dir.list("config").unwrap().is_empty());
+        assert!(dir.list("absent").unwrap().is_empty());
+    }
+}
