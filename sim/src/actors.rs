@@ -1,0 +1,390 @@
+//! Producer and consumer actors: small state machines speaking the real protocol, using the
+//! client core's decisions (queue selection, retry policy, AVG allocation).
+
+use std::collections::BTreeMap;
+
+use rmq_client_core::rebalance::allocate_averagely;
+use rmq_client_core::retry::is_retryable;
+use rmq_client_core::PublishInfo;
+use rmq_proto::body::{
+    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, SubscriptionData, TopicRouteData,
+};
+use rmq_proto::codes::{pull_flag, RequestCode};
+use rmq_proto::header::{PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, SendMessageRequestHeader};
+use rmq_proto::message::{decode_messages, encode_properties, prop};
+use rmq_proto::{RemotingCommand, ResponseCode};
+
+use crate::world::{Role, World, BROKER, EPOCH_MS, NS, TOPIC};
+
+/// Sends in flight per producer.
+pub const PRODUCER_INFLIGHT_MAX: usize = 8;
+/// A request unanswered this long is abandoned.
+pub const REQUEST_TIMEOUT_MS: u64 = 3_000;
+/// Attempts per message (1 + 2 retries, RocketMQ's default).
+pub const SEND_ATTEMPTS_MAX: u32 = 3;
+/// Long-poll hold asked by consumers.
+pub const PULL_HOLD_MS: u64 = 1_000;
+/// Consumer housekeeping period.
+pub const CONSUMER_TICK_MS: u64 = 200;
+/// Consumer heartbeat + rebalance period.
+pub const REBALANCE_MS: u64 = 1_000;
+
+#[derive(Debug, Clone)]
+struct PendingSend {
+    key: String,
+    attempt: u32,
+    sent_at: u64,
+    mq: MessageQueue,
+}
+
+/// A producer sending `total` messages keyed `p<idx>-<seq>`.
+#[derive(Debug)]
+pub struct Producer {
+    idx: u32,
+    total: u32,
+    seq: u32,
+    route: Option<PublishInfo>,
+    route_asked: Option<i32>,
+    pending: BTreeMap<i32, PendingSend>,
+    next_opaque: i32,
+}
+
+impl Producer {
+    /// A producer.
+    pub fn new(idx: u32, total: u32) -> Self {
+        Producer { idx, total, seq: 0, route: None, route_asked: None, pending: BTreeMap::new(), next_opaque: 1 }
+    }
+
+    fn opaque(&mut self) -> i32 {
+        self.next_opaque += 1;
+        self.next_opaque
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Req {
+    Route,
+    Members,
+    QueryOffset(MessageQueue),
+    Pull(MessageQueue),
+    Heartbeat,
+}
+
+#[derive(Debug, Default, Clone)]
+struct QueueState {
+    next: Option<u64>,
+    inflight: Option<i32>,
+}
+
+/// A CLUSTERING consumer of group `G`, subscribed to the topic with `*`.
+#[derive(Debug)]
+pub struct Consumer {
+    idx: u32,
+    client_id: String,
+    queues: Vec<MessageQueue>,
+    owned: BTreeMap<MessageQueue, QueueState>,
+    pending: BTreeMap<i32, (Req, u64)>,
+    next_opaque: i32,
+    last_rebalance: u64,
+}
+
+impl Consumer {
+    /// A consumer.
+    pub fn new(idx: u32) -> Self {
+        Consumer {
+            idx,
+            client_id: format!("10.0.2.{idx}@c{idx}"),
+            queues: Vec::new(),
+            owned: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_opaque: 1,
+            last_rebalance: 0,
+        }
+    }
+
+    fn request(&mut self, w: &mut World, me: usize, to: usize, req: Req, mut cmd: RemotingCommand) -> i32 {
+        self.next_opaque += 1;
+        cmd.opaque = self.next_opaque;
+        self.pending.insert(cmd.opaque, (req, w.now));
+        w.send(me, to, &cmd);
+        cmd.opaque
+    }
+}
+
+/// A frame arrived at actor node `me` from node `from`.
+pub fn on_frame(w: &mut World, me: usize, _from: usize, cmd: RemotingCommand) {
+    let mut role = std::mem::replace(&mut w.nodes[me].role, Role::Namesrv(None));
+    match &mut role {
+        Role::Producer(p) => producer_frame(w, me, p, cmd),
+        Role::Consumer(c) => consumer_frame(w, me, c, cmd),
+        _ => {}
+    }
+    w.nodes[me].role = role;
+}
+
+/// Actor node `me`'s timer fired.
+pub fn on_tick(w: &mut World, me: usize) {
+    let mut role = std::mem::replace(&mut w.nodes[me].role, Role::Namesrv(None));
+    match &mut role {
+        Role::Producer(p) => producer_tick(w, me, p),
+        Role::Consumer(c) => consumer_tick(w, me, c),
+        _ => {}
+    }
+    w.nodes[me].role = role;
+}
+
+fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
+    if p.route.is_none() {
+        let o = p.opaque();
+        p.route_asked = Some(o);
+        let mut cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, o).with_ext("topic", TOPIC);
+        cmd.opaque = o;
+        w.send(me, NS, &cmd);
+    }
+    let expired: Vec<i32> =
+        p.pending.iter().filter(|(_, s)| w.now >= s.sent_at + REQUEST_TIMEOUT_MS).map(|(o, _)| *o).collect();
+    for o in expired {
+        let s = p.pending.remove(&o).expect("listed above");
+        w.trace.line(
+            w.now,
+            &w.nodes[me].name.clone(),
+            "client.send.timed_out",
+            &format!("key={} attempt={}", s.key, s.attempt),
+        );
+        retry_or_fail(w, me, p, s, "timeout");
+    }
+    if p.route.is_some() && p.seq < p.total && p.pending.len() < PRODUCER_INFLIGHT_MAX {
+        let key = format!("p{}-{}", p.idx, p.seq);
+        p.seq += 1;
+        w.history.sent.insert(key.clone());
+        send_attempt(w, me, p, key, 1, None);
+    }
+    let busy = p.seq < p.total || !p.pending.is_empty() || p.route.is_none();
+    let next = if p.route.is_none() { 500 } else { w.scenario.send_interval_ms };
+    if busy {
+        w.schedule_timer(me, w.now + next);
+    }
+}
+
+fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt: u32, avoid: Option<&str>) {
+    let Some(mq) = p.route.as_mut().and_then(|r| r.select(avoid)).cloned() else { return };
+    let mut props = BTreeMap::new();
+    props.insert(prop::UNIQ_KEY.to_string(), key.clone());
+    props.insert(prop::WAIT.to_string(), "true".to_string());
+    let h = SendMessageRequestHeader {
+        producer_group: "PG".into(),
+        topic: TOPIC.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id: mq.queue_id,
+        born_timestamp: (EPOCH_MS + w.now) as i64,
+        properties: Some(encode_properties(&props)),
+        ..Default::default()
+    };
+    let o = p.opaque();
+    let mut cmd = RemotingCommand::request(RequestCode::SendMessageV2, o).with_body(key.clone().into_bytes());
+    cmd.ext_fields = h.to_ext_v2();
+    p.pending.insert(o, PendingSend { key: key.clone(), attempt, sent_at: w.now, mq: mq.clone() });
+    w.trace.line(
+        w.now,
+        &w.nodes[me].name.clone(),
+        "client.message.sent",
+        &format!("key={key} queue={} attempt={attempt}", mq.queue_id),
+    );
+    w.send(me, BROKER, &cmd);
+}
+
+fn retry_or_fail(w: &mut World, me: usize, p: &mut Producer, s: PendingSend, why: &str) {
+    if s.attempt < SEND_ATTEMPTS_MAX {
+        send_attempt(w, me, p, s.key, s.attempt + 1, Some(&s.mq.broker_name));
+    } else {
+        w.history.failed += 1;
+        w.trace.line(w.now, &w.nodes[me].name.clone(), "client.send.failed", &format!("key={} cause={why}", s.key));
+    }
+}
+
+fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingCommand) {
+    if !cmd.is_response() {
+        return;
+    }
+    if p.route_asked == Some(cmd.opaque) {
+        p.route_asked = None;
+        if cmd.code == 0 {
+            if let Ok(route) = from_json::<TopicRouteData>(&cmd.body) {
+                let info = PublishInfo::from_route(TOPIC, &route);
+                if !info.queues.is_empty() {
+                    p.route = Some(info);
+                }
+            }
+        }
+        return;
+    }
+    let Some(s) = p.pending.remove(&cmd.opaque) else { return };
+    let code = ResponseCode::from_code(cmd.code);
+    let name = w.nodes[me].name.clone();
+    if code == ResponseCode::Success {
+        let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
+        let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
+        w.history.acked.insert(s.key.clone(), (queue, offset));
+        w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));
+    } else if is_retryable(code) {
+        retry_or_fail(w, me, p, s, "retryable");
+    } else {
+        // FLUSH_DISK_TIMEOUT and friends: stored, durability unconfirmed; not counted as acked.
+        w.history.unconfirmed += 1;
+        w.trace.line(w.now, &name, "client.send.unconfirmed", &format!("key={} code={}", s.key, cmd.code));
+    }
+}
+
+fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
+    let stale: Vec<i32> = c
+        .pending
+        .iter()
+        .filter(|(_, (_, at))| w.now >= at + REQUEST_TIMEOUT_MS + PULL_HOLD_MS)
+        .map(|(o, _)| *o)
+        .collect();
+    for o in stale {
+        if let Some((Req::Pull(mq) | Req::QueryOffset(mq), _)) = c.pending.remove(&o) {
+            if let Some(q) = c.owned.get_mut(&mq) {
+                q.inflight = None;
+            }
+        }
+    }
+    if c.queues.is_empty() {
+        let cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 0).with_ext("topic", TOPIC);
+        c.request(w, me, NS, Req::Route, cmd);
+    }
+    if w.now >= c.last_rebalance + REBALANCE_MS {
+        c.last_rebalance = w.now;
+        let hb = HeartbeatData {
+            client_id: c.client_id.clone(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: "G".into(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: "CLUSTERING".into(),
+                consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+                subscription_data_set: vec![SubscriptionData::tag(TOPIC, "*")],
+                unit_mode: false,
+            }],
+            ..Default::default()
+        };
+        c.request(
+            w,
+            me,
+            BROKER,
+            Req::Heartbeat,
+            RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(to_json(&hb)),
+        );
+        let list = RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
+        c.request(w, me, BROKER, Req::Members, list);
+    }
+    let queues: Vec<MessageQueue> = c.owned.keys().cloned().collect();
+    for mq in queues {
+        poll_queue(w, me, c, &mq);
+    }
+    w.schedule_timer(me, w.now + CONSUMER_TICK_MS);
+}
+
+fn poll_queue(w: &mut World, me: usize, c: &mut Consumer, mq: &MessageQueue) {
+    let Some(q) = c.owned.get(mq).cloned() else { return };
+    if q.inflight.is_some() {
+        return;
+    }
+    let (req, cmd) = match q.next {
+        None => {
+            let h = QueryConsumerOffsetRequestHeader {
+                consumer_group: "G".into(),
+                topic: TOPIC.into(),
+                queue_id: mq.queue_id,
+            };
+            (Req::QueryOffset(mq.clone()), RemotingCommand::request_with(RequestCode::QueryConsumerOffset, 0, &h))
+        }
+        Some(next) => {
+            let h = PullMessageRequestHeader {
+                consumer_group: "G".into(),
+                topic: TOPIC.into(),
+                queue_id: mq.queue_id,
+                queue_offset: next as i64,
+                max_msg_nums: 32,
+                sys_flag: pull_flag::SUSPEND | pull_flag::COMMIT_OFFSET | pull_flag::SUBSCRIPTION,
+                commit_offset: next as i64,
+                suspend_timeout_millis: PULL_HOLD_MS as i64,
+                subscription: Some("*".into()),
+                sub_version: 0,
+                expression_type: Some("TAG".into()),
+                max_msg_bytes: None,
+                broker_name: None,
+            };
+            (Req::Pull(mq.clone()), RemotingCommand::request_with(RequestCode::PullMessage, 0, &h))
+        }
+    };
+    let o = c.request(w, me, BROKER, req, cmd);
+    if let Some(q) = c.owned.get_mut(mq) {
+        q.inflight = Some(o);
+    }
+}
+
+fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingCommand) {
+    if !cmd.is_response() {
+        if cmd.request_code() == RequestCode::NotifyConsumerIdsChanged {
+            c.last_rebalance = 0;
+            w.schedule_timer(me, w.now);
+        }
+        return;
+    }
+    let Some((req, _)) = c.pending.remove(&cmd.opaque) else { return };
+    let name = w.nodes[me].name.clone();
+    match req {
+        Req::Heartbeat => {}
+        Req::Route => {
+            if let Ok(route) = from_json::<TopicRouteData>(&cmd.body) {
+                c.queues = PublishInfo::readable_queues(TOPIC, &route);
+            }
+        }
+        Req::Members => {
+            let Ok(list) = from_json::<ConsumerIdList>(&cmd.body) else { return };
+            let mine = allocate_averagely(&c.queues, &list.consumer_id_list, &c.client_id);
+            let before: Vec<i32> = c.owned.keys().map(|q| q.queue_id).collect();
+            c.owned.retain(|q, _| mine.contains(q));
+            for q in mine {
+                c.owned.entry(q).or_default();
+            }
+            let after: Vec<i32> = c.owned.keys().map(|q| q.queue_id).collect();
+            if before != after {
+                w.trace.line(w.now, &name, "client.queues.rebalanced", &format!("queues={after:?}"));
+            }
+        }
+        Req::QueryOffset(mq) => {
+            if let Some(q) = c.owned.get_mut(&mq) {
+                q.inflight = None;
+                q.next =
+                    Some(if cmd.code == 0 { cmd.ext("offset").and_then(|o| o.parse().ok()).unwrap_or(0) } else { 0 });
+            }
+            poll_queue(w, me, c, &mq);
+        }
+        Req::Pull(mq) => {
+            let Some(q) = c.owned.get_mut(&mq) else { return };
+            if q.inflight != Some(cmd.opaque) {
+                return;
+            }
+            q.inflight = None;
+            let next_begin: Option<u64> = cmd.ext("nextBeginOffset").and_then(|o| o.parse().ok());
+            if cmd.code == 0 {
+                for m in decode_messages(&cmd.body).unwrap_or_default() {
+                    let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
+                    w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64);
+                    w.trace.line(
+                        w.now,
+                        &name,
+                        "client.message.consumed",
+                        &format!("key={key} queue={} offset={}", m.queue_id, m.queue_offset),
+                    );
+                }
+            }
+            if let Some(nb) = next_begin {
+                q.next = Some(nb);
+            }
+            poll_queue(w, me, c, &mq);
+        }
+    }
+}

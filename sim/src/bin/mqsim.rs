@@ -1,0 +1,188 @@
+//! `mqsim`: run seeded scenarios against the real cores.
+//!
+//! ```text
+//! mqsim run                                   # default scenario, fixed seed
+//! mqsim run broker-crash-sync --seed 7 --trace /tmp/t.log
+//! mqsim run --file my.sim --seed 3 --json
+//! mqsim run steady --seed 1 --check-determinism
+//! mqsim list
+//! mqsim sweep all --seeds 200
+//! ```
+//! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage.
+
+use std::process::ExitCode;
+
+/// mimalloc, as in every shipped binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rmq_sim::scenario::{builtin, parse, CATALOGUE};
+use rmq_sim::{run, RunReport, Scenario, Verdict};
+
+#[derive(Parser, Debug)]
+#[command(name = "mqsim", version, about = "Deterministic simulation of the real NameServer and broker cores")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one scenario with one seed.
+    Run {
+        /// A built-in scenario (see `list`).
+        #[arg(default_value = DEFAULT_SCENARIO)]
+        scenario: String,
+        /// A scenario file instead of a built-in one.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = DEFAULT_SEED)]
+        seed: u64,
+        /// Write the trace to this file.
+        #[arg(long)]
+        trace: Option<std::path::PathBuf>,
+        /// Run twice and compare traces; name the first divergent event.
+        #[arg(long)]
+        check_determinism: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in scenarios.
+    List,
+    /// Run seeds 1..=N of one scenario (or `all`) and summarise.
+    Sweep {
+        scenario: String,
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const DEFAULT_SCENARIO: &str = "broker-crash-sync";
+const DEFAULT_SEED: u64 = 42;
+
+fn scenario(name: &str, file: Option<&std::path::Path>) -> anyhow::Result<Scenario> {
+    match file {
+        Some(p) => parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .map_err(anyhow::Error::msg),
+        None => builtin(name).with_context(|| format!("no built-in scenario {name:?}; try `mqsim list`")),
+    }
+}
+
+fn code(v: Verdict) -> u8 {
+    match v {
+        Verdict::Pass => 0,
+        Verdict::Safety => 1,
+        Verdict::Liveness => 2,
+    }
+}
+
+fn print(r: &RunReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("reports serialize"));
+        return;
+    }
+    let f = &r.findings;
+    println!(
+        "{} seed={} verdict={:?} digest={} | sent={} acked={} failed={} delivered={} duplicates={} acked_lost={} crashes={} | {} events, {} simulated ms",
+        r.scenario, r.seed, f.verdict, r.digest, r.sent, r.acked, r.failed, r.delivered, f.duplicates, f.acked_lost, r.crashes, r.events, r.simulated_ms
+    );
+    for p in &f.problems {
+        println!("  violation: {p}");
+    }
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("mqsim: {e:#}");
+            ExitCode::from(4)
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<u8> {
+    let args = Args::parse();
+    let cmd = args.cmd.unwrap_or(Cmd::Run {
+        scenario: DEFAULT_SCENARIO.into(),
+        file: None,
+        seed: DEFAULT_SEED,
+        trace: None,
+        check_determinism: false,
+        json: false,
+    });
+    match cmd {
+        Cmd::List => {
+            for (name, text) in CATALOGUE {
+                let s = parse(text).map_err(anyhow::Error::msg)?;
+                println!("{name:<22} {}", s.goal);
+            }
+            Ok(0)
+        }
+        Cmd::Run { scenario: name, file, seed, trace, check_determinism, json } => {
+            let s = scenario(&name, file.as_deref())?;
+            let keep = trace.is_some() || check_determinism;
+            let r = run(&s, seed, keep);
+            if let Some(path) = &trace {
+                std::fs::write(path, r.trace.join("\n") + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if check_determinism {
+                let again = run(&s, seed, true);
+                if again.digest != r.digest {
+                    let i = r
+                        .trace
+                        .iter()
+                        .zip(&again.trace)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(r.trace.len().min(again.trace.len()));
+                    println!(
+                        "nondeterminism: first divergent event #{i}:\n  run 1: {:?}\n  run 2: {:?}",
+                        r.trace.get(i),
+                        again.trace.get(i)
+                    );
+                    return Ok(3);
+                }
+                println!("deterministic: two runs gave digest {}", r.digest);
+            }
+            print(&r, json);
+            Ok(code(r.findings.verdict))
+        }
+        Cmd::Sweep { scenario: name, seeds, json } => {
+            let names: Vec<String> =
+                if name == "all" { CATALOGUE.iter().map(|(n, _)| n.to_string()).collect() } else { vec![name] };
+            let mut worst = 0;
+            for n in names {
+                let s = scenario(&n, None)?;
+                let (mut pass, mut fail, mut lost) = (0u64, Vec::new(), 0u64);
+                for seed in 1..=seeds {
+                    let r = run(&s, seed, false);
+                    lost += r.findings.acked_lost;
+                    if r.findings.verdict == Verdict::Pass {
+                        pass += 1;
+                    } else {
+                        worst = worst.max(code(r.findings.verdict));
+                        fail.push((seed, r.findings.verdict));
+                    }
+                }
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "scenario": n, "seeds": seeds, "pass": pass, "failed": fail.iter().map(|(s, v)| serde_json::json!({"seed": s, "verdict": v})).collect::<Vec<_>>(), "acked_lost_total": lost })
+                    );
+                } else {
+                    println!(
+                        "{n:<22} seeds={seeds:<5} pass={pass:<5} fail={:<4} acked_lost_total={lost} {}",
+                        fail.len(),
+                        if fail.is_empty() { String::new() } else { format!("first failing seed: {}", fail[0].0) }
+                    );
+                }
+            }
+            Ok(worst)
+        }
+    }
+}

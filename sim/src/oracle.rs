@@ -1,0 +1,141 @@
+//! The oracle: reads the history of a run (sends, acknowledgements, deliveries, offset
+//! commits, crashes) plus what the broker finally holds, and checks MQ semantics.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rmq_broker_core::Event;
+use rmq_proto::message::{decode_message, prop};
+use serde::Serialize;
+
+use crate::world::{World, TOPIC};
+
+/// Everything observed during a run.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    /// Keys producers tried to send.
+    pub sent: BTreeSet<String>,
+    /// Keys answered SEND_OK → (queue, queue offset).
+    pub acked: BTreeMap<String, (i32, u64)>,
+    /// Sends that gave up.
+    pub failed: u64,
+    /// Sends stored without durability confirmation (FLUSH_DISK_TIMEOUT...).
+    pub unconfirmed: u64,
+    /// key → number of deliveries.
+    pub deliveries: BTreeMap<String, u32>,
+    /// Deliveries in total.
+    pub delivered_total: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// (broker epoch, group, queue) → last committed offset.
+    committed: BTreeMap<(u64, String, i32), u64>,
+    /// Safety violations found while the run was going.
+    pub violations: Vec<String>,
+}
+
+impl History {
+    /// A consumer received a message.
+    pub fn delivered(&mut self, _consumer: u32, key: &str, _queue: i32, _offset: u64) {
+        *self.deliveries.entry(key.to_string()).or_default() += 1;
+        self.delivered_total += 1;
+    }
+
+    /// A broker event: committed group offsets never move backward within one broker life.
+    pub fn broker_event(&mut self, epoch: u64, e: &Event) {
+        if let Event::ConsumerOffsetCommitted { group, queue_id, offset, .. } = e {
+            let slot = self.committed.entry((epoch, group.clone(), *queue_id)).or_insert(0);
+            if *offset < *slot {
+                self.violations
+                    .push(format!("group {group} queue {queue_id} offset moved back from {slot} to {offset}"));
+            }
+            *slot = (*slot).max(*offset);
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Every guarantee held.
+    Pass,
+    /// A safety property broke (acknowledged loss where durability was promised, offsets
+    /// going backward, holes in a queue).
+    Safety,
+    /// Something that should have happened did not by the end (acknowledged, stored, never
+    /// delivered).
+    Liveness,
+}
+
+/// The oracle's findings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Findings {
+    /// Verdict.
+    pub verdict: Verdict,
+    /// What broke, one line each.
+    pub problems: Vec<String>,
+    /// Acknowledged messages missing from the broker at the end.
+    pub acked_lost: u64,
+    /// Acknowledged, still stored, never delivered.
+    pub undelivered: u64,
+    /// Deliveries beyond the first of each message.
+    pub duplicates: u64,
+}
+
+/// Checks a finished run.
+pub fn check(w: &World) -> Findings {
+    let h = &w.history;
+    let mut problems = h.violations.clone();
+    let mut stored: BTreeSet<String> = BTreeSet::new();
+    match w.broker() {
+        Some(core) => {
+            let store = core.store();
+            for q in 0..w.scenario.queues {
+                let max = store.max_queue_offset(TOPIC, q);
+                let mut off = store.min_queue_offset(TOPIC, q);
+                while off < max {
+                    let got = store.get_messages(TOPIC, q, off, 32, u32::MAX, &|_| true);
+                    if got.messages.is_empty() {
+                        problems.push(format!("queue {q}: offset {off} below max {max} holds no message (hole)"));
+                        break;
+                    }
+                    for raw in &got.messages {
+                        match decode_message(raw, true) {
+                            Ok((m, _)) if m.queue_offset as u64 == off => {
+                                stored.insert(m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default());
+                            }
+                            Ok((m, _)) => problems.push(format!(
+                                "queue {q}: offset {off} holds a record claiming offset {}",
+                                m.queue_offset
+                            )),
+                            Err(e) => problems.push(format!("queue {q}: offset {off} unreadable: {e}")),
+                        }
+                        off += 1;
+                    }
+                }
+            }
+        }
+        None => problems.push("broker is down at the end of the run; the scenario must restart it".into()),
+    }
+    let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();
+    let undelivered: Vec<&String> =
+        h.acked.keys().filter(|k| stored.contains(*k) && !h.deliveries.contains_key(*k)).collect();
+    let duplicates = h.deliveries.values().map(|n| u64::from(n.saturating_sub(1))).sum();
+    if !lost.is_empty() && !w.scenario.acked_loss_allowed {
+        problems.push(format!("{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(3)]));
+    }
+    let safety = !problems.is_empty();
+    if !undelivered.is_empty() {
+        problems.push(format!(
+            "{} acknowledged, stored messages never delivered, e.g. {:?}",
+            undelivered.len(),
+            &undelivered[..undelivered.len().min(3)]
+        ));
+    }
+    let verdict = if safety {
+        Verdict::Safety
+    } else if !undelivered.is_empty() {
+        Verdict::Liveness
+    } else {
+        Verdict::Pass
+    };
+    Findings { verdict, problems, acked_lost: lost.len() as u64, undelivered: undelivered.len() as u64, duplicates }
+}
