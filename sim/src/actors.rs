@@ -246,7 +246,10 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
     for o in stale {
         if let Some((Req::Pull(mq) | Req::QueryOffset(mq), _)) = c.pending.remove(&o) {
             if let Some(q) = c.owned.get_mut(&mq) {
+                // The broker may have restarted and lost the tail this position points past:
+                // re-seat from the group's committed offset (redelivery, never a skip).
                 q.inflight = None;
+                q.next = None;
             }
         }
     }

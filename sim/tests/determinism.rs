@@ -53,3 +53,15 @@ fn async_flush_crash_loses_acknowledged_messages_and_says_how_many() {
     let lost: u64 = (1..=4).map(|seed| run(&s, seed, false).findings.acked_lost).sum();
     assert!(lost > 0, "an ASYNC_FLUSH power loss drops page-cache data that was acknowledged");
 }
+
+#[test]
+fn messages_sent_after_an_async_crash_are_not_skipped() {
+    // Regression: recovery reuses the queue offsets of lost ASYNC_FLUSH messages; consumers
+    // that kept their old position skipped the new messages stored there (liveness).
+    let s = builtin("broker-crash-async").unwrap();
+    for seed in 1..=8 {
+        let r = run(&s, seed, false);
+        assert_eq!(r.findings.undelivered, 0, "seed {seed}: {:?}", r.findings.problems);
+        assert_eq!(r.findings.verdict, Verdict::Pass, "seed {seed}: {:?}", r.findings.problems);
+    }
+}

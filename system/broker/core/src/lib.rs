@@ -233,8 +233,9 @@ impl<D: Directory> BrokerCore<D> {
         // Queues with data whose topic never reached topics.json (a crash inside the persist
         // window) get their topic back, so no stored message becomes unreachable.
         let restored = topics.restore_from_queues(now_ms, &store.queues());
-        let offsets = ConsumerOffsets::load(store.directory())
+        let mut offsets = ConsumerOffsets::load(store.directory())
             .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
+        offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
         let delay = DelayProgress::load(store.directory())
             .map_err(|reason| OpenError::Config { path: schedule::DELAY_PATH, reason })?;
         let store_host = config.broker_addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10911)));

@@ -66,6 +66,26 @@ impl ConsumerOffsets {
         self.dirty = true;
     }
 
+    /// Lowers every offset above its queue's max (`max_of(topic, queue)`): after an unclean
+    /// recovery lost the tail of a queue, new messages reuse those offsets and a group pointing
+    /// past them would skip them. Returns how many offsets were lowered.
+    pub fn cap_at(&mut self, max_of: impl Fn(&str, i32) -> u64) -> usize {
+        let mut lowered = 0;
+        for ((topic, _group), per_queue) in self.table.iter_mut() {
+            for (qid, off) in per_queue.iter_mut() {
+                let max = max_of(topic, *qid);
+                if *off > max {
+                    *off = max;
+                    lowered += 1;
+                }
+            }
+        }
+        if lowered > 0 {
+            self.dirty = true;
+        }
+        lowered
+    }
+
     /// (topic, group) pairs with their per-queue offsets.
     pub fn iter(&self) -> impl Iterator<Item = (&(String, String), &BTreeMap<i32, u64>)> {
         self.table.iter()

@@ -425,3 +425,27 @@ fn topics_with_data_but_no_persisted_config_are_restored() {
     assert_eq!(tc.read_queue_nums, 3);
     assert_eq!(core.store.max_queue_offset("Unpersisted", 2), 1);
 }
+
+#[test]
+fn persisted_consumer_offsets_are_capped_at_the_recovered_queue_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let mut config = BrokerConfig::default();
+    config.store.commit_log_segment_bytes = 1 << 20;
+    config.store.consume_queue_segment_entries = 1_000;
+    {
+        let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
+        core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
+        let mut h = Harness { core, now: 0, next_opaque: 1 };
+        for i in 0..5 {
+            h.send("Cap", 0, &format!("m{i}"));
+        }
+        h.core.shutdown(0).unwrap();
+    }
+    // The group's file says 40: more than the queue holds (as after losing an unflushed tail).
+    let mut offsets = ConsumerOffsets::default();
+    offsets.reset("G", "Cap", 0, 40);
+    offsets.persist(&mut root()).unwrap();
+    let core = BrokerCore::open(root(), config, 10).unwrap();
+    assert_eq!(core.offsets.get("G", "Cap", 0), Some(5), "a group never points past the queue end");
+}

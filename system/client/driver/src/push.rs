@@ -301,6 +301,16 @@ impl<E: Env> PushConsumer<E> {
                 Err(e) => {
                     tracing::debug!(queue = ?mq, error = %e, "pull failed");
                     tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
+                    if matches!(e, ClientError::Rpc(_)) && clustering {
+                        // The broker may have restarted and lost the tail this position points
+                        // past: re-seat from the group's committed offset (redelivery, never a skip).
+                        if let Ok(Some(o)) = committed_offset(inst, &mq).await {
+                            let mut p = progress.lock().expect("progress lock is never poisoned");
+                            if p.in_flight.is_empty() {
+                                p.next_offset = o;
+                            }
+                        }
+                    }
                     continue;
                 }
             };
