@@ -12,6 +12,7 @@ pub mod actors;
 pub mod disk;
 pub mod oracle;
 pub mod scenario;
+pub mod shrink;
 pub mod trace;
 pub mod world;
 

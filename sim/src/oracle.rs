@@ -72,6 +72,8 @@ pub struct Findings {
     pub verdict: Verdict,
     /// What broke, one line each.
     pub problems: Vec<String>,
+    /// The kinds of violation found (sorted): what `shrink` keeps constant.
+    pub kinds: Vec<&'static str>,
     /// Acknowledged messages missing from the broker at the end.
     pub acked_lost: u64,
     /// Acknowledged, still stored, never delivered.
@@ -84,6 +86,10 @@ pub struct Findings {
 pub fn check(w: &World) -> Findings {
     let h = &w.history;
     let mut problems = h.violations.clone();
+    let mut kinds: std::collections::BTreeSet<&'static str> = std::collections::BTreeSet::new();
+    if !problems.is_empty() {
+        kinds.insert("offset-backward");
+    }
     let mut stored: BTreeSet<String> = BTreeSet::new();
     match w.broker() {
         Some(core) => {
@@ -95,6 +101,7 @@ pub fn check(w: &World) -> Findings {
                     let got = store.get_messages(TOPIC, q, off, 32, u32::MAX, &|_| true);
                     if got.messages.is_empty() {
                         problems.push(format!("queue {q}: offset {off} below max {max} holds no message (hole)"));
+                        kinds.insert("queue-hole");
                         break;
                     }
                     for raw in &got.messages {
@@ -113,7 +120,10 @@ pub fn check(w: &World) -> Findings {
                 }
             }
         }
-        None => problems.push("broker is down at the end of the run; the scenario must restart it".into()),
+        None => {
+            problems.push("broker is down at the end of the run; the scenario must restart it".into());
+            kinds.insert("broker-down");
+        }
     }
     let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();
     let undelivered: Vec<&String> =
@@ -121,6 +131,7 @@ pub fn check(w: &World) -> Findings {
     let duplicates = h.deliveries.values().map(|n| u64::from(n.saturating_sub(1))).sum();
     if !lost.is_empty() && !w.scenario.acked_loss_allowed {
         problems.push(format!("{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(3)]));
+        kinds.insert("acked-loss");
     }
     let safety = !problems.is_empty();
     if !undelivered.is_empty() {
@@ -137,5 +148,12 @@ pub fn check(w: &World) -> Findings {
     } else {
         Verdict::Pass
     };
-    Findings { verdict, problems, acked_lost: lost.len() as u64, undelivered: undelivered.len() as u64, duplicates }
+    Findings {
+        verdict,
+        problems,
+        kinds: kinds.into_iter().collect(),
+        acked_lost: lost.len() as u64,
+        undelivered: undelivered.len() as u64,
+        duplicates,
+    }
 }

@@ -175,6 +175,107 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
     Ok(s)
 }
 
+impl Scenario {
+    /// The scenario as DSL text (what `shrink` writes and `swarm` prints).
+    pub fn to_dsl(&self) -> String {
+        let mut out = String::new();
+        if !self.goal.is_empty() {
+            out.push_str(&format!("# goal: {}\n", self.goal));
+        }
+        out.push_str(&format!("name = {}\n", self.name));
+        out.push_str(&format!("flush = {}\n", if self.sync_flush { "sync" } else { "async" }));
+        for (k, v) in [
+            ("producers", self.producers as u64),
+            ("messages", u64::from(self.messages)),
+            ("send_interval_ms", self.send_interval_ms),
+            ("consumers", u64::from(self.consumers)),
+            ("queues", self.queues as u64),
+            ("latency_ms", self.latency_ms),
+            ("jitter_ms", self.jitter_ms),
+            ("drop_pct", u64::from(self.drop_pct)),
+            ("dup_pct", u64::from(self.dup_pct)),
+            ("flush_lag_ms", self.flush_lag_ms),
+            ("writeback_pct", u64::from(self.writeback_pct)),
+            ("duration_ms", self.duration_ms),
+        ] {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str(&format!("tear = {}\n", self.tear));
+        for (at, f) in &self.faults {
+            let f = match f {
+                Fault::Crash(n) => format!("crash {n}"),
+                Fault::Restart(n) => format!("restart {n}"),
+                Fault::Partition(a, b) => format!("partition {a} {b}"),
+                Fault::Heal => "heal".to_string(),
+            };
+            out.push_str(&format!("at {at} {f}\n"));
+        }
+        out.push_str(&format!("expect acked_loss = {}\n", if self.acked_loss_allowed { "allowed" } else { "none" }));
+        out
+    }
+}
+
+/// Swarm testing: a scenario whose flush mode, network and fault mix are drawn from `seed`.
+/// Faults heal well before the end, so liveness is judged too.
+pub fn swarm(seed: u64) -> Scenario {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
+    let sync_flush = rng.gen_bool(0.7);
+    let consumers = rng.gen_range(1..=3);
+    let mut s = Scenario {
+        name: "swarm".into(),
+        goal: format!("random fault mix drawn from seed {seed}"),
+        sync_flush,
+        producers: rng.gen_range(1..=3),
+        messages: rng.gen_range(20..=120),
+        send_interval_ms: rng.gen_range(5..=40),
+        consumers,
+        queues: rng.gen_range(1..=8),
+        latency_ms: rng.gen_range(0..=5),
+        jitter_ms: if rng.gen_bool(0.5) { rng.gen_range(0..=50) } else { 0 },
+        drop_pct: if rng.gen_bool(0.3) { rng.gen_range(1..=5) } else { 0 },
+        dup_pct: if rng.gen_bool(0.3) { rng.gen_range(1..=10) } else { 0 },
+        flush_lag_ms: if rng.gen_bool(0.3) { rng.gen_range(20..=400) } else { rng.gen_range(0..=5) },
+        writeback_pct: rng.gen_range(0..=50),
+        tear: rng.gen_bool(0.5),
+        duration_ms: 45_000,
+        faults: Vec::new(),
+        acked_loss_allowed: !sync_flush,
+    };
+    let mut t = rng.gen_range(300..=1_500);
+    for _ in 0..rng.gen_range(1..=3) {
+        match rng.gen_range(0..3) {
+            0 => {
+                s.faults.push((t, Fault::Crash("broker".into())));
+                t += rng.gen_range(200..=3_000);
+                s.faults.push((t, Fault::Restart("broker".into())));
+            }
+            1 => {
+                let c = format!("c{}", rng.gen_range(0..consumers));
+                s.faults.push((t, Fault::Partition(c, "broker".into())));
+                t += rng.gen_range(500..=6_000);
+                s.faults.push((t, Fault::Heal));
+            }
+            _ => {
+                s.faults.push((t, Fault::Partition("broker".into(), "ns".into())));
+                t += rng.gen_range(500..=5_000);
+                s.faults.push((t, Fault::Heal));
+            }
+        }
+        t += rng.gen_range(200..=2_000);
+    }
+    s
+}
+
+/// A scenario by name for a seed: a built-in one, or `swarm` (drawn from the seed).
+pub fn resolve(name: &str, seed: u64) -> Option<Scenario> {
+    if name == "swarm" {
+        Some(swarm(seed))
+    } else {
+        builtin(name)
+    }
+}
+
 /// The built-in catalogue (the files in sim/scenarios/, embedded).
 pub const CATALOGUE: &[(&str, &str)] = &[
     ("steady", include_str!("../scenarios/steady.sim")),

@@ -7,6 +7,8 @@
 //! mqsim run steady --seed 1 --check-determinism
 //! mqsim list
 //! mqsim sweep all --seeds 200
+//! mqsim run swarm --seed 9                   # a random fault mix drawn from the seed, printed
+//! mqsim shrink my.sim --file my.sim --seed 3   # minimal failing scenario written to a file
 //! ```
 //! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage.
 
@@ -18,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rmq_sim::scenario::{builtin, parse, CATALOGUE};
+use rmq_sim::scenario::{parse, resolve, CATALOGUE};
 use rmq_sim::{run, RunReport, Scenario, Verdict};
 
 #[derive(Parser, Debug)]
@@ -51,6 +53,18 @@ enum Cmd {
     },
     /// List the built-in scenarios.
     List,
+    /// Minimise a failing scenario's faults and workload while the same violation persists,
+    /// and write the minimal scenario file.
+    Shrink {
+        scenario: String,
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        seed: u64,
+        /// Where to write the minimal scenario (default: ./<name>-shrunk-seed<N>.sim).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Run seeds 1..=N of one scenario (or `all`) and summarise.
     Sweep {
         scenario: String,
@@ -64,11 +78,11 @@ enum Cmd {
 const DEFAULT_SCENARIO: &str = "broker-crash-sync";
 const DEFAULT_SEED: u64 = 42;
 
-fn scenario(name: &str, file: Option<&std::path::Path>) -> anyhow::Result<Scenario> {
+fn scenario(name: &str, file: Option<&std::path::Path>, seed: u64) -> anyhow::Result<Scenario> {
     match file {
         Some(p) => parse(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
             .map_err(anyhow::Error::msg),
-        None => builtin(name).with_context(|| format!("no built-in scenario {name:?}; try `mqsim list`")),
+        None => resolve(name, seed).with_context(|| format!("no built-in scenario {name:?}; try `mqsim list`")),
     }
 }
 
@@ -121,10 +135,35 @@ fn real_main() -> anyhow::Result<u8> {
                 let s = parse(text).map_err(anyhow::Error::msg)?;
                 println!("{name:<22} {}", s.goal);
             }
+            println!("{:<22} swarm testing: flush mode, network and fault mix drawn from the seed", "swarm");
             Ok(0)
         }
+        Cmd::Shrink { scenario: name, file, seed, out } => {
+            let s = scenario(&name, file.as_deref(), seed)?;
+            let Some(shrunk) = rmq_sim::shrink::shrink(&s, seed) else {
+                println!("{} passes at seed {seed}: nothing to shrink", s.name);
+                return Ok(0);
+            };
+            let path = out.unwrap_or_else(|| std::path::PathBuf::from(format!("{}.sim", shrunk.scenario.name)));
+            let text = shrunk.scenario.to_dsl();
+            std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "# {:?} violation kept after {} candidate runs; written to {}",
+                shrunk.verdict,
+                shrunk.runs,
+                path.display()
+            );
+            print!("{text}");
+            Ok(code(shrunk.verdict))
+        }
         Cmd::Run { scenario: name, file, seed, trace, check_determinism, json } => {
-            let s = scenario(&name, file.as_deref())?;
+            let s = scenario(&name, file.as_deref(), seed)?;
+            if name == "swarm" && file.is_none() && !json {
+                println!(
+                    "# swarm mix drawn from seed {seed}:\n{}",
+                    s.to_dsl().lines().map(|l| format!("#   {l}")).collect::<Vec<_>>().join("\n")
+                );
+            }
             let keep = trace.is_some() || check_determinism;
             let r = run(&s, seed, keep);
             if let Some(path) = &trace {
@@ -157,9 +196,9 @@ fn real_main() -> anyhow::Result<u8> {
                 if name == "all" { CATALOGUE.iter().map(|(n, _)| n.to_string()).collect() } else { vec![name] };
             let mut worst = 0;
             for n in names {
-                let s = scenario(&n, None)?;
                 let (mut pass, mut fail, mut lost) = (0u64, Vec::new(), 0u64);
                 for seed in 1..=seeds {
+                    let s = scenario(&n, None, seed)?;
                     let r = run(&s, seed, false);
                     lost += r.findings.acked_lost;
                     if r.findings.verdict == Verdict::Pass {
