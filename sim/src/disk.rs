@@ -11,8 +11,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use rand::rngs::SmallRng;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rmq_store::{Directory, Segment, StoreError};
 
 /// Page size of the model.
@@ -156,7 +156,7 @@ impl SimDisk {
     }
 
     /// Power loss: returns the disk as it is after reboot.
-    pub fn crash(&self, mode: CrashMode, rng: &mut SmallRng) -> SimDisk {
+    pub fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> SimDisk {
         let st = self.state.borrow();
         let mut files = BTreeMap::new();
         let mut torn_done = !mode.tear;
@@ -191,7 +191,7 @@ mod tests {
         seg.write_at(0, &[1; 10]).unwrap();
         seg.write_at(PAGE_BYTES as u64, &[2; 10]).unwrap();
         seg.flush_range(0, 10).unwrap();
-        let after = disk.crash(CrashMode::default(), &mut SmallRng::seed_from_u64(1));
+        let after = disk.crash(CrashMode::default(), &mut ChaCha8Rng::seed_from_u64(1));
         let mut again = after.clone();
         let seg2 = again.open_segment("f", 3 * PAGE_BYTES as u64).unwrap();
         let mut buf = [0u8; 10];

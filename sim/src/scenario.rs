@@ -219,7 +219,7 @@ impl Scenario {
 /// Faults heal well before the end, so liveness is judged too.
 pub fn swarm(seed: u64) -> Scenario {
     use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5157_4152_4d00_0000);
     let sync_flush = rng.gen_bool(0.7);
     let consumers = rng.gen_range(1..=3);
     let mut s = Scenario {

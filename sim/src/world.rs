@@ -10,8 +10,8 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use bytes::{Bytes, BytesMut};
-use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rmq_broker_core::{BrokerConfig, BrokerCore, FlushDiskType, Output};
 use rmq_namesrv_core::{NamesrvConfig, NamesrvCore};
 use rmq_proto::frame::{encode_frame, FrameDecoder};
@@ -72,7 +72,7 @@ pub struct World {
     /// Simulated time, ms.
     pub now: u64,
     /// All randomness.
-    pub rng: SmallRng,
+    pub rng: ChaCha8Rng,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: BTreeMap<u64, Ev>,
     seq: u64,
@@ -122,7 +122,7 @@ impl World {
             });
         }
         let mut w = World {
-            rng: SmallRng::seed_from_u64(seed),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             now: 0,
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),

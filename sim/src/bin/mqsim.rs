@@ -192,8 +192,11 @@ fn real_main() -> anyhow::Result<u8> {
             Ok(code(r.findings.verdict))
         }
         Cmd::Sweep { scenario: name, seeds, json } => {
-            let names: Vec<String> =
-                if name == "all" { CATALOGUE.iter().map(|(n, _)| n.to_string()).collect() } else { vec![name] };
+            let names: Vec<String> = if name == "all" {
+                CATALOGUE.iter().map(|(n, _)| n.to_string()).chain(std::iter::once("swarm".to_string())).collect()
+            } else {
+                vec![name]
+            };
             let mut worst = 0;
             for n in names {
                 let (mut pass, mut fail, mut lost) = (0u64, Vec::new(), 0u64);
