@@ -7,9 +7,8 @@
 //! write-back) and one torn page cut at a 512-byte sector boundary. Restart re-opens the store
 //! over what survived and runs the real recovery.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -46,15 +45,20 @@ pub struct CrashMode {
 /// A node's disk; clones share state. Implements the store's `Directory`.
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
-    state: Rc<RefCell<DiskState>>,
+    state: Arc<Mutex<DiskState>>,
 }
 
 /// One file of a [`SimDisk`].
 #[derive(Debug)]
 pub struct SimSegment {
-    state: Rc<RefCell<DiskState>>,
+    state: Arc<Mutex<DiskState>>,
     path: String,
     size: u64,
+}
+
+/// The disk lock; a panic while holding it already failed the run, so poisoning is ignored.
+fn lock(state: &Arc<Mutex<DiskState>>) -> MutexGuard<'_, DiskState> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn oob(pos: u64, len: usize, size: u64) -> StoreError {
@@ -71,7 +75,7 @@ impl Segment for SimSegment {
         if end as u64 > self.size {
             return Err(oob(pos, data.len(), self.size));
         }
-        let mut st = self.state.borrow_mut();
+        let mut st = lock(&self.state);
         let f = st.files.get_mut(&self.path).expect("an open segment's file exists");
         f.live[pos as usize..end].copy_from_slice(data);
         for page in pos as usize / PAGE_BYTES..end.div_ceil(PAGE_BYTES) {
@@ -85,13 +89,13 @@ impl Segment for SimSegment {
         if end as u64 > self.size {
             return Err(oob(pos, buf.len(), self.size));
         }
-        let st = self.state.borrow();
+        let st = lock(&self.state);
         buf.copy_from_slice(&st.files[&self.path].live[pos as usize..end]);
         Ok(())
     }
 
     fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError> {
-        let mut st = self.state.borrow_mut();
+        let mut st = lock(&self.state);
         let f = st.files.get_mut(&self.path).expect("an open segment's file exists");
         let first = pos as usize / PAGE_BYTES;
         let last = ((pos + len) as usize).div_ceil(PAGE_BYTES);
@@ -110,7 +114,7 @@ impl Directory for SimDisk {
     type Seg = SimSegment;
 
     fn open_segment(&mut self, path: &str, size: u64) -> Result<SimSegment, StoreError> {
-        let mut st = self.state.borrow_mut();
+        let mut st = lock(&self.state);
         let f = st.files.entry(path.to_string()).or_default();
         if f.live.len() != size as usize {
             f.live.resize(size as usize, 0);
@@ -121,7 +125,7 @@ impl Directory for SimDisk {
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
         let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let st = self.state.borrow();
+        let st = lock(&self.state);
         let mut names: BTreeSet<String> = BTreeSet::new();
         for k in st.files.keys().chain(st.small.keys()) {
             if let Some(rest) = k.strip_prefix(&prefix) {
@@ -132,19 +136,19 @@ impl Directory for SimDisk {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), StoreError> {
-        let mut st = self.state.borrow_mut();
+        let mut st = lock(&self.state);
         st.files.remove(path);
         st.small.remove(path);
         Ok(())
     }
 
     fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.state.borrow().small.get(path).cloned())
+        Ok(lock(&self.state).small.get(path).cloned())
     }
 
     fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
         // Atomic replace + fsync: durable on return.
-        self.state.borrow_mut().small.insert(path.to_string(), bytes.to_vec());
+        lock(&self.state).small.insert(path.to_string(), bytes.to_vec());
         Ok(())
     }
 }
@@ -152,12 +156,12 @@ impl Directory for SimDisk {
 impl SimDisk {
     /// Bytes written but not yet durable, over all files.
     pub fn dirty_pages(&self) -> usize {
-        self.state.borrow().files.values().map(|f| f.dirty.len()).sum()
+        lock(&self.state).files.values().map(|f| f.dirty.len()).sum()
     }
 
     /// Power loss: returns the disk as it is after reboot.
     pub fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> SimDisk {
-        let st = self.state.borrow();
+        let st = lock(&self.state);
         let mut files = BTreeMap::new();
         let mut torn_done = !mode.tear;
         for (path, f) in &st.files {
@@ -175,7 +179,7 @@ impl SimDisk {
             }
             files.insert(path.clone(), SimFile { live: bytes.clone(), durable: bytes, dirty: BTreeSet::new() });
         }
-        SimDisk { state: Rc::new(RefCell::new(DiskState { files, small: st.small.clone() })) }
+        SimDisk { state: Arc::new(Mutex::new(DiskState { files, small: st.small.clone() })) }
     }
 }
 

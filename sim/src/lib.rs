@@ -13,6 +13,7 @@ pub mod disk;
 pub mod oracle;
 pub mod scenario;
 pub mod shrink;
+pub mod stack;
 pub mod trace;
 pub mod world;
 

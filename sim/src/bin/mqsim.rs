@@ -48,6 +48,10 @@ enum Cmd {
         /// Run twice and compare traces; name the first divergent event.
         #[arg(long)]
         check_determinism: bool,
+        /// `fast`: the discrete-event lane over the cores; `stack`: the real drivers and client
+        /// library on turmoil hosts.
+        #[arg(long, default_value = "fast")]
+        lane: String,
         #[arg(long)]
         json: bool,
     },
@@ -109,6 +113,33 @@ fn print(r: &RunReport, json: bool) {
     }
 }
 
+fn run_stack_lane(s: &Scenario, seed: u64, json: bool) -> anyhow::Result<u8> {
+    let r = rmq_sim::stack::run_stack(s, seed).map_err(anyhow::Error::msg)?;
+    let violation = !r.lost.is_empty() && !s.acked_loss_allowed;
+    let delivered: u32 = r.deliveries.values().sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "scenario": s.name, "seed": seed, "lane": "stack", "acked": r.acked.len(), "failed": r.failed,
+                "delivered": delivered, "acked_lost": r.lost.len(), "simulated_ms": r.simulated_ms,
+                "verdict": if violation { "Safety" } else { "Pass" } })
+        );
+    } else {
+        println!(
+            "{} seed={} lane=stack verdict={} | acked={} failed={} delivered={} acked_lost={} | {} simulated ms",
+            s.name,
+            seed,
+            if violation { "Safety" } else { "Pass" },
+            r.acked.len(),
+            r.failed,
+            delivered,
+            r.lost.len(),
+            r.simulated_ms
+        );
+    }
+    Ok(if violation { 1 } else { 0 })
+}
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(c) => ExitCode::from(c),
@@ -127,6 +158,7 @@ fn real_main() -> anyhow::Result<u8> {
         seed: DEFAULT_SEED,
         trace: None,
         check_determinism: false,
+        lane: "fast".into(),
         json: false,
     });
     match cmd {
@@ -156,8 +188,13 @@ fn real_main() -> anyhow::Result<u8> {
             print!("{text}");
             Ok(code(shrunk.verdict))
         }
-        Cmd::Run { scenario: name, file, seed, trace, check_determinism, json } => {
+        Cmd::Run { scenario: name, file, seed, trace, check_determinism, lane, json } => {
             let s = scenario(&name, file.as_deref(), seed)?;
+            match lane.as_str() {
+                "fast" => {}
+                "stack" => return run_stack_lane(&s, seed, json),
+                other => anyhow::bail!("unknown lane {other:?}: fast or stack"),
+            }
             if name == "swarm" && file.is_none() && !json {
                 println!(
                     "# swarm mix drawn from seed {seed}:\n{}",
