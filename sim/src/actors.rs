@@ -59,6 +59,20 @@ impl Producer {
         self.next_opaque += 1;
         self.next_opaque
     }
+
+    /// The producer after a process restart: unanswered sends are forgotten (their callers
+    /// died); it resumes with the next message, as an application replaying its input would.
+    pub fn restarted(&self) -> Self {
+        Producer {
+            idx: self.idx,
+            total: self.total,
+            seq: self.seq,
+            route: None,
+            route_asked: None,
+            pending: BTreeMap::new(),
+            next_opaque: self.next_opaque + 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +114,11 @@ impl Consumer {
             next_opaque: 1,
             last_rebalance: 0,
         }
+    }
+
+    /// The consumer's index (c0, c1...).
+    pub fn index(&self) -> u32 {
+        self.idx
     }
 
     fn request(&mut self, w: &mut World, me: usize, to: usize, req: Req, mut cmd: RemotingCommand) -> i32 {

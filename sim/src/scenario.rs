@@ -37,6 +37,8 @@ pub enum Fault {
     Partition(String, String),
     /// Remove every partition.
     Heal,
+    /// Stop a node's processing for a while (a GC pause, SIGSTOP); frames and timers wait.
+    Pause(String, u64),
 }
 
 /// A whole scenario.
@@ -78,6 +80,8 @@ pub struct Scenario {
     pub faults: Vec<(u64, Fault)>,
     /// Whether acknowledged messages may be lost (ASYNC_FLUSH crashes).
     pub acked_loss_allowed: bool,
+    /// Per-node wall-clock skew, ms (message timestamps, expiry).
+    pub clock_skew_ms: BTreeMap<String, i64>,
 }
 
 impl Default for Scenario {
@@ -101,6 +105,7 @@ impl Default for Scenario {
             duration_ms: 30_000,
             faults: Vec::new(),
             acked_loss_allowed: false,
+            clock_skew_ms: BTreeMap::new(),
         }
     }
 }
@@ -128,9 +133,24 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 ["restart", node] => Fault::Restart(node.to_string()),
                 ["partition", a, b] => Fault::Partition(a.to_string(), b.to_string()),
                 ["heal"] => Fault::Heal,
+                ["pause", node, ms] => Fault::Pause(
+                    node.to_string(),
+                    ms.trim_end_matches("ms").parse().map_err(|_| err("bad pause length"))?,
+                ),
                 _ => return Err(err("unknown fault (crash N | restart N | partition A B | heal)")),
             };
             s.faults.push((at, fault));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("skew ") {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            match words.as_slice() {
+                [node, ms] => {
+                    let ms: i64 = ms.trim_end_matches("ms").parse().map_err(|_| err("bad skew"))?;
+                    s.clock_skew_ms.insert(node.to_string(), ms);
+                }
+                _ => return Err(err("expected: skew NODE MS")),
+            }
             continue;
         }
         if let Some(rest) = line.strip_prefix("expect ") {
@@ -207,8 +227,12 @@ impl Scenario {
                 Fault::Restart(n) => format!("restart {n}"),
                 Fault::Partition(a, b) => format!("partition {a} {b}"),
                 Fault::Heal => "heal".to_string(),
+                Fault::Pause(n, ms) => format!("pause {n} {ms}"),
             };
             out.push_str(&format!("at {at} {f}\n"));
+        }
+        for (node, ms) in &self.clock_skew_ms {
+            out.push_str(&format!("skew {node} {ms}\n"));
         }
         out.push_str(&format!("expect acked_loss = {}\n", if self.acked_loss_allowed { "allowed" } else { "none" }));
         out
@@ -241,10 +265,14 @@ pub fn swarm(seed: u64) -> Scenario {
         duration_ms: 45_000,
         faults: Vec::new(),
         acked_loss_allowed: !sync_flush,
+        clock_skew_ms: BTreeMap::new(),
     };
+    if rng.gen_bool(0.3) {
+        s.clock_skew_ms.insert("broker".into(), rng.gen_range(-60_000..=60_000));
+    }
     let mut t = rng.gen_range(300..=1_500);
     for _ in 0..rng.gen_range(1..=3) {
-        match rng.gen_range(0..3) {
+        match rng.gen_range(0..6) {
             0 => {
                 s.faults.push((t, Fault::Crash("broker".into())));
                 t += rng.gen_range(200..=3_000);
@@ -256,10 +284,24 @@ pub fn swarm(seed: u64) -> Scenario {
                 t += rng.gen_range(500..=6_000);
                 s.faults.push((t, Fault::Heal));
             }
-            _ => {
+            2 => {
                 s.faults.push((t, Fault::Partition("broker".into(), "ns".into())));
                 t += rng.gen_range(500..=5_000);
                 s.faults.push((t, Fault::Heal));
+            }
+            3 => {
+                let c = format!("c{}", rng.gen_range(0..consumers));
+                s.faults.push((t, Fault::Crash(c.clone())));
+                t += rng.gen_range(200..=4_000);
+                s.faults.push((t, Fault::Restart(c)));
+            }
+            4 => {
+                s.faults.push((t, Fault::Crash("ns".into())));
+                t += rng.gen_range(200..=4_000);
+                s.faults.push((t, Fault::Restart("ns".into())));
+            }
+            _ => {
+                s.faults.push((t, Fault::Pause("broker".into(), rng.gen_range(100..=3_000))));
             }
         }
         t += rng.gen_range(200..=2_000);
@@ -284,6 +326,9 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("broker-crash-async", include_str!("../scenarios/broker-crash-async.sim")),
     ("partition-heal", include_str!("../scenarios/partition-heal.sim")),
     ("duplicate-delivery", include_str!("../scenarios/duplicate-delivery.sim")),
+    ("consumer-crash", include_str!("../scenarios/consumer-crash.sim")),
+    ("namesrv-crash", include_str!("../scenarios/namesrv-crash.sim")),
+    ("flush-lag", include_str!("../scenarios/flush-lag.sim")),
 ];
 
 /// A catalogue scenario by name.

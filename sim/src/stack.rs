@@ -90,6 +90,13 @@ pub struct StackReport {
     pub simulated_ms: u64,
 }
 
+/// A fault as the stack lane applies it.
+enum StackFault {
+    Plain(Fault),
+    Hold(String),
+    Release(String),
+}
+
 const NS_PORT: u16 = 9876;
 const BROKER_PORT: u16 = 10911;
 
@@ -194,13 +201,46 @@ pub fn run_stack(s: &Scenario, seed: u64) -> Result<StackReport, String> {
             Ok(())
         });
     }
-    let mut faults = s.faults.clone().into_iter().peekable();
+    // A pause holds every link of the node (nothing in or out) until it resumes.
+    let hosts: Vec<String> = ["ns".to_string(), "broker".to_string()]
+        .into_iter()
+        .chain((0..s.producers).map(|p| format!("p{p}")))
+        .chain((0..s.consumers).map(|c| format!("c{c}")))
+        .collect();
+    let mut schedule: Vec<(u64, StackFault)> = Vec::new();
+    for (at, f) in &s.faults {
+        match f {
+            Fault::Pause(node, ms) => {
+                schedule.push((*at, StackFault::Hold(node.clone())));
+                schedule.push((at + ms, StackFault::Release(node.clone())));
+            }
+            other => schedule.push((*at, StackFault::Plain(other.clone()))),
+        }
+    }
+    schedule.sort_by_key(|f| f.0);
+    let mut faults = schedule.into_iter().peekable();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut partitioned: Vec<(String, String)> = Vec::new();
     loop {
         let now = sim.elapsed().as_millis() as u64;
         while faults.peek().is_some_and(|(at, _)| *at <= now) {
             let (_, f) = faults.next().expect("peeked");
+            let f = match f {
+                StackFault::Hold(node) | StackFault::Release(node) if !hosts.contains(&node) => continue,
+                StackFault::Hold(node) => {
+                    for other in hosts.iter().filter(|h| **h != node) {
+                        sim.hold(node.as_str(), other.as_str());
+                    }
+                    continue;
+                }
+                StackFault::Release(node) => {
+                    for other in hosts.iter().filter(|h| **h != node) {
+                        sim.release(node.as_str(), other.as_str());
+                    }
+                    continue;
+                }
+                StackFault::Plain(f) => f,
+            };
             match f {
                 Fault::Crash(h) => {
                     sim.crash(h.as_str());
@@ -220,6 +260,7 @@ pub fn run_stack(s: &Scenario, seed: u64) -> Result<StackReport, String> {
                         sim.repair(a.as_str(), b.as_str());
                     }
                 }
+                Fault::Pause(..) => unreachable!("pauses were turned into hold/release above"),
             }
         }
         match sim.step() {

@@ -61,6 +61,10 @@ pub struct Node {
     /// Incremented at every crash and restart; frames across epochs are lost (connection reset).
     pub epoch: u64,
     timer_at: Option<u64>,
+    /// Processing resumes at this time (a paused process).
+    paused_until: u64,
+    /// Wall-clock skew of this node, ms.
+    skew_ms: i64,
     /// The node's logic.
     pub role: Role,
 }
@@ -100,8 +104,24 @@ impl World {
         broker_config.store.commit_log_segment_bytes = 256 * 1024;
         broker_config.store.consume_queue_segment_entries = 1_024;
         let mut nodes = vec![
-            Node { name: "ns".into(), up: true, epoch: 0, timer_at: None, role: Role::Namesrv(None) },
-            Node { name: "broker".into(), up: true, epoch: 0, timer_at: None, role: Role::Broker(None) },
+            Node {
+                name: "ns".into(),
+                up: true,
+                epoch: 0,
+                timer_at: None,
+                paused_until: 0,
+                skew_ms: 0,
+                role: Role::Namesrv(None),
+            },
+            Node {
+                name: "broker".into(),
+                up: true,
+                epoch: 0,
+                timer_at: None,
+                paused_until: 0,
+                skew_ms: 0,
+                role: Role::Broker(None),
+            },
         ];
         for i in 0..scenario.producers {
             nodes.push(Node {
@@ -109,6 +129,8 @@ impl World {
                 up: true,
                 epoch: 0,
                 timer_at: None,
+                paused_until: 0,
+                skew_ms: 0,
                 role: Role::Producer(Producer::new(i, scenario.messages)),
             });
         }
@@ -118,8 +140,13 @@ impl World {
                 up: true,
                 epoch: 0,
                 timer_at: None,
+                paused_until: 0,
+                skew_ms: 0,
                 role: Role::Consumer(Consumer::new(i)),
             });
+        }
+        for n in nodes.iter_mut() {
+            n.skew_ms = scenario.clock_skew_ms.get(&n.name).copied().unwrap_or(0);
         }
         let mut w = World {
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -167,7 +194,7 @@ impl World {
     }
 
     fn start_broker(&mut self) {
-        let core = BrokerCore::open(self.disk.clone(), self.broker_config.clone(), EPOCH_MS + self.now)
+        let core = BrokerCore::open(self.disk.clone(), self.broker_config.clone(), self.wall_ms(BROKER))
             .expect("recovery over a simulated disk never fails to open");
         self.nodes[BROKER].role = Role::Broker(Some(Box::new(core)));
         self.trace.line(self.now, "broker", "broker.node.started", "");
@@ -232,7 +259,31 @@ impl World {
         processed
     }
 
+    /// The wall clock node `i` reads (simulated time, plus its skew).
+    fn wall_ms(&self, i: usize) -> u64 {
+        (EPOCH_MS + self.now).saturating_add_signed(self.nodes[i].skew_ms)
+    }
+
+    /// The simulated time at which node `i`'s wall clock reads `wall_ms`.
+    fn sim_time(&self, i: usize, wall_ms: u64) -> u64 {
+        wall_ms.saturating_add_signed(-self.nodes[i].skew_ms).saturating_sub(EPOCH_MS)
+    }
+
     fn step(&mut self, ev: Ev) {
+        // A paused process handles nothing until it resumes: its events wait.
+        let target = match &ev {
+            Ev::Deliver { to, .. } => Some(*to),
+            Ev::Timer { node, .. } => Some(*node),
+            Ev::FlushDone { .. } => Some(BROKER),
+            Ev::Fault(_) => None,
+        };
+        if let Some(i) = target {
+            if self.nodes[i].paused_until > self.now {
+                let at = self.nodes[i].paused_until;
+                self.push(at, ev);
+                return;
+            }
+        }
         match ev {
             Ev::Deliver { from, to, from_epoch, to_epoch, frame } => {
                 if !self.nodes[to].up || self.nodes[to].epoch != to_epoch || self.nodes[from].epoch != from_epoch {
@@ -255,8 +306,9 @@ impl World {
                 if self.nodes[BROKER].epoch != epoch || !self.nodes[BROKER].up {
                     return;
                 }
+                let now_ms = self.wall_ms(BROKER);
                 if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
-                    core.on_flushed(EPOCH_MS + self.now, target);
+                    core.on_flushed(now_ms, target);
                 }
                 self.pump_broker();
             }
@@ -265,7 +317,7 @@ impl World {
     }
 
     fn deliver(&mut self, from: usize, to: usize, cmd: RemotingCommand) {
-        let now_ms = EPOCH_MS + self.now;
+        let now_ms = self.wall_ms(to);
         match to {
             NS => {
                 let resp = match &mut self.nodes[NS].role {
@@ -293,7 +345,7 @@ impl World {
     }
 
     fn tick(&mut self, node: usize) {
-        let now_ms = EPOCH_MS + self.now;
+        let now_ms = self.wall_ms(node);
         match node {
             NS => {
                 let next = match &mut self.nodes[NS].role {
@@ -305,7 +357,8 @@ impl World {
                 };
                 self.drain_namesrv_events();
                 if let Some(d) = next {
-                    self.schedule_timer(NS, d.saturating_sub(EPOCH_MS));
+                    let at = self.sim_time(NS, d);
+                    self.schedule_timer(NS, at);
                 }
             }
             BROKER => {
@@ -320,7 +373,7 @@ impl World {
 
     /// Executes the broker core's outputs and re-arms its timer.
     fn pump_broker(&mut self) {
-        let now_ms = EPOCH_MS + self.now;
+        let now_ms = self.wall_ms(BROKER);
         loop {
             let out = match &mut self.nodes[BROKER].role {
                 Role::Broker(Some(core)) => core.poll_output(),
@@ -363,7 +416,8 @@ impl World {
             self.trace.broker_event(self.now, &e);
         }
         if let Some(d) = deadline {
-            self.schedule_timer(BROKER, d.saturating_sub(EPOCH_MS));
+            let at = self.sim_time(BROKER, d);
+            self.schedule_timer(BROKER, at);
         }
     }
 
@@ -404,6 +458,7 @@ impl World {
                     }
                     _ => self.trace.line(self.now, &name, "sim.node.crashed", ""),
                 }
+                self.close_connections_of(i);
             }
             Fault::Restart(name) => {
                 let Some(i) = self.node_index(&name) else { return };
@@ -419,7 +474,15 @@ impl World {
                         self.nodes[NS].role = Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())));
                         self.schedule_timer(NS, self.now + 1);
                     }
-                    _ => self.schedule_timer(i, self.now + 1),
+                    _ => {
+                        // A restarted client starts from scratch, as a new process would.
+                        self.nodes[i].role = match &self.nodes[i].role {
+                            Role::Producer(p) => Role::Producer(p.restarted()),
+                            Role::Consumer(c) => Role::Consumer(Consumer::new(c.index())),
+                            _ => unreachable!("nodes past the broker are clients"),
+                        };
+                        self.schedule_timer(i, self.now + 1);
+                    }
                 }
             }
             Fault::Partition(a, b) => {
@@ -432,6 +495,30 @@ impl World {
                 self.partitions.clear();
                 self.trace.line(self.now, "sim", "sim.net.healed", "");
             }
+            Fault::Pause(name, ms) => {
+                if let Some(i) = self.node_index(&name) {
+                    self.nodes[i].paused_until = self.now + ms;
+                    self.trace.line(self.now, &name, "sim.node.paused", &format!("ms={ms}"));
+                }
+            }
+        }
+    }
+
+    /// A crashed process's TCP connections reset: its servers notice at once.
+    fn close_connections_of(&mut self, i: usize) {
+        if i != BROKER {
+            let now_ms = self.wall_ms(BROKER);
+            if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
+                core.on_conn_closed(now_ms, ConnId(i as u64));
+            }
+            self.pump_broker();
+        }
+        if i != NS {
+            let now_ms = self.wall_ms(NS);
+            if let Role::Namesrv(Some(core)) = &mut self.nodes[NS].role {
+                core.on_conn_closed(now_ms, ConnId(i as u64));
+            }
+            self.drain_namesrv_events();
         }
     }
 
