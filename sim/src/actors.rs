@@ -14,7 +14,7 @@ use rmq_proto::header::{PullMessageRequestHeader, QueryConsumerOffsetRequestHead
 use rmq_proto::message::{decode_messages, encode_properties, prop};
 use rmq_proto::{RemotingCommand, ResponseCode};
 
-use crate::world::{Role, World, BROKER, EPOCH_MS, NS, TOPIC};
+use crate::world::{Role, World, EPOCH_MS, TOPIC};
 
 /// Sends in flight per producer.
 pub const PRODUCER_INFLIGHT_MAX: usize = 8;
@@ -158,7 +158,8 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
         p.route_asked = Some(o);
         let mut cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, o).with_ext("topic", TOPIC);
         cmd.opaque = o;
-        w.send(me, NS, &cmd);
+        let ns = w.namesrv_for(me);
+        w.send(me, ns, &cmd);
     }
     let expired: Vec<i32> =
         p.pending.iter().filter(|(_, s)| w.now >= s.sent_at + REQUEST_TIMEOUT_MS).map(|(o, _)| *o).collect();
@@ -187,6 +188,7 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
 
 fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt: u32, avoid: Option<&str>) {
     let Some(mq) = p.route.as_mut().and_then(|r| r.select(avoid)).cloned() else { return };
+    let Some(broker) = w.broker_node(&mq.broker_name) else { return };
     let mut props = BTreeMap::new();
     props.insert(prop::UNIQ_KEY.to_string(), key.clone());
     props.insert(prop::WAIT.to_string(), "true".to_string());
@@ -210,7 +212,7 @@ fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt
         "client.message.sent",
         &format!("key={key} queue={} attempt={attempt}", mq.queue_id),
     );
-    w.send(me, BROKER, &cmd);
+    w.send(me, broker, &cmd);
 }
 
 fn retry_or_fail(w: &mut World, me: usize, p: &mut Producer, s: PendingSend, why: &str) {
@@ -274,7 +276,8 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
     }
     if c.queues.is_empty() {
         let cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 0).with_ext("topic", TOPIC);
-        c.request(w, me, NS, Req::Route, cmd);
+        let ns = w.namesrv_for(me);
+        c.request(w, me, ns, Req::Route, cmd);
     }
     if w.now >= c.last_rebalance + REBALANCE_MS {
         c.last_rebalance = w.now;
@@ -290,15 +293,23 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
             }],
             ..Default::default()
         };
-        c.request(
-            w,
-            me,
-            BROKER,
-            Req::Heartbeat,
-            RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(to_json(&hb)),
-        );
-        let list = RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
-        c.request(w, me, BROKER, Req::Members, list);
+        // Every broker of the route learns the member; one of them answers who the group is.
+        let mut brokers: Vec<usize> = c.queues.iter().filter_map(|q| w.broker_node(&q.broker_name)).collect();
+        brokers.dedup();
+        let body = to_json(&hb);
+        for b in &brokers {
+            c.request(
+                w,
+                me,
+                *b,
+                Req::Heartbeat,
+                RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(body.clone()),
+            );
+        }
+        if let Some(b) = brokers.get(c.idx as usize % brokers.len().max(1)) {
+            let list = RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
+            c.request(w, me, *b, Req::Members, list);
+        }
     }
     let queues: Vec<MessageQueue> = c.owned.keys().cloned().collect();
     for mq in queues {
@@ -340,7 +351,8 @@ fn poll_queue(w: &mut World, me: usize, c: &mut Consumer, mq: &MessageQueue) {
             (Req::Pull(mq.clone()), RemotingCommand::request_with(RequestCode::PullMessage, 0, &h))
         }
     };
-    let o = c.request(w, me, BROKER, req, cmd);
+    let Some(broker) = w.broker_node(&mq.broker_name) else { return };
+    let o = c.request(w, me, broker, req, cmd);
     if let Some(q) = c.owned.get_mut(mq) {
         q.inflight = Some(o);
     }

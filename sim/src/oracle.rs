@@ -26,8 +26,8 @@ pub struct History {
     pub delivered_total: u64,
     /// Node crashes.
     pub crashes: u64,
-    /// (broker epoch, group, queue) → last committed offset.
-    committed: BTreeMap<(u64, String, i32), u64>,
+    /// (broker node, broker epoch, group, queue) → last committed offset.
+    committed: BTreeMap<(usize, u64, String, i32), u64>,
     /// Safety violations found while the run was going.
     pub violations: Vec<String>,
 }
@@ -40,9 +40,9 @@ impl History {
     }
 
     /// A broker event: committed group offsets never move backward within one broker life.
-    pub fn broker_event(&mut self, epoch: u64, e: &Event) {
+    pub fn broker_event(&mut self, broker: usize, epoch: u64, e: &Event) {
         if let Event::ConsumerOffsetCommitted { group, queue_id, offset, .. } = e {
-            let slot = self.committed.entry((epoch, group.clone(), *queue_id)).or_insert(0);
+            let slot = self.committed.entry((broker, epoch, group.clone(), *queue_id)).or_insert(0);
             if *offset < *slot {
                 self.violations
                     .push(format!("group {group} queue {queue_id} offset moved back from {slot} to {offset}"));
@@ -91,38 +91,43 @@ pub fn check(w: &World) -> Findings {
         kinds.insert("offset-backward");
     }
     let mut stored: BTreeSet<String> = BTreeSet::new();
-    match w.broker() {
-        Some(core) => {
-            let store = core.store();
-            for q in 0..w.scenario.queues {
-                let max = store.max_queue_offset(TOPIC, q);
-                let mut off = store.min_queue_offset(TOPIC, q);
-                while off < max {
-                    let got = store.get_messages(TOPIC, q, off, 32, u32::MAX, &|_| true);
-                    if got.messages.is_empty() {
-                        problems.push(format!("queue {q}: offset {off} below max {max} holds no message (hole)"));
-                        kinds.insert("queue-hole");
-                        break;
-                    }
-                    for raw in &got.messages {
-                        match decode_message(raw, true) {
-                            Ok((m, _)) if m.queue_offset as u64 == off => {
-                                stored.insert(m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default());
-                            }
-                            Ok((m, _)) => problems.push(format!(
-                                "queue {q}: offset {off} holds a record claiming offset {}",
-                                m.queue_offset
-                            )),
-                            Err(e) => problems.push(format!("queue {q}: offset {off} unreadable: {e}")),
+    let live = w.live_brokers();
+    if live.len() < w.brokers.len() {
+        problems.push("a broker is down at the end of the run; the scenario must restart it".into());
+        kinds.insert("broker-down");
+    }
+    for (name, core) in live {
+        let store = core.store();
+        for q in 0..w.scenario.queues {
+            let max = store.max_queue_offset(TOPIC, q);
+            let mut off = store.min_queue_offset(TOPIC, q);
+            while off < max {
+                let got = store.get_messages(TOPIC, q, off, 32, u32::MAX, &|_| true);
+                if got.messages.is_empty() {
+                    problems.push(format!("{name} queue {q}: offset {off} below max {max} holds no message (hole)"));
+                    kinds.insert("queue-hole");
+                    break;
+                }
+                for raw in &got.messages {
+                    match decode_message(raw, true) {
+                        Ok((m, _)) if m.queue_offset as u64 == off => {
+                            stored.insert(m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default());
                         }
-                        off += 1;
+                        Ok((m, _)) => {
+                            problems.push(format!(
+                                "{name} queue {q}: offset {off} holds a record claiming offset {}",
+                                m.queue_offset
+                            ));
+                            kinds.insert("misplaced-record");
+                        }
+                        Err(e) => {
+                            problems.push(format!("{name} queue {q}: offset {off} unreadable: {e}"));
+                            kinds.insert("corrupt-record");
+                        }
                     }
+                    off += 1;
                 }
             }
-        }
-        None => {
-            problems.push("broker is down at the end of the run; the scenario must restart it".into());
-            kinds.insert("broker-down");
         }
     }
     let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();

@@ -50,6 +50,10 @@ pub struct Scenario {
     pub goal: String,
     /// SYNC_FLUSH or ASYNC_FLUSH.
     pub sync_flush: bool,
+    /// NameServers (`ns`, `ns1`, …).
+    pub namesrvs: u32,
+    /// Brokers (`broker`, `broker1`, …), each a master holding every queue of the topic.
+    pub brokers: u32,
     /// Producers.
     pub producers: u32,
     /// Messages per producer.
@@ -90,6 +94,8 @@ impl Default for Scenario {
             name: "unnamed".into(),
             goal: String::new(),
             sync_flush: true,
+            namesrvs: 1,
+            brokers: 1,
             producers: 2,
             messages: 100,
             send_interval_ms: 20,
@@ -175,6 +181,8 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                     _ => return Err(format!("flush = {v}: expected sync or async")),
                 }
             }
+            "namesrvs" => s.namesrvs = num()?.clamp(1, 8) as u32,
+            "brokers" => s.brokers = num()?.clamp(1, 8) as u32,
             "producers" => s.producers = num()? as u32,
             "messages" => s.messages = num()? as u32,
             "send_interval_ms" => s.send_interval_ms = num()?.max(1),
@@ -205,6 +213,8 @@ impl Scenario {
         out.push_str(&format!("name = {}\n", self.name));
         out.push_str(&format!("flush = {}\n", if self.sync_flush { "sync" } else { "async" }));
         for (k, v) in [
+            ("namesrvs", u64::from(self.namesrvs)),
+            ("brokers", u64::from(self.brokers)),
             ("producers", self.producers as u64),
             ("messages", u64::from(self.messages)),
             ("send_interval_ms", self.send_interval_ms),
@@ -250,6 +260,8 @@ pub fn swarm(seed: u64) -> Scenario {
         name: "swarm".into(),
         goal: format!("random fault mix drawn from seed {seed}"),
         sync_flush,
+        namesrvs: 1,
+        brokers: 1,
         producers: rng.gen_range(1..=3),
         messages: rng.gen_range(20..=120),
         send_interval_ms: rng.gen_range(5..=40),
@@ -329,6 +341,8 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("consumer-crash", include_str!("../scenarios/consumer-crash.sim")),
     ("namesrv-crash", include_str!("../scenarios/namesrv-crash.sim")),
     ("flush-lag", include_str!("../scenarios/flush-lag.sim")),
+    ("cluster", include_str!("../scenarios/cluster.sim")),
+    ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -42,7 +42,7 @@ impl Trace {
     }
 
     /// Records a broker core event.
-    pub fn broker_event(&mut self, t: u64, e: &Event) {
+    pub fn broker_event(&mut self, t: u64, node: &str, e: &Event) {
         let (what, fields) = match e {
             Event::MessageStored { topic, queue_id, queue_offset, commit_log_offset, uniq_key } => (
                 "broker.message.stored",
@@ -67,6 +67,6 @@ impl Trace {
             Event::PullHeld { topic, queue_id } => ("broker.pull.held", format!("topic={topic} queue={queue_id}")),
             Event::DelayedDelivered { topic } => ("broker.delayed.delivered", format!("topic={topic}")),
         };
-        self.line(t, "broker", what, &fields);
+        self.line(t, node, what, &fields);
     }
 }

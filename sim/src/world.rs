@@ -1,10 +1,10 @@
 //! The fast lane: a discrete-event loop over the real NameServer and broker cores.
 //!
-//! Nodes: `ns` (NameServerCore), `broker` (BrokerCore over a [`SimDisk`]), producers `p0..`
-//! and consumers `c0..` (small actors speaking the real protocol). Every frame crosses the real
-//! codec (`encode_frame` → bytes → `FrameDecoder`). Time, network delay, loss, duplication and
-//! crash damage all come from one seeded RNG, and events at equal times run in insertion order,
-//! so a seed replays bit for bit.
+//! Nodes: NameServers (`ns`, `ns1`, …), brokers (`broker`, `broker1`, …; each a `BrokerCore`
+//! over its own [`SimDisk`]), producers `p0..` and consumers `c0..` (small actors speaking the
+//! real protocol). Every frame crosses the real codec (`encode_frame` → bytes →
+//! `FrameDecoder`). Time, network delay, loss, duplication and crash damage all come from one
+//! seeded RNG, and events at equal times run in insertion order, so a seed replays bit for bit.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -27,24 +27,20 @@ use crate::trace::Trace;
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// The topic every scenario uses.
 pub const TOPIC: &str = "SimTopic";
-/// Node index of the NameServer.
-pub const NS: usize = 0;
-/// Node index of the broker.
-pub const BROKER: usize = 1;
 
 #[derive(Debug)]
 enum Ev {
     Deliver { from: usize, to: usize, from_epoch: u64, to_epoch: u64, frame: Bytes },
     Timer { node: usize, at: u64 },
-    FlushDone { epoch: u64, target: u64 },
+    FlushDone { node: usize, epoch: u64, target: u64 },
     Fault(Fault),
 }
 
 /// What runs on a node.
 pub enum Role {
-    /// The NameServer core.
+    /// A NameServer core (`None` while crashed).
     Namesrv(Option<NamesrvCore>),
-    /// The broker core and its disk.
+    /// A broker core (`None` while crashed).
     Broker(Option<Box<BrokerCore<SimDisk>>>),
     /// A producer actor.
     Producer(Producer),
@@ -69,6 +65,12 @@ pub struct Node {
     pub role: Role,
 }
 
+impl Node {
+    fn new(name: String, role: Role, skew_ms: i64) -> Self {
+        Node { name, up: true, epoch: 0, timer_at: None, paused_until: 0, skew_ms, role }
+    }
+}
+
 /// The simulated cluster.
 pub struct World {
     /// The scenario.
@@ -82,72 +84,69 @@ pub struct World {
     seq: u64,
     /// Processes.
     pub nodes: Vec<Node>,
+    /// Node indexes of the NameServers.
+    pub namesrvs: Vec<usize>,
+    /// Node indexes of the brokers.
+    pub brokers: Vec<usize>,
+    /// RocketMQ broker name → node index.
+    broker_by_name: BTreeMap<String, usize>,
     partitions: Vec<(usize, usize)>,
-    disk: SimDisk,
-    broker_config: BrokerConfig,
+    disks: BTreeMap<usize, SimDisk>,
+    configs: BTreeMap<usize, BrokerConfig>,
     /// Sends, acks, deliveries, crashes.
     pub history: History,
     /// Event lines and their digest.
     pub trace: Trace,
 }
 
+fn node_name(base: &str, k: u32) -> String {
+    if k == 0 {
+        base.to_string()
+    } else {
+        format!("{base}{k}")
+    }
+}
+
 impl World {
     /// Builds the cluster of a scenario.
     pub fn new(scenario: Scenario, seed: u64, keep_trace: bool) -> Self {
-        let mut broker_config = BrokerConfig {
-            flush_disk_type: if scenario.sync_flush { FlushDiskType::SyncFlush } else { FlushDiskType::AsyncFlush },
-            broker_addr: "10.0.0.2:10911".into(),
-            record_events: true,
-            register_interval_ms: 10_000,
-            ..Default::default()
-        };
-        broker_config.store.commit_log_segment_bytes = 256 * 1024;
-        broker_config.store.consume_queue_segment_entries = 1_024;
-        let mut nodes = vec![
-            Node {
-                name: "ns".into(),
-                up: true,
-                epoch: 0,
-                timer_at: None,
-                paused_until: 0,
-                skew_ms: 0,
-                role: Role::Namesrv(None),
-            },
-            Node {
-                name: "broker".into(),
-                up: true,
-                epoch: 0,
-                timer_at: None,
-                paused_until: 0,
-                skew_ms: 0,
-                role: Role::Broker(None),
-            },
-        ];
-        for i in 0..scenario.producers {
-            nodes.push(Node {
-                name: format!("p{i}"),
-                up: true,
-                epoch: 0,
-                timer_at: None,
-                paused_until: 0,
-                skew_ms: 0,
-                role: Role::Producer(Producer::new(i, scenario.messages)),
-            });
+        let skew = |n: &str| scenario.clock_skew_ms.get(n).copied().unwrap_or(0);
+        let mut nodes = Vec::new();
+        let mut namesrvs = Vec::new();
+        for k in 0..scenario.namesrvs.max(1) {
+            let name = node_name("ns", k);
+            namesrvs.push(nodes.len());
+            nodes.push(Node::new(name.clone(), Role::Namesrv(None), skew(&name)));
         }
-        for i in 0..scenario.consumers {
-            nodes.push(Node {
-                name: format!("c{i}"),
-                up: true,
-                epoch: 0,
-                timer_at: None,
-                paused_until: 0,
-                skew_ms: 0,
-                role: Role::Consumer(Consumer::new(i)),
-            });
+        let (mut brokers, mut broker_by_name, mut configs) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
+        for k in 0..scenario.brokers.max(1) {
+            let name = node_name("broker", k);
+            let i = nodes.len();
+            let broker_name = format!("broker-{}", (b'a' + k as u8) as char);
+            let mut c = BrokerConfig {
+                flush_disk_type: if scenario.sync_flush { FlushDiskType::SyncFlush } else { FlushDiskType::AsyncFlush },
+                broker_name: broker_name.clone(),
+                broker_addr: format!("10.0.0.{}:10911", 10 + k),
+                record_events: true,
+                register_interval_ms: 10_000,
+                ..Default::default()
+            };
+            c.store.commit_log_segment_bytes = 256 * 1024;
+            c.store.consume_queue_segment_entries = 1_024;
+            configs.insert(i, c);
+            broker_by_name.insert(broker_name, i);
+            brokers.push(i);
+            nodes.push(Node::new(name.clone(), Role::Broker(None), skew(&name)));
         }
-        for n in nodes.iter_mut() {
-            n.skew_ms = scenario.clock_skew_ms.get(&n.name).copied().unwrap_or(0);
+        for k in 0..scenario.producers {
+            let name = format!("p{k}");
+            nodes.push(Node::new(name.clone(), Role::Producer(Producer::new(k, scenario.messages)), skew(&name)));
         }
+        for k in 0..scenario.consumers {
+            let name = format!("c{k}");
+            nodes.push(Node::new(name.clone(), Role::Consumer(Consumer::new(k)), skew(&name)));
+        }
+        let disks = brokers.iter().map(|b| (*b, SimDisk::default())).collect();
         let mut w = World {
             rng: ChaCha8Rng::seed_from_u64(seed),
             now: 0,
@@ -155,9 +154,12 @@ impl World {
             events: BTreeMap::new(),
             seq: 0,
             nodes,
+            namesrvs,
+            brokers,
+            broker_by_name,
             partitions: Vec::new(),
-            disk: SimDisk::default(),
-            broker_config,
+            disks,
+            configs,
             history: History::default(),
             trace: Trace::new(keep_trace),
             scenario,
@@ -167,25 +169,31 @@ impl World {
     }
 
     fn boot(&mut self) {
-        self.nodes[NS].role = Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())));
-        self.start_broker();
-        let create = rmq_proto::header::CreateTopicRequestHeader {
-            topic: TOPIC.into(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: self.scenario.queues,
-            write_queue_nums: self.scenario.queues,
-            perm: 6,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: None,
-            order: false,
-        };
-        let req = RemotingCommand::request_with(rmq_proto::codes::RequestCode::UpdateAndCreateTopic, 0, &create);
-        if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
-            // The operator's mqadmin updateTopic, before any client starts.
-            core.on_request(EPOCH_MS, ConnId(u64::MAX), req);
+        for i in self.namesrvs.clone() {
+            self.nodes[i].role = Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())));
         }
-        self.pump_broker();
-        for n in 2..self.nodes.len() {
+        for b in self.brokers.clone() {
+            self.start_broker(b);
+            let create = rmq_proto::header::CreateTopicRequestHeader {
+                topic: TOPIC.into(),
+                default_topic: "TBW102".into(),
+                read_queue_nums: self.scenario.queues,
+                write_queue_nums: self.scenario.queues,
+                perm: 6,
+                topic_filter_type: "SINGLE_TAG".into(),
+                topic_sys_flag: None,
+                order: false,
+            };
+            let req = RemotingCommand::request_with(rmq_proto::codes::RequestCode::UpdateAndCreateTopic, 0, &create);
+            let now_ms = self.wall_ms(b);
+            if let Role::Broker(Some(core)) = &mut self.nodes[b].role {
+                // The operator's mqadmin updateTopic, before any client starts.
+                core.on_request(now_ms, ConnId(u64::MAX), req);
+            }
+            self.pump_broker(b);
+        }
+        let first_client = self.brokers.last().map_or(0, |b| b + 1);
+        for n in first_client..self.nodes.len() {
             self.schedule_timer(n, 100 + n as u64);
         }
         for (at, f) in self.scenario.faults.clone() {
@@ -193,12 +201,12 @@ impl World {
         }
     }
 
-    fn start_broker(&mut self) {
-        let core = BrokerCore::open(self.disk.clone(), self.broker_config.clone(), self.wall_ms(BROKER))
+    fn start_broker(&mut self, b: usize) {
+        let core = BrokerCore::open(self.disks[&b].clone(), self.configs[&b].clone(), self.wall_ms(b))
             .expect("recovery over a simulated disk never fails to open");
-        self.nodes[BROKER].role = Role::Broker(Some(Box::new(core)));
-        self.trace.line(self.now, "broker", "broker.node.started", "");
-        self.pump_broker();
+        self.nodes[b].role = Role::Broker(Some(Box::new(core)));
+        self.trace.line(self.now, &self.nodes[b].name.clone(), "broker.node.started", "");
+        self.pump_broker(b);
     }
 
     fn push(&mut self, at: u64, ev: Ev) {
@@ -216,6 +224,16 @@ impl World {
         }
     }
 
+    /// The node index of a RocketMQ broker name.
+    pub fn broker_node(&self, broker_name: &str) -> Option<usize> {
+        self.broker_by_name.get(broker_name).copied()
+    }
+
+    /// A NameServer for a client to ask, rotating by the caller's index.
+    pub fn namesrv_for(&self, caller: usize) -> usize {
+        self.namesrvs[(caller + self.now as usize / 1_000) % self.namesrvs.len()]
+    }
+
     /// Sends `cmd` from one node to another through the codec and the simulated network.
     pub fn send(&mut self, from: usize, to: usize, cmd: &RemotingCommand) {
         let mut buf = BytesMut::new();
@@ -227,12 +245,8 @@ impl World {
         let blocked = self.partitions.iter().any(|&(a, b)| (a, b) == (from, to) || (a, b) == (to, from));
         if blocked || !self.nodes[to].up || self.rng.gen_range(0..100) < self.scenario.drop_pct {
             let what = if blocked { "partition" } else { "loss" };
-            self.trace.line(
-                self.now,
-                &self.nodes[from].name.clone(),
-                "net.frame.dropped",
-                &format!("to={} cause={what}", self.nodes[to].name),
-            );
+            let line = format!("to={} cause={what}", self.nodes[to].name);
+            self.trace.line(self.now, &self.nodes[from].name.clone(), "net.frame.dropped", &line);
             return;
         }
         let copies = if self.rng.gen_range(0..100) < self.scenario.dup_pct { 2 } else { 1 };
@@ -273,8 +287,7 @@ impl World {
         // A paused process handles nothing until it resumes: its events wait.
         let target = match &ev {
             Ev::Deliver { to, .. } => Some(*to),
-            Ev::Timer { node, .. } => Some(*node),
-            Ev::FlushDone { .. } => Some(BROKER),
+            Ev::Timer { node, .. } | Ev::FlushDone { node, .. } => Some(*node),
             Ev::Fault(_) => None,
         };
         if let Some(i) = target {
@@ -302,15 +315,15 @@ impl World {
                 self.nodes[node].timer_at = None;
                 self.tick(node);
             }
-            Ev::FlushDone { epoch, target } => {
-                if self.nodes[BROKER].epoch != epoch || !self.nodes[BROKER].up {
+            Ev::FlushDone { node, epoch, target } => {
+                if self.nodes[node].epoch != epoch || !self.nodes[node].up {
                     return;
                 }
-                let now_ms = self.wall_ms(BROKER);
-                if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
+                let now_ms = self.wall_ms(node);
+                if let Role::Broker(Some(core)) = &mut self.nodes[node].role {
                     core.on_flushed(now_ms, target);
                 }
-                self.pump_broker();
+                self.pump_broker(node);
             }
             Ev::Fault(f) => self.fault(f),
         }
@@ -318,116 +331,114 @@ impl World {
 
     fn deliver(&mut self, from: usize, to: usize, cmd: RemotingCommand) {
         let now_ms = self.wall_ms(to);
-        match to {
-            NS => {
-                let resp = match &mut self.nodes[NS].role {
-                    Role::Namesrv(Some(core)) if !cmd.is_response() => core.handle(now_ms, ConnId(from as u64), &cmd),
+        match &mut self.nodes[to].role {
+            Role::Namesrv(core) => {
+                let resp = match core {
+                    Some(core) if !cmd.is_response() => core.handle(now_ms, ConnId(from as u64), &cmd),
                     _ => None,
                 };
                 if let Some(r) = resp {
-                    self.send(NS, from, &r);
+                    self.send(to, from, &r);
                 }
-                self.drain_namesrv_events();
+                self.drain_namesrv_events(to);
             }
-            BROKER => {
-                if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
-                    core.on_conn_opened(
-                        now_ms,
-                        ConnId(from as u64),
-                        format!("10.0.1.{from}:5000").parse().expect("valid address"),
-                    );
+            Role::Broker(core) => {
+                if let Some(core) = core {
+                    let peer = format!("10.0.1.{}:5000", from % 250).parse().expect("valid address");
+                    core.on_conn_opened(now_ms, ConnId(from as u64), peer);
                     core.on_request(now_ms, ConnId(from as u64), cmd);
                 }
-                self.pump_broker();
+                self.pump_broker(to);
             }
-            _ => crate::actors::on_frame(self, to, from, cmd),
+            Role::Producer(_) | Role::Consumer(_) => crate::actors::on_frame(self, to, from, cmd),
         }
     }
 
     fn tick(&mut self, node: usize) {
         let now_ms = self.wall_ms(node);
-        match node {
-            NS => {
-                let next = match &mut self.nodes[NS].role {
-                    Role::Namesrv(Some(core)) => {
-                        core.tick(now_ms);
-                        Some(core.next_deadline_ms())
-                    }
-                    _ => None,
-                };
-                self.drain_namesrv_events();
+        match &mut self.nodes[node].role {
+            Role::Namesrv(core) => {
+                let next = core.as_mut().map(|c| {
+                    c.tick(now_ms);
+                    c.next_deadline_ms()
+                });
+                self.drain_namesrv_events(node);
                 if let Some(d) = next {
-                    let at = self.sim_time(NS, d);
-                    self.schedule_timer(NS, at);
+                    let at = self.sim_time(node, d);
+                    self.schedule_timer(node, at);
                 }
             }
-            BROKER => {
-                if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
+            Role::Broker(core) => {
+                if let Some(core) = core {
                     core.on_timer(now_ms);
                 }
-                self.pump_broker();
+                self.pump_broker(node);
             }
-            _ => crate::actors::on_tick(self, node),
+            Role::Producer(_) | Role::Consumer(_) => crate::actors::on_tick(self, node),
         }
     }
 
-    /// Executes the broker core's outputs and re-arms its timer.
-    fn pump_broker(&mut self) {
-        let now_ms = self.wall_ms(BROKER);
-        loop {
-            let out = match &mut self.nodes[BROKER].role {
-                Role::Broker(Some(core)) => core.poll_output(),
-                _ => None,
-            };
-            let Some(out) = out else { break };
+    fn broker_core(&mut self, b: usize) -> Option<&mut BrokerCore<SimDisk>> {
+        match &mut self.nodes[b].role {
+            Role::Broker(Some(core)) => Some(core),
+            _ => None,
+        }
+    }
+
+    /// Executes broker `b`'s outputs and re-arms its timer.
+    fn pump_broker(&mut self, b: usize) {
+        let now_ms = self.wall_ms(b);
+        while let Some(out) = self.broker_core(b).and_then(|c| c.poll_output()) {
             match out {
                 Output::Transmit { conn, cmd } => {
                     if (conn.0 as usize) < self.nodes.len() {
-                        self.send(BROKER, conn.0 as usize, &cmd);
+                        self.send(b, conn.0 as usize, &cmd);
                     }
                 }
                 Output::Flush => {
-                    let target = match &mut self.nodes[BROKER].role {
-                        Role::Broker(Some(core)) => core.flush_store().ok(),
-                        _ => None,
-                    };
-                    if let Some(target) = target {
-                        let (lag, epoch) = (self.scenario.flush_lag_ms, self.nodes[BROKER].epoch);
-                        self.push(self.now + lag, Ev::FlushDone { epoch, target });
+                    if let Some(target) = self.broker_core(b).and_then(|c| c.flush_store().ok()) {
+                        let (lag, epoch) = (self.scenario.flush_lag_ms, self.nodes[b].epoch);
+                        self.push(self.now + lag, Ev::FlushDone { node: b, epoch, target });
                     }
                 }
                 Output::Checkpoint => {
-                    if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
+                    if let Some(core) = self.broker_core(b) {
                         if let Ok(mut p) = core.begin_checkpoint() {
                             let ok = std::mem::take(&mut p.jobs).into_iter().all(|j| j.run().is_ok());
                             core.on_checkpointed(now_ms, &p, ok);
                         }
                     }
                 }
-                Output::RegisterBroker(cmd) => self.send(BROKER, NS, &cmd),
+                Output::RegisterBroker(cmd) => {
+                    for ns in self.namesrvs.clone() {
+                        self.send(b, ns, &cmd);
+                    }
+                }
             }
         }
-        let (events, deadline) = match &mut self.nodes[BROKER].role {
-            Role::Broker(Some(core)) => (core.drain_events(), Some(core.next_deadline_ms())),
-            _ => (Vec::new(), None),
+        let (events, deadline) = match self.broker_core(b) {
+            Some(core) => (core.drain_events(), Some(core.next_deadline_ms())),
+            None => (Vec::new(), None),
         };
+        let name = self.nodes[b].name.clone();
         for e in events {
-            self.history.broker_event(self.nodes[BROKER].epoch, &e);
-            self.trace.broker_event(self.now, &e);
+            self.history.broker_event(b, self.nodes[b].epoch, &e);
+            self.trace.broker_event(self.now, &name, &e);
         }
         if let Some(d) = deadline {
-            let at = self.sim_time(BROKER, d);
-            self.schedule_timer(BROKER, at);
+            let at = self.sim_time(b, d);
+            self.schedule_timer(b, at);
         }
     }
 
-    fn drain_namesrv_events(&mut self) {
-        let events = match &mut self.nodes[NS].role {
+    fn drain_namesrv_events(&mut self, ns: usize) {
+        let events = match &mut self.nodes[ns].role {
             Role::Namesrv(Some(core)) => core.drain_events(),
             _ => Vec::new(),
         };
+        let name = self.nodes[ns].name.clone();
         for e in events {
-            self.trace.line(self.now, "ns", "namesrv.broker.changed", &format!("{e:?}"));
+            self.trace.line(self.now, &name, "namesrv.broker.changed", &format!("{e:?}"));
         }
     }
 
@@ -440,24 +451,27 @@ impl World {
         match f {
             Fault::Crash(name) => {
                 let Some(i) = self.node_index(&name) else { return };
+                if !self.nodes[i].up {
+                    return;
+                }
                 self.nodes[i].up = false;
                 self.nodes[i].epoch += 1;
                 self.nodes[i].timer_at = None;
                 self.history.crashes += 1;
-                match i {
-                    BROKER => {
+                let mut detail = String::new();
+                match self.nodes[i].role {
+                    Role::Broker(_) => {
                         let mode = CrashMode { writeback_pct: self.scenario.writeback_pct, tear: self.scenario.tear };
-                        let dirty = self.disk.dirty_pages();
-                        self.nodes[BROKER].role = Role::Broker(None);
-                        self.disk = self.disk.crash(mode, &mut self.rng);
-                        self.trace.line(self.now, &name, "sim.node.crashed", &format!("dirty_pages={dirty}"));
+                        let disk = self.disks[&i].clone();
+                        detail = format!("dirty_pages={}", disk.dirty_pages());
+                        self.nodes[i].role = Role::Broker(None);
+                        let survived = disk.crash(mode, &mut self.rng);
+                        self.disks.insert(i, survived);
                     }
-                    NS => {
-                        self.nodes[NS].role = Role::Namesrv(None);
-                        self.trace.line(self.now, &name, "sim.node.crashed", "");
-                    }
-                    _ => self.trace.line(self.now, &name, "sim.node.crashed", ""),
+                    Role::Namesrv(_) => self.nodes[i].role = Role::Namesrv(None),
+                    _ => {}
                 }
+                self.trace.line(self.now, &name, "sim.node.crashed", &detail);
                 self.close_connections_of(i);
             }
             Fault::Restart(name) => {
@@ -468,19 +482,17 @@ impl World {
                 self.nodes[i].up = true;
                 self.nodes[i].epoch += 1;
                 self.trace.line(self.now, &name, "sim.node.restarted", "");
-                match i {
-                    BROKER => self.start_broker(),
-                    NS => {
-                        self.nodes[NS].role = Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())));
-                        self.schedule_timer(NS, self.now + 1);
-                    }
-                    _ => {
-                        // A restarted client starts from scratch, as a new process would.
-                        self.nodes[i].role = match &self.nodes[i].role {
-                            Role::Producer(p) => Role::Producer(p.restarted()),
-                            Role::Consumer(c) => Role::Consumer(Consumer::new(c.index())),
-                            _ => unreachable!("nodes past the broker are clients"),
-                        };
+                let restarted = match &self.nodes[i].role {
+                    Role::Broker(_) => None,
+                    Role::Namesrv(_) => Some(Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())))),
+                    // A restarted client starts from scratch, as a new process would.
+                    Role::Producer(p) => Some(Role::Producer(p.restarted())),
+                    Role::Consumer(c) => Some(Role::Consumer(Consumer::new(c.index()))),
+                };
+                match restarted {
+                    None => self.start_broker(i),
+                    Some(role) => {
+                        self.nodes[i].role = role;
                         self.schedule_timer(i, self.now + 1);
                     }
                 }
@@ -506,27 +518,34 @@ impl World {
 
     /// A crashed process's TCP connections reset: its servers notice at once.
     fn close_connections_of(&mut self, i: usize) {
-        if i != BROKER {
-            let now_ms = self.wall_ms(BROKER);
-            if let Role::Broker(Some(core)) = &mut self.nodes[BROKER].role {
-                core.on_conn_closed(now_ms, ConnId(i as u64));
+        for b in self.brokers.clone() {
+            let now_ms = self.wall_ms(b);
+            if b != i {
+                if let Some(core) = self.broker_core(b) {
+                    core.on_conn_closed(now_ms, ConnId(i as u64));
+                }
+                self.pump_broker(b);
             }
-            self.pump_broker();
         }
-        if i != NS {
-            let now_ms = self.wall_ms(NS);
-            if let Role::Namesrv(Some(core)) = &mut self.nodes[NS].role {
-                core.on_conn_closed(now_ms, ConnId(i as u64));
+        for ns in self.namesrvs.clone() {
+            let now_ms = self.wall_ms(ns);
+            if ns != i {
+                if let Role::Namesrv(Some(core)) = &mut self.nodes[ns].role {
+                    core.on_conn_closed(now_ms, ConnId(i as u64));
+                }
+                self.drain_namesrv_events(ns);
             }
-            self.drain_namesrv_events();
         }
     }
 
-    /// The broker core, if it is up.
-    pub fn broker(&self) -> Option<&BrokerCore<SimDisk>> {
-        match &self.nodes[BROKER].role {
-            Role::Broker(Some(c)) => Some(c),
-            _ => None,
-        }
+    /// The cores of the brokers that are up, with their node names.
+    pub fn live_brokers(&self) -> Vec<(&str, &BrokerCore<SimDisk>)> {
+        self.brokers
+            .iter()
+            .filter_map(|b| match &self.nodes[*b].role {
+                Role::Broker(Some(c)) => Some((self.nodes[*b].name.as_str(), &**c)),
+                _ => None,
+            })
+            .collect()
     }
 }

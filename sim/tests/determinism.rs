@@ -30,7 +30,7 @@ fn sync_flush_crash_never_loses_an_acknowledged_message() {
 
 #[test]
 fn healthy_and_partitioned_runs_deliver_everything() {
-    for name in ["steady", "jitter", "partition-heal", "duplicate-delivery"] {
+    for name in ["steady", "jitter", "partition-heal", "duplicate-delivery", "cluster"] {
         let s = builtin(name).unwrap();
         for seed in 1..=4 {
             let r = run(&s, seed, false);
@@ -94,5 +94,16 @@ fn swarm_seeds_draw_different_mixes_and_replay_exactly() {
         let a = run(&s, seed, false);
         assert_eq!(a.digest, run(&s, seed, false).digest, "swarm seed {seed} replays");
         assert_eq!(a.findings.verdict, Verdict::Pass, "swarm seed {seed}: {:?}", a.findings.problems);
+    }
+}
+
+#[test]
+fn losing_one_of_three_brokers_loses_nothing_acknowledged() {
+    let s = builtin("cluster-broker-crash").unwrap();
+    for seed in 1..=6 {
+        let r = run(&s, seed, false);
+        assert_eq!(r.crashes, 2);
+        assert_eq!(r.findings.verdict, Verdict::Pass, "seed {seed}: {:?}", r.findings.problems);
+        assert_eq!(r.acked, r.sent, "seed {seed}: producers route around the dead broker");
     }
 }
