@@ -407,6 +407,10 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
                 for m in decode_messages(&cmd.body).unwrap_or_default() {
                     let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
                     w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64);
+                    // Idempotent consumption: a message id seen before is skipped, not processed.
+                    if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
+                        w.history.processed(&key);
+                    }
                     w.trace.line(
                         w.now,
                         &name,

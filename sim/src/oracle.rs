@@ -24,6 +24,8 @@ pub struct History {
     pub deliveries: BTreeMap<String, u32>,
     /// Deliveries in total.
     pub delivered_total: u64,
+    /// key → times the application processed it (after any deduplication).
+    pub processed: BTreeMap<String, u32>,
     /// Node crashes.
     pub crashes: u64,
     /// (broker node, broker epoch, group, queue) → last committed offset.
@@ -37,6 +39,11 @@ impl History {
     pub fn delivered(&mut self, _consumer: u32, key: &str, _queue: i32, _offset: u64) {
         *self.deliveries.entry(key.to_string()).or_default() += 1;
         self.delivered_total += 1;
+    }
+
+    /// The consumer's application processed a message.
+    pub fn processed(&mut self, key: &str) {
+        *self.processed.entry(key.to_string()).or_default() += 1;
     }
 
     /// A broker event: committed group offsets never move backward within one broker life.
@@ -80,6 +87,8 @@ pub struct Findings {
     pub undelivered: u64,
     /// Deliveries beyond the first of each message.
     pub duplicates: u64,
+    /// Messages the application processed more than once.
+    pub processed_duplicates: u64,
 }
 
 /// Checks a finished run.
@@ -138,6 +147,11 @@ pub fn check(w: &World) -> Findings {
         problems.push(format!("{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(3)]));
         kinds.insert("acked-loss");
     }
+    let processed_duplicates: u64 = h.processed.values().map(|n| u64::from(n.saturating_sub(1))).sum();
+    if w.scenario.idempotent && processed_duplicates > 0 {
+        problems.push(format!("idempotent consumers processed {processed_duplicates} messages twice"));
+        kinds.insert("processed-twice");
+    }
     let safety = !problems.is_empty();
     if !undelivered.is_empty() {
         problems.push(format!(
@@ -154,6 +168,7 @@ pub fn check(w: &World) -> Findings {
         Verdict::Pass
     };
     Findings {
+        processed_duplicates,
         verdict,
         problems,
         kinds: kinds.into_iter().collect(),

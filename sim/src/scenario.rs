@@ -35,6 +35,8 @@ pub enum Fault {
     Restart(String),
     /// Drop all traffic between two nodes, both ways.
     Partition(String, String),
+    /// Drop traffic from the first node to the second only.
+    PartitionOneWay(String, String),
     /// Remove every partition.
     Heal,
     /// Stop a node's processing for a while (a GC pause, SIGSTOP); frames and timers wait.
@@ -62,6 +64,9 @@ pub struct Scenario {
     pub send_interval_ms: u64,
     /// Consumers in the group.
     pub consumers: u32,
+    /// Consumers deduplicate by message id (UNIQ_KEY) before processing (the brief's
+    /// idempotent consumption).
+    pub idempotent: bool,
     /// Queues of the topic.
     pub queues: i32,
     /// One-way base latency.
@@ -100,6 +105,7 @@ impl Default for Scenario {
             messages: 100,
             send_interval_ms: 20,
             consumers: 2,
+            idempotent: false,
             queues: 4,
             latency_ms: 1,
             jitter_ms: 2,
@@ -138,6 +144,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 ["crash", node] => Fault::Crash(node.to_string()),
                 ["restart", node] => Fault::Restart(node.to_string()),
                 ["partition", a, b] => Fault::Partition(a.to_string(), b.to_string()),
+                ["partition-oneway", a, b] => Fault::PartitionOneWay(a.to_string(), b.to_string()),
                 ["heal"] => Fault::Heal,
                 ["pause", node, ms] => Fault::Pause(
                     node.to_string(),
@@ -195,6 +202,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "flush_lag_ms" => s.flush_lag_ms = num()?,
             "writeback_pct" => s.writeback_pct = num()?.min(100) as u32,
             "tear" => s.tear = v == "true",
+            "idempotent" => s.idempotent = v == "true",
             "duration_ms" => s.duration_ms = num()?,
             _ => return Err(format!("unknown key {k}")),
         }
@@ -231,11 +239,13 @@ impl Scenario {
             out.push_str(&format!("{k} = {v}\n"));
         }
         out.push_str(&format!("tear = {}\n", self.tear));
+        out.push_str(&format!("idempotent = {}\n", self.idempotent));
         for (at, f) in &self.faults {
             let f = match f {
                 Fault::Crash(n) => format!("crash {n}"),
                 Fault::Restart(n) => format!("restart {n}"),
                 Fault::Partition(a, b) => format!("partition {a} {b}"),
+                Fault::PartitionOneWay(a, b) => format!("partition-oneway {a} {b}"),
                 Fault::Heal => "heal".to_string(),
                 Fault::Pause(n, ms) => format!("pause {n} {ms}"),
             };
@@ -266,6 +276,7 @@ pub fn swarm(seed: u64) -> Scenario {
         messages: rng.gen_range(20..=120),
         send_interval_ms: rng.gen_range(5..=40),
         consumers,
+        idempotent: rng.gen_bool(0.5),
         queues: rng.gen_range(1..=8),
         latency_ms: rng.gen_range(0..=5),
         jitter_ms: if rng.gen_bool(0.5) { rng.gen_range(0..=50) } else { 0 },
@@ -338,6 +349,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("broker-crash-async", include_str!("../scenarios/broker-crash-async.sim")),
     ("partition-heal", include_str!("../scenarios/partition-heal.sim")),
     ("duplicate-delivery", include_str!("../scenarios/duplicate-delivery.sim")),
+    ("duplicate-delivery-idempotent", include_str!("../scenarios/duplicate-delivery-idempotent.sim")),
     ("consumer-crash", include_str!("../scenarios/consumer-crash.sim")),
     ("namesrv-crash", include_str!("../scenarios/namesrv-crash.sim")),
     ("flush-lag", include_str!("../scenarios/flush-lag.sim")),

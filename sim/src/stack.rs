@@ -261,6 +261,10 @@ pub fn run_stack(s: &Scenario, seed: u64) -> Result<StackReport, String> {
                     }
                 }
                 Fault::Pause(..) => unreachable!("pauses were turned into hold/release above"),
+                Fault::PartitionOneWay(a, b) => {
+                    sim.partition_oneway(a.as_str(), b.as_str());
+                    partitioned.push((a, b));
+                }
             }
         }
         match sim.step() {

@@ -90,9 +90,13 @@ pub struct World {
     pub brokers: Vec<usize>,
     /// RocketMQ broker name → node index.
     broker_by_name: BTreeMap<String, usize>,
+    /// Blocked directions (from, to).
     partitions: Vec<(usize, usize)>,
     disks: BTreeMap<usize, SimDisk>,
     configs: BTreeMap<usize, BrokerConfig>,
+    /// The group's processing log (message id + scenario, on disk in the brief's "strong
+    /// check"): shared by every member and kept across consumer crashes.
+    pub processing_log: std::collections::BTreeSet<String>,
     /// Sends, acks, deliveries, crashes.
     pub history: History,
     /// Event lines and their digest.
@@ -160,6 +164,7 @@ impl World {
             partitions: Vec::new(),
             disks,
             configs,
+            processing_log: std::collections::BTreeSet::new(),
             history: History::default(),
             trace: Trace::new(keep_trace),
             scenario,
@@ -242,7 +247,7 @@ impl World {
             return;
         }
         let frame = buf.freeze();
-        let blocked = self.partitions.iter().any(|&(a, b)| (a, b) == (from, to) || (a, b) == (to, from));
+        let blocked = self.partitions.contains(&(from, to));
         if blocked || !self.nodes[to].up || self.rng.gen_range(0..100) < self.scenario.drop_pct {
             let what = if blocked { "partition" } else { "loss" };
             let line = format!("to={} cause={what}", self.nodes[to].name);
@@ -499,8 +504,14 @@ impl World {
             }
             Fault::Partition(a, b) => {
                 if let (Some(x), Some(y)) = (self.node_index(&a), self.node_index(&b)) {
-                    self.partitions.push((x, y));
+                    self.partitions.extend([(x, y), (y, x)]);
                     self.trace.line(self.now, "sim", "sim.net.partitioned", &format!("a={a} b={b}"));
+                }
+            }
+            Fault::PartitionOneWay(a, b) => {
+                if let (Some(x), Some(y)) = (self.node_index(&a), self.node_index(&b)) {
+                    self.partitions.push((x, y));
+                    self.trace.line(self.now, "sim", "sim.net.partitioned", &format!("from={a} to={b} oneway=true"));
                 }
             }
             Fault::Heal => {

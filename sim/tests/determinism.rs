@@ -107,3 +107,14 @@ fn losing_one_of_three_brokers_loses_nothing_acknowledged() {
         assert_eq!(r.acked, r.sent, "seed {seed}: producers route around the dead broker");
     }
 }
+
+#[test]
+fn idempotent_consumers_process_each_message_once_despite_duplicates() {
+    for seed in 1..=4 {
+        let plain = run(&builtin("duplicate-delivery").unwrap(), seed, false);
+        let idem = run(&builtin("duplicate-delivery-idempotent").unwrap(), seed, false);
+        assert!(plain.findings.processed_duplicates > 0, "seed {seed}: a plain consumer processes duplicates");
+        assert!(idem.findings.duplicates > 0, "seed {seed}: duplicates are still delivered");
+        assert_eq!(idem.findings.processed_duplicates, 0, "seed {seed}: an idempotent group processes each once");
+    }
+}

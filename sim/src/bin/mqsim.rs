@@ -105,8 +105,8 @@ fn print(r: &RunReport, json: bool) {
     }
     let f = &r.findings;
     println!(
-        "{} seed={} verdict={:?} digest={} | sent={} acked={} failed={} delivered={} duplicates={} acked_lost={} crashes={} | {} events, {} simulated ms",
-        r.scenario, r.seed, f.verdict, r.digest, r.sent, r.acked, r.failed, r.delivered, f.duplicates, f.acked_lost, r.crashes, r.events, r.simulated_ms
+        "{} seed={} verdict={:?} digest={} | sent={} acked={} failed={} delivered={} duplicates={} processed_twice={} acked_lost={} crashes={} | {} events, {} simulated ms",
+        r.scenario, r.seed, f.verdict, r.digest, r.sent, r.acked, r.failed, r.delivered, f.duplicates, f.processed_duplicates, f.acked_lost, r.crashes, r.events, r.simulated_ms
     );
     for p in &f.problems {
         println!("  violation: {p}");
@@ -237,7 +237,14 @@ fn real_main() -> anyhow::Result<u8> {
             let mut worst = 0;
             for n in names {
                 let (mut pass, mut fail, mut lost) = (0u64, Vec::new(), 0u64);
+                // Progress on stderr, only when someone is watching.
+                let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json {
+                    indicatif::ProgressBar::new(seeds).with_message(n.clone())
+                } else {
+                    indicatif::ProgressBar::hidden()
+                };
                 for seed in 1..=seeds {
+                    bar.inc(1);
                     let s = scenario(&n, None, seed)?;
                     let r = run(&s, seed, false);
                     lost += r.findings.acked_lost;
@@ -248,6 +255,7 @@ fn real_main() -> anyhow::Result<u8> {
                         fail.push((seed, r.findings.verdict));
                     }
                 }
+                bar.finish_and_clear();
                 if json {
                     println!(
                         "{}",
