@@ -91,4 +91,47 @@ fn acknowledged_sync_flush_messages_survive_sigkill() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
+    eprintln!("acked={} stored={}", acked.len(), consumed.len());
+
+    // The simulator's oracle judges the history recorded from the real processes: SEND_OK
+    // keys from the producer, deliveries from a real push consumer, and what the broker holds.
+    let mut history = rmq_sim::oracle::History::default();
+    for k in &acked {
+        history.acked.insert(k.clone(), (0, 0));
+    }
+    let delivered = rt.block_on(async {
+        let seen = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let s2 = seen.clone();
+        let mut cfg = ClientConfig::new(&ns.addr, "crash_push");
+        cfg.consume_from_where = rmq_client::ConsumeFromWhere::FirstOffset;
+        cfg.rebalance_interval_ms = 300;
+        let c = rmq_client::PushConsumer::start(RealEnv::default(), cfg, &[(TOPIC, "*")], move |msgs| {
+            let mut s = s2.lock().unwrap();
+            for m in msgs {
+                s.insert(String::from_utf8_lossy(&m.body).into_owned());
+            }
+            rmq_client::ConsumeResult::Success
+        })
+        .await
+        .unwrap();
+        for _ in 0..600 {
+            if seen.lock().unwrap().len() >= consumed.len() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        c.shutdown().await;
+        let got = seen.lock().unwrap().clone();
+        got
+    });
+    for k in &delivered {
+        history.delivered(0, k, 0, 0);
+    }
+    let findings = rmq_sim::oracle::check_history(&history, &consumed, false, false);
+    assert_eq!(
+        findings.verdict,
+        rmq_sim::Verdict::Pass,
+        "oracle over the real-binary history: {:?}",
+        findings.problems
+    );
 }

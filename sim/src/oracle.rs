@@ -95,10 +95,7 @@ pub struct Findings {
 pub fn check(w: &World) -> Findings {
     let h = &w.history;
     let mut problems = h.violations.clone();
-    let mut kinds: std::collections::BTreeSet<&'static str> = std::collections::BTreeSet::new();
-    if !problems.is_empty() {
-        kinds.insert("offset-backward");
-    }
+    let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
     let mut stored: BTreeSet<String> = BTreeSet::new();
     let live = w.live_brokers();
     if live.len() < w.brokers.len() {
@@ -139,16 +136,37 @@ pub fn check(w: &World) -> Findings {
             }
         }
     }
+    judge(h, &stored, problems, kinds, w.scenario.acked_loss_allowed, w.scenario.idempotent)
+}
+
+/// Judges a history, from the simulator or recorded from real processes: `stored` holds the
+/// message ids the brokers hold at the end (a full read of every queue); `problems` and
+/// `kinds` carry structural findings already made.
+pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed: bool, idempotent: bool) -> Findings {
+    judge(h, stored, h.violations.clone(), BTreeSet::new(), acked_loss_allowed, idempotent)
+}
+
+fn judge(
+    h: &History,
+    stored: &BTreeSet<String>,
+    mut problems: Vec<String>,
+    mut kinds: BTreeSet<&'static str>,
+    acked_loss_allowed: bool,
+    idempotent: bool,
+) -> Findings {
+    if !h.violations.is_empty() {
+        kinds.insert("offset-backward");
+    }
     let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();
     let undelivered: Vec<&String> =
         h.acked.keys().filter(|k| stored.contains(*k) && !h.deliveries.contains_key(*k)).collect();
     let duplicates = h.deliveries.values().map(|n| u64::from(n.saturating_sub(1))).sum();
-    if !lost.is_empty() && !w.scenario.acked_loss_allowed {
+    if !lost.is_empty() && !acked_loss_allowed {
         problems.push(format!("{} acknowledged messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(3)]));
         kinds.insert("acked-loss");
     }
     let processed_duplicates: u64 = h.processed.values().map(|n| u64::from(n.saturating_sub(1))).sum();
-    if w.scenario.idempotent && processed_duplicates > 0 {
+    if idempotent && processed_duplicates > 0 {
         problems.push(format!("idempotent consumers processed {processed_duplicates} messages twice"));
         kinds.insert("processed-twice");
     }
