@@ -82,18 +82,9 @@ fn main() -> anyhow::Result<()> {
             "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}",
             handle.advertised_addr
         );
-        wait_for_signal().await;
+        rmq_tools::wait_for_signal().await;
         tracing::info!("shutting down");
         handle.shutdown().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

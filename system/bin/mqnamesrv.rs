@@ -64,18 +64,9 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         println!("The Name Server boot success. serializeType=JSON, address {}", handle.local_addr);
-        wait_for_signal().await;
+        rmq_tools::wait_for_signal().await;
         tracing::info!("shutting down");
         handle.shutdown().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -98,6 +98,14 @@ impl<D: Directory> Harness<D> {
     }
 }
 
+/// A temp dir and a config with small segments, for restart tests on real files.
+fn small_mmap_store() -> (tempfile::TempDir, BrokerConfig) {
+    let mut config = BrokerConfig::default();
+    config.store.commit_log_segment_bytes = 1 << 20;
+    config.store.consume_queue_segment_entries = 1_000;
+    (tempfile::tempdir().unwrap(), config)
+}
+
 #[test]
 fn sync_flush_answers_only_after_the_reported_flush() {
     let mut h = mem(BrokerConfig { flush_disk_type: FlushDiskType::SyncFlush, ..Default::default() });
@@ -356,11 +364,8 @@ fn slaves_refuse_writes() {
 
 #[test]
 fn topics_offsets_and_messages_survive_a_clean_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, config) = small_mmap_store();
     let root = || MmapDirectory { root: dir.path().to_path_buf() };
-    let mut config = BrokerConfig::default();
-    config.store.commit_log_segment_bytes = 1 << 20;
-    config.store.consume_queue_segment_entries = 1_000;
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         let mut h = Harness {
@@ -407,11 +412,8 @@ fn registration_carries_the_topic_table() {
 
 #[test]
 fn topics_with_data_but_no_persisted_config_are_restored() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, config) = small_mmap_store();
     let root = || MmapDirectory { root: dir.path().to_path_buf() };
-    let mut config = BrokerConfig::default();
-    config.store.commit_log_segment_bytes = 1 << 20;
-    config.store.consume_queue_segment_entries = 1_000;
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
@@ -428,11 +430,8 @@ fn topics_with_data_but_no_persisted_config_are_restored() {
 
 #[test]
 fn persisted_consumer_offsets_are_capped_at_the_recovered_queue_end() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, config) = small_mmap_store();
     let root = || MmapDirectory { root: dir.path().to_path_buf() };
-    let mut config = BrokerConfig::default();
-    config.store.commit_log_segment_bytes = 1 << 20;
-    config.store.consume_queue_segment_entries = 1_000;
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
