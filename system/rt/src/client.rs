@@ -7,13 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use rmq_proto::frame::FrameDecoder;
+use bytes::Bytes;
 use rmq_proto::RemotingCommand;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::{encode, write_loop, CONN_OUTBOX_MAX};
+use crate::server::{encode, read_frames, write_loop, CONN_OUTBOX_MAX};
 use crate::{spawn, Env};
 
 /// Why a request got no response.
@@ -182,7 +180,7 @@ impl<E: Env> RemotingClient<E> {
 }
 
 async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
-    mut rd: R,
+    rd: R,
     addr: String,
     pending: Pending,
     closed: Arc<AtomicBool>,
@@ -190,34 +188,20 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
     max_frame_bytes: usize,
 ) {
-    let mut dec = FrameDecoder { max_frame_bytes };
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    'outer: loop {
-        loop {
-            match dec.decode(&mut buf) {
-                Ok(Some(cmd)) if cmd.is_response() => {
-                    let waiter =
-                        pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
-                    if let Some(w) = waiter {
-                        let _ = w.send(cmd);
-                    }
-                }
-                Ok(Some(cmd)) => {
-                    if let Some(tx) = &incoming {
-                        let _ = tx.send(Incoming { addr: addr.clone(), cmd, reply: reply.clone() });
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "malformed frame from server; closing");
-                    break 'outer;
-                }
+    let ended = read_frames(rd, max_frame_bytes, |cmd| {
+        if cmd.is_response() {
+            let waiter = pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
+            if let Some(w) = waiter {
+                let _ = w.send(cmd);
             }
+        } else if let Some(tx) = &incoming {
+            let _ = tx.send(Incoming { addr: addr.clone(), cmd, reply: reply.clone() });
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
+        std::future::ready(true)
+    })
+    .await;
+    if let Some(e) = ended {
+        tracing::warn!(%addr, error = %e, "malformed frame from server; closing");
     }
     closed.store(true, Ordering::Release);
     // Dropping the waiters fails their requests with `Closed`.

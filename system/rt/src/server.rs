@@ -70,34 +70,49 @@ pub async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<Serve
 
 /// Reads frames from `rd` into `inbox` until EOF or a malformed frame.
 pub async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
-    mut rd: R,
+    rd: R,
     conn: ConnId,
     inbox: mpsc::Sender<ServerEvent>,
     max_frame_bytes: usize,
 ) {
+    let ended = read_frames(rd, max_frame_bytes, |cmd| {
+        let inbox = inbox.clone();
+        async move { inbox.send(ServerEvent::Frame { conn, cmd }).await.is_ok() }
+    })
+    .await;
+    if let Some(e) = ended {
+        tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing connection");
+    }
+    let _ = inbox.send(ServerEvent::Closed { conn }).await;
+}
+
+/// Decodes frames from `rd` and hands each to `on_frame` until EOF, an I/O error, a malformed
+/// frame (returned) or `on_frame` answering false.
+pub async fn read_frames<R, F, Fut>(mut rd: R, max_frame_bytes: usize, mut on_frame: F) -> Option<rmq_proto::FrameError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    F: FnMut(RemotingCommand) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut dec = FrameDecoder { max_frame_bytes };
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    'outer: loop {
+    loop {
         loop {
             match dec.decode(&mut buf) {
                 Ok(Some(cmd)) => {
-                    if inbox.send(ServerEvent::Frame { conn, cmd }).await.is_err() {
-                        return;
+                    if !on_frame(cmd).await {
+                        return None;
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing connection");
-                    break 'outer;
-                }
+                Err(e) => return Some(e),
             }
         }
         match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
     }
-    let _ = inbox.send(ServerEvent::Closed { conn }).await;
 }
 
 /// Writes queued frames to `wr`, batching whatever is queued into one write.
