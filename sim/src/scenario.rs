@@ -351,6 +351,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("duplicate-delivery", include_str!("../scenarios/duplicate-delivery.sim")),
     ("duplicate-delivery-idempotent", include_str!("../scenarios/duplicate-delivery-idempotent.sim")),
     ("consumer-crash", include_str!("../scenarios/consumer-crash.sim")),
+    ("rebalance-churn", include_str!("../scenarios/rebalance-churn.sim")),
     ("namesrv-crash", include_str!("../scenarios/namesrv-crash.sim")),
     ("flush-lag", include_str!("../scenarios/flush-lag.sim")),
     ("cluster", include_str!("../scenarios/cluster.sim")),
