@@ -70,6 +70,9 @@ use schedule::DelayProgress;
 use send::FlushWaiters;
 use topics::TopicTable;
 
+/// Flushes that may run at once; a second one lets new writes start syncing without waiting.
+pub const FLUSHES_IN_FLIGHT_MAX: u8 = 2;
+
 /// How often ConsumeQueues are flushed and the checkpoint written (flushIntervalConsumeQueue).
 pub const CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
@@ -202,8 +205,10 @@ pub struct BrokerCore<D: Directory> {
     peers: BTreeMap<ConnId, SocketAddr>,
     /// Where a SYNC/ASYNC flush was last reported.
     flushed_offset: u64,
-    /// A Flush output is outstanding and not yet reported.
-    flush_in_flight: bool,
+    /// Flush outputs emitted and not yet reported (at most `FLUSHES_IN_FLIGHT_MAX`).
+    flushes_in_flight: u8,
+    /// The CommitLog write position the latest emitted flush covers.
+    flush_requested_to: u64,
     next_flush_ms: u64,
     next_register_ms: u64,
     next_persist_ms: u64,
@@ -250,7 +255,8 @@ impl<D: Directory> BrokerCore<D> {
             delay,
             peers: BTreeMap::new(),
             flushed_offset,
-            flush_in_flight: false,
+            flushes_in_flight: 0,
+            flush_requested_to: flushed_offset,
             next_flush_ms: now_ms + config.flush_interval_ms,
             // The first registration goes out at once.
             next_register_ms: now_ms,
@@ -323,7 +329,7 @@ impl<D: Directory> BrokerCore<D> {
 
     /// The store reported everything below `commit_log_offset` durable.
     pub fn on_flushed(&mut self, now_ms: u64, commit_log_offset: u64) {
-        self.flush_in_flight = false;
+        self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
         self.store.complete_flush(commit_log_offset);
         if commit_log_offset > self.flushed_offset {
             self.flushed_offset = commit_log_offset;
@@ -371,7 +377,9 @@ impl<D: Directory> BrokerCore<D> {
 
     /// A flush failed: nothing it covered is acknowledged; the next timer asks again.
     pub fn on_flush_failed(&mut self, _now_ms: u64) {
-        self.flush_in_flight = false;
+        self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
+        // What that flush covered must be asked for again.
+        self.flush_requested_to = self.flushed_offset;
     }
 
     /// Timers: ASYNC flush, flush timeouts, expired pull holds, registration, offset
@@ -461,6 +469,7 @@ impl<D: Directory> BrokerCore<D> {
     pub fn assert_invariants(&self) {
         self.store.assert_invariants();
         assert!(self.flushed_offset <= self.store.commit_log_max_offset(), "flushed beyond the write position");
+        assert!(self.flushes_in_flight <= FLUSHES_IN_FLIGHT_MAX, "more flushes in flight than allowed");
         self.flush_waiters.assert_ordered();
         if let Some(end) = self.flush_waiters.last_end_offset() {
             assert!(end <= self.store.commit_log_max_offset(), "a flush waiter waits for data never written");
@@ -468,9 +477,15 @@ impl<D: Directory> BrokerCore<D> {
         self.holds.assert_bounded(self.config.pull_holds_max);
     }
 
+    /// Asks for a flush of everything written, unless in-flight flushes already cover it. Up to
+    /// `FLUSHES_IN_FLIGHT_MAX` overlap: writes that arrive while a flush runs start the next
+    /// one at once instead of waiting for the first to finish (group commit, pipelined).
     fn request_flush(&mut self) {
-        if !self.flush_in_flight {
-            self.flush_in_flight = true;
+        let written = self.store.commit_log_max_offset();
+        if self.flushes_in_flight < FLUSHES_IN_FLIGHT_MAX && written > self.flush_requested_to {
+            self.flushes_in_flight += 1;
+            // begin_flush runs after this point, so that flush covers at least `written`.
+            self.flush_requested_to = written;
             self.outputs.push_back(Output::Flush);
         }
     }

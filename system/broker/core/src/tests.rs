@@ -448,3 +448,45 @@ fn persisted_consumer_offsets_are_capped_at_the_recovered_queue_end() {
     let core = BrokerCore::open(root(), config, 10).unwrap();
     assert_eq!(core.offsets.get("G", "Cap", 0), Some(5), "a group never points past the queue end");
 }
+
+#[test]
+fn a_second_flush_overlaps_the_first_and_acks_wait_for_a_covering_report() {
+    let mut h = mem(BrokerConfig { flush_disk_type: FlushDiskType::SyncFlush, ..Default::default() });
+    let send = |h: &mut Harness<MemDirectory>, opaque: i32, body: &'static [u8]| {
+        let req = RemotingCommand::request_with(RequestCode::SendMessage, opaque, &send_header("T", 0)).with_body(body);
+        h.core.on_request(h.now, ConnId(1), req);
+        let outs: Vec<Output> = std::iter::from_fn(|| h.core.poll_output()).collect();
+        assert!(outs.iter().all(|o| !matches!(o, Output::Transmit { .. })), "no answer before a covering flush");
+        outs.iter().filter(|o| **o == Output::Flush).count()
+    };
+    assert_eq!(send(&mut h, 1, b"a"), 1);
+    let first = h.core.begin_flush().unwrap().target;
+    assert_eq!(send(&mut h, 2, b"b"), 1, "new data while a flush runs starts a second one");
+    let second = h.core.begin_flush().unwrap().target;
+    assert_eq!(send(&mut h, 3, b"c"), 0, "at most two flushes in flight");
+    // The second flush reports first: it covers a and b, not c.
+    h.core.on_flushed(h.now, second);
+    let outs: Vec<Output> = std::iter::from_fn(|| h.core.poll_output()).collect();
+    let answered: Vec<i32> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Transmit { cmd, .. } => Some(cmd.opaque),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, vec![1, 2]);
+    assert!(outs.contains(&Output::Flush), "c's data gets its own flush");
+    // The stale first report changes nothing.
+    h.core.on_flushed(h.now, first);
+    assert!(std::iter::from_fn(|| h.core.poll_output()).all(|o| !matches!(o, Output::Transmit { .. })));
+    let third = h.core.flush_store().unwrap();
+    h.core.on_flushed(h.now, third);
+    let last: Vec<i32> = std::iter::from_fn(|| h.core.poll_output())
+        .filter_map(|o| match o {
+            Output::Transmit { cmd, .. } => Some(cmd.opaque),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(last, vec![3]);
+    h.core.assert_invariants();
+}
