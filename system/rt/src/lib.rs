@@ -72,13 +72,6 @@ where
     tokio::task::spawn_blocking(f)
 }
 
-/// A monotonic stopwatch for tools that measure real elapsed time (benchmarks). Cores and
-/// drivers never use it: their time comes from the Env.
-#[allow(clippy::disallowed_methods)] // The runtime facade is the one place the real clock is read.
-pub fn stopwatch() -> std::time::Instant {
-    std::time::Instant::now()
-}
-
 /// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
 pub async fn sleep_until_ms<E: Env>(env: &E, deadline_ms: u64) {
     let now = env.now_ms();
@@ -107,6 +100,15 @@ impl Listener for TcpListener {
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+impl RealEnv {
+    /// A monotonic stopwatch for tools that measure real elapsed time (benchmarks). Cores and
+    /// drivers never use it: their time comes from `Env::now_ms`.
+    #[allow(clippy::disallowed_methods)] // The real Env is the one place the real clock is read.
+    pub fn stopwatch() -> std::time::Instant {
+        std::time::Instant::now()
     }
 }
 

@@ -78,7 +78,7 @@ pub struct BenchReport {
 
 /// A monotonic stopwatch (the runtime facade's; benchmarks measure wall time by design).
 pub fn stopwatch() -> Instant {
-    rmq_rt::stopwatch()
+    RealEnv::stopwatch()
 }
 
 /// Resident set size of a process from /proc (Linux), in bytes.

@@ -380,7 +380,7 @@ impl<D: Directory> BrokerCore<D> {
     fn runtime_info(&self, req: &RemotingCommand) -> RemotingCommand {
         let mut table = BTreeMap::new();
         table.insert("commitLogMaxOffset", self.store.commit_log_max_offset().to_string());
-        table.insert("commitLogFlushedOffset", self.flushed_offset.to_string());
+        table.insert("commitLogFlushedOffset", self.flushed_offset().to_string());
         table.insert("topicCount", self.topics.len().to_string());
         table.insert("queueCount", self.store.queues().len().to_string());
         table.insert("consumerGroupCount", self.clients.consumer_groups().len().to_string());

@@ -123,11 +123,6 @@ impl ClientManager {
         self.consumers.get(group)?.values().flat_map(|c| c.data.subscription_data_set.iter()).find(|s| s.topic == topic)
     }
 
-    /// A live producer connection of `group`, for transaction check-backs.
-    pub fn producer_conn(&self, group: &str) -> Option<ConnId> {
-        self.producers.get(group)?.values().next().map(|(c, _)| *c)
-    }
-
     /// Locks `mqs` for `client_id`; returns the queues it now holds.
     pub fn lock(&mut self, now_ms: u64, group: &str, client_id: &str, mqs: &[MessageQueue]) -> Vec<MessageQueue> {
         let locks = self.locks.entry(group.to_string()).or_default();

@@ -203,8 +203,6 @@ pub struct BrokerCore<D: Directory> {
     delay: DelayProgress,
     /// Connection → peer address (born host of messages, consumer connection lists).
     peers: BTreeMap<ConnId, SocketAddr>,
-    /// Where a SYNC/ASYNC flush was last reported.
-    flushed_offset: u64,
     /// Flush outputs emitted and not yet reported (at most `FLUSHES_IN_FLIGHT_MAX`).
     flushes_in_flight: u8,
     /// The CommitLog write position the latest emitted flush covers.
@@ -244,7 +242,7 @@ impl<D: Directory> BrokerCore<D> {
         let delay = DelayProgress::load(store.directory())
             .map_err(|reason| OpenError::Config { path: schedule::DELAY_PATH, reason })?;
         let store_host = config.broker_addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10911)));
-        let flushed_offset = store.commit_log_flushed_offset();
+        let flush_requested_to = store.commit_log_flushed_offset();
         Ok(BrokerCore {
             store,
             topics,
@@ -254,9 +252,8 @@ impl<D: Directory> BrokerCore<D> {
             flush_waiters: FlushWaiters::default(),
             delay,
             peers: BTreeMap::new(),
-            flushed_offset,
             flushes_in_flight: 0,
-            flush_requested_to: flushed_offset,
+            flush_requested_to,
             next_flush_ms: now_ms + config.flush_interval_ms,
             // The first registration goes out at once.
             next_register_ms: now_ms,
@@ -331,9 +328,6 @@ impl<D: Directory> BrokerCore<D> {
     pub fn on_flushed(&mut self, now_ms: u64, commit_log_offset: u64) {
         self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
         self.store.complete_flush(commit_log_offset);
-        if commit_log_offset > self.flushed_offset {
-            self.flushed_offset = commit_log_offset;
-        }
         self.event(|| Event::FlushCompleted { commit_log_offset });
         self.release_flush_waiters(now_ms);
         self.pump(now_ms);
@@ -379,7 +373,7 @@ impl<D: Directory> BrokerCore<D> {
     pub fn on_flush_failed(&mut self, _now_ms: u64) {
         self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
         // What that flush covered must be asked for again.
-        self.flush_requested_to = self.flushed_offset;
+        self.flush_requested_to = self.flushed_offset();
     }
 
     /// Timers: ASYNC flush, flush timeouts, expired pull holds, registration, offset
@@ -387,7 +381,7 @@ impl<D: Directory> BrokerCore<D> {
     pub fn on_timer(&mut self, now_ms: u64) {
         if now_ms >= self.next_flush_ms {
             self.next_flush_ms = now_ms + self.config.flush_interval_ms;
-            if self.store.commit_log_max_offset() > self.flushed_offset {
+            if self.store.commit_log_max_offset() > self.flushed_offset() {
                 self.request_flush();
             }
         }
@@ -468,7 +462,7 @@ impl<D: Directory> BrokerCore<D> {
     /// Checks cross-structure invariants; the simulator calls it after every step.
     pub fn assert_invariants(&self) {
         self.store.assert_invariants();
-        assert!(self.flushed_offset <= self.store.commit_log_max_offset(), "flushed beyond the write position");
+        assert!(self.flushed_offset() <= self.store.commit_log_max_offset(), "flushed beyond the write position");
         assert!(self.flushes_in_flight <= FLUSHES_IN_FLIGHT_MAX, "more flushes in flight than allowed");
         self.flush_waiters.assert_ordered();
         if let Some(end) = self.flush_waiters.last_end_offset() {
@@ -480,6 +474,11 @@ impl<D: Directory> BrokerCore<D> {
     /// Asks for a flush of everything written, unless in-flight flushes already cover it. Up to
     /// `FLUSHES_IN_FLIGHT_MAX` overlap: writes that arrive while a flush runs start the next
     /// one at once instead of waiting for the first to finish (group commit, pipelined).
+    /// Where the CommitLog is durable, as the store last recorded a completed flush.
+    fn flushed_offset(&self) -> u64 {
+        self.store.commit_log_flushed_offset()
+    }
+
     fn request_flush(&mut self) {
         let written = self.store.commit_log_max_offset();
         if self.flushes_in_flight < FLUSHES_IN_FLIGHT_MAX && written > self.flush_requested_to {

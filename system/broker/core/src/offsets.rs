@@ -91,11 +91,6 @@ impl ConsumerOffsets {
         self.table.iter()
     }
 
-    /// Groups that have offsets for `topic`.
-    pub fn groups_of(&self, topic: &str) -> Vec<String> {
-        self.table.keys().filter(|(t, _)| t == topic).map(|(_, g)| g.clone()).collect()
-    }
-
     /// Persists if anything changed since the last persist.
     pub fn persist<D: Directory>(&mut self, dir: &mut D) -> Result<(), rmq_store::StoreError> {
         if !self.dirty {

@@ -236,7 +236,7 @@ impl<D: Directory> BrokerCore<D> {
 
     /// Answers every waiter the reported flush covers.
     pub(crate) fn release_flush_waiters(&mut self, _now_ms: u64) {
-        while self.flush_waiters.q.front().is_some_and(|w| w.end_offset <= self.flushed_offset) {
+        while self.flush_waiters.q.front().is_some_and(|w| w.end_offset <= self.flushed_offset()) {
             let w = self.flush_waiters.q.pop_front().expect("front checked above");
             let queue_offset = w.resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
             self.event(|| Event::SendAnswered { code: 0, queue_offset });

@@ -74,11 +74,6 @@ impl<E: Env> ClientInstance<E> {
         self.routes.lock().expect("route cache lock is never poisoned").get(topic).cloned()
     }
 
-    /// Topics with cached routes.
-    pub fn cached_topics(&self) -> Vec<String> {
-        self.routes.lock().expect("route cache lock is never poisoned").keys().cloned().collect()
-    }
-
     /// The master address of a broker, from any cached route.
     pub fn master_addr(&self, broker_name: &str) -> Option<String> {
         let routes = self.routes.lock().expect("route cache lock is never poisoned");
