@@ -247,6 +247,7 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
         let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
         let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
         w.history.acked.insert(s.key.clone(), (queue, offset));
+        w.on_client_acked();
         w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));
     } else if is_retryable(code) {
         retry_or_fail(w, me, p, s, "retryable");

@@ -1,11 +1,14 @@
 //! `SimDisk`: a page-cache model behind the store's `Segment`/`Directory` seam.
 //!
-//! Writes land in the page cache (`live`) and mark pages dirty. A flush (`flush_range`, small
-//! file writes) is synchronous, as msync/fsync are: the pages become durable when it returns;
-//! how *long* it takes is modelled by the simulator delaying the flush report (flush lag). A
-//! crash keeps only durable bytes, plus optionally a seeded subset of dirty pages (background
-//! write-back) and one torn page cut at a 512-byte sector boundary. Restart re-opens the store
-//! over what survived and runs the real recovery.
+//! Writes land in the page cache (`live`) and mark pages dirty. An in-place flush
+//! (`flush_range`, small file writes) is synchronous, as msync/fsync are: the pages are durable
+//! when it returns. A detached flush (`detached_flush`, what the broker's group commit uses) is
+//! *in flight* from the moment it is asked for until its job runs, which the simulator does
+//! after the flush lag: its pages become durable only then, as with a real fdatasync. A crash
+//! keeps only durable bytes, plus a seeded half of the pages of flushes in flight (a device
+//! had written some of them), a seeded subset of other dirty pages (background write-back,
+//! `writeback_pct`) and one torn page cut at a 512-byte sector boundary whose lost sectors hold
+//! garbage or zeros. Restart re-opens the store over what survived and runs the real recovery.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +34,10 @@ struct SimFile {
 pub struct DiskState {
     files: BTreeMap<String, SimFile>,
     small: BTreeMap<String, Vec<u8>>,
+    /// Detached flushes asked for and not yet run: id → (file, first page, end page).
+    in_flight: BTreeMap<u64, (String, usize, usize)>,
+    /// Id of the next detached flush.
+    next_flush_id: u64,
 }
 
 /// What a crash keeps of un-flushed data.
@@ -95,18 +102,46 @@ impl Segment for SimSegment {
     }
 
     fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError> {
-        let mut st = lock(&self.state);
-        let f = st.files.get_mut(&self.path).expect("an open segment's file exists");
-        let first = pos as usize / PAGE_BYTES;
-        let last = ((pos + len) as usize).div_ceil(PAGE_BYTES);
-        let pages: Vec<usize> = f.dirty.range(first..last).copied().collect();
-        for p in pages {
-            let (a, b) = (p * PAGE_BYTES, ((p + 1) * PAGE_BYTES).min(f.live.len()));
-            let src = f.live[a..b].to_vec();
-            f.durable[a..b].copy_from_slice(&src);
-            f.dirty.remove(&p);
-        }
+        let (first, last) = page_span(pos, len);
+        make_durable(&mut lock(&self.state), &self.path, first, last);
         Ok(())
+    }
+
+    fn detached_flush(&self, pos: u64, len: u64) -> Option<rmq_store::FlushJob> {
+        let (first, last) = page_span(pos, len);
+        let id = {
+            let mut st = lock(&self.state);
+            let id = st.next_flush_id;
+            st.next_flush_id += 1;
+            st.in_flight.insert(id, (self.path.clone(), first, last));
+            id
+        };
+        let (state, path) = (self.state.clone(), self.path.clone());
+        Some(rmq_store::FlushJob::new(move || {
+            let mut st = lock(&state);
+            // A job of a disk that has since crashed finds its flush gone: nothing to do.
+            if st.in_flight.remove(&id).is_some() {
+                make_durable(&mut st, &path, first, last);
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// Pages `[first, last)` covering `len` bytes at `pos`.
+fn page_span(pos: u64, len: u64) -> (usize, usize) {
+    (pos as usize / PAGE_BYTES, ((pos + len) as usize).div_ceil(PAGE_BYTES))
+}
+
+/// Copies the dirty pages of `[first, last)` of `path` to durable storage.
+fn make_durable(st: &mut DiskState, path: &str, first: usize, last: usize) {
+    let Some(f) = st.files.get_mut(path) else { return };
+    let pages: Vec<usize> = f.dirty.range(first..last).copied().collect();
+    for p in pages {
+        let (a, b) = (p * PAGE_BYTES, ((p + 1) * PAGE_BYTES).min(f.live.len()));
+        let src = f.live[a..b].to_vec();
+        f.durable[a..b].copy_from_slice(&src);
+        f.dirty.remove(&p);
     }
 }
 
@@ -159,6 +194,30 @@ impl SimDisk {
         lock(&self.state).files.values().map(|f| f.dirty.len()).sum()
     }
 
+    /// Detached flushes asked for and not yet completed.
+    pub fn flushes_in_flight(&self) -> usize {
+        lock(&self.state).in_flight.len()
+    }
+
+    /// Whether a detached flush of a ConsumeQueue file (a checkpoint's work) is in flight.
+    pub fn checkpoint_in_flight(&self) -> bool {
+        lock(&self.state).in_flight.values().any(|(path, ..)| !path.starts_with("commitlog"))
+    }
+
+    /// A copy of what the page cache holds now (what a reader of the live node sees), as a disk
+    /// with everything durable: for opening a second store over a live node's data.
+    pub fn snapshot_live(&self) -> SimDisk {
+        let st = lock(&self.state);
+        let files = st
+            .files
+            .iter()
+            .map(|(p, f)| {
+                (p.clone(), SimFile { live: f.live.clone(), durable: f.live.clone(), dirty: BTreeSet::new() })
+            })
+            .collect();
+        SimDisk { state: Arc::new(Mutex::new(DiskState { files, small: st.small.clone(), ..DiskState::default() })) }
+    }
+
     /// Power loss: returns the disk as it is after reboot.
     pub fn crash(&self, mode: CrashMode, rng: &mut ChaCha8Rng) -> SimDisk {
         let st = lock(&self.state);
@@ -168,18 +227,38 @@ impl SimDisk {
             let mut bytes = f.durable.clone();
             for &p in &f.dirty {
                 let (a, b) = (p * PAGE_BYTES, ((p + 1) * PAGE_BYTES).min(f.live.len()));
-                if rng.gen_range(0..100) < mode.writeback_pct {
+                let flushing =
+                    st.in_flight.values().any(|(fp, first, last)| fp == path && (*first..*last).contains(&p));
+                // A page under an fdatasync in flight reached the device with even odds; any other
+                // dirty page only if background write-back got to it.
+                let written = if flushing { rng.gen_bool(0.5) } else { rng.gen_range(0..100) < mode.writeback_pct };
+                if written {
                     bytes[a..b].copy_from_slice(&f.live[a..b]);
                 } else if !torn_done {
-                    let sectors = (b - a) / SECTOR_BYTES;
-                    let keep = rng.gen_range(1..sectors.max(2)) * SECTOR_BYTES;
-                    bytes[a..a + keep].copy_from_slice(&f.live[a..a + keep]);
+                    tear_page(&mut bytes[a..b], &f.live[a..b], rng);
                     torn_done = true;
                 }
             }
             files.insert(path.clone(), SimFile { live: bytes.clone(), durable: bytes, dirty: BTreeSet::new() });
         }
-        SimDisk { state: Arc::new(Mutex::new(DiskState { files, small: st.small.clone() })) }
+        SimDisk { state: Arc::new(Mutex::new(DiskState { files, small: st.small.clone(), ..DiskState::default() })) }
+    }
+}
+
+/// A torn page: a leading run of sectors reached the device; the rest holds what the device
+/// had there before or, with even odds, garbage (a half-written sector, a firmware remap), so
+/// recovery's CRC and size checks have real work to do.
+///
+/// Only a sector that held nothing durable (still zero-filled, fresh space) can turn to
+/// garbage: a sector that already holds durable records is either rewritten whole or left as
+/// it was (power-loss-atomic sectors), so a tear never destroys data a flush made durable.
+fn tear_page(out: &mut [u8], live: &[u8], rng: &mut ChaCha8Rng) {
+    let sectors = out.len() / SECTOR_BYTES;
+    let keep = rng.gen_range(1..sectors.max(2)) * SECTOR_BYTES;
+    out[..keep].copy_from_slice(&live[..keep]);
+    let garbage_end = (keep + SECTOR_BYTES).min(out.len());
+    if rng.gen_bool(0.5) && out[keep..garbage_end].iter().all(|b| *b == 0) {
+        rng.fill(&mut out[keep..garbage_end]);
     }
 }
 

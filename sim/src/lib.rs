@@ -29,6 +29,8 @@ pub struct RunReport {
     pub scenario: String,
     /// Seed.
     pub seed: u64,
+    /// The simulation lane that ran it (`fast`, `stack`).
+    pub lane: String,
     /// FNV-1a digest of the trace, as 16 hex digits.
     pub digest: String,
     /// Trace lines.
@@ -54,7 +56,55 @@ pub struct RunReport {
     pub trace: Vec<String>,
 }
 
-/// Runs one scenario with one seed.
+/// A simulation lane: where a scenario runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// The discrete-event loop over the cores (thousands of seeds a minute).
+    Fast,
+    /// The real drivers and client library on turmoil hosts.
+    Stack,
+}
+
+impl Lane {
+    /// Every lane, in the order sweeps run them.
+    pub const ALL: [Lane; 2] = [Lane::Fast, Lane::Stack];
+
+    /// The lane's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Fast => "fast",
+            Lane::Stack => "stack",
+        }
+    }
+
+    /// A lane by its command-line name.
+    pub fn parse(name: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Why `s` cannot run in this lane, if it cannot: checked before anything runs.
+    pub fn refusal(self, s: &Scenario) -> Option<String> {
+        match self {
+            Lane::Fast => None,
+            Lane::Stack => stack::refusal(s),
+        }
+    }
+
+    /// Runs `s` with `seed` in this lane (`Err` when the lane refuses the scenario or could
+    /// not run it).
+    pub fn run(self, s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport, String> {
+        if let Some(why) = self.refusal(s) {
+            return Err(why);
+        }
+        match self {
+            Lane::Fast => Ok(run(s, seed, keep_trace)),
+            Lane::Stack => stack::run_stack(s, seed, keep_trace),
+        }
+    }
+}
+
+/// Runs one scenario with one seed in the fast lane.
 pub fn run(scenario: &Scenario, seed: u64, keep_trace: bool) -> RunReport {
     let mut w = world::World::new(scenario.clone(), seed, keep_trace);
     let events = w.run();
@@ -63,6 +113,7 @@ pub fn run(scenario: &Scenario, seed: u64, keep_trace: bool) -> RunReport {
     RunReport {
         scenario: scenario.name.clone(),
         seed,
+        lane: "fast".into(),
         digest: format!("{:016x}", w.trace.digest),
         trace_lines: w.trace.count,
         events,

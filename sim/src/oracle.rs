@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rmq_broker_core::Event;
 use rmq_proto::message::{decode_message, prop};
+use rmq_store::{Directory, MessageStore};
 use serde::Serialize;
 
+use crate::disk::SimDisk;
+use crate::scenario::{Floors, Scenario};
 use crate::world::{World, TOPIC};
 
 /// Everything observed during a run.
@@ -28,8 +31,8 @@ pub struct History {
     pub processed: BTreeMap<String, u32>,
     /// Node crashes.
     pub crashes: u64,
-    /// (broker node, broker epoch, group, queue) → last committed offset.
-    committed: BTreeMap<(usize, u64, String, i32), u64>,
+    /// (broker node, broker epoch, group, topic, queue) → last committed offset.
+    committed: BTreeMap<(usize, u64, String, String, i32), u64>,
     /// Safety violations found while the run was going.
     pub violations: Vec<String>,
 }
@@ -48,11 +51,12 @@ impl History {
 
     /// A broker event: committed group offsets never move backward within one broker life.
     pub fn broker_event(&mut self, broker: usize, epoch: u64, e: &Event) {
-        if let Event::ConsumerOffsetCommitted { group, queue_id, offset, .. } = e {
-            let slot = self.committed.entry((broker, epoch, group.clone(), *queue_id)).or_insert(0);
+        if let Event::ConsumerOffsetCommitted { group, topic, queue_id, offset } = e {
+            let slot = self.committed.entry((broker, epoch, group.clone(), topic.clone(), *queue_id)).or_insert(0);
             if *offset < *slot {
-                self.violations
-                    .push(format!("group {group} queue {queue_id} offset moved back from {slot} to {offset}"));
+                self.violations.push(format!(
+                    "group {group} topic {topic} queue {queue_id} offset moved back from {slot} to {offset}"
+                ));
             }
             *slot = (*slot).max(*offset);
         }
@@ -91,20 +95,55 @@ pub struct Findings {
     pub processed_duplicates: u64,
 }
 
-/// Checks a finished run.
+/// What a run promises: the scenario's durability claim, idempotent processing, progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promise {
+    /// Acknowledged messages may be lost (ASYNC_FLUSH crashes).
+    pub acked_loss_allowed: bool,
+    /// No message may be processed twice.
+    pub idempotent: bool,
+    /// Progress the run must make.
+    pub floors: Floors,
+}
+
+impl Promise {
+    /// The promise a scenario makes.
+    pub fn of(s: &Scenario) -> Self {
+        Promise { acked_loss_allowed: s.acked_loss_allowed, idempotent: s.idempotent, floors: s.floors }
+    }
+}
+
+/// The message key the oracle tracks: the application key (`KEYS`) when set, else the
+/// client's message id (`UNIQ_KEY`).
+pub fn message_key(properties: &BTreeMap<String, String>) -> String {
+    properties.get(prop::KEYS).or_else(|| properties.get(prop::UNIQ_KEY)).cloned().unwrap_or_default()
+}
+
+/// Checks a finished fast-lane run.
 pub fn check(w: &World) -> Findings {
-    let h = &w.history;
+    let stores: Vec<(&str, &MessageStore<SimDisk>)> =
+        w.live_brokers().into_iter().map(|(name, core)| (name, core.store())).collect();
+    check_run(&w.history, &stores, w.brokers.len(), w.scenario.queues, &Promise::of(&w.scenario))
+}
+
+/// Checks a run of any lane: `stores` are the brokers up at the end (name, store), out of
+/// `brokers_total`; every queue of the topic is read in full, then the history is judged.
+pub fn check_run<D: Directory>(
+    h: &History,
+    stores: &[(&str, &MessageStore<D>)],
+    brokers_total: usize,
+    queues: i32,
+    promise: &Promise,
+) -> Findings {
     let mut problems = h.violations.clone();
     let mut kinds: BTreeSet<&'static str> = BTreeSet::new();
     let mut stored: BTreeSet<String> = BTreeSet::new();
-    let live = w.live_brokers();
-    if live.len() < w.brokers.len() {
+    if stores.len() < brokers_total {
         problems.push("a broker is down at the end of the run; the scenario must restart it".into());
         kinds.insert("broker-down");
     }
-    for (name, core) in live {
-        let store = core.store();
-        for q in 0..w.scenario.queues {
+    for (name, store) in stores {
+        for q in 0..queues {
             let max = store.max_queue_offset(TOPIC, q);
             let mut off = store.min_queue_offset(TOPIC, q);
             while off < max {
@@ -117,7 +156,7 @@ pub fn check(w: &World) -> Findings {
                 for raw in &got.messages {
                     match decode_message(raw, true) {
                         Ok((m, _)) if m.queue_offset as u64 == off => {
-                            stored.insert(m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default());
+                            stored.insert(message_key(&m.properties));
                         }
                         Ok((m, _)) => {
                             problems.push(format!(
@@ -136,14 +175,15 @@ pub fn check(w: &World) -> Findings {
             }
         }
     }
-    judge(h, &stored, problems, kinds, w.scenario.acked_loss_allowed, w.scenario.idempotent)
+    judge(h, &stored, problems, kinds, promise)
 }
 
 /// Judges a history, from the simulator or recorded from real processes: `stored` holds the
 /// message ids the brokers hold at the end (a full read of every queue); `problems` and
-/// `kinds` carry structural findings already made.
+/// `kinds` carry structural findings already made. The default progress floors apply.
 pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed: bool, idempotent: bool) -> Findings {
-    judge(h, stored, h.violations.clone(), BTreeSet::new(), acked_loss_allowed, idempotent)
+    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default() };
+    judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
 
 fn judge(
@@ -151,9 +191,9 @@ fn judge(
     stored: &BTreeSet<String>,
     mut problems: Vec<String>,
     mut kinds: BTreeSet<&'static str>,
-    acked_loss_allowed: bool,
-    idempotent: bool,
+    promise: &Promise,
 ) -> Findings {
+    let (acked_loss_allowed, idempotent) = (promise.acked_loss_allowed, promise.idempotent);
     if !h.violations.is_empty() {
         kinds.insert("offset-backward");
     }
@@ -178,9 +218,33 @@ fn judge(
             &undelivered[..undelivered.len().min(3)]
         ));
     }
+    let attempted = h.sent.len() as u64;
+    let acked = h.acked.len() as u64;
+    let delivered = h.acked.keys().filter(|k| h.deliveries.contains_key(*k)).count() as u64;
+    let mut below_floor = false;
+    if !promise.floors.acked.met(acked, attempted) {
+        problems.push(format!(
+            "progress floor: {acked} of {attempted} sends acknowledged, the scenario expects acked >= {:?}",
+            promise.floors.acked
+        ));
+        below_floor = true;
+    }
+    if !promise.floors.delivered.met(delivered, acked) {
+        problems.push(format!(
+            "progress floor: {delivered} of {acked} acknowledged messages delivered, the scenario expects delivered >= {:?}",
+            promise.floors.delivered
+        ));
+        below_floor = true;
+    }
+    if below_floor {
+        kinds.insert("progress-floor");
+    }
+    if !undelivered.is_empty() {
+        kinds.insert("undelivered");
+    }
     let verdict = if safety {
         Verdict::Safety
-    } else if !undelivered.is_empty() {
+    } else if !undelivered.is_empty() || below_floor {
         Verdict::Liveness
     } else {
         Verdict::Pass

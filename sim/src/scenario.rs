@@ -41,6 +41,38 @@ pub enum Fault {
     Heal,
     /// Stop a node's processing for a while (a GC pause, SIGSTOP); frames and timers wait.
     Pause(String, u64),
+    /// Power loss of a node at the first interesting moment from then on (`at T crash NODE on
+    /// WHAT`): aims crashes where durability bugs hide.
+    CrashOn(String, Trigger),
+}
+
+/// The moment an armed crash waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trigger {
+    /// A CommitLog flush has been asked for and has not completed (pages in flight).
+    Flush,
+    /// A producer has just been answered SEND_OK.
+    Ack,
+    /// A checkpoint's ConsumeQueue flushes are in flight.
+    Checkpoint,
+    /// The node has just restarted and recovered (a crash during or right after recovery).
+    Recovery,
+}
+
+impl Trigger {
+    /// The DSL word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Trigger::Flush => "flush",
+            Trigger::Ack => "ack",
+            Trigger::Checkpoint => "checkpoint",
+            Trigger::Recovery => "recovery",
+        }
+    }
+
+    fn parse(w: &str) -> Option<Trigger> {
+        [Trigger::Flush, Trigger::Ack, Trigger::Checkpoint, Trigger::Recovery].into_iter().find(|t| t.word() == w)
+    }
 }
 
 /// A whole scenario.
@@ -91,6 +123,59 @@ pub struct Scenario {
     pub acked_loss_allowed: bool,
     /// Per-node wall-clock skew, ms (message timestamps, expiry).
     pub clock_skew_ms: BTreeMap<String, i64>,
+    /// Progress the run must make (`expect acked >= 90%`, `expect delivered >= 100`); a run
+    /// that makes less fails, so a run in which nothing happened never passes.
+    pub floors: Floors,
+}
+
+/// A progress floor: a share or an absolute count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Floor {
+    /// Percent of the reference (messages attempted for `acked`, messages acknowledged for
+    /// `delivered`).
+    Pct(u32),
+    /// At least this many.
+    Count(u64),
+}
+
+impl Floor {
+    /// Whether `got` out of `of` meets the floor.
+    pub fn met(self, got: u64, of: u64) -> bool {
+        match self {
+            Floor::Pct(p) => got * 100 >= of * u64::from(p),
+            Floor::Count(n) => got >= n,
+        }
+    }
+
+    fn parse(v: &str) -> Option<Floor> {
+        match v.strip_suffix('%') {
+            Some(p) => p.parse().ok().filter(|p| *p <= 100).map(Floor::Pct),
+            None => v.parse().ok().map(Floor::Count),
+        }
+    }
+
+    fn dsl(self) -> String {
+        match self {
+            Floor::Pct(p) => format!("{p}%"),
+            Floor::Count(n) => n.to_string(),
+        }
+    }
+}
+
+/// The progress floors of a scenario. The default demands at least one acknowledged message
+/// and at least one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Floors {
+    /// Messages answered SEND_OK, against messages the producers tried to send.
+    pub acked: Floor,
+    /// Distinct acknowledged messages delivered, against messages acknowledged.
+    pub delivered: Floor,
+}
+
+impl Default for Floors {
+    fn default() -> Self {
+        Floors { acked: Floor::Count(1), delivered: Floor::Count(1) }
+    }
 }
 
 impl Default for Scenario {
@@ -118,6 +203,7 @@ impl Default for Scenario {
             faults: Vec::new(),
             acked_loss_allowed: false,
             clock_skew_ms: BTreeMap::new(),
+            floors: Floors::default(),
         }
     }
 }
@@ -142,6 +228,10 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 words.first().and_then(|w| w.trim_end_matches("ms").parse().ok()).ok_or_else(|| err("bad time"))?;
             let fault = match words.get(1..).unwrap_or_default() {
                 ["crash", node] => Fault::Crash(node.to_string()),
+                ["crash", node, "on", what] => Fault::CrashOn(
+                    node.to_string(),
+                    Trigger::parse(what).ok_or_else(|| err("unknown trigger (flush | ack | checkpoint | recovery)"))?,
+                ),
                 ["restart", node] => Fault::Restart(node.to_string()),
                 ["partition", a, b] => Fault::Partition(a.to_string(), b.to_string()),
                 ["partition-oneway", a, b] => Fault::PartitionOneWay(a.to_string(), b.to_string()),
@@ -150,7 +240,11 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                     node.to_string(),
                     ms.trim_end_matches("ms").parse().map_err(|_| err("bad pause length"))?,
                 ),
-                _ => return Err(err("unknown fault (crash N | restart N | partition A B | heal)")),
+                _ => {
+                    return Err(err(
+                        "unknown fault (crash N [on flush|ack|checkpoint|recovery] | restart N | partition A B | partition-oneway A B | heal | pause N MS)",
+                    ))
+                }
             };
             s.faults.push((at, fault));
             continue;
@@ -167,10 +261,22 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             continue;
         }
         if let Some(rest) = line.strip_prefix("expect ") {
-            match rest.replace(' ', "").as_str() {
+            let compact = rest.replace(' ', "");
+            match compact.as_str() {
                 "acked_loss=none" => s.acked_loss_allowed = false,
                 "acked_loss=allowed" => s.acked_loss_allowed = true,
-                _ => return Err(err("unknown expectation (acked_loss = none | allowed)")),
+                _ => {
+                    let floor = |v: &str| Floor::parse(v).ok_or_else(|| err("bad floor (N or N%, at most 100%)"));
+                    if let Some(v) = compact.strip_prefix("acked>=") {
+                        s.floors.acked = floor(v)?;
+                    } else if let Some(v) = compact.strip_prefix("delivered>=") {
+                        s.floors.delivered = floor(v)?;
+                    } else {
+                        return Err(err(
+                            "unknown expectation (acked_loss = none | allowed, acked >= N[%], delivered >= N[%])",
+                        ));
+                    }
+                }
             }
             continue;
         }
@@ -248,6 +354,7 @@ impl Scenario {
                 Fault::PartitionOneWay(a, b) => format!("partition-oneway {a} {b}"),
                 Fault::Heal => "heal".to_string(),
                 Fault::Pause(n, ms) => format!("pause {n} {ms}"),
+                Fault::CrashOn(n, t) => format!("crash {n} on {}", t.word()),
             };
             out.push_str(&format!("at {at} {f}\n"));
         }
@@ -255,6 +362,8 @@ impl Scenario {
             out.push_str(&format!("skew {node} {ms}\n"));
         }
         out.push_str(&format!("expect acked_loss = {}\n", if self.acked_loss_allowed { "allowed" } else { "none" }));
+        out.push_str(&format!("expect acked >= {}\n", self.floors.acked.dsl()));
+        out.push_str(&format!("expect delivered >= {}\n", self.floors.delivered.dsl()));
         out
     }
 }
@@ -289,13 +398,14 @@ pub fn swarm(seed: u64) -> Scenario {
         faults: Vec::new(),
         acked_loss_allowed: !sync_flush,
         clock_skew_ms: BTreeMap::new(),
+        floors: Floors::default(),
     };
     if rng.gen_bool(0.3) {
         s.clock_skew_ms.insert("broker".into(), rng.gen_range(-60_000..=60_000));
     }
     let mut t = rng.gen_range(300..=1_500);
     for _ in 0..rng.gen_range(1..=3) {
-        match rng.gen_range(0..6) {
+        match rng.gen_range(0..7) {
             0 => {
                 s.faults.push((t, Fault::Crash("broker".into())));
                 t += rng.gen_range(200..=3_000);
@@ -323,8 +433,23 @@ pub fn swarm(seed: u64) -> Scenario {
                 t += rng.gen_range(200..=4_000);
                 s.faults.push((t, Fault::Restart("ns".into())));
             }
-            _ => {
+            5 => {
                 s.faults.push((t, Fault::Pause("broker".into(), rng.gen_range(100..=3_000))));
+            }
+            _ => {
+                // A power cut aimed at an interesting moment; the restart comes later (a
+                // recovery-aimed cut fires at it and needs a second restart).
+                let what = [Trigger::Ack, Trigger::Flush, Trigger::Checkpoint, Trigger::Recovery][rng.gen_range(0..4)];
+                if what == Trigger::Recovery {
+                    s.faults.push((t, Fault::Crash("broker".into())));
+                }
+                s.faults.push((t, Fault::CrashOn("broker".into(), what)));
+                t += rng.gen_range(1_000..=3_000);
+                s.faults.push((t, Fault::Restart("broker".into())));
+                if what == Trigger::Recovery {
+                    t += rng.gen_range(500..=2_000);
+                    s.faults.push((t, Fault::Restart("broker".into())));
+                }
             }
         }
         t += rng.gen_range(200..=2_000);
@@ -354,6 +479,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("rebalance-churn", include_str!("../scenarios/rebalance-churn.sim")),
     ("namesrv-crash", include_str!("../scenarios/namesrv-crash.sim")),
     ("flush-lag", include_str!("../scenarios/flush-lag.sim")),
+    ("crash-at-flush", include_str!("../scenarios/crash-at-flush.sim")),
     ("cluster", include_str!("../scenarios/cluster.sim")),
     ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
 ];

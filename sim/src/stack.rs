@@ -1,35 +1,138 @@
 //! The full-stack lane: turmoil hosts run the real drivers (`rmq_namesrv::start`,
-//! `rmq_broker::start`) and the real client library over [`TurmoilEnv`]: turmoil's simulated
-//! TCP, its virtual clock, and a [`SimDisk`] per broker. Same scenario files as the fast lane;
-//! fewer seeds, because it also exercises framing over streams, reconnects and timeouts.
+//! `rmq_broker::start_observed`) and the real client library (`Producer`, `PushConsumer`) over
+//! [`TurmoilEnv`]: turmoil's simulated TCP, its virtual clock, a [`SimDisk`] per broker, and a
+//! frame-level fault layer ([`FaultyStream`]) for loss and duplication. Same scenario files and
+//! same oracle as the fast lane.
+//!
+//! Determinism: every host runs on turmoil's one thread; drivers poll `select!` in a fixed
+//! order; blocking storage work runs inside the simulation through [`Env::offload`] (after the
+//! flush lag, which is also when its pages become durable); all randomness comes from the
+//! seed. A seed therefore replays bit for bit, and the run prints a trace digest.
+//!
+//! What this lane cannot express is refused up front by [`refusal`], never downgraded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rand::SeedableRng;
+use bytes::{Buf, BytesMut};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rmq_broker::BrokerOptions;
 use rmq_broker_core::{BrokerConfig, FlushDiskType};
 use rmq_client::{ClientConfig, ConsumeFromWhere, ConsumeResult, Message, Producer, PushConsumer, SendStatus};
-use rmq_rt::{Env, Listener};
+use rmq_proto::codes::RequestCode;
+use rmq_proto::RemotingCommand;
+use rmq_rt::{Env, Listener, RemotingClient};
+use rmq_store::MessageStore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::disk::{CrashMode, SimDisk};
-use crate::scenario::{Fault, Scenario};
+use crate::oracle::{check_run, message_key, History, Promise};
+use crate::scenario::{Fault, Scenario, Trigger};
+use crate::trace::Trace;
 use crate::world::{EPOCH_MS, TOPIC};
+use crate::RunReport;
+
+const NS_PORT: u16 = 9876;
+const BROKER_PORT: u16 = 10911;
+/// Simulated time the run goes on after the scenario's end while turmoil winds down (unused
+/// steps are never taken).
+const SIM_SLACK_MS: u64 = 10_000;
+
+/// Why a scenario cannot run in the stack lane.
+pub fn refusal(s: &Scenario) -> Option<String> {
+    for (_, f) in &s.faults {
+        if let Fault::CrashOn(node, Trigger::Checkpoint) = f {
+            if !node.starts_with("broker") {
+                return Some(format!("crash {node} on checkpoint: only brokers checkpoint"));
+            }
+        }
+    }
+    None
+}
+
+/// State every host of one run shares: the history the oracle reads, the trace, the network
+/// fault RNG and the producers' progress. One thread runs every host, so the lock is never
+/// contended; it only satisfies `Send`.
+#[derive(Debug)]
+struct Lab {
+    rng: ChaCha8Rng,
+    trace: Trace,
+    history: History,
+    /// Next message index per producer (a restarted producer resumes after the last one begun).
+    next_seq: BTreeMap<u32, u32>,
+    /// The idempotent group's processing log (message keys), kept across consumer crashes.
+    processing_log: BTreeSet<String>,
+    /// SEND_OKs received so far (for `crash … on ack`).
+    acks: u64,
+    /// Starts of each broker (its epoch for offset-monotonicity checks).
+    broker_epochs: BTreeMap<usize, u64>,
+    /// The node whose software is being torn down by a crash right now.
+    crashing: Option<String>,
+    /// Sockets of the crashing node, parked by stream id as tokio drops their tasks (in an order
+    /// that depends on process-wide task ids, so a second run in the same process would
+    /// differ); its [`Reaper`] closes them in id order.
+    graveyard: BTreeMap<u64, (String, turmoil::net::TcpStream)>,
+    /// Id of the next stream.
+    next_stream: u64,
+}
+
+/// Owned by each host's main future, which turmoil drops last when the host crashes: closes
+/// the sockets its tasks left in the graveyard, in the order they were opened, so peers see
+/// the resets in an order the seed decides.
+struct Reaper {
+    node: String,
+    lab: Shared,
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let sockets: Vec<turmoil::net::TcpStream> = {
+            let mut l = lab(&self.lab);
+            let ids: Vec<u64> = l.graveyard.iter().filter(|(_, (n, _))| *n == self.node).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| l.graveyard.remove(&id)).map(|(_, s)| s).collect()
+        };
+        for socket in sockets {
+            drop(socket);
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Lab>>;
+
+fn lab(shared: &Shared) -> MutexGuard<'_, Lab> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_sim_ms() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+}
 
 /// The runtime for drivers on turmoil hosts.
 #[derive(Debug, Clone)]
 pub struct TurmoilEnv {
+    node: String,
     disk: SimDisk,
     seed: u64,
+    pid: u32,
+    skew_ms: i64,
+    flush_lag_ms: u64,
+    drop_pct: u32,
+    dup_pct: u32,
+    lab: Shared,
 }
 
-/// A turmoil listener.
-pub struct TurmoilListener(turmoil::net::TcpListener);
+/// A turmoil listener whose accepted streams pass through the fault layer.
+pub struct TurmoilListener {
+    inner: turmoil::net::TcpListener,
+    env: TurmoilEnv,
+}
 
 impl std::fmt::Debug for TurmoilListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,32 +141,53 @@ impl std::fmt::Debug for TurmoilListener {
 }
 
 impl Listener for TurmoilListener {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = FaultyStream;
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
-        self.0.accept().await
+        let (s, a) = self.inner.accept().await?;
+        Ok((self.env.wrap(s), a))
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.inner.local_addr()
+    }
+}
+
+impl TurmoilEnv {
+    fn wrap(&self, inner: turmoil::net::TcpStream) -> FaultyStream {
+        let id = {
+            let mut l = lab(&self.lab);
+            l.next_stream += 1;
+            l.next_stream
+        };
+        FaultyStream {
+            inner: Some(inner),
+            id,
+            node: self.node.clone(),
+            drop_pct: self.drop_pct,
+            dup_pct: self.dup_pct,
+            lab: self.lab.clone(),
+            staged: BytesMut::new(),
+            ready: BytesMut::new(),
+        }
     }
 }
 
 impl Env for TurmoilEnv {
-    type Stream = turmoil::net::TcpStream;
+    type Stream = FaultyStream;
     type Listener = TurmoilListener;
     type Dir = SimDisk;
 
     fn bind(&self, addr: &str) -> impl Future<Output = io::Result<Self::Listener>> + Send {
-        let addr = addr.to_string();
-        async move { Ok(TurmoilListener(turmoil::net::TcpListener::bind(addr).await?)) }
+        let (addr, env) = (addr.to_string(), self.clone());
+        async move { Ok(TurmoilListener { inner: turmoil::net::TcpListener::bind(addr).await?, env }) }
     }
 
     fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send {
-        let addr = addr.to_string();
-        async move { turmoil::net::TcpStream::connect(addr).await }
+        let (addr, env) = (addr.to_string(), self.clone());
+        async move { Ok(env.wrap(turmoil::net::TcpStream::connect(addr).await?)) }
     }
 
     fn now_ms(&self) -> u64 {
-        EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+        (EPOCH_MS + now_sim_ms()).saturating_add_signed(self.skew_ms)
     }
 
     fn seed(&self) -> u64 {
@@ -73,38 +197,182 @@ impl Env for TurmoilEnv {
     fn open_dir(&self, _root: &str) -> io::Result<SimDisk> {
         Ok(self.disk.clone())
     }
+
+    /// Storage work runs inside the simulation once the disk's latency has passed; a crash
+    /// before then drops it, and its pages are as durable as the disk model says.
+    fn offload<F, R>(&self, work: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let lag_ms = self.flush_lag_ms;
+        async move {
+            tokio::time::sleep(Duration::from_millis(lag_ms)).await;
+            work()
+        }
+    }
+
+    fn process_id(&self) -> u32 {
+        self.pid
+    }
 }
 
-/// What the stack lane observed.
-#[derive(Debug, Clone, Default)]
-pub struct StackReport {
-    /// Keys answered SEND_OK.
-    pub acked: BTreeSet<String>,
-    /// Key → deliveries.
-    pub deliveries: BTreeMap<String, u32>,
-    /// Sends that failed.
-    pub failed: u64,
-    /// Acknowledged keys never delivered.
-    pub lost: Vec<String>,
-    /// Simulated time, ms.
-    pub simulated_ms: u64,
+/// A turmoil stream with frame-level loss and duplication on its read side, as the fast lane's
+/// network applies them: whole remoting frames (4-byte length prefix) vanish or arrive twice.
+pub struct FaultyStream {
+    /// The socket (taken only when the stream is dropped).
+    inner: Option<turmoil::net::TcpStream>,
+    /// Opening order within the run.
+    id: u64,
+    node: String,
+    drop_pct: u32,
+    dup_pct: u32,
+    lab: Shared,
+    /// Bytes read but not yet a whole frame.
+    staged: BytesMut,
+    /// Frames that passed the fault layer, ready for the reader.
+    ready: BytesMut,
 }
 
-/// A fault as the stack lane applies it.
-enum StackFault {
-    Plain(Fault),
-    Hold(String),
-    Release(String),
+impl FaultyStream {
+    /// Moves every whole staged frame through the fault layer into `ready`.
+    fn sift(&mut self) {
+        while self.staged.len() >= 4 {
+            let len = u32::from_be_bytes([self.staged[0], self.staged[1], self.staged[2], self.staged[3]]) as usize;
+            if self.staged.len() < 4 + len {
+                // An oversized announcement is the decoder's business: pass it on as it comes.
+                if len > rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT {
+                    let all = self.staged.split();
+                    self.ready.extend_from_slice(&all);
+                }
+                return;
+            }
+            let frame = self.staged.split_to(4 + len);
+            let (drop, dup) = {
+                let mut l = lab(&self.lab);
+                let drop = self.drop_pct > 0 && l.rng.gen_range(0..100) < self.drop_pct;
+                let dup = !drop && self.dup_pct > 0 && l.rng.gen_range(0..100) < self.dup_pct;
+                let t = now_sim_ms();
+                if drop {
+                    l.trace.line(t, &self.node, "net.frame.dropped", "cause=loss");
+                } else if dup {
+                    l.trace.line(t, &self.node, "net.frame.duplicated", "");
+                }
+                (drop, dup)
+            };
+            if !drop {
+                self.ready.extend_from_slice(&frame);
+                if dup {
+                    self.ready.extend_from_slice(&frame);
+                }
+            }
+        }
+    }
 }
 
-const NS_PORT: u16 = 9876;
-const BROKER_PORT: u16 = 10911;
+impl Drop for FaultyStream {
+    fn drop(&mut self) {
+        let mut l = lab(&self.lab);
+        if l.crashing.as_deref() == Some(self.node.as_str()) {
+            if let Some(socket) = self.inner.take() {
+                l.graveyard.insert(self.id, (self.node.clone(), socket));
+            }
+        }
+    }
+}
 
-fn broker_options(s: &Scenario) -> BrokerOptions {
+/// Runs `f` on the socket (present until the stream is dropped).
+fn with_socket<T>(
+    inner: &mut Option<turmoil::net::TcpStream>,
+    f: impl FnOnce(Pin<&mut turmoil::net::TcpStream>) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    match inner.as_mut() {
+        Some(s) => f(Pin::new(s)),
+        None => Poll::Ready(Err(io::Error::new(io::ErrorKind::NotConnected, "stream closed"))),
+    }
+}
+
+impl AsyncRead for FaultyStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.drop_pct == 0 && this.dup_pct == 0 && this.ready.is_empty() && this.staged.is_empty() {
+            return with_socket(&mut this.inner, |s| s.poll_read(cx, buf));
+        }
+        loop {
+            if !this.ready.is_empty() {
+                let n = this.ready.len().min(buf.remaining());
+                buf.put_slice(&this.ready[..n]);
+                this.ready.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match with_socket(&mut this.inner, |s| s.poll_read(cx, &mut rb)) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    this.staged.extend_from_slice(rb.filled());
+                    this.sift();
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FaultyStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        with_socket(&mut self.inner, |s| s.poll_write(cx, buf))
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        with_socket(&mut self.inner, |s| s.poll_flush(cx))
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        with_socket(&mut self.inner, |s| s.poll_shutdown(cx))
+    }
+}
+
+fn node_name(base: &str, k: u32) -> String {
+    if k == 0 {
+        base.to_string()
+    } else {
+        format!("{base}{k}")
+    }
+}
+
+/// The cluster of one run: host names and how to build their runtimes.
+struct Topology {
+    namesrvs: Vec<String>,
+    brokers: Vec<String>,
+    producers: Vec<String>,
+    consumers: Vec<String>,
+}
+
+impl Topology {
+    fn of(s: &Scenario) -> Self {
+        Topology {
+            namesrvs: (0..s.namesrvs.max(1)).map(|k| node_name("ns", k)).collect(),
+            brokers: (0..s.brokers.max(1)).map(|k| node_name("broker", k)).collect(),
+            producers: (0..s.producers).map(|k| format!("p{k}")).collect(),
+            consumers: (0..s.consumers).map(|k| format!("c{k}")).collect(),
+        }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.namesrvs.iter().chain(&self.brokers).chain(&self.producers).chain(&self.consumers).cloned().collect()
+    }
+
+    fn namesrv_addrs(&self) -> Vec<String> {
+        self.namesrvs.iter().map(|n| format!("{n}:{NS_PORT}")).collect()
+    }
+}
+
+fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerOptions {
+    let host = &topo.brokers[k];
     let mut core = BrokerConfig {
         flush_disk_type: if s.sync_flush { FlushDiskType::SyncFlush } else { FlushDiskType::AsyncFlush },
-        broker_addr: format!("broker:{BROKER_PORT}"),
-        ha_addr: format!("broker:{}", BROKER_PORT + 1),
+        broker_name: format!("broker-{}", (b'a' + k as u8) as char),
+        broker_addr: format!("{host}:{BROKER_PORT}"),
+        ha_addr: format!("{host}:{}", BROKER_PORT + 1),
         register_interval_ms: 10_000,
         ..Default::default()
     };
@@ -112,14 +380,14 @@ fn broker_options(s: &Scenario) -> BrokerOptions {
     core.store.consume_queue_segment_entries = 1_024;
     BrokerOptions {
         listen: format!("0.0.0.0:{BROKER_PORT}"),
-        namesrv_addrs: vec![format!("ns:{NS_PORT}")],
+        namesrv_addrs: topo.namesrv_addrs(),
         store_root: "store".into(),
         core,
     }
 }
 
-fn client_config(group: &str, instance: &str) -> ClientConfig {
-    let mut c = ClientConfig::new(&format!("ns:{NS_PORT}"), group);
+fn client_config(namesrvs: &[String], group: &str, instance: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(&namesrvs.join(";"), group);
     c.instance_name = Some(instance.into());
     c.rebalance_interval_ms = 1_000;
     c.heartbeat_interval_ms = 1_000;
@@ -130,151 +398,435 @@ fn client_config(group: &str, instance: &str) -> ClientConfig {
     c
 }
 
-/// Runs a scenario in the full-stack lane.
-pub fn run_stack(s: &Scenario, seed: u64) -> Result<StackReport, String> {
+/// What one stack-lane run needs while it builds its hosts.
+struct Build<'a> {
+    s: &'a Scenario,
+    topo: &'a Topology,
+    lab: Shared,
+    disks: Arc<Mutex<Vec<SimDisk>>>,
+}
+
+impl Build<'_> {
+    fn env(&self, node: &str, seed: u64, disk: SimDisk) -> TurmoilEnv {
+        TurmoilEnv {
+            node: node.to_string(),
+            disk,
+            seed,
+            pid: 1_000 + seed as u32,
+            skew_ms: self.s.clock_skew_ms.get(node).copied().unwrap_or(0),
+            flush_lag_ms: self.s.flush_lag_ms,
+            drop_pct: self.s.drop_pct,
+            dup_pct: self.s.dup_pct,
+            lab: self.lab.clone(),
+        }
+    }
+
+    fn namesrv(&self, sim: &mut turmoil::Sim<'_>, k: usize) {
+        let env = self.env(&self.topo.namesrvs[k], 1 + k as u64, SimDisk::default());
+        sim.host(self.topo.namesrvs[k].as_str(), move || {
+            let env = env.clone();
+            async move {
+                let _reaper = Reaper { node: env.node.clone(), lab: env.lab.clone() };
+                let trace_node = env.node.clone();
+                match rmq_namesrv::start(env.clone(), &format!("0.0.0.0:{NS_PORT}"), Default::default()).await {
+                    Ok(_h) => {
+                        lab(&env.lab).trace.line(now_sim_ms(), &trace_node, "namesrv.node.started", "");
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        lab(&env.lab).trace.line(now_sim_ms(), &trace_node, "namesrv.node.failed", &e.to_string())
+                    }
+                }
+                Ok(())
+            }
+        });
+    }
+
+    fn broker(&self, sim: &mut turmoil::Sim<'_>, k: usize) {
+        let opts = broker_options(self.s, self.topo, k);
+        let base = self.env(&self.topo.brokers[k], 10 + k as u64, SimDisk::default());
+        let (disks, queues) = (self.disks.clone(), self.s.queues);
+        sim.host(self.topo.brokers[k].as_str(), move || {
+            let mut env = base.clone();
+            env.disk = disks.lock().expect("disk slots")[k].clone();
+            let opts = opts.clone();
+            async move { run_broker(env, opts, k, queues).await }
+        });
+    }
+
+    fn producer(&self, sim: &mut turmoil::Sim<'_>, k: usize) {
+        let env = self.env(&self.topo.producers[k], 100 + k as u64, SimDisk::default());
+        let cfg = client_config(&self.topo.namesrv_addrs(), "PG", &self.topo.producers[k]);
+        let (messages, interval_ms) = (self.s.messages, self.s.send_interval_ms);
+        sim.host(self.topo.producers[k].as_str(), move || {
+            let (env, cfg) = (env.clone(), cfg.clone());
+            async move {
+                let _reaper = Reaper { node: env.node.clone(), lab: env.lab.clone() };
+                run_producer(env, cfg, k as u32, messages, interval_ms).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    fn consumer(&self, sim: &mut turmoil::Sim<'_>, k: usize) {
+        let env = self.env(&self.topo.consumers[k], 200 + k as u64, SimDisk::default());
+        let cfg = client_config(&self.topo.namesrv_addrs(), "G", &self.topo.consumers[k]);
+        let idempotent = self.s.idempotent;
+        sim.host(self.topo.consumers[k].as_str(), move || {
+            let (env, cfg) = (env.clone(), cfg.clone());
+            async move {
+                let _reaper = Reaper { node: env.node.clone(), lab: env.lab.clone() };
+                run_consumer(env, cfg, k as u32, idempotent).await;
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+}
+
+async fn run_broker(env: TurmoilEnv, opts: BrokerOptions, k: usize, queues: i32) -> turmoil::Result {
+    let _reaper = Reaper { node: env.node.clone(), lab: env.lab.clone() };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let (node, shared) = (env.node.clone(), env.lab.clone());
+    let epoch = {
+        let mut l = lab(&shared);
+        let e = l.broker_epochs.entry(k).or_insert(0);
+        *e += 1;
+        *e
+    };
+    let sink_lab = shared.clone();
+    let sink_node = node.clone();
+    let sink: rmq_broker::EventSink = Box::new(move |e| {
+        let mut l = lab(&sink_lab);
+        l.history.broker_event(k, epoch, e);
+        l.trace.broker_event(now_sim_ms(), &sink_node, e);
+    });
+    let addr = opts.core.broker_addr.clone();
+    match rmq_broker::start_observed(env.clone(), opts, Some(sink)).await {
+        Ok(_h) => {
+            lab(&shared).trace.line(now_sim_ms(), &node, "broker.node.started", "");
+            // The operator's mqadmin updateTopic, as the fast lane does at boot.
+            let create = rmq_proto::header::CreateTopicRequestHeader {
+                topic: TOPIC.into(),
+                default_topic: "TBW102".into(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                perm: 6,
+                topic_filter_type: "SINGLE_TAG".into(),
+                topic_sys_flag: None,
+                order: false,
+            };
+            let req = RemotingCommand::request_with(RequestCode::UpdateAndCreateTopic, 0, &create);
+            if let Err(e) = RemotingClient::new(env).invoke(&addr, req, 3_000).await {
+                lab(&shared).trace.line(now_sim_ms(), &node, "broker.topic.create_failed", &e.to_string());
+            }
+            std::future::pending::<()>().await;
+        }
+        Err(e) => lab(&shared).trace.line(now_sim_ms(), &node, "broker.node.failed", &e.to_string()),
+    }
+    Ok(())
+}
+
+async fn run_producer(env: TurmoilEnv, cfg: ClientConfig, k: u32, messages: u32, interval_ms: u64) {
+    // Clients start at 100 ms (plus a step per client), as in the fast lane.
+    tokio::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
+    let (node, shared) = (env.node.clone(), env.lab.clone());
+    let producer = Producer::start(env, cfg);
+    loop {
+        let key = {
+            let mut l = lab(&shared);
+            let seq = l.next_seq.entry(k).or_insert(0);
+            if *seq >= messages {
+                return;
+            }
+            let key = format!("p{k}-{seq}");
+            *seq += 1;
+            l.history.sent.insert(key.clone());
+            l.trace.line(now_sim_ms(), &node, "client.send.began", &format!("key={key}"));
+            key
+        };
+        let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys(&key);
+        let result = producer.send(msg).await;
+        {
+            let mut l = lab(&shared);
+            let t = now_sim_ms();
+            match result {
+                Ok(r) if r.status == SendStatus::SendOk => {
+                    let (queue, offset) = (r.queue.queue_id, r.queue_offset.max(0) as u64);
+                    l.history.acked.insert(key.clone(), (queue, offset));
+                    l.acks += 1;
+                    l.trace.line(t, &node, "client.send.acked", &format!("key={key} queue={queue} offset={offset}"));
+                }
+                Ok(r) => {
+                    l.history.unconfirmed += 1;
+                    l.trace.line(t, &node, "client.send.unconfirmed", &format!("key={key} status={:?}", r.status));
+                }
+                Err(e) => {
+                    l.history.failed += 1;
+                    let cause = e.to_string().replace(' ', "_");
+                    l.trace.line(t, &node, "client.send.failed", &format!("key={key} cause={cause}"));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+    }
+}
+
+async fn run_consumer(env: TurmoilEnv, cfg: ClientConfig, k: u32, idempotent: bool) {
+    tokio::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
+    let (node, shared) = (env.node.clone(), env.lab.clone());
+    let (listener_lab, listener_node) = (shared.clone(), node.clone());
+    let started = PushConsumer::start(env, cfg, &[(TOPIC, "*")], move |msgs| {
+        let mut l = lab(&listener_lab);
+        let t = now_sim_ms();
+        for m in msgs {
+            let key = message_key(&m.properties);
+            l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64);
+            let fresh = !idempotent || l.processing_log.insert(key.clone());
+            if fresh {
+                l.history.processed(&key);
+            }
+            let line = format!("key={key} queue={} offset={} processed={fresh}", m.queue_id, m.queue_offset);
+            l.trace.line(t, &listener_node, "client.message.delivered", &line);
+        }
+        ConsumeResult::Success
+    })
+    .await;
+    match started {
+        // The consumer lives as long as the host; a crash drops it with the host's runtime.
+        Ok(c) => {
+            std::future::pending::<()>().await;
+            drop(c);
+        }
+        Err(e) => lab(&shared).trace.line(now_sim_ms(), &node, "client.consumer.failed", &e.to_string()),
+    }
+}
+
+/// A fault as the stack lane applies it.
+enum StackFault {
+    Plain(Fault),
+    Release(String),
+}
+
+/// Runs a scenario in the full-stack lane and judges it with the shared oracle.
+pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport, String> {
+    if let Some(why) = refusal(s) {
+        return Err(why);
+    }
+    let topo = Topology::of(s);
     let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_millis(s.duration_ms + 60_000))
+        .simulation_duration(Duration::from_millis(s.duration_ms + SIM_SLACK_MS))
         .min_message_latency(Duration::from_millis(s.latency_ms.max(1)))
         .max_message_latency(Duration::from_millis(s.latency_ms.max(1) + s.jitter_ms))
         .rng_seed(seed)
         .build();
-    let disk = Arc::new(Mutex::new(SimDisk::default()));
-    let report = Arc::new(Mutex::new(StackReport::default()));
-    sim.host("ns", || async {
-        let env = TurmoilEnv { disk: SimDisk::default(), seed: 1 };
-        let _h = rmq_namesrv::start(env, &format!("0.0.0.0:{NS_PORT}"), Default::default()).await?;
-        std::future::pending::<()>().await;
-        Ok(())
-    });
-    let broker_disk = disk.clone();
-    let opts = broker_options(s);
-    sim.host("broker", move || {
-        let (disk, opts) = (broker_disk.lock().expect("disk slot").clone(), opts.clone());
-        async move {
-            let env = TurmoilEnv { disk, seed: 2 };
-            let h = rmq_broker::start(env, opts).await.map_err(|e| e.to_string())?;
-            let _ = h;
-            std::future::pending::<()>().await;
-            Ok(())
-        }
-    });
-    for p in 0..s.producers {
-        let (report, messages, interval) = (report.clone(), s.messages, s.send_interval_ms);
-        sim.client(format!("p{p}"), async move {
-            tokio::time::sleep(Duration::from_millis(1_000)).await;
-            let env = TurmoilEnv { disk: SimDisk::default(), seed: 100 + u64::from(p) };
-            let producer = Producer::start(env, client_config("PG", &format!("p{p}")));
-            for i in 0..messages {
-                let key = format!("p{p}-{i}");
-                let mut msg = Message::new(TOPIC, key.clone().into_bytes());
-                msg.properties.insert("KEYS".into(), key.clone());
-                match producer.send(msg).await {
-                    Ok(r) if r.status == SendStatus::SendOk => {
-                        report.lock().expect("report lock").acked.insert(key);
-                    }
-                    _ => report.lock().expect("report lock").failed += 1,
-                }
-                tokio::time::sleep(Duration::from_millis(interval)).await;
-            }
-            Ok(())
-        });
+    let shared: Shared = Arc::new(Mutex::new(Lab {
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4e45_5446_4155_4c54),
+        trace: Trace::new(keep_trace),
+        history: History::default(),
+        next_seq: BTreeMap::new(),
+        processing_log: BTreeSet::new(),
+        acks: 0,
+        broker_epochs: BTreeMap::new(),
+        crashing: None,
+        graveyard: BTreeMap::new(),
+        next_stream: 0,
+    }));
+    // One disk per broker (`vec![disk; n]` would share one: clones share state).
+    let disks = Arc::new(Mutex::new((0..topo.brokers.len()).map(|_| SimDisk::default()).collect::<Vec<_>>()));
+    let build = Build { s, topo: &topo, lab: shared.clone(), disks: disks.clone() };
+    for k in 0..topo.namesrvs.len() {
+        build.namesrv(&mut sim, k);
     }
-    for c in 0..s.consumers {
-        let (report, until) = (report.clone(), s.duration_ms);
-        sim.client(format!("c{c}"), async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let env = TurmoilEnv { disk: SimDisk::default(), seed: 200 + u64::from(c) };
-            let r2 = report.clone();
-            let consumer =
-                PushConsumer::start(env, client_config("G", &format!("c{c}")), &[(TOPIC, "*")], move |msgs| {
-                    let mut r = r2.lock().expect("report lock");
-                    for m in msgs {
-                        let key = m.properties.get("KEYS").cloned().unwrap_or_default();
-                        *r.deliveries.entry(key).or_default() += 1;
-                    }
-                    ConsumeResult::Success
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::time::sleep(Duration::from_millis(until)).await;
-            consumer.shutdown().await;
-            Ok(())
-        });
+    for k in 0..topo.brokers.len() {
+        build.broker(&mut sim, k);
     }
-    // A pause holds every link of the node (nothing in or out) until it resumes.
-    let hosts: Vec<String> = ["ns".to_string(), "broker".to_string()]
-        .into_iter()
-        .chain((0..s.producers).map(|p| format!("p{p}")))
-        .chain((0..s.consumers).map(|c| format!("c{c}")))
-        .collect();
-    let mut schedule: Vec<(u64, StackFault)> = Vec::new();
-    for (at, f) in &s.faults {
-        match f {
-            Fault::Pause(node, ms) => {
-                schedule.push((*at, StackFault::Hold(node.clone())));
-                schedule.push((at + ms, StackFault::Release(node.clone())));
-            }
-            other => schedule.push((*at, StackFault::Plain(other.clone()))),
-        }
+    for k in 0..topo.producers.len() {
+        build.producer(&mut sim, k);
     }
-    schedule.sort_by_key(|f| f.0);
-    let mut faults = schedule.into_iter().peekable();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut partitioned: Vec<(String, String)> = Vec::new();
+    for k in 0..topo.consumers.len() {
+        build.consumer(&mut sim, k);
+    }
+    let mut faults = schedule(s).into_iter().peekable();
+    let mut crash_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4352_4153_4800_0000);
+    let hosts = topo.all();
+    let mut partitioned: Vec<(String, String, bool)> = Vec::new();
+    let mut armed: BTreeMap<String, (Trigger, u64)> = BTreeMap::new();
+    let mut down: BTreeSet<String> = BTreeSet::new();
+    let mut events = 0u64;
+    let mode = CrashMode { writeback_pct: s.writeback_pct, tear: s.tear };
     loop {
         let now = sim.elapsed().as_millis() as u64;
+        if now >= s.duration_ms {
+            break;
+        }
+        // Armed crashes whose moment has come.
+        let acks = lab(&shared).acks;
+        let due: Vec<String> = armed
+            .iter()
+            .filter(|(node, (what, acks_then))| {
+                let disk =
+                    topo.brokers.iter().position(|b| b == *node).map(|k| disks.lock().expect("disk slots")[k].clone());
+                match what {
+                    Trigger::Flush => disk.is_some_and(|d| d.flushes_in_flight() > 0),
+                    Trigger::Checkpoint => disk.is_some_and(|d| d.checkpoint_in_flight()),
+                    Trigger::Ack => acks > *acks_then,
+                    // Set to the restart time + 1 ms when the node restarts: it has begun its
+                    // recovery and not finished settling.
+                    Trigger::Recovery => *acks_then > 0 && now >= *acks_then,
+                }
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in due {
+            let (what, _) = armed.remove(&node).expect("due triggers are armed");
+            lab(&shared).trace.line(now, &node, "sim.trigger.fired", &format!("on={}", what.word()));
+            crash(&mut sim, &topo, &disks, &shared, &mut down, &node, mode, &mut crash_rng, now);
+        }
         while faults.peek().is_some_and(|(at, _)| *at <= now) {
             let (_, f) = faults.next().expect("peeked");
-            let f = match f {
-                StackFault::Hold(node) | StackFault::Release(node) if !hosts.contains(&node) => continue,
-                StackFault::Hold(node) => {
-                    for other in hosts.iter().filter(|h| **h != node) {
-                        sim.hold(node.as_str(), other.as_str());
-                    }
-                    continue;
-                }
+            events += 1;
+            match f {
                 StackFault::Release(node) => {
                     for other in hosts.iter().filter(|h| **h != node) {
                         sim.release(node.as_str(), other.as_str());
                     }
-                    continue;
+                    lab(&shared).trace.line(now, &node, "sim.node.resumed", "");
                 }
-                StackFault::Plain(f) => f,
-            };
-            match f {
-                Fault::Crash(h) => {
-                    sim.crash(h.as_str());
-                    if h == "broker" {
-                        let mut slot = disk.lock().expect("disk slot");
-                        let mode = CrashMode { writeback_pct: s.writeback_pct, tear: s.tear };
-                        *slot = slot.crash(mode, &mut rng);
+                StackFault::Plain(Fault::Pause(node, ms)) => {
+                    for other in hosts.iter().filter(|h| **h != node) {
+                        sim.hold(node.as_str(), other.as_str());
+                    }
+                    lab(&shared).trace.line(now, &node, "sim.node.paused", &format!("ms={ms}"));
+                }
+                StackFault::Plain(Fault::Crash(node)) => {
+                    crash(&mut sim, &topo, &disks, &shared, &mut down, &node, mode, &mut crash_rng, now);
+                }
+                StackFault::Plain(Fault::Restart(node)) => {
+                    if !down.contains(&node) {
+                        // An aimed crash that found no moment before this restart is withdrawn.
+                        if let Some((what, _)) = armed.remove(&node) {
+                            lab(&shared).trace.line(now, &node, "sim.trigger.expired", &format!("on={}", what.word()));
+                        }
+                    }
+                    if down.remove(&node) {
+                        sim.bounce(node.as_str());
+                        lab(&shared).trace.line(now, &node, "sim.node.restarted", "");
+                        if let Some((Trigger::Recovery, at)) = armed.get_mut(&node) {
+                            *at = now + 1;
+                        }
                     }
                 }
-                Fault::Restart(h) => sim.bounce(h.as_str()),
-                Fault::Partition(a, b) => {
+                StackFault::Plain(Fault::CrashOn(node, what)) => {
+                    lab(&shared).trace.line(now, &node, "sim.trigger.armed", &format!("on={}", what.word()));
+                    // For `ack`: the acknowledgements counted so far; for `recovery`: when the
+                    // next restart happened (0 until then).
+                    let mark = if what == Trigger::Recovery { 0 } else { lab(&shared).acks };
+                    armed.insert(node, (what, mark));
+                }
+                StackFault::Plain(Fault::Partition(a, b)) => {
                     sim.partition(a.as_str(), b.as_str());
-                    partitioned.push((a, b));
+                    lab(&shared).trace.line(now, "sim", "sim.net.partitioned", &format!("a={a} b={b}"));
+                    partitioned.push((a, b, false));
                 }
-                Fault::Heal => {
-                    for (a, b) in partitioned.drain(..) {
-                        sim.repair(a.as_str(), b.as_str());
-                    }
-                }
-                Fault::Pause(..) => unreachable!("pauses were turned into hold/release above"),
-                Fault::PartitionOneWay(a, b) => {
+                StackFault::Plain(Fault::PartitionOneWay(a, b)) => {
                     sim.partition_oneway(a.as_str(), b.as_str());
-                    partitioned.push((a, b));
+                    lab(&shared).trace.line(now, "sim", "sim.net.partitioned", &format!("from={a} to={b} oneway=true"));
+                    partitioned.push((a, b, true));
+                }
+                StackFault::Plain(Fault::Heal) => {
+                    for (a, b, oneway) in partitioned.drain(..) {
+                        if oneway {
+                            sim.repair_oneway(a.as_str(), b.as_str());
+                        } else {
+                            sim.repair(a.as_str(), b.as_str());
+                        }
+                    }
+                    lab(&shared).trace.line(now, "sim", "sim.net.healed", "");
                 }
             }
         }
-        match sim.step() {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+        sim.step().map_err(|e| format!("turmoil: {e}"))?;
+        events += 1;
     }
-    let mut r = report.lock().expect("report lock").clone();
-    r.lost = r.acked.iter().filter(|k| !r.deliveries.contains_key(*k)).cloned().collect();
-    r.simulated_ms = sim.elapsed().as_millis() as u64;
-    Ok(r)
+    let simulated_ms = sim.elapsed().as_millis() as u64;
+    let mut l = lab(&shared);
+    let disks = disks.lock().expect("disk slots").clone();
+    let mut opened = Vec::new();
+    for (k, name) in topo.brokers.iter().enumerate() {
+        if down.contains(name) {
+            continue;
+        }
+        let config = broker_options(s, &topo, k).core.store;
+        let (store, _) = MessageStore::open(disks[k].snapshot_live(), config)
+            .map_err(|e| format!("{name}: reading its store at the end failed: {e}"))?;
+        opened.push((name.as_str(), store));
+    }
+    let stores: Vec<(&str, &MessageStore<SimDisk>)> = opened.iter().map(|(n, st)| (*n, st)).collect();
+    let findings = check_run(&l.history, &stores, topo.brokers.len(), s.queues, &Promise::of(s));
+    let h = &l.history;
+    Ok(RunReport {
+        scenario: s.name.clone(),
+        seed,
+        lane: "stack".into(),
+        digest: format!("{:016x}", l.trace.digest),
+        trace_lines: l.trace.count,
+        events,
+        simulated_ms,
+        sent: h.sent.len() as u64,
+        acked: h.acked.len() as u64,
+        failed: h.failed,
+        delivered: h.delivered_total,
+        crashes: h.crashes,
+        findings,
+        trace: std::mem::take(&mut l.trace.lines),
+    })
+}
+
+/// The scenario's faults in the order the stack lane applies them; a pause becomes a hold of
+/// every link of the node and a release when it ends.
+fn schedule(s: &Scenario) -> Vec<(u64, StackFault)> {
+    let mut out: Vec<(u64, StackFault)> = Vec::new();
+    for (at, f) in &s.faults {
+        if let Fault::Pause(node, ms) = f {
+            out.push((at + ms, StackFault::Release(node.clone())));
+        }
+        out.push((*at, StackFault::Plain(f.clone())));
+    }
+    out.sort_by_key(|f| f.0);
+    out
+}
+
+/// Power loss of a host: its software stops, its connections reset, and a broker's disk keeps
+/// only what the crash model lets survive.
+#[allow(clippy::too_many_arguments)]
+fn crash(
+    sim: &mut turmoil::Sim<'_>,
+    topo: &Topology,
+    disks: &Arc<Mutex<Vec<SimDisk>>>,
+    shared: &Shared,
+    down: &mut BTreeSet<String>,
+    node: &str,
+    mode: CrashMode,
+    rng: &mut ChaCha8Rng,
+    now: u64,
+) {
+    if !down.insert(node.to_string()) {
+        return;
+    }
+    // The node's sockets go to the graveyard as turmoil drops its tasks; its Reaper, dropped
+    // last, closes them in opening order.
+    lab(shared).crashing = Some(node.to_string());
+    sim.crash(node);
+    lab(shared).crashing = None;
+    let mut detail = String::new();
+    if let Some(k) = topo.brokers.iter().position(|b| b == node) {
+        let mut slots = disks.lock().expect("disk slots");
+        detail = format!("dirty_pages={}", slots[k].dirty_pages());
+        slots[k] = slots[k].crash(mode, rng);
+    }
+    let mut l = lab(shared);
+    l.history.crashes += 1;
+    l.trace.line(now, node, "sim.node.crashed", &detail);
 }

@@ -20,7 +20,7 @@ use rmq_proto::{ConnId, RemotingCommand};
 use crate::actors::{Consumer, Producer};
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::History;
-use crate::scenario::{Fault, Scenario};
+use crate::scenario::{Fault, Scenario, Trigger};
 use crate::trace::Trace;
 
 /// Wall-clock origin of simulated time (cores stamp messages with `EPOCH_MS + t`).
@@ -30,9 +30,30 @@ pub const TOPIC: &str = "SimTopic";
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { from: usize, to: usize, from_epoch: u64, to_epoch: u64, frame: Bytes },
-    Timer { node: usize, at: u64 },
-    FlushDone { node: usize, epoch: u64, target: u64 },
+    Deliver {
+        from: usize,
+        to: usize,
+        from_epoch: u64,
+        to_epoch: u64,
+        frame: Bytes,
+    },
+    Timer {
+        node: usize,
+        at: u64,
+    },
+    /// A detached flush's lag has passed: run its jobs (now its pages are durable), report it.
+    FlushDone {
+        node: usize,
+        epoch: u64,
+        target: u64,
+        job: u64,
+    },
+    /// A detached checkpoint's lag has passed.
+    CheckpointDone {
+        node: usize,
+        epoch: u64,
+        job: u64,
+    },
     Fault(Fault),
 }
 
@@ -94,6 +115,12 @@ pub struct World {
     partitions: Vec<(usize, usize)>,
     disks: BTreeMap<usize, SimDisk>,
     configs: BTreeMap<usize, BrokerConfig>,
+    /// Detached flush work waiting for its lag, by job id.
+    flush_jobs: BTreeMap<u64, Vec<rmq_store::FlushJob>>,
+    /// Detached checkpoints waiting for their lag, by job id.
+    checkpoint_jobs: BTreeMap<u64, rmq_store::PendingCheckpoint>,
+    /// Crash triggers armed by `at T crash NODE on WHAT`: node → what it waits for.
+    armed: BTreeMap<usize, Trigger>,
     /// The group's processing log (message id + scenario, on disk in the brief's "strong
     /// check"): shared by every member and kept across consumer crashes.
     pub processing_log: std::collections::BTreeSet<String>,
@@ -164,6 +191,9 @@ impl World {
             partitions: Vec::new(),
             disks,
             configs,
+            flush_jobs: BTreeMap::new(),
+            checkpoint_jobs: BTreeMap::new(),
+            armed: BTreeMap::new(),
             processing_log: std::collections::BTreeSet::new(),
             history: History::default(),
             trace: Trace::new(keep_trace),
@@ -292,7 +322,7 @@ impl World {
         // A paused process handles nothing until it resumes: its events wait.
         let target = match &ev {
             Ev::Deliver { to, .. } => Some(*to),
-            Ev::Timer { node, .. } | Ev::FlushDone { node, .. } => Some(*node),
+            Ev::Timer { node, .. } | Ev::FlushDone { node, .. } | Ev::CheckpointDone { node, .. } => Some(*node),
             Ev::Fault(_) => None,
         };
         if let Some(i) = target {
@@ -320,13 +350,31 @@ impl World {
                 self.nodes[node].timer_at = None;
                 self.tick(node);
             }
-            Ev::FlushDone { node, epoch, target } => {
+            Ev::FlushDone { node, epoch, target, job } => {
+                let jobs = self.flush_jobs.remove(&job).unwrap_or_default();
                 if self.nodes[node].epoch != epoch || !self.nodes[node].up {
                     return;
                 }
+                let ok = jobs.into_iter().all(|j| j.run().is_ok());
                 let now_ms = self.wall_ms(node);
                 if let Role::Broker(Some(core)) = &mut self.nodes[node].role {
-                    core.on_flushed(now_ms, target);
+                    if ok {
+                        core.on_flushed(now_ms, target);
+                    } else {
+                        core.on_flush_failed(now_ms);
+                    }
+                }
+                self.pump_broker(node);
+            }
+            Ev::CheckpointDone { node, epoch, job } => {
+                let Some(mut pending) = self.checkpoint_jobs.remove(&job) else { return };
+                if self.nodes[node].epoch != epoch || !self.nodes[node].up {
+                    return;
+                }
+                let ok = std::mem::take(&mut pending.jobs).into_iter().all(|j| j.run().is_ok());
+                let now_ms = self.wall_ms(node);
+                if let Role::Broker(Some(core)) = &mut self.nodes[node].role {
+                    core.on_checkpointed(now_ms, &pending, ok);
                 }
                 self.pump_broker(node);
             }
@@ -400,18 +448,34 @@ impl World {
                         self.send(b, conn.0 as usize, &cmd);
                     }
                 }
-                Output::Flush => {
-                    if let Some(target) = self.broker_core(b).and_then(|c| c.flush_store().ok()) {
-                        let (lag, epoch) = (self.scenario.flush_lag_ms, self.nodes[b].epoch);
-                        self.push(self.now + lag, Ev::FlushDone { node: b, epoch, target });
+                // As the real driver does: the flush's jobs run away from the loop and complete
+                // after the disk's latency; only then are its pages durable and the flush reported.
+                Output::Flush => match self.broker_core(b).map(|c| c.begin_flush()) {
+                    Some(Ok(p)) => {
+                        let (lag, epoch, job) = (self.scenario.flush_lag_ms, self.nodes[b].epoch, self.seq + 1);
+                        self.flush_jobs.insert(job, p.jobs);
+                        self.push(self.now + lag, Ev::FlushDone { node: b, epoch, target: p.target, job });
+                        self.trace.line(
+                            self.now,
+                            &self.nodes[b].name.clone(),
+                            "sim.flush.began",
+                            &format!("clo={}", p.target),
+                        );
+                        self.fire_trigger(b, Trigger::Flush);
                     }
-                }
-                Output::Checkpoint => {
-                    if let Some(core) = self.broker_core(b) {
-                        if let Ok(mut p) = core.begin_checkpoint() {
-                            let ok = std::mem::take(&mut p.jobs).into_iter().all(|j| j.run().is_ok());
-                            core.on_checkpointed(now_ms, &p, ok);
+                    Some(Err(_)) => {
+                        if let Some(core) = self.broker_core(b) {
+                            core.on_flush_failed(now_ms);
                         }
+                    }
+                    None => {}
+                },
+                Output::Checkpoint => {
+                    if let Some(Ok(p)) = self.broker_core(b).map(|c| c.begin_checkpoint()) {
+                        let (lag, epoch, job) = (self.scenario.flush_lag_ms, self.nodes[b].epoch, self.seq + 1);
+                        self.checkpoint_jobs.insert(job, p);
+                        self.push(self.now + lag, Ev::CheckpointDone { node: b, epoch, job });
+                        self.fire_trigger(b, Trigger::Checkpoint);
                     }
                 }
                 Output::RegisterBroker(cmd) => {
@@ -444,6 +508,24 @@ impl World {
         let name = self.nodes[ns].name.clone();
         for e in events {
             self.trace.line(self.now, &name, "namesrv.broker.changed", &format!("{e:?}"));
+        }
+    }
+
+    /// Crashes `node` now if a crash armed on it waits for `what`.
+    fn fire_trigger(&mut self, node: usize, what: Trigger) {
+        if self.armed.get(&node) == Some(&what) {
+            self.armed.remove(&node);
+            let name = self.nodes[node].name.clone();
+            self.trace.line(self.now, &name, "sim.trigger.fired", &format!("on={}", what.word()));
+            self.push(self.now, Ev::Fault(Fault::Crash(name)));
+        }
+    }
+
+    /// A producer was just answered SEND_OK: fires every crash armed `on ack`.
+    pub fn on_client_acked(&mut self) {
+        let waiting: Vec<usize> = self.armed.iter().filter(|(_, t)| **t == Trigger::Ack).map(|(n, _)| *n).collect();
+        for n in waiting {
+            self.fire_trigger(n, Trigger::Ack);
         }
     }
 
@@ -482,6 +564,11 @@ impl World {
             Fault::Restart(name) => {
                 let Some(i) = self.node_index(&name) else { return };
                 if self.nodes[i].up {
+                    // An aimed crash that found no moment before the node's next restart is
+                    // withdrawn, so the node is never left down at the end.
+                    if let Some(what) = self.armed.remove(&i) {
+                        self.trace.line(self.now, &name, "sim.trigger.expired", &format!("on={}", what.word()));
+                    }
                     return;
                 }
                 self.nodes[i].up = true;
@@ -501,6 +588,12 @@ impl World {
                         self.schedule_timer(i, self.now + 1);
                     }
                 }
+                self.fire_trigger(i, Trigger::Recovery);
+            }
+            Fault::CrashOn(name, what) => {
+                let Some(i) = self.node_index(&name) else { return };
+                self.trace.line(self.now, &name, "sim.trigger.armed", &format!("on={}", what.word()));
+                self.armed.insert(i, what);
             }
             Fault::Partition(a, b) => {
                 if let (Some(x), Some(y)) = (self.node_index(&a), self.node_index(&b)) {

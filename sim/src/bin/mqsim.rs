@@ -10,7 +10,8 @@
 //! mqsim run swarm --seed 9                   # a random fault mix drawn from the seed, printed
 //! mqsim shrink my.sim --file my.sim --seed 3   # minimal failing scenario written to a file
 //! ```
-//! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage.
+//! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage,
+//! 5 the scenario cannot run in the chosen lane (refused before anything ran).
 
 use std::process::ExitCode;
 
@@ -21,10 +22,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rmq_sim::scenario::{parse, resolve, CATALOGUE};
-use rmq_sim::{run, RunReport, Scenario, Verdict};
+use rmq_sim::{Lane, RunReport, Scenario, Verdict};
 
 #[derive(Parser, Debug)]
-#[command(name = "mqsim", version, about = "Deterministic simulation of the real NameServer and broker cores")]
+#[command(name = "mqsim", version, about = "Deterministic simulation of the real NameServer, broker and client")]
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -69,11 +70,15 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// Run seeds 1..=N of one scenario (or `all`) and summarise.
+    /// Run seeds 1..=N of one scenario (or `all`) in one lane or every lane, and summarise;
+    /// with `--lane all` the lanes' verdicts are compared seed by seed.
     Sweep {
         scenario: String,
         #[arg(long, default_value_t = 20)]
         seeds: u64,
+        /// `fast`, `stack`, or `all`.
+        #[arg(long, default_value = "fast")]
+        lane: String,
         #[arg(long)]
         json: bool,
     },
@@ -81,6 +86,8 @@ enum Cmd {
 
 const DEFAULT_SCENARIO: &str = "broker-crash-sync";
 const DEFAULT_SEED: u64 = 42;
+/// Exit status of a scenario a lane refuses.
+const EXIT_REFUSED: u8 = 5;
 
 fn scenario(name: &str, file: Option<&std::path::Path>, seed: u64) -> anyhow::Result<Scenario> {
     match file {
@@ -98,6 +105,13 @@ fn code(v: Verdict) -> u8 {
     }
 }
 
+fn lanes(name: &str) -> anyhow::Result<Vec<Lane>> {
+    if name == "all" {
+        return Ok(Lane::ALL.to_vec());
+    }
+    Lane::parse(name).map(|l| vec![l]).with_context(|| format!("unknown lane {name:?}: fast, stack or all"))
+}
+
 fn print(r: &RunReport, json: bool) {
     if json {
         println!("{}", serde_json::to_string(r).expect("reports serialize"));
@@ -105,39 +119,102 @@ fn print(r: &RunReport, json: bool) {
     }
     let f = &r.findings;
     println!(
-        "{} seed={} verdict={:?} digest={} | sent={} acked={} failed={} delivered={} duplicates={} processed_twice={} acked_lost={} crashes={} | {} events, {} simulated ms",
-        r.scenario, r.seed, f.verdict, r.digest, r.sent, r.acked, r.failed, r.delivered, f.duplicates, f.processed_duplicates, f.acked_lost, r.crashes, r.events, r.simulated_ms
+        "{} seed={} verdict={:?} lane={} digest={} | sent={} acked={} failed={} delivered={} duplicates={} processed_twice={} acked_lost={} crashes={} | {} events, {} simulated ms",
+        r.scenario, r.seed, f.verdict, r.lane, r.digest, r.sent, r.acked, r.failed, r.delivered, f.duplicates, f.processed_duplicates, f.acked_lost, r.crashes, r.events, r.simulated_ms
     );
     for p in &f.problems {
         println!("  violation: {p}");
     }
 }
 
-fn run_stack_lane(s: &Scenario, seed: u64, json: bool) -> anyhow::Result<u8> {
-    let r = rmq_sim::stack::run_stack(s, seed).map_err(anyhow::Error::msg)?;
-    let violation = !r.lost.is_empty() && !s.acked_loss_allowed;
-    let delivered: u32 = r.deliveries.values().sum();
-    if json {
+/// The short account a newcomer reads after a run: what ran, what broke, what held, and how to
+/// look closer.
+fn explain(s: &Scenario, r: &RunReport, replay: &str) {
+    let f = &r.findings;
+    println!();
+    println!("What ran");
+    if !s.goal.is_empty() {
+        println!("  {}", s.goal);
+    }
+    println!(
+        "  {} NameServer(s), {} broker(s) ({}), {} producer(s) x {} messages, {} consumer(s){}, {} queues, {} lane",
+        s.namesrvs,
+        s.brokers,
+        if s.sync_flush { "SYNC_FLUSH: a send is answered only after its flush" } else { "ASYNC_FLUSH" },
+        s.producers,
+        s.messages,
+        s.consumers,
+        if s.idempotent { " deduplicating by message key" } else { "" },
+        s.queues,
+        r.lane
+    );
+    let mut net = vec![format!("latency {} ms + up to {} ms jitter", s.latency_ms, s.jitter_ms)];
+    if s.drop_pct > 0 {
+        net.push(format!("{}% of frames lost", s.drop_pct));
+    }
+    if s.dup_pct > 0 {
+        net.push(format!("{}% of frames duplicated", s.dup_pct));
+    }
+    if s.flush_lag_ms > 0 {
+        net.push(format!("each flush takes {} ms", s.flush_lag_ms));
+    }
+    println!("  network and disk: {}", net.join(", "));
+    println!("Faults");
+    if s.faults.is_empty() {
+        println!("  none");
+    }
+    for (at, fault) in &s.faults {
+        println!("  at {:>6} ms: {}", at, describe(fault, s));
+    }
+    println!("What happened");
+    println!(
+        "  {} sends tried, {} acknowledged (SEND_OK), {} gave up; {} deliveries ({} duplicates); {} crash(es)",
+        r.sent, r.acked, r.failed, r.delivered, f.duplicates, r.crashes
+    );
+    println!(
+        "  acknowledged and lost: {}{}; acknowledged, stored, never delivered: {}",
+        f.acked_lost,
+        if s.acked_loss_allowed { " (allowed: ASYNC_FLUSH may lose the page cache)" } else { " (none allowed)" },
+        f.undelivered
+    );
+    println!("Verdict: {:?}", f.verdict);
+    if f.problems.is_empty() {
         println!(
-            "{}",
-            serde_json::json!({ "scenario": s.name, "seed": seed, "lane": "stack", "acked": r.acked.len(), "failed": r.failed,
-                "delivered": delivered, "acked_lost": r.lost.len(), "simulated_ms": r.simulated_ms,
-                "verdict": if violation { "Safety" } else { "Pass" } })
-        );
-    } else {
-        println!(
-            "{} seed={} lane=stack verdict={} | acked={} failed={} delivered={} acked_lost={} | {} simulated ms",
-            s.name,
-            seed,
-            if violation { "Safety" } else { "Pass" },
-            r.acked.len(),
-            r.failed,
-            delivered,
-            r.lost.len(),
-            r.simulated_ms
+            "  every guarantee held: no acknowledged message lost{}, queues dense and in order, group offsets never moved back, progress floors met",
+            if s.acked_loss_allowed { " beyond what ASYNC_FLUSH allows" } else { "" }
         );
     }
-    Ok(if violation { 1 } else { 0 })
+    for p in &f.problems {
+        println!("  because: {p}");
+    }
+    println!("Trace digest {} ({} lines): the same seed gives the same digest", r.digest, r.trace_lines);
+    println!("Replay:   {replay}");
+    println!("Timeline: {replay} --html /tmp/{}-seed{}.html", s.name, r.seed);
+    println!("Shrink:   {}", replay.replacen("mqsim -- run ", "mqsim -- shrink ", 1));
+}
+
+fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
+    use rmq_sim::scenario::Fault;
+    match f {
+        Fault::Crash(n) if n.starts_with("broker") => format!(
+            "power loss on {n} (page cache lost{}{})",
+            if s.writeback_pct > 0 {
+                format!(", {}% of dirty pages written back", s.writeback_pct)
+            } else {
+                String::new()
+            },
+            if s.tear { ", one page torn" } else { "" }
+        ),
+        Fault::Crash(n) => format!("{n} crashes"),
+        Fault::CrashOn(n, t) => format!("{n} loses power at the next {} from here", t.word()),
+        Fault::Restart(n) => {
+            format!("{n} restarts{}", if n.starts_with("broker") { " and recovers its store" } else { "" })
+        }
+        Fault::Partition(a, b) => format!("network partition between {a} and {b}"),
+        Fault::PartitionOneWay(a, b) => format!("frames from {a} to {b} are lost (one-way partition)"),
+        Fault::Heal => "every partition heals".into(),
+        Fault::Pause(n, ms) => format!("{n} pauses for {ms} ms"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -150,24 +227,96 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a scenario in a lane, or says why the lane refuses it (exit status 5).
+fn run_or_refuse(lane: Lane, s: &Scenario, seed: u64, keep: bool) -> anyhow::Result<Result<RunReport, u8>> {
+    if let Some(why) = lane.refusal(s) {
+        eprintln!("mqsim: refused: scenario {} cannot run in the {} lane: {why}", s.name, lane.name());
+        return Ok(Err(EXIT_REFUSED));
+    }
+    Ok(Ok(lane.run(s, seed, keep).map_err(anyhow::Error::msg)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_run(
+    name: String,
+    file: Option<std::path::PathBuf>,
+    seed: u64,
+    trace: Option<std::path::PathBuf>,
+    check_determinism: bool,
+    lane: String,
+    json: bool,
+    explain_run: bool,
+) -> anyhow::Result<u8> {
+    let s = scenario(&name, file.as_deref(), seed)?;
+    let lane = Lane::parse(&lane).with_context(|| format!("unknown lane {lane:?}: fast or stack"))?;
+    if name == "swarm" && file.is_none() && !json {
+        println!(
+            "# swarm mix drawn from seed {seed}:\n{}",
+            s.to_dsl().lines().map(|l| format!("#   {l}")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let keep = trace.is_some() || check_determinism;
+    let r = match run_or_refuse(lane, &s, seed, keep)? {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    if let Some(path) = &trace {
+        std::fs::write(path, r.trace.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if check_determinism {
+        let again = lane.run(&s, seed, true).map_err(anyhow::Error::msg)?;
+        if again.digest != r.digest {
+            let i = r
+                .trace
+                .iter()
+                .zip(&again.trace)
+                .position(|(a, b)| a != b)
+                .unwrap_or(r.trace.len().min(again.trace.len()));
+            println!(
+                "nondeterminism in the {} lane: first divergent event #{i}:\n  run 1: {:?}\n  run 2: {:?}",
+                lane.name(),
+                r.trace.get(i),
+                again.trace.get(i)
+            );
+            return Ok(3);
+        }
+        if !json {
+            println!("deterministic: two runs gave digest {}", r.digest);
+        }
+    }
+    print(&r, json);
+    if explain_run && !json {
+        let mut replay = String::from("cargo run --release --bin mqsim -- run ");
+        match &file {
+            Some(p) => replay.push_str(&format!("x --file {}", p.display())),
+            None => replay.push_str(&name),
+        }
+        replay.push_str(&format!(" --seed {seed}"));
+        if lane != Lane::Fast {
+            replay.push_str(&format!(" --lane {}", lane.name()));
+        }
+        explain(&s, &r, &replay);
+    }
+    Ok(code(r.findings.verdict))
+}
+
 fn real_main() -> anyhow::Result<u8> {
     let args = Args::parse();
-    let cmd = args.cmd.unwrap_or(Cmd::Run {
-        scenario: DEFAULT_SCENARIO.into(),
-        file: None,
-        seed: DEFAULT_SEED,
-        trace: None,
-        check_determinism: false,
-        lane: "fast".into(),
-        json: false,
-    });
+    // Driver logs (stack lane) only when asked for: RUST_LOG=rmq_broker=debug mqsim run …
+    if std::env::var_os("RUST_LOG").is_some() {
+        rmq_tools::init_tracing("warn");
+    }
+    let Some(cmd) = args.cmd else {
+        // The README's first command: the default chaos scenario, explained.
+        return cmd_run(DEFAULT_SCENARIO.into(), None, DEFAULT_SEED, None, false, "fast".into(), false, true);
+    };
     match cmd {
         Cmd::List => {
             for (name, text) in CATALOGUE {
                 let s = parse(text).map_err(anyhow::Error::msg)?;
-                println!("{name:<22} {}", s.goal);
+                println!("{name:<30} {}", s.goal);
             }
-            println!("{:<22} swarm testing: flush mode, network and fault mix drawn from the seed", "swarm");
+            println!("{:<30} swarm testing: flush mode, network and fault mix drawn from the seed", "swarm");
             Ok(0)
         }
         Cmd::Shrink { scenario: name, file, seed, out } => {
@@ -189,87 +338,112 @@ fn real_main() -> anyhow::Result<u8> {
             Ok(code(shrunk.verdict))
         }
         Cmd::Run { scenario: name, file, seed, trace, check_determinism, lane, json } => {
-            let s = scenario(&name, file.as_deref(), seed)?;
-            match lane.as_str() {
-                "fast" => {}
-                "stack" => return run_stack_lane(&s, seed, json),
-                other => anyhow::bail!("unknown lane {other:?}: fast or stack"),
-            }
-            if name == "swarm" && file.is_none() && !json {
-                println!(
-                    "# swarm mix drawn from seed {seed}:\n{}",
-                    s.to_dsl().lines().map(|l| format!("#   {l}")).collect::<Vec<_>>().join("\n")
-                );
-            }
-            let keep = trace.is_some() || check_determinism;
-            let r = run(&s, seed, keep);
-            if let Some(path) = &trace {
-                std::fs::write(path, r.trace.join("\n") + "\n")
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            if check_determinism {
-                let again = run(&s, seed, true);
-                if again.digest != r.digest {
-                    let i = r
-                        .trace
-                        .iter()
-                        .zip(&again.trace)
-                        .position(|(a, b)| a != b)
-                        .unwrap_or(r.trace.len().min(again.trace.len()));
-                    println!(
-                        "nondeterminism: first divergent event #{i}:\n  run 1: {:?}\n  run 2: {:?}",
-                        r.trace.get(i),
-                        again.trace.get(i)
-                    );
-                    return Ok(3);
-                }
-                println!("deterministic: two runs gave digest {}", r.digest);
-            }
-            print(&r, json);
-            Ok(code(r.findings.verdict))
+            cmd_run(name, file, seed, trace, check_determinism, lane, json, true)
         }
-        Cmd::Sweep { scenario: name, seeds, json } => {
-            let names: Vec<String> = if name == "all" {
-                CATALOGUE.iter().map(|(n, _)| n.to_string()).chain(std::iter::once("swarm".to_string())).collect()
-            } else {
-                vec![name]
-            };
-            let mut worst = 0;
-            for n in names {
-                let (mut pass, mut fail, mut lost) = (0u64, Vec::new(), 0u64);
-                // Progress on stderr, only when someone is watching.
-                let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json {
-                    indicatif::ProgressBar::new(seeds).with_message(n.clone())
-                } else {
-                    indicatif::ProgressBar::hidden()
-                };
-                for seed in 1..=seeds {
-                    bar.inc(1);
-                    let s = scenario(&n, None, seed)?;
-                    let r = run(&s, seed, false);
-                    lost += r.findings.acked_lost;
-                    if r.findings.verdict == Verdict::Pass {
-                        pass += 1;
-                    } else {
-                        worst = worst.max(code(r.findings.verdict));
-                        fail.push((seed, r.findings.verdict));
-                    }
+        Cmd::Sweep { scenario: name, seeds, lane, json } => sweep(&name, seeds, &lanes(&lane)?, json),
+    }
+}
+
+/// One scenario's results in one lane.
+#[derive(Default)]
+struct Tally {
+    pass: u64,
+    failed: Vec<(u64, Verdict)>,
+    refused: Option<String>,
+    acked_lost: u64,
+    simulated_ms: u64,
+}
+
+fn sweep(name: &str, seeds: u64, lanes: &[Lane], json: bool) -> anyhow::Result<u8> {
+    let names: Vec<String> = if name == "all" {
+        CATALOGUE.iter().map(|(n, _)| n.to_string()).chain(std::iter::once("swarm".to_string())).collect()
+    } else {
+        vec![name.to_string()]
+    };
+    let mut worst = 0;
+    let mut disagreements: Vec<String> = Vec::new();
+    // Progress on stderr, only when someone is watching.
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json {
+        indicatif::ProgressBar::new(seeds * names.len() as u64 * lanes.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = rmq_rt::RealEnv::stopwatch();
+    let mut rows: Vec<(String, Lane, Tally)> = Vec::new();
+    for n in &names {
+        let mut tallies: Vec<Tally> = lanes.iter().map(|_| Tally::default()).collect();
+        for seed in 1..=seeds {
+            let s = scenario(n, None, seed)?;
+            let mut verdicts: Vec<(Lane, Verdict)> = Vec::new();
+            for (lane, tally) in lanes.iter().zip(tallies.iter_mut()) {
+                bar.set_message(format!("{n} [{}]", lane.name()));
+                bar.inc(1);
+                if let Some(why) = lane.refusal(&s) {
+                    tally.refused = Some(why);
+                    continue;
                 }
-                bar.finish_and_clear();
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "scenario": n, "seeds": seeds, "pass": pass, "failed": fail.iter().map(|(s, v)| serde_json::json!({"seed": s, "verdict": v})).collect::<Vec<_>>(), "acked_lost_total": lost })
-                    );
+                let r = lane.run(&s, seed, false).map_err(anyhow::Error::msg)?;
+                tally.acked_lost += r.findings.acked_lost;
+                tally.simulated_ms += r.simulated_ms;
+                verdicts.push((*lane, r.findings.verdict));
+                if r.findings.verdict == Verdict::Pass {
+                    tally.pass += 1;
                 } else {
-                    println!(
-                        "{n:<22} seeds={seeds:<5} pass={pass:<5} fail={:<4} acked_lost_total={lost} {}",
-                        fail.len(),
-                        if fail.is_empty() { String::new() } else { format!("first failing seed: {}", fail[0].0) }
-                    );
+                    worst = worst.max(code(r.findings.verdict));
+                    tally.failed.push((seed, r.findings.verdict));
                 }
             }
-            Ok(worst)
+            if verdicts.windows(2).any(|w| w[0].1 != w[1].1) {
+                let each: Vec<String> = verdicts.iter().map(|(l, v)| format!("{}={v:?}", l.name())).collect();
+                disagreements.push(format!("{n} seed {seed}: {}", each.join(" ")));
+            }
+        }
+        for (lane, tally) in lanes.iter().zip(tallies) {
+            rows.push((n.clone(), *lane, tally));
         }
     }
+    bar.finish_and_clear();
+    let wall_ms = started.elapsed().as_millis().max(1) as u64;
+    for (n, lane, t) in &rows {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "scenario": n, "lane": lane.name(), "seeds": seeds, "pass": t.pass, "refused": t.refused,
+                    "failed": t.failed.iter().map(|(s, v)| serde_json::json!({"seed": s, "verdict": v})).collect::<Vec<_>>(),
+                    "acked_lost_total": t.acked_lost })
+            );
+        } else if let Some(why) = &t.refused {
+            println!("{n:<30} lane={:<6} refused: {why}", lane.name());
+        } else {
+            println!(
+                "{n:<30} lane={:<6} seeds={seeds:<5} pass={:<5} fail={:<4} acked_lost_total={} {}",
+                lane.name(),
+                t.pass,
+                t.failed.len(),
+                t.acked_lost,
+                t.failed.first().map(|(s, v)| format!("first failing seed: {s} ({v:?})")).unwrap_or_default()
+            );
+        }
+    }
+    if !json {
+        for lane in lanes {
+            let (runs, sim_ms): (u64, u64) = rows
+                .iter()
+                .filter(|(_, l, t)| l == lane && t.refused.is_none())
+                .fold((0, 0), |(r, m), (_, _, t)| (r + t.pass + t.failed.len() as u64, m + t.simulated_ms));
+            println!("lane {:<6} {runs} runs, {} simulated s", lane.name(), sim_ms / 1_000);
+        }
+        println!("wall time {:.1} s", wall_ms as f64 / 1_000.0);
+    }
+    if lanes.len() > 1 {
+        if disagreements.is_empty() {
+            println!("lanes agree on every verdict");
+        } else {
+            for d in &disagreements {
+                println!("finding: lanes disagree: {d}");
+            }
+            worst = worst.max(1);
+        }
+    }
+    Ok(worst)
 }

@@ -60,6 +60,16 @@ struct Conn {
     pending: Pending,
     /// Set by the reader task when the connection ends.
     closed: Arc<AtomicBool>,
+    /// The reader and writer tasks: aborted (closing the socket) when the connection is dropped.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// A multiplexed client over an [`Env`].
@@ -122,6 +132,10 @@ impl<E: Env> RemotingClient<E> {
             Ok(Err(_)) => Err(RpcError::Closed { addr: addr.to_string() }),
             Err(_) => {
                 conn.pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
+                // As RocketMQ's client does (clientCloseSocketIfTimeout, on by default): a
+                // connection that let a request time out may be half-open (the peer lost power,
+                // a partition ate segments), so the next request opens a fresh one.
+                self.forget(addr, &conn).await;
                 Err(RpcError::Timeout { addr: addr.to_string(), timeout_ms })
             }
         }
@@ -163,17 +177,18 @@ impl<E: Env> RemotingClient<E> {
             self.env.connect(addr).await.map_err(|source| RpcError::Connect { addr: addr.to_string(), source })?;
         let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(CONN_OUTBOX_MAX);
-        let conn = Arc::new(Conn { outbox: tx.clone(), pending: Arc::default(), closed: Arc::default() });
-        spawn(write_loop(wr, rx));
-        spawn(read_responses(
+        let (pending, closed): (Pending, Arc<AtomicBool>) = (Arc::default(), Arc::default());
+        let writer = spawn(write_loop(wr, rx));
+        let reader = spawn(read_responses(
             rd,
             addr.to_string(),
-            conn.pending.clone(),
-            conn.closed.clone(),
-            tx,
+            pending.clone(),
+            closed.clone(),
+            tx.clone(),
             self.incoming.clone(),
             self.max_frame_bytes,
         ));
+        let conn = Arc::new(Conn { outbox: tx, pending, closed, tasks: vec![writer, reader] });
         conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
     }

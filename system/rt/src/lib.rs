@@ -50,6 +50,16 @@ pub trait Env: Clone + Send + Sync + 'static {
     fn seed(&self) -> u64;
     /// Opens the storage directory rooted at `root`.
     fn open_dir(&self, root: &str) -> io::Result<Self::Dir>;
+    /// Runs blocking storage work (msync, fdatasync) away from the node loop and resolves to its
+    /// result. The real runtime uses tokio's blocking pool; a simulated runtime runs it inside
+    /// its own scheduler, after the simulated disk's latency, so that a seed replays bit for bit
+    /// and a crash can land while the work is in flight.
+    fn offload<F, R>(&self, work: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static;
+    /// The process id stamped into message ids and client ids.
+    fn process_id(&self) -> u32;
 }
 
 /// Starts a task on the current runtime. The one place drivers spawn from.
@@ -60,16 +70,6 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(f)
-}
-
-/// Runs blocking work (fsync) off the async workers. The one place drivers block from.
-#[allow(clippy::disallowed_methods)] // The runtime facade owns the blocking pool.
-pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
 }
 
 /// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
@@ -143,5 +143,29 @@ impl Env for RealEnv {
     fn open_dir(&self, root: &str) -> io::Result<Self::Dir> {
         std::fs::create_dir_all(root)?;
         Ok(rmq_store::MmapDirectory { root: PathBuf::from(root) })
+    }
+
+    #[allow(clippy::disallowed_methods)] // The real Env owns the blocking pool.
+    fn offload<F, R>(&self, work: F) -> impl Future<Output = R> + Send
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let task = tokio::task::spawn_blocking(work);
+        async move {
+            match task.await {
+                Ok(r) => r,
+                // A panic in the work is the caller's panic; cancellation only happens while the
+                // runtime shuts down, when nobody awaits the result any more.
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(e) => panic!("blocking work cancelled while its caller waited: {e}"),
+                },
+            }
+        }
+    }
+
+    fn process_id(&self) -> u32 {
+        std::process::id()
     }
 }

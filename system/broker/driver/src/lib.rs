@@ -70,8 +70,22 @@ pub enum StartError {
     Open(rmq_broker_core::OpenError),
 }
 
+/// Receives the broker core's events (stores, answers, flushes, offset commits) as they happen.
+pub type EventSink = Box<dyn FnMut(&rmq_broker_core::Event) + Send>;
+
 /// Binds, opens (and recovers) the store, and starts serving.
-pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHandle, StartError> {
+pub async fn start<E: Env>(env: E, opts: BrokerOptions) -> Result<BrokerHandle, StartError> {
+    start_observed(env, opts, None).await
+}
+
+/// [`start`], handing every core event to `events` (histories for the simulator's oracle,
+/// audit logs).
+pub async fn start_observed<E: Env>(
+    env: E,
+    mut opts: BrokerOptions,
+    events: Option<EventSink>,
+) -> Result<BrokerHandle, StartError> {
+    opts.core.record_events |= events.is_some();
     let listener = env.bind(&opts.listen).await.map_err(StartError::Io)?;
     let local_addr = listener.local_addr().map_err(StartError::Io)?;
     if opts.core.broker_addr.ends_with(":0") || opts.core.broker_addr.is_empty() {
@@ -94,6 +108,7 @@ pub async fn start<E: Env>(env: E, mut opts: BrokerOptions) -> Result<BrokerHand
         done_tx,
         conns: BTreeMap::new(),
         namesrv_addrs: opts.namesrv_addrs,
+        events,
     };
     let done = spawn(async move {
         node.run(rx, done_rx, stop).await;
@@ -119,6 +134,8 @@ struct Node<E: Env> {
     conns: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
     namesrv: RemotingClient<E>,
     namesrv_addrs: Vec<String>,
+    /// Where core events go, if anyone listens.
+    events: Option<EventSink>,
 }
 
 /// Runs flush jobs; false if any failed (each failure is logged).
@@ -144,7 +161,17 @@ impl<E: Env> Node<E> {
         self.execute_outputs();
         loop {
             let deadline = self.core.next_deadline_ms();
+            // Biased: a fixed polling order keeps simulated runs replayable. Completions and
+            // timers go before the inbox so a busy inbox never delays an acknowledgement.
             tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(d) = done.recv() => match d {
+                    Done::Flush(target, true) => self.core.on_flushed(self.env.now_ms(), target),
+                    Done::Flush(_, false) => self.core.on_flush_failed(self.env.now_ms()),
+                    Done::Checkpoint(p, ok) => self.core.on_checkpointed(self.env.now_ms(), &p, ok),
+                },
+                _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
                 ev = inbox.recv() => {
                     let Some(ev) = ev else { break };
                     self.handle(ev);
@@ -155,13 +182,6 @@ impl<E: Env> Node<E> {
                         }
                     }
                 }
-                Some(d) = done.recv() => match d {
-                    Done::Flush(target, true) => self.core.on_flushed(self.env.now_ms(), target),
-                    Done::Flush(_, false) => self.core.on_flush_failed(self.env.now_ms()),
-                    Done::Checkpoint(p, ok) => self.core.on_checkpointed(self.env.now_ms(), &p, ok),
-                },
-                _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
-                _ = stop.changed() => break,
             }
             self.execute_outputs();
         }
@@ -192,6 +212,11 @@ impl<E: Env> Node<E> {
                 Output::RegisterBroker(cmd) => self.register(cmd),
             }
         }
+        if let Some(sink) = &mut self.events {
+            for e in self.core.drain_events() {
+                sink(&e);
+            }
+        }
     }
 
     /// Starts the requested flush; detached jobs run on the blocking pool while this loop keeps
@@ -200,9 +225,13 @@ impl<E: Env> Node<E> {
         match self.core.begin_flush() {
             Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
             Ok(p) => {
-                let tx = self.done_tx.clone();
-                rmq_rt::spawn_blocking(move || {
-                    let ok = run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds");
+                let (tx, env) = (self.done_tx.clone(), self.env.clone());
+                spawn(async move {
+                    let ok = env
+                        .offload(move || {
+                            run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds")
+                        })
+                        .await;
                     let _ = tx.send(Done::Flush(p.target, ok));
                 });
             }
@@ -218,9 +247,9 @@ impl<E: Env> Node<E> {
         match self.core.begin_checkpoint() {
             Ok(mut p) => {
                 let jobs = std::mem::take(&mut p.jobs);
-                let tx = self.done_tx.clone();
-                rmq_rt::spawn_blocking(move || {
-                    let ok = run_jobs(jobs, "checkpoint flush failed");
+                let (tx, env) = (self.done_tx.clone(), self.env.clone());
+                spawn(async move {
+                    let ok = env.offload(move || run_jobs(jobs, "checkpoint flush failed")).await;
                     let _ = tx.send(Done::Checkpoint(p, ok));
                 });
             }

@@ -33,7 +33,7 @@ impl<E: Env> ClientInstance<E> {
         let instance = config
             .instance_name
             .clone()
-            .unwrap_or_else(|| format!("{}#{}", std::process::id(), env.seed() % 1_000_000_007));
+            .unwrap_or_else(|| format!("{}#{}", env.process_id(), env.seed() % 1_000_000_007));
         let client_id = format!("{}@{}", config.client_ip, instance);
         let (rpc, incoming) = RemotingClient::with_incoming(env);
         (ClientInstance { config, rpc, client_id, routes: Arc::default() }, incoming)

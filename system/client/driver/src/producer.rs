@@ -131,8 +131,9 @@ impl<E: Env> Producer<E> {
         let period = cfg.poll_namesrv_interval_ms.min(cfg.heartbeat_interval_ms).max(100);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(period)) => {}
+                biased;
                 _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(period)) => {}
             }
             let topics: Vec<String> =
                 self.inner.publish.lock().expect("publish lock is never poisoned").keys().cloned().collect();
@@ -359,7 +360,7 @@ impl<E: Env> Producer<E> {
         let env = self.inner.inst.env();
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let ip = self.inner.inst.config.client_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-        uniq_msg_id(ip, std::process::id() as u16, env.seed() as i32, env.now_ms() as i64, n)
+        uniq_msg_id(ip, env.process_id() as u16, env.seed() as i32, env.now_ms() as i64, n)
     }
 
     fn request(&self, msg: &Message, mq: &MessageQueue, batch: Option<()>) -> RemotingCommand {

@@ -184,6 +184,7 @@ impl<E: Env> PushConsumer<E> {
         let mut rebalance = tokio::time::interval(Duration::from_millis(cfg.rebalance_interval_ms.max(10)));
         loop {
             tokio::select! {
+                biased;
                 _ = stop.changed() => return,
                 _ = persist.tick() => self.persist_all().await,
                 _ = heartbeat.tick() => {
@@ -293,8 +294,9 @@ impl<E: Env> PushConsumer<E> {
                 (p.next_offset, clustering.then(|| p.committable()))
             };
             let pulled = tokio::select! {
-                r = pull_once(inst, &mq, next, cfg.pull_batch_size, &expr, commit, cfg.pull_suspend_ms) => r,
+                biased;
                 _ = stopped.changed() => return,
+                r = pull_once(inst, &mq, next, cfg.pull_batch_size, &expr, commit, cfg.pull_suspend_ms) => r,
             };
             let r = match pulled {
                 Ok(r) => r,

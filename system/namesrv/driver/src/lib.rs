@@ -58,7 +58,12 @@ async fn node_loop<E: Env>(
     let mut conns: BTreeMap<ConnId, mpsc::Sender<bytes::Bytes>> = BTreeMap::new();
     loop {
         let deadline = core.next_deadline_ms();
+        // Biased: a fixed polling order (stop, timer, inbox) keeps simulated runs replayable;
+        // the timer goes before the inbox so a busy inbox never starves expiry.
         tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = rmq_rt::sleep_until_ms(&env, deadline) => core.tick(env.now_ms()),
             ev = inbox.recv() => {
                 let Some(ev) = ev else { break };
                 let now = env.now_ms();
@@ -80,8 +85,6 @@ async fn node_loop<E: Env>(
                     }
                 }
             }
-            _ = rmq_rt::sleep_until_ms(&env, deadline) => core.tick(env.now_ms()),
-            _ = stop.changed() => break,
         }
         for ev in core.drain_events() {
             tracing::info!(event = ?ev, "namesrv");
