@@ -46,12 +46,21 @@ const BROKER_PORT: u16 = 10911;
 const SIM_SLACK_MS: u64 = 10_000;
 
 /// Why a scenario cannot run in the stack lane.
+///
+/// - `pause`: turmoil can hold a host's links but cannot stop its runtime, so a paused node's
+///   timers would still fire (flush waiters expire, clients time out): that is a network
+///   freeze, not a stopped process, and running it would silently test something else.
+/// - `crash … on flush|checkpoint` of a node that is not a broker: only brokers flush.
 pub fn refusal(s: &Scenario) -> Option<String> {
-    for (_, f) in &s.faults {
-        if let Fault::CrashOn(node, Trigger::Checkpoint) = f {
-            if !node.starts_with("broker") {
-                return Some(format!("crash {node} on checkpoint: only brokers checkpoint"));
+    for (at, f) in &s.faults {
+        match f {
+            Fault::Pause(node, _) => return Some(format!(
+                "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (use the fast lane)"
+            )),
+            Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint) if !node.starts_with("broker") => {
+                return Some(format!("`at {at} crash {node} on …`: only brokers flush or checkpoint"));
             }
+            _ => {}
         }
     }
     None
@@ -357,10 +366,6 @@ impl Topology {
         }
     }
 
-    fn all(&self) -> Vec<String> {
-        self.namesrvs.iter().chain(&self.brokers).chain(&self.producers).chain(&self.consumers).cloned().collect()
-    }
-
     fn namesrv_addrs(&self) -> Vec<String> {
         self.namesrvs.iter().map(|n| format!("{n}:{NS_PORT}")).collect()
     }
@@ -603,12 +608,6 @@ async fn run_consumer(env: TurmoilEnv, cfg: ClientConfig, k: u32, idempotent: bo
     }
 }
 
-/// A fault as the stack lane applies it.
-enum StackFault {
-    Plain(Fault),
-    Release(String),
-}
-
 /// Runs a scenario in the full-stack lane and judges it with the shared oracle.
 pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport, String> {
     if let Some(why) = refusal(s) {
@@ -648,9 +647,8 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
     for k in 0..topo.consumers.len() {
         build.consumer(&mut sim, k);
     }
-    let mut faults = schedule(s).into_iter().peekable();
+    let mut faults = s.faults.clone().into_iter().peekable();
     let mut crash_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4352_4153_4800_0000);
-    let hosts = topo.all();
     let mut partitioned: Vec<(String, String, bool)> = Vec::new();
     let mut armed: BTreeMap<String, (Trigger, u64)> = BTreeMap::new();
     let mut down: BTreeSet<String> = BTreeSet::new();
@@ -688,22 +686,11 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             let (_, f) = faults.next().expect("peeked");
             events += 1;
             match f {
-                StackFault::Release(node) => {
-                    for other in hosts.iter().filter(|h| **h != node) {
-                        sim.release(node.as_str(), other.as_str());
-                    }
-                    lab(&shared).trace.line(now, &node, "sim.node.resumed", "");
-                }
-                StackFault::Plain(Fault::Pause(node, ms)) => {
-                    for other in hosts.iter().filter(|h| **h != node) {
-                        sim.hold(node.as_str(), other.as_str());
-                    }
-                    lab(&shared).trace.line(now, &node, "sim.node.paused", &format!("ms={ms}"));
-                }
-                StackFault::Plain(Fault::Crash(node)) => {
+                Fault::Pause(..) => unreachable!("refused before the run"),
+                Fault::Crash(node) => {
                     crash(&mut sim, &topo, &disks, &shared, &mut down, &node, mode, &mut crash_rng, now);
                 }
-                StackFault::Plain(Fault::Restart(node)) => {
+                Fault::Restart(node) => {
                     if !down.contains(&node) {
                         // An aimed crash that found no moment before this restart is withdrawn.
                         if let Some((what, _)) = armed.remove(&node) {
@@ -718,24 +705,24 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
                         }
                     }
                 }
-                StackFault::Plain(Fault::CrashOn(node, what)) => {
+                Fault::CrashOn(node, what) => {
                     lab(&shared).trace.line(now, &node, "sim.trigger.armed", &format!("on={}", what.word()));
                     // For `ack`: the acknowledgements counted so far; for `recovery`: when the
                     // next restart happened (0 until then).
                     let mark = if what == Trigger::Recovery { 0 } else { lab(&shared).acks };
                     armed.insert(node, (what, mark));
                 }
-                StackFault::Plain(Fault::Partition(a, b)) => {
+                Fault::Partition(a, b) => {
                     sim.partition(a.as_str(), b.as_str());
                     lab(&shared).trace.line(now, "sim", "sim.net.partitioned", &format!("a={a} b={b}"));
                     partitioned.push((a, b, false));
                 }
-                StackFault::Plain(Fault::PartitionOneWay(a, b)) => {
+                Fault::PartitionOneWay(a, b) => {
                     sim.partition_oneway(a.as_str(), b.as_str());
                     lab(&shared).trace.line(now, "sim", "sim.net.partitioned", &format!("from={a} to={b} oneway=true"));
                     partitioned.push((a, b, true));
                 }
-                StackFault::Plain(Fault::Heal) => {
+                Fault::Heal => {
                     for (a, b, oneway) in partitioned.drain(..) {
                         if oneway {
                             sim.repair_oneway(a.as_str(), b.as_str());
@@ -782,20 +769,6 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
         findings,
         trace: std::mem::take(&mut l.trace.lines),
     })
-}
-
-/// The scenario's faults in the order the stack lane applies them; a pause becomes a hold of
-/// every link of the node and a release when it ends.
-fn schedule(s: &Scenario) -> Vec<(u64, StackFault)> {
-    let mut out: Vec<(u64, StackFault)> = Vec::new();
-    for (at, f) in &s.faults {
-        if let Fault::Pause(node, ms) = f {
-            out.push((at + ms, StackFault::Release(node.clone())));
-        }
-        out.push((*at, StackFault::Plain(f.clone())));
-    }
-    out.sort_by_key(|f| f.0);
-    out
 }
 
 /// Power loss of a host: its software stops, its connections reset, and a broker's disk keeps

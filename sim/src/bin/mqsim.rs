@@ -349,7 +349,9 @@ fn real_main() -> anyhow::Result<u8> {
 struct Tally {
     pass: u64,
     failed: Vec<(u64, Verdict)>,
-    refused: Option<String>,
+    /// Seeds the lane refused (swarm draws some mixes a lane cannot express), and why.
+    refused: u64,
+    refused_why: Option<String>,
     acked_lost: u64,
     simulated_ms: u64,
 }
@@ -379,7 +381,8 @@ fn sweep(name: &str, seeds: u64, lanes: &[Lane], json: bool) -> anyhow::Result<u
                 bar.set_message(format!("{n} [{}]", lane.name()));
                 bar.inc(1);
                 if let Some(why) = lane.refusal(&s) {
-                    tally.refused = Some(why);
+                    tally.refused += 1;
+                    tally.refused_why = Some(why);
                     continue;
                 }
                 let r = lane.run(&s, seed, false).map_err(anyhow::Error::msg)?;
@@ -408,20 +411,25 @@ fn sweep(name: &str, seeds: u64, lanes: &[Lane], json: bool) -> anyhow::Result<u
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "scenario": n, "lane": lane.name(), "seeds": seeds, "pass": t.pass, "refused": t.refused,
+                serde_json::json!({ "scenario": n, "lane": lane.name(), "seeds": seeds, "pass": t.pass, "refused": t.refused, "refused_why": t.refused_why,
                     "failed": t.failed.iter().map(|(s, v)| serde_json::json!({"seed": s, "verdict": v})).collect::<Vec<_>>(),
                     "acked_lost_total": t.acked_lost })
             );
-        } else if let Some(why) = &t.refused {
-            println!("{n:<30} lane={:<6} refused: {why}", lane.name());
+        } else if t.refused == seeds {
+            println!("{n:<30} lane={:<6} refused: {}", lane.name(), t.refused_why.as_deref().unwrap_or_default());
         } else {
             println!(
-                "{n:<30} lane={:<6} seeds={seeds:<5} pass={:<5} fail={:<4} acked_lost_total={} {}",
+                "{n:<30} lane={:<6} seeds={seeds:<5} pass={:<5} fail={:<4} acked_lost_total={} {}{}",
                 lane.name(),
                 t.pass,
                 t.failed.len(),
                 t.acked_lost,
-                t.failed.first().map(|(s, v)| format!("first failing seed: {s} ({v:?})")).unwrap_or_default()
+                t.failed.first().map(|(s, v)| format!("first failing seed: {s} ({v:?}) ")).unwrap_or_default(),
+                if t.refused > 0 {
+                    format!("refused={} (e.g. {})", t.refused, t.refused_why.as_deref().unwrap_or_default())
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -429,7 +437,7 @@ fn sweep(name: &str, seeds: u64, lanes: &[Lane], json: bool) -> anyhow::Result<u
         for lane in lanes {
             let (runs, sim_ms): (u64, u64) = rows
                 .iter()
-                .filter(|(_, l, t)| l == lane && t.refused.is_none())
+                .filter(|(_, l, _)| l == lane)
                 .fold((0, 0), |(r, m), (_, _, t)| (r + t.pass + t.failed.len() as u64, m + t.simulated_ms));
             println!("lane {:<6} {runs} runs, {} simulated s", lane.name(), sim_ms / 1_000);
         }
