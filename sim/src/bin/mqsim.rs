@@ -3,6 +3,7 @@
 //! ```text
 //! mqsim run                                   # default scenario, fixed seed
 //! mqsim run broker-crash-sync --seed 7 --trace /tmp/t.log
+//! mqsim run broker-crash-sync --seed 7 --html /tmp/t.html   # the run as a timeline page
 //! mqsim run --file my.sim --seed 3 --json
 //! mqsim run steady --seed 1 --check-determinism
 //! mqsim list
@@ -45,6 +46,9 @@ enum Cmd {
         /// Write the trace to this file.
         #[arg(long)]
         trace: Option<std::path::PathBuf>,
+        /// Write the run as a self-contained HTML timeline page (fast lane).
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
         /// Run twice and compare traces; name the first divergent event.
         #[arg(long)]
         check_determinism: bool,
@@ -140,6 +144,37 @@ fn run_stack_lane(s: &Scenario, seed: u64, json: bool) -> anyhow::Result<u8> {
     Ok(if violation { 1 } else { 0 })
 }
 
+/// Writes the run as a timeline page: `mqsim run … --html FILE`.
+fn write_html(
+    path: &std::path::Path,
+    r: &RunReport,
+    name: &str,
+    file: Option<&std::path::Path>,
+    lane: &str,
+) -> anyhow::Result<()> {
+    let file_arg = file.map(|f| format!(" --file {}", f.display())).unwrap_or_default();
+    let lane_arg = if lane == "fast" { String::new() } else { format!(" --lane {lane}") };
+    let replay = format!("mqsim run {name}{file_arg} --seed {}{lane_arg}", r.seed);
+    let shrink = format!("mqsim shrink {name}{file_arg} --seed {}", r.seed);
+    let verdict = format!("{:?}", r.findings.verdict);
+    let evidence = rmq_sim::html::evidence_keys(&r.findings.problems);
+    let page = rmq_sim::html::render(&rmq_sim::html::Timeline {
+        scenario: &r.scenario,
+        lane,
+        seed: r.seed,
+        verdict: &verdict,
+        digest: &r.digest,
+        problems: &r.findings.problems,
+        evidence: &evidence,
+        replay_command: &replay,
+        shrink_command: &shrink,
+        lines: &r.trace,
+    });
+    std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("# timeline page written to {}", path.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(c) => ExitCode::from(c),
@@ -157,6 +192,7 @@ fn real_main() -> anyhow::Result<u8> {
         file: None,
         seed: DEFAULT_SEED,
         trace: None,
+        html: None,
         check_determinism: false,
         lane: "fast".into(),
         json: false,
@@ -188,10 +224,11 @@ fn real_main() -> anyhow::Result<u8> {
             print!("{text}");
             Ok(code(shrunk.verdict))
         }
-        Cmd::Run { scenario: name, file, seed, trace, check_determinism, lane, json } => {
+        Cmd::Run { scenario: name, file, seed, trace, html, check_determinism, lane, json } => {
             let s = scenario(&name, file.as_deref(), seed)?;
             match lane.as_str() {
                 "fast" => {}
+                "stack" if html.is_some() => anyhow::bail!("--html draws the fast lane's trace; drop --lane stack"),
                 "stack" => return run_stack_lane(&s, seed, json),
                 other => anyhow::bail!("unknown lane {other:?}: fast or stack"),
             }
@@ -201,11 +238,15 @@ fn real_main() -> anyhow::Result<u8> {
                     s.to_dsl().lines().map(|l| format!("#   {l}")).collect::<Vec<_>>().join("\n")
                 );
             }
-            let keep = trace.is_some() || check_determinism;
+            let keep = trace.is_some() || html.is_some() || check_determinism;
             let r = run(&s, seed, keep);
             if let Some(path) = &trace {
                 std::fs::write(path, r.trace.join("\n") + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if let Some(path) = &html {
+                let name = if file.is_some() { s.name.as_str() } else { name.as_str() };
+                write_html(path, &r, name, file.as_deref(), &lane)?;
             }
             if check_determinism {
                 let again = run(&s, seed, true);
