@@ -7,9 +7,11 @@
 //! - [`oracle`]: history and MQ-semantics checks.
 //! - [`scenario`]: the scenario DSL and the built-in catalogue (`sim/scenarios/*.sim`).
 //! - [`trace`]: event lines and the run digest.
+//! - [`html`]: the trace as a self-contained HTML timeline page (`mqsim run --html`).
 
 pub mod actors;
 pub mod disk;
+pub mod html;
 pub mod oracle;
 pub mod scenario;
 pub mod shrink;

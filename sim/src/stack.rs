@@ -54,9 +54,11 @@ const SIM_SLACK_MS: u64 = 10_000;
 pub fn refusal(s: &Scenario) -> Option<String> {
     for (at, f) in &s.faults {
         match f {
-            Fault::Pause(node, _) => return Some(format!(
+            Fault::Pause(node, _) => {
+                return Some(format!(
                 "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (use the fast lane)"
-            )),
+            ))
+            }
             Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint) if !node.starts_with("broker") => {
                 return Some(format!("`at {at} crash {node} on …`: only brokers flush or checkpoint"));
             }

@@ -3,6 +3,7 @@
 //! ```text
 //! mqsim run                                   # default scenario, fixed seed
 //! mqsim run broker-crash-sync --seed 7 --trace /tmp/t.log
+//! mqsim run broker-crash-sync --seed 7 --html /tmp/t.html   # the run as a timeline page
 //! mqsim run --file my.sim --seed 3 --json
 //! mqsim run steady --seed 1 --check-determinism
 //! mqsim list
@@ -46,6 +47,9 @@ enum Cmd {
         /// Write the trace to this file.
         #[arg(long)]
         trace: Option<std::path::PathBuf>,
+        /// Write the run as a self-contained HTML timeline page.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
         /// Run twice and compare traces; name the first divergent event.
         #[arg(long)]
         check_determinism: bool,
@@ -129,7 +133,7 @@ fn print(r: &RunReport, json: bool) {
 
 /// The short account a newcomer reads after a run: what ran, what broke, what held, and how to
 /// look closer.
-fn explain(s: &Scenario, r: &RunReport, replay: &str) {
+fn explain(s: &Scenario, r: &RunReport, cmds: &Commands) {
     let f = &r.findings;
     println!();
     println!("What ran");
@@ -188,9 +192,9 @@ fn explain(s: &Scenario, r: &RunReport, replay: &str) {
         println!("  because: {p}");
     }
     println!("Trace digest {} ({} lines): the same seed gives the same digest", r.digest, r.trace_lines);
-    println!("Replay:   {replay}");
-    println!("Timeline: {replay} --html /tmp/{}-seed{}.html", s.name, r.seed);
-    println!("Shrink:   {}", replay.replacen("mqsim -- run ", "mqsim -- shrink ", 1));
+    println!("Replay:   {}", cmds.replay);
+    println!("Timeline: {} --html /tmp/{}-seed{}.html   (then open it in a browser)", cmds.replay, s.name, r.seed);
+    println!("Shrink:   {}", cmds.shrink);
 }
 
 fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
@@ -215,6 +219,48 @@ fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
         Fault::Heal => "every partition heals".into(),
         Fault::Pause(n, ms) => format!("{n} pauses for {ms} ms"),
     }
+}
+
+/// What the replay, timeline and shrink commands of a run say.
+struct Commands {
+    replay: String,
+    shrink: String,
+}
+
+impl Commands {
+    fn of(name: &str, file: Option<&std::path::Path>, seed: u64, lane: Lane) -> Self {
+        let target = match file {
+            Some(p) => format!("x --file {}", p.display()),
+            None => name.to_string(),
+        };
+        let lane_arg = if lane == Lane::Fast { String::new() } else { format!(" --lane {}", lane.name()) };
+        let base = "cargo run --release --bin mqsim --";
+        Commands {
+            replay: format!("{base} run {target} --seed {seed}{lane_arg}"),
+            shrink: format!("{base} shrink {target} --seed {seed}"),
+        }
+    }
+}
+
+/// Writes the run as a timeline page: `mqsim run … --html FILE`.
+fn write_html(path: &std::path::Path, r: &RunReport, cmds: &Commands) -> anyhow::Result<()> {
+    let verdict = format!("{:?}", r.findings.verdict);
+    let evidence = rmq_sim::html::evidence_keys(&r.findings.problems);
+    let page = rmq_sim::html::render(&rmq_sim::html::Timeline {
+        scenario: &r.scenario,
+        lane: &r.lane,
+        seed: r.seed,
+        verdict: &verdict,
+        digest: &r.digest,
+        problems: &r.findings.problems,
+        evidence: &evidence,
+        replay_command: &cmds.replay,
+        shrink_command: &cmds.shrink,
+        lines: &r.trace,
+    });
+    std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("# timeline page written to {}", path.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -242,6 +288,7 @@ fn cmd_run(
     file: Option<std::path::PathBuf>,
     seed: u64,
     trace: Option<std::path::PathBuf>,
+    html: Option<std::path::PathBuf>,
     check_determinism: bool,
     lane: String,
     json: bool,
@@ -255,13 +302,17 @@ fn cmd_run(
             s.to_dsl().lines().map(|l| format!("#   {l}")).collect::<Vec<_>>().join("\n")
         );
     }
-    let keep = trace.is_some() || check_determinism;
+    let keep = trace.is_some() || html.is_some() || check_determinism;
+    let cmds = Commands::of(&name, file.as_deref(), seed, lane);
     let r = match run_or_refuse(lane, &s, seed, keep)? {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
     if let Some(path) = &trace {
         std::fs::write(path, r.trace.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &html {
+        write_html(path, &r, &cmds)?;
     }
     if check_determinism {
         let again = lane.run(&s, seed, true).map_err(anyhow::Error::msg)?;
@@ -286,16 +337,7 @@ fn cmd_run(
     }
     print(&r, json);
     if explain_run && !json {
-        let mut replay = String::from("cargo run --release --bin mqsim -- run ");
-        match &file {
-            Some(p) => replay.push_str(&format!("x --file {}", p.display())),
-            None => replay.push_str(&name),
-        }
-        replay.push_str(&format!(" --seed {seed}"));
-        if lane != Lane::Fast {
-            replay.push_str(&format!(" --lane {}", lane.name()));
-        }
-        explain(&s, &r, &replay);
+        explain(&s, &r, &cmds);
     }
     Ok(code(r.findings.verdict))
 }
@@ -308,7 +350,7 @@ fn real_main() -> anyhow::Result<u8> {
     }
     let Some(cmd) = args.cmd else {
         // The README's first command: the default chaos scenario, explained.
-        return cmd_run(DEFAULT_SCENARIO.into(), None, DEFAULT_SEED, None, false, "fast".into(), false, true);
+        return cmd_run(DEFAULT_SCENARIO.into(), None, DEFAULT_SEED, None, None, false, "fast".into(), false, true);
     };
     match cmd {
         Cmd::List => {
@@ -337,8 +379,8 @@ fn real_main() -> anyhow::Result<u8> {
             print!("{text}");
             Ok(code(shrunk.verdict))
         }
-        Cmd::Run { scenario: name, file, seed, trace, check_determinism, lane, json } => {
-            cmd_run(name, file, seed, trace, check_determinism, lane, json, true)
+        Cmd::Run { scenario: name, file, seed, trace, html, check_determinism, lane, json } => {
+            cmd_run(name, file, seed, trace, html, check_determinism, lane, json, true)
         }
         Cmd::Sweep { scenario: name, seeds, lane, json } => sweep(&name, seeds, &lanes(&lane)?, json),
     }
