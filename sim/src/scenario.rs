@@ -17,6 +17,8 @@
 //! writeback_pct = 0       # crash: chance a dirty page was written back
 //! tear = true             # crash: tear one dirty page at a sector boundary
 //! duration_ms = 30000
+//! net_faults_until_ms = 20000  # loss and duplication stop here (default: a third of the
+//!                              # run, at most 15 s, before the end)
 //! at 1500 crash broker
 //! at 3000 restart broker
 //! at 4000 partition c0 broker
@@ -123,6 +125,10 @@ pub struct Scenario {
     pub acked_loss_allowed: bool,
     /// Per-node wall-clock skew, ms (message timestamps, expiry).
     pub clock_skew_ms: BTreeMap<String, i64>,
+    /// When random frame loss and duplication stop (`net_faults_until_ms`); by default a
+    /// third of the run (at most 15 s) before the end, so liveness is judged on a healed
+    /// network, as it is after partitions.
+    pub net_faults_until_ms: Option<u64>,
     /// Progress the run must make (`expect acked >= 90%`, `expect delivered >= 100`); a run
     /// that makes less fails, so a run in which nothing happened never passes.
     pub floors: Floors,
@@ -203,6 +209,7 @@ impl Default for Scenario {
             faults: Vec::new(),
             acked_loss_allowed: false,
             clock_skew_ms: BTreeMap::new(),
+            net_faults_until_ms: None,
             floors: Floors::default(),
         }
     }
@@ -310,6 +317,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "tear" => s.tear = v == "true",
             "idempotent" => s.idempotent = v == "true",
             "duration_ms" => s.duration_ms = num()?,
+            "net_faults_until_ms" => s.net_faults_until_ms = Some(num()?),
             _ => return Err(format!("unknown key {k}")),
         }
     }
@@ -318,6 +326,11 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
 }
 
 impl Scenario {
+    /// Simulated time after which no frame is lost or duplicated at random.
+    pub fn net_faults_end_ms(&self) -> u64 {
+        self.net_faults_until_ms.unwrap_or_else(|| self.duration_ms - (self.duration_ms / 3).min(15_000))
+    }
+
     /// The scenario as DSL text (what `shrink` writes and `swarm` prints).
     pub fn to_dsl(&self) -> String {
         let mut out = String::new();
@@ -343,6 +356,9 @@ impl Scenario {
             ("duration_ms", self.duration_ms),
         ] {
             out.push_str(&format!("{k} = {v}\n"));
+        }
+        if let Some(ms) = self.net_faults_until_ms {
+            out.push_str(&format!("net_faults_until_ms = {ms}\n"));
         }
         out.push_str(&format!("tear = {}\n", self.tear));
         out.push_str(&format!("idempotent = {}\n", self.idempotent));
@@ -398,6 +414,7 @@ pub fn swarm(seed: u64) -> Scenario {
         faults: Vec::new(),
         acked_loss_allowed: !sync_flush,
         clock_skew_ms: BTreeMap::new(),
+        net_faults_until_ms: None,
         floors: Floors::default(),
     };
     if rng.gen_bool(0.3) {

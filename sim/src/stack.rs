@@ -136,6 +136,7 @@ pub struct TurmoilEnv {
     flush_lag_ms: u64,
     drop_pct: u32,
     dup_pct: u32,
+    net_faults_end_ms: u64,
     lab: Shared,
 }
 
@@ -175,6 +176,7 @@ impl TurmoilEnv {
             node: self.node.clone(),
             drop_pct: self.drop_pct,
             dup_pct: self.dup_pct,
+            net_faults_end_ms: self.net_faults_end_ms,
             lab: self.lab.clone(),
             staged: BytesMut::new(),
             ready: BytesMut::new(),
@@ -238,6 +240,8 @@ pub struct FaultyStream {
     node: String,
     drop_pct: u32,
     dup_pct: u32,
+    /// Simulated time after which no frame is lost or duplicated.
+    net_faults_end_ms: u64,
     lab: Shared,
     /// Bytes read but not yet a whole frame.
     staged: BytesMut,
@@ -261,9 +265,10 @@ impl FaultyStream {
             let frame = self.staged.split_to(4 + len);
             let (drop, dup) = {
                 let mut l = lab(&self.lab);
-                let drop = self.drop_pct > 0 && l.rng.gen_range(0..100) < self.drop_pct;
-                let dup = !drop && self.dup_pct > 0 && l.rng.gen_range(0..100) < self.dup_pct;
                 let t = now_sim_ms();
+                let noisy = t < self.net_faults_end_ms;
+                let drop = noisy && self.drop_pct > 0 && l.rng.gen_range(0..100) < self.drop_pct;
+                let dup = noisy && !drop && self.dup_pct > 0 && l.rng.gen_range(0..100) < self.dup_pct;
                 if drop {
                     l.trace.line(t, &self.node, "net.frame.dropped", "cause=loss");
                 } else if dup {
@@ -424,6 +429,7 @@ impl Build<'_> {
             flush_lag_ms: self.s.flush_lag_ms,
             drop_pct: self.s.drop_pct,
             dup_pct: self.s.dup_pct,
+            net_faults_end_ms: self.s.net_faults_end_ms(),
             lab: self.lab.clone(),
         }
     }

@@ -278,13 +278,14 @@ impl World {
         }
         let frame = buf.freeze();
         let blocked = self.partitions.contains(&(from, to));
-        if blocked || !self.nodes[to].up || self.rng.gen_range(0..100) < self.scenario.drop_pct {
+        let noisy = self.now < self.scenario.net_faults_end_ms();
+        if blocked || !self.nodes[to].up || (noisy && self.rng.gen_range(0..100) < self.scenario.drop_pct) {
             let what = if blocked { "partition" } else { "loss" };
             let line = format!("to={} cause={what}", self.nodes[to].name);
             self.trace.line(self.now, &self.nodes[from].name.clone(), "net.frame.dropped", &line);
             return;
         }
-        let copies = if self.rng.gen_range(0..100) < self.scenario.dup_pct { 2 } else { 1 };
+        let copies = if noisy && self.rng.gen_range(0..100) < self.scenario.dup_pct { 2 } else { 1 };
         for _ in 0..copies {
             let delay = self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms);
             let (from_epoch, to_epoch) = (self.nodes[from].epoch, self.nodes[to].epoch);
