@@ -192,6 +192,19 @@ impl NamesrvCore {
                 data.is_some_and(|d| d.broker_addrs.values().any(|a| a == addr)),
                 "live broker {addr} missing from the address table"
             );
+            assert!(
+                self.cluster_addr_table.get(&live.cluster).is_some_and(|names| names.contains(&live.broker_name)),
+                "live broker {addr} missing from its cluster"
+            );
+        }
+        for (name, data) in &self.broker_addr_table {
+            assert!(!data.broker_addrs.is_empty(), "broker name {name} without addresses is removed");
+            for addr in data.broker_addrs.values() {
+                assert!(
+                    self.broker_live_table.get(addr).is_some_and(|l| &l.broker_name == name),
+                    "address {addr} of {name} has no live entry"
+                );
+            }
         }
         for per_broker in self.topic_queue_table.values() {
             assert!(!per_broker.is_empty(), "empty topic entries are removed");
@@ -223,11 +236,28 @@ impl NamesrvCore {
                 Err(e) => return invalid(req, &format!("bad registration body: {e}")),
             }
         };
+        let displaced = self.displaced_addr(&h);
         if !self.broker_live_table.contains_key(&h.broker_addr)
+            && displaced.is_none()
             && self.broker_live_table.len() >= self.config.brokers_max
         {
             return RemotingCommand::response_to(req, ResponseCode::SystemBusy)
                 .with_remark("too many brokers registered");
+        }
+        // The newer registration takes over the broker id (RocketMQ RouteInfoManager.registerBroker):
+        // the address that held it leaves every table, so no live entry points at a slot it
+        // no longer owns.
+        if let Some(old) = displaced {
+            self.remove_broker_addr(&old);
+            self.events.push(Event::BrokerRemoved { addr: old });
+        }
+        // An address that re-registers under another broker or cluster name leaves its old one.
+        if self
+            .broker_live_table
+            .get(&h.broker_addr)
+            .is_some_and(|l| l.broker_name != h.broker_name || l.cluster != h.cluster_name)
+        {
+            self.remove_broker_addr(&h.broker_addr);
         }
         self.cluster_addr_table.entry(h.cluster_name.clone()).or_default().insert(h.broker_name.clone());
         let data = self.broker_addr_table.entry(h.broker_name.clone()).or_insert_with(|| BrokerData {
@@ -276,6 +306,12 @@ impl NamesrvCore {
             }
         }
         RemotingCommand::response_to(req, ResponseCode::Success).with_header(&resp_header)
+    }
+
+    /// The other address that currently holds this registration's broker name + id, if any.
+    fn displaced_addr(&self, h: &RegisterBrokerRequestHeader) -> Option<String> {
+        let data = self.broker_addr_table.get(&h.broker_name)?;
+        data.broker_addrs.get(&h.broker_id).filter(|a| **a != h.broker_addr).cloned()
     }
 
     /// Replaces the master's queue data: topics it no longer has lose this broker.
