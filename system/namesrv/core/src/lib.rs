@@ -28,6 +28,7 @@ use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{
     RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, TopicRequestHeader, UnregisterBrokerRequestHeader,
 };
+use rmq_proto::names::{self, NameError};
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 
 /// NameServer settings.
@@ -206,7 +207,8 @@ impl NamesrvCore {
                 );
             }
         }
-        for per_broker in self.topic_queue_table.values() {
+        for (topic, per_broker) in &self.topic_queue_table {
+            assert!(names::validate_topic(topic).is_ok(), "route for an invalid topic name {topic:?}");
             assert!(!per_broker.is_empty(), "empty topic entries are removed");
             for name in per_broker.keys() {
                 assert!(self.broker_addr_table.contains_key(name), "queue data for unknown broker {name}");
@@ -322,7 +324,9 @@ impl NamesrvCore {
             }
         }
         self.topic_queue_table.retain(|_, per_broker| !per_broker.is_empty());
-        for (name, tc) in topics {
+        // A topic whose name breaks RocketMQ's rules never enters the routes, whoever
+        // registers it (our brokers refuse such names; a foreign or older one might not).
+        for (name, tc) in topics.iter().filter(|(name, _)| names::validate_topic(name).is_ok()) {
             self.topic_queue_table
                 .entry(name.clone())
                 .or_default()
@@ -370,6 +374,9 @@ impl NamesrvCore {
             Ok(h) => h,
             Err(e) => return invalid(req, &e.to_string()),
         };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
+        }
         let Some(per_broker) = self.topic_queue_table.get(&h.topic) else {
             return RemotingCommand::response_to(req, ResponseCode::TopicNotExist)
                 .with_remark(format!("No topic route info in name server for the topic: {}", h.topic));
@@ -414,6 +421,9 @@ impl NamesrvCore {
             Ok(h) => h,
             Err(e) => return invalid(req, &e.to_string()),
         };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
+        }
         let route: TopicRouteData = match from_json(&req.body) {
             Ok(r) => r,
             Err(e) => return invalid(req, &format!("bad route body: {e}")),
@@ -427,13 +437,15 @@ impl NamesrvCore {
     }
 
     fn delete_topic(&mut self, req: &RemotingCommand) -> RemotingCommand {
-        match req.decode_header::<TopicRequestHeader>() {
-            Ok(h) => {
-                self.topic_queue_table.remove(&h.topic);
-                RemotingCommand::response_to(req, ResponseCode::Success)
-            }
-            Err(e) => invalid(req, &e.to_string()),
+        let h: TopicRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return invalid(req, &e.to_string()),
+        };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
         }
+        self.topic_queue_table.remove(&h.topic);
+        RemotingCommand::response_to(req, ResponseCode::Success)
     }
 
     fn broker_heartbeat(&mut self, now_ms: u64, req: &RemotingCommand) -> RemotingCommand {
@@ -488,6 +500,12 @@ fn queue_data(broker_name: &str, tc: &TopicConfig) -> QueueData {
         perm: tc.perm,
         topic_sys_flag: tc.topic_sys_flag,
     }
+}
+
+/// A topic name TopicValidator refuses: SYSTEM_ERROR with its remark, as RocketMQ's broker
+/// answers (the NameServer itself does not check; we refuse so a bad name never routes).
+fn bad_name(req: &RemotingCommand, e: &NameError) -> RemotingCommand {
+    RemotingCommand::response_to(req, ResponseCode::SystemError).with_remark(e.to_string())
 }
 
 fn invalid(req: &RemotingCommand, why: &str) -> RemotingCommand {

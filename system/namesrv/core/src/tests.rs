@@ -242,3 +242,36 @@ mod arbitrary_registrations {
         }
     }
 }
+
+#[test]
+fn unsafe_topic_names_never_enter_the_routes() {
+    let mut ns = NamesrvCore::new(NamesrvConfig::default());
+    // A registration carrying a bad name (a foreign or older broker): the good topics route,
+    // the bad one is left out.
+    let bad = "%RETRY%../../../escaped_retry";
+    assert_eq!(register(&mut ns, 0, 1, "b1", "a:1", 0, &["Good", bad, "has space"]).code, 0);
+    ns.assert_invariants();
+    assert!(route(&mut ns, "Good").is_ok());
+    let req = RemotingCommand::request(RequestCode::GetAllTopicListFromNameserver, 4);
+    let list: TopicList = from_json(&ns.handle(0, ConnId(1), &req).unwrap().body).unwrap();
+    assert_eq!(list.topic_list, vec!["Good".to_string()]);
+    for name in [bad, "a/b", "..", "a b", "ctl\u{1}", &"t".repeat(128)] {
+        assert_eq!(route(&mut ns, name), Err(ResponseCode::SystemError.code()), "{name:?}");
+        let qd =
+            QueueData { broker_name: "b1".into(), read_queue_nums: 1, write_queue_nums: 1, perm: 6, topic_sys_flag: 0 };
+        let body = TopicRouteData { queue_datas: vec![qd], ..Default::default() };
+        let req = RemotingCommand::request(RequestCode::RegisterTopicInNamesrv, 5)
+            .with_ext("topic", name)
+            .with_body(to_json(&body));
+        assert_eq!(ns.handle(0, ConnId(1), &req).unwrap().code, ResponseCode::SystemError.code(), "{name:?}");
+        let req = RemotingCommand::request(RequestCode::DeleteTopicInNamesrv, 6).with_ext("topic", name);
+        assert_eq!(ns.handle(0, ConnId(1), &req).unwrap().code, ResponseCode::SystemError.code(), "{name:?}");
+    }
+    let list: TopicList = from_json(
+        &ns.handle(0, ConnId(1), &RemotingCommand::request(RequestCode::GetAllTopicListFromNameserver, 7))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(list.topic_list, vec!["Good".to_string()]);
+}
