@@ -41,6 +41,8 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rmq_tools::init_tracing("info");
+    // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).
+    rmq_rt::abort_on_panic();
     let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
     let mut opts = BrokerOptions {
         listen: "0.0.0.0:10911".into(),

@@ -36,6 +36,8 @@ const KNOWN: &[&str] =
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rmq_tools::init_tracing("info");
+    // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).
+    rmq_rt::abort_on_panic();
     let mut config = NamesrvConfig::default();
     let mut listen = "0.0.0.0:9876".to_string();
     if let Some(path) = &args.config {

@@ -10,6 +10,8 @@
 //! - [`message`]: the stored-message layout (CommitLog records, pull bodies), properties,
 //!   batch bodies, message ids.
 //! - [`body`]: JSON bodies: route data, heartbeat data, topic config, broker registration.
+//! - [`names`]: topic and group name rules (RocketMQ's `TopicValidator`), checked at every
+//!   entry point.
 //!
 //! # Example
 //! ```
@@ -30,6 +32,7 @@ pub mod command;
 pub mod frame;
 pub mod header;
 pub mod message;
+pub mod names;
 
 pub use codes::{RequestCode, ResponseCode};
 pub use command::{RemotingCommand, SerializeType};

@@ -7,6 +7,7 @@
 //! - [`server`]: accept loop and per-connection reader/writer tasks feeding a node inbox.
 //! - [`client`]: a multiplexed request/response client ([`RemotingClient`]).
 //! - [`spawn`]: the one sanctioned way to start a task.
+//! - [`abort_on_panic`]: the servers' panic policy (log, then abort).
 
 pub mod client;
 pub mod conf;
@@ -60,6 +61,22 @@ pub trait Env: Clone + Send + Sync + 'static {
         R: Send + 'static;
     /// The process id stamped into message ids and client ids.
     fn process_id(&self) -> u32;
+}
+
+/// Makes every later panic, on any thread, log at error level and then abort the process.
+///
+/// The server binaries call this first thing: a panic is a bug whose damage cannot be bounded
+/// (a core's tables or store may be half-updated), so the process dies at once, releasing its
+/// port, and a supervisor (systemd `Restart=on-failure`, Kubernetes) restarts it into recovery.
+/// Without it, a panicking worker would leave a process that holds its port but no longer
+/// serves. Libraries and tests do not call it.
+pub fn abort_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic: aborting the process (a supervisor should restart it)");
+        default_hook(info);
+        std::process::abort();
+    }));
 }
 
 /// Starts a task on the current runtime. The one place drivers spawn from.

@@ -2,6 +2,13 @@
 //! decodes frames into the node's inbox and a writer task that drains encoded frames.
 //!
 //! Malformed or oversized frames close only the offending connection.
+//!
+//! # Panics
+//! The binaries abort the whole process on any panic ([`crate::abort_on_panic`]), so a
+//! supervisor restarts it; see the drivers' crate docs for why. Where no such hook is installed
+//! (tests, embedding), this module still never leaves a node that holds its port without
+//! serving: [`AcceptGuard`] stops accepting (closing the listener) when the node loop that owns
+//! it ends or unwinds, and a reader task that panics reports its connection closed.
 
 use std::net::SocketAddr;
 
@@ -75,6 +82,7 @@ pub async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
     inbox: mpsc::Sender<ServerEvent>,
     max_frame_bytes: usize,
 ) {
+    let mut closed = ClosedOnDrop { conn, inbox: Some(inbox.clone()) };
     let ended = read_frames(rd, max_frame_bytes, |cmd| {
         let inbox = inbox.clone();
         async move { inbox.send(ServerEvent::Frame { conn, cmd }).await.is_ok() }
@@ -83,7 +91,65 @@ pub async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
     if let Some(e) = ended {
         tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing connection");
     }
-    let _ = inbox.send(ServerEvent::Closed { conn }).await;
+    if let Some(inbox) = closed.inbox.take() {
+        let _ = inbox.send(ServerEvent::Closed { conn }).await;
+    }
+}
+
+/// Reports a reader's connection closed if the reader unwinds before it could say so.
+struct ClosedOnDrop {
+    /// The connection the reader served.
+    conn: ConnId,
+    /// Taken by the normal end of the reader, which reports with backpressure.
+    inbox: Option<mpsc::Sender<ServerEvent>>,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            if std::thread::panicking() {
+                tracing::error!(conn = self.conn.0, "connection reader panicked; closing the connection");
+            }
+            // Best effort: a full inbox drops the report and the node expires the peer instead.
+            let _ = inbox.try_send(ServerEvent::Closed { conn: self.conn });
+        }
+    }
+}
+
+/// The accept task of a node, owned by the node loop. Dropping it (the node loop returned,
+/// was cancelled, or is unwinding from a panic) stops accepting, which closes the listener:
+/// a node that no longer serves never keeps its port.
+#[derive(Debug)]
+pub struct AcceptGuard {
+    /// The task running [`accept_loop`].
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AcceptGuard {
+    /// Takes ownership of a spawned [`accept_loop`] task.
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        AcceptGuard { task }
+    }
+
+    /// Completes if the accept task ends on its own (it only does so by panicking while the
+    /// node still runs); the node loop should then stop too. Do not poll again after it
+    /// completed.
+    pub async fn ended(&mut self) {
+        if let Err(e) = (&mut self.task).await {
+            if e.is_panic() {
+                tracing::error!("accept loop panicked; the node stops");
+            }
+        }
+    }
+}
+
+impl Drop for AcceptGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("node loop panicked; closing its listener");
+        }
+        self.task.abort();
+    }
 }
 
 /// Decodes frames from `rd` and hands each to `on_frame` until EOF, an I/O error, a malformed

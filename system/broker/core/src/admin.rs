@@ -9,17 +9,17 @@ use rmq_proto::body::{
 };
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{
-    ConsumeStatsRequestHeader, ConsumerGroupRequestHeader, CreateTopicRequestHeader, OffsetResponseHeader,
-    QueryConsumerOffsetRequestHeader, QueueRequestHeader, RegisterBrokerRequestHeader, SearchOffsetRequestHeader,
-    TopicRequestHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
+    CommandHeader, ConsumeStatsRequestHeader, ConsumerGroupRequestHeader, CreateTopicRequestHeader,
+    OffsetResponseHeader, QueryConsumerOffsetRequestHeader, QueueRequestHeader, RegisterBrokerRequestHeader,
+    SearchOffsetRequestHeader, TopicRequestHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use rmq_proto::message::parse_offset_msg_id;
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::Directory;
 use serde::{Deserialize, Serialize};
 
-use crate::topics::{validate_topic, RETRY_PREFIX};
-use crate::{ok, reply, BrokerCore, Event, Output};
+use crate::topics::TopicRefused;
+use crate::{checks, ok, reply, BrokerCore, Event, Output};
 
 /// Topic creations within this window share one persist and one registration.
 pub const TOPIC_COALESCE_MS: u64 = 100;
@@ -47,11 +47,19 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad heartbeat body: {e}"))),
         };
+        // Every name is checked before anything is registered or created.
+        if let Err(resp) = check_heartbeat_names(req, &hb) {
+            return Some(resp);
+        }
         let mut changed = Vec::new();
         for cd in hb.consumer_data_set {
-            let retry = format!("{RETRY_PREFIX}{}", cd.group_name);
-            if self.topics.get(&retry).is_none() && validate_topic(&retry).is_ok() {
-                self.create_topic(now_ms, TopicConfig::new(&retry, 1));
+            // A valid group over 120 characters has no valid retry topic: none is created.
+            if let Ok(retry) = rmq_proto::names::retry_topic(&cd.group_name) {
+                if self.topics.get(&retry).is_none() {
+                    // A full topic table leaves the group without a retry topic until there
+                    // is room; send-back then answers the error.
+                    let _ = self.create_topic(now_ms, TopicConfig::new(&retry, 1));
+                }
             }
             let group = cd.group_name.clone();
             if self.clients.register_consumer(now_ms, conn, &hb.client_id, cd) {
@@ -75,6 +83,14 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        let names = h
+            .producer_group
+            .as_deref()
+            .map_or(Ok(()), |g| checks::producer_group(req, g))
+            .and_then(|()| h.consumer_group.as_deref().map_or(Ok(()), |g| checks::consumer_group(req, g)));
+        if let Err(resp) = names {
+            return Some(resp);
+        }
         if let Some(g) = &h.producer_group {
             self.clients.unregister_producer(g, &h.client_id);
         }
@@ -105,6 +121,9 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        if let Err(resp) = checks::consumer_group(req, &h.consumer_group) {
+            return Some(resp);
+        }
         let ids = self.clients.consumer_ids(&h.consumer_group);
         if ids.is_empty() {
             return Some(reply(
@@ -121,6 +140,9 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        if let Err(resp) = checks::consumer_group(req, &h.consumer_group).and_then(|()| checks::topic(req, &h.topic)) {
+            return Some(resp);
+        }
         let offset = match self.offsets.get(&h.consumer_group, &h.topic, h.queue_id) {
             Some(o) => o,
             // A brand-new group starts at 0 while the queue still holds its first message.
@@ -145,6 +167,9 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        if let Err(resp) = checks::consumer_group(req, &h.consumer_group).and_then(|()| checks::topic(req, &h.topic)) {
+            return Some(resp);
+        }
         if h.commit_offset >= 0 {
             self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
         }
@@ -165,6 +190,9 @@ impl<D: Directory> BrokerCore<D> {
             Ok(b) => b,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad lock body: {e}"))),
         };
+        if let Err(resp) = check_lock_names(req, &body) {
+            return Some(resp);
+        }
         let held = self.clients.lock(now_ms, &body.consumer_group, &body.client_id, &body.mq_set);
         Some(ok(req).with_body(to_json(&LockResult { lock_o_k_m_q_set: held })))
     }
@@ -174,21 +202,23 @@ impl<D: Directory> BrokerCore<D> {
             Ok(b) => b,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad unlock body: {e}"))),
         };
+        if let Err(resp) = check_lock_names(req, &body) {
+            return Some(resp);
+        }
         self.clients.unlock(&body.consumer_group, &body.client_id, &body.mq_set);
         Some(ok(req))
     }
 
-    /// Creates or updates a topic, persists the table and schedules a registration.
-    pub(crate) fn create_topic(&mut self, now_ms: u64, tc: TopicConfig) -> bool {
+    /// Creates or updates a topic, persists the table and schedules a registration. The one
+    /// way into the topic table: an invalid name is refused here whatever the entry point.
+    pub(crate) fn create_topic(&mut self, now_ms: u64, tc: TopicConfig) -> Result<(), TopicRefused> {
         let topic = tc.topic_name.clone();
-        if !self.topics.upsert(now_ms, tc) {
-            return false;
-        }
+        self.topics.upsert(now_ms, tc)?;
         // Coalesce bursts of creations into one persist and one registration shortly after.
         self.topics_dirty = true;
         self.next_register_ms = self.next_register_ms.min(now_ms + TOPIC_COALESCE_MS);
         self.event(|| Event::TopicUpdated { topic });
-        true
+        Ok(())
     }
 
     /// The REGISTER_BROKER request carrying the whole topic table.
@@ -223,47 +253,33 @@ impl<D: Directory> BrokerCore<D> {
 
     /// Requests not handled elsewhere: topic admin, offset queries, stats.
     pub(crate) fn admin(&mut self, now_ms: u64, _conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
-        Some(match req.request_code() {
+        let resp = match req.request_code() {
             RequestCode::UpdateAndCreateTopic => self.update_topic(now_ms, req),
-            RequestCode::DeleteTopicInBroker => match req.decode_header::<TopicRequestHeader>() {
-                Ok(h) => {
-                    self.topics.remove(now_ms, &h.topic);
-                    self.topics_dirty = true;
-                    self.next_register_ms = now_ms;
-                    ok(req)
-                }
-                Err(e) => reply(req, ResponseCode::InvalidParameter, e.to_string()),
-            },
-            RequestCode::GetAllTopicConfig => ok(req).with_body(to_json(&self.topics.wrapper())),
+            RequestCode::DeleteTopicInBroker => self.delete_topic(now_ms, req),
+            RequestCode::GetAllTopicConfig => Ok(ok(req).with_body(to_json(&self.topics.wrapper()))),
             RequestCode::GetMaxOffset | RequestCode::GetMinOffset | RequestCode::GetEarliestMsgStoretime => {
                 self.queue_offset_query(req)
             }
-            RequestCode::SearchOffsetByTimestamp => match req.decode_header::<SearchOffsetRequestHeader>() {
-                Ok(h) => {
-                    let off = self.store.queue_offset_by_time(&h.topic, h.queue_id, h.timestamp);
-                    ok(req).with_header(&OffsetResponseHeader { offset: off as i64 })
-                }
-                Err(e) => reply(req, ResponseCode::InvalidParameter, e.to_string()),
-            },
-            RequestCode::ViewMessageById => self.view_message(req),
+            RequestCode::SearchOffsetByTimestamp => self.search_offset(req),
+            RequestCode::ViewMessageById => Ok(self.view_message(req)),
             RequestCode::GetConsumeStats => self.consume_stats(req),
             RequestCode::GetConsumerConnectionList => self.connection_list(req),
-            RequestCode::GetBrokerRuntimeInfo => self.runtime_info(req),
+            RequestCode::GetBrokerRuntimeInfo => Ok(self.runtime_info(req)),
             RequestCode::GetTopicStatsInfo => self.topic_stats(req),
-            _ => reply(req, ResponseCode::RequestCodeNotSupported, format!("request code {} not supported", req.code)),
-        })
+            _ => Err(reply(
+                req,
+                ResponseCode::RequestCodeNotSupported,
+                format!("request code {} not supported", req.code),
+            )),
+        };
+        Some(resp.unwrap_or_else(|refused| refused))
     }
 
-    fn update_topic(&mut self, now_ms: u64, req: &RemotingCommand) -> RemotingCommand {
-        let h: CreateTopicRequestHeader = match req.decode_header() {
-            Ok(h) => h,
-            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
-        };
-        if let Err(why) = validate_topic(&h.topic) {
-            return reply(req, ResponseCode::InvalidParameter, why);
-        }
+    fn update_topic(&mut self, now_ms: u64, req: &RemotingCommand) -> Answer {
+        let h: CreateTopicRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
         if !(1..=1024).contains(&h.read_queue_nums) || !(1..=1024).contains(&h.write_queue_nums) {
-            return reply(req, ResponseCode::InvalidParameter, "queue counts must be within 1..=1024");
+            return Err(reply(req, ResponseCode::InvalidParameter, "queue counts must be within 1..=1024"));
         }
         let tc = TopicConfig {
             topic_name: h.topic.clone(),
@@ -277,30 +293,42 @@ impl<D: Directory> BrokerCore<D> {
         };
         // create_topic schedules one registration within TOPIC_COALESCE_MS: a script creating
         // thousands of topics costs one full registration per window, not one per topic.
-        if !self.create_topic(now_ms, tc) {
-            return reply(req, ResponseCode::SystemError, "topic table is full");
-        }
-        ok(req)
+        self.create_topic(now_ms, tc).map_err(|e| reply(req, ResponseCode::SystemError, e.to_string()))?;
+        Ok(ok(req))
     }
 
-    fn queue_offset_query(&self, req: &RemotingCommand) -> RemotingCommand {
-        let h: QueueRequestHeader = match req.decode_header() {
-            Ok(h) => h,
-            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
-        };
+    fn delete_topic(&mut self, now_ms: u64, req: &RemotingCommand) -> Answer {
+        let h: TopicRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
+        self.topics.remove(now_ms, &h.topic);
+        self.topics_dirty = true;
+        self.next_register_ms = now_ms;
+        Ok(ok(req))
+    }
+
+    fn search_offset(&self, req: &RemotingCommand) -> Answer {
+        let h: SearchOffsetRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
+        let off = self.store.queue_offset_by_time(&h.topic, h.queue_id, h.timestamp);
+        Ok(ok(req).with_header(&OffsetResponseHeader { offset: off as i64 }))
+    }
+
+    fn queue_offset_query(&self, req: &RemotingCommand) -> Answer {
+        let h: QueueRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
         let value = match req.request_code() {
             RequestCode::GetMaxOffset => self.store.max_queue_offset(&h.topic, h.queue_id) as i64,
             RequestCode::GetMinOffset => self.store.min_queue_offset(&h.topic, h.queue_id) as i64,
             _ => {
                 let min = self.store.min_queue_offset(&h.topic, h.queue_id);
                 let got = self.store.get_messages(&h.topic, h.queue_id, min, 1, u32::MAX, &|_| true);
-                match got.messages.first().map(|raw| rmq_proto::message::decode_message(raw, false)) {
-                    Some(Ok((m, _))) => return ok(req).with_ext("timestamp", m.store_timestamp),
-                    _ => return reply(req, ResponseCode::SystemError, "queue is empty"),
-                }
+                return match got.messages.first().map(|raw| rmq_proto::message::decode_message(raw, false)) {
+                    Some(Ok((m, _))) => Ok(ok(req).with_ext("timestamp", m.store_timestamp)),
+                    _ => Err(reply(req, ResponseCode::SystemError, "queue is empty")),
+                };
             }
         };
-        ok(req).with_header(&OffsetResponseHeader { offset: value })
+        Ok(ok(req).with_header(&OffsetResponseHeader { offset: value }))
     }
 
     fn view_message(&self, req: &RemotingCommand) -> RemotingCommand {
@@ -323,11 +351,12 @@ impl<D: Directory> BrokerCore<D> {
         }
     }
 
-    fn consume_stats(&self, req: &RemotingCommand) -> RemotingCommand {
-        let h: ConsumeStatsRequestHeader = match req.decode_header() {
-            Ok(h) => h,
-            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
-        };
+    fn consume_stats(&self, req: &RemotingCommand) -> Answer {
+        let h: ConsumeStatsRequestHeader = decode(req)?;
+        checks::consumer_group(req, &h.consumer_group)?;
+        if let Some(t) = &h.topic {
+            checks::topic(req, t)?;
+        }
         let mut stats = ConsumeStats::default();
         for ((topic, group), per_queue) in self.offsets.iter() {
             if group != &h.consumer_group || h.topic.as_ref().is_some_and(|t| t != topic) {
@@ -346,20 +375,18 @@ impl<D: Directory> BrokerCore<D> {
                 });
             }
         }
-        ok(req).with_body(to_json(&stats))
+        Ok(ok(req).with_body(to_json(&stats)))
     }
 
-    fn connection_list(&self, req: &RemotingCommand) -> RemotingCommand {
-        let h: ConsumerGroupRequestHeader = match req.decode_header() {
-            Ok(h) => h,
-            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
-        };
+    fn connection_list(&self, req: &RemotingCommand) -> Answer {
+        let h: ConsumerGroupRequestHeader = decode(req)?;
+        checks::consumer_group(req, &h.consumer_group)?;
         let Some(members) = self.clients.consumers(&h.consumer_group) else {
-            return reply(
+            return Err(reply(
                 req,
                 ResponseCode::ConsumerNotOnline,
                 format!("the consumer group[{}] not online", h.consumer_group),
-            );
+            ));
         };
         let list: Vec<serde_json::Value> = members
             .iter()
@@ -372,9 +399,9 @@ impl<D: Directory> BrokerCore<D> {
                 })
             })
             .collect();
-        ok(req).with_body(
+        Ok(ok(req).with_body(
             serde_json::to_vec(&serde_json::json!({ "connectionSet": list })).expect("json values serialize"),
-        )
+        ))
     }
 
     fn runtime_info(&self, req: &RemotingCommand) -> RemotingCommand {
@@ -390,13 +417,11 @@ impl<D: Directory> BrokerCore<D> {
         ok(req).with_body(serde_json::to_vec(&serde_json::json!({ "table": table })).expect("json values serialize"))
     }
 
-    fn topic_stats(&self, req: &RemotingCommand) -> RemotingCommand {
-        let h: TopicRequestHeader = match req.decode_header() {
-            Ok(h) => h,
-            Err(e) => return reply(req, ResponseCode::InvalidParameter, e.to_string()),
-        };
+    fn topic_stats(&self, req: &RemotingCommand) -> Answer {
+        let h: TopicRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
         let Some(tc) = self.topics.get(&h.topic) else {
-            return reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic));
+            return Err(reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic)));
         };
         let queues: Vec<serde_json::Value> = (0..tc.write_queue_nums.max(tc.read_queue_nums))
             .map(|q| {
@@ -407,10 +432,41 @@ impl<D: Directory> BrokerCore<D> {
                 })
             })
             .collect();
-        ok(req).with_body(
+        Ok(ok(req).with_body(
             serde_json::to_vec(&serde_json::json!({ "offsetTable": queues })).expect("json values serialize"),
-        )
+        ))
     }
+}
+
+/// A response either way: `Err` carries a refusal, so handlers can use `?`.
+type Answer = Result<RemotingCommand, RemotingCommand>;
+
+/// Decodes a typed header; a bad one is INVALID_PARAMETER.
+fn decode<H: CommandHeader>(req: &RemotingCommand) -> Result<H, RemotingCommand> {
+    req.decode_header().map_err(|e| reply(req, ResponseCode::InvalidParameter, e.to_string()))
+}
+
+/// Every group and topic a heartbeat declares.
+fn check_heartbeat_names(req: &RemotingCommand, hb: &HeartbeatData) -> Result<(), RemotingCommand> {
+    for cd in &hb.consumer_data_set {
+        checks::consumer_group(req, &cd.group_name)?;
+        for sub in &cd.subscription_data_set {
+            checks::topic(req, &sub.topic)?;
+        }
+    }
+    for pd in &hb.producer_data_set {
+        checks::producer_group(req, &pd.group_name)?;
+    }
+    Ok(())
+}
+
+/// The group and every queue's topic of a LOCK_BATCH_MQ / UNLOCK_BATCH_MQ body.
+fn check_lock_names(req: &RemotingCommand, body: &LockBody) -> Result<(), RemotingCommand> {
+    checks::consumer_group(req, &body.consumer_group)?;
+    for mq in &body.mq_set {
+        checks::topic(req, &mq.topic)?;
+    }
+    Ok(())
 }
 
 fn crc32(bytes: &[u8]) -> i32 {

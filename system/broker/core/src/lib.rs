@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`config`]: settings; [`topics`]: topic table; [`offsets`]: consumer offsets;
-//!   [`clients`]: producer/consumer channels; `send`: SEND_MESSAGE(_V2)/batch and flush waiters;
+//!   [`clients`]: producer/consumer channels; `checks`: topic and group names refused with
+//!   RocketMQ's codes; `send`: SEND_MESSAGE(_V2)/batch and flush waiters;
 //!   `pull`: PULL_MESSAGE and long-poll holds; `schedule`: delay levels, retries, DLQ;
 //!   `admin`: topic admin, offsets queries, stats.
 //!
@@ -50,6 +51,7 @@ pub mod offsets;
 pub mod topics;
 
 mod admin;
+mod checks;
 mod pull;
 mod schedule;
 mod send;
@@ -236,6 +238,9 @@ impl<D: Directory> BrokerCore<D> {
         // Queues with data whose topic never reached topics.json (a crash inside the persist
         // window) get their topic back, so no stored message becomes unreachable.
         let restored = topics.restore_from_queues(now_ms, &store.queues());
+        // Topics an older version let in with unsafe names are forgotten (and so never
+        // registered again); the next persist rewrites topics.json without them.
+        let dropped = !topics.drop_invalid_names(now_ms).is_empty();
         let mut offsets = ConsumerOffsets::load(store.directory())
             .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
         offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
@@ -260,7 +265,7 @@ impl<D: Directory> BrokerCore<D> {
             next_persist_ms: now_ms + config.offset_persist_interval_ms,
             next_checkpoint_ms: now_ms + CHECKPOINT_INTERVAL_MS,
             last_checkpoint_error: None,
-            topics_dirty: restored,
+            topics_dirty: restored || dropped,
             checkpoint_in_flight: false,
             checkpoints_since_thorough: 0,
             next_client_scan_ms: now_ms + 10_000,
@@ -462,6 +467,7 @@ impl<D: Directory> BrokerCore<D> {
     /// Checks cross-structure invariants; the simulator calls it after every step.
     pub fn assert_invariants(&self) {
         self.store.assert_invariants();
+        self.topics.assert_names_valid();
         assert!(self.flushed_offset() <= self.store.commit_log_max_offset(), "flushed beyond the write position");
         assert!(self.flushes_in_flight <= FLUSHES_IN_FLIGHT_MAX, "more flushes in flight than allowed");
         self.flush_waiters.assert_ordered();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use rmq_proto::names;
 use rmq_store::Directory;
 use serde::{Deserialize, Serialize};
 
@@ -45,8 +46,12 @@ impl ConsumerOffsets {
         self.table.get(&(topic.to_string(), group.to_string())).and_then(|q| q.get(&queue_id)).copied()
     }
 
-    /// Commits an offset. Offsets only move forward; returns true when it moved.
+    /// Commits an offset. Offsets only move forward; returns true when it moved. Invalid
+    /// names are never stored (entry points refuse them first; `topic@group` keys must parse).
     pub fn commit(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) -> bool {
+        if names::validate_group(group).is_err() || names::validate_topic(topic).is_err() {
+            return false;
+        }
         let key = (topic.to_string(), group.to_string());
         if !self.table.contains_key(&key) && self.table.len() >= OFFSET_KEYS_MAX {
             return false;

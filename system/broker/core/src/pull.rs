@@ -9,7 +9,7 @@ use rmq_proto::header::{PullMessageRequestHeader, PullMessageResponseHeader};
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::{Directory, GetStatus};
 
-use crate::{reply, BrokerCore, BrokerRole, Event, Output};
+use crate::{checks, reply, BrokerCore, BrokerRole, Event, Output};
 
 /// Most messages one pull returns (RocketMQ's in-memory cap).
 pub const PULL_MESSAGES_MAX: u32 = 32;
@@ -122,6 +122,9 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        if let Err(resp) = checks::topic(req, &h.topic).and_then(|()| checks::consumer_group(req, &h.consumer_group)) {
+            return Some(resp);
+        }
         let Some(tc) = self.topics.get(&h.topic) else {
             return Some(reply(
                 req,

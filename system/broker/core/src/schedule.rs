@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use rmq_proto::body::TopicConfig;
 use rmq_proto::header::ConsumerSendMsgBackRequestHeader;
-use rmq_proto::message::{decode_message, prop, MessageExt};
+use rmq_proto::message::{decode_message, prop, MessageExt, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR};
 use rmq_proto::{RemotingCommand, ResponseCode};
 use rmq_store::Directory;
 use serde::{Deserialize, Serialize};
 
-use crate::topics::{DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
-use crate::{ok, reply, BrokerCore, Event};
+use crate::topics::{RETRY_PREFIX, SCHEDULE_TOPIC};
+use crate::{checks, ok, reply, BrokerCore, Event};
 
 /// Where delay progress is persisted.
 pub const DELAY_PATH: &str = "config/delayOffset.json";
@@ -139,16 +139,24 @@ impl<D: Directory> BrokerCore<D> {
         }
     }
 
+    /// Re-puts a due delayed message to its real topic. A stored name re-enters here, so it
+    /// is checked again: a message whose REAL_TOPIC is not a valid topic is skipped.
     fn redeliver(&mut self, now_ms: u64, mut msg: MessageExt) {
         let Some(topic) = msg.properties.remove(prop::REAL_TOPIC) else { return };
-        let qid = msg.properties.remove(prop::REAL_QID).and_then(|q| q.parse().ok()).unwrap_or(0);
+        if rmq_proto::names::validate_topic(&topic).is_err() {
+            return;
+        }
+        let qid = msg.properties.remove(prop::REAL_QID).and_then(|q| q.parse::<i32>().ok()).unwrap_or(0);
         msg.properties.remove(prop::DELAY);
         if self.topics.get(&topic).is_none() {
             let queues = if topic.starts_with(RETRY_PREFIX) { 1 } else { self.config.default_topic_queue_nums };
-            self.create_topic(now_ms, TopicConfig::new(&topic, queues));
+            if self.create_topic(now_ms, TopicConfig::new(&topic, queues)).is_err() {
+                return;
+            }
         }
+        let queues = self.topics.get(&topic).map_or(1, |tc| tc.write_queue_nums.max(tc.read_queue_nums));
         msg.topic = topic.clone();
-        msg.queue_id = qid;
+        msg.queue_id = if (0..queues).contains(&qid) { qid } else { 0 };
         msg.store_timestamp = now_ms as i64;
         if self.put_message(now_ms, &mut msg).is_ok() {
             self.event(|| Event::DelayedDelivered { topic });
@@ -161,23 +169,39 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
+        // Names first: the retry and DLQ topics are derived from the group.
+        if let Err(resp) = checks::consumer_group(req, &h.group) {
+            return Some(resp);
+        }
+        if let Some(Err(resp)) = h.origin_topic.as_deref().map(|t| checks::topic(req, t)) {
+            return Some(resp);
+        }
         if h.offset < 0 {
             return Some(reply(req, ResponseCode::InvalidParameter, "offset must not be negative"));
+        }
+        if h.origin_msg_id.as_deref().is_some_and(|id| id.contains([NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR])) {
+            return Some(reply(req, ResponseCode::InvalidParameter, "originMsgId holds a property separator"));
         }
         let Ok(orig) = self.store.read_message(h.offset as u64) else {
             return Some(reply(req, ResponseCode::SystemError, format!("look message by offset failed, {}", h.offset)));
         };
         let max_times = h.max_reconsume_times.filter(|_| req.version >= 121).unwrap_or(self.config.max_reconsume_times);
         let dead = orig.reconsume_times >= max_times || h.delay_level < 0;
-        let target = if dead { format!("{DLQ_PREFIX}{}", h.group) } else { format!("{RETRY_PREFIX}{}", h.group) };
+        let target = match checks::group_topic(req, &h.group, dead) {
+            Ok(t) => t,
+            Err(resp) => return Some(resp),
+        };
         if self.topics.get(&target).is_none() {
-            self.create_topic(now_ms, TopicConfig::new(&target, 1));
+            if let Err(e) = self.create_topic(now_ms, TopicConfig::new(&target, 1)) {
+                return Some(reply(req, ResponseCode::SystemError, e.to_string()));
+            }
         }
         let mut m = MessageExt {
             topic: target,
             queue_id: 0,
             store_timestamp: now_ms as i64,
-            reconsume_times: orig.reconsume_times + 1,
+            // Reconsume counts come from producers' headers: saturate rather than overflow.
+            reconsume_times: orig.reconsume_times.saturating_add(1),
             commit_log_offset: 0,
             queue_offset: 0,
             ..orig.clone()
@@ -190,7 +214,7 @@ impl<D: Directory> BrokerCore<D> {
         if dead {
             m.properties.remove(prop::DELAY);
         } else {
-            let level = if h.delay_level == 0 { 3 + orig.reconsume_times } else { h.delay_level };
+            let level = if h.delay_level == 0 { orig.reconsume_times.saturating_add(3) } else { h.delay_level };
             m.properties.insert(prop::DELAY.into(), level.to_string());
             self.apply_delay(&mut m);
         }

@@ -12,8 +12,8 @@ use rmq_proto::message::{self, decode_batch, decode_properties, offset_msg_id, p
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::{Directory, PutResult, StoreError};
 
-use crate::topics::{validate_topic, DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
-use crate::{ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType, Output};
+use crate::topics::{DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
+use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType, Output};
 
 /// Most sends waiting for a flush; beyond it sends are refused with SYSTEM_BUSY.
 pub const FLUSH_WAITERS_MAX: usize = 100_000;
@@ -58,10 +58,10 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
-        if let Err(resp) = self.check_writable(now_ms, req, &h) {
-            return Some(resp);
-        }
-        let tc = self.topics.get(&h.topic).cloned().expect("check_writable created or found the topic");
+        let tc = match self.check_writable(now_ms, req, &h) {
+            Ok(tc) => tc,
+            Err(resp) => return Some(resp),
+        };
         let queue_id = if h.queue_id < 0 || h.queue_id >= tc.write_queue_nums {
             self.queue_rotor = self.queue_rotor.wrapping_add(1);
             (self.queue_rotor % tc.write_queue_nums.max(1) as u32) as i32
@@ -85,12 +85,14 @@ impl<D: Directory> BrokerCore<D> {
             last_end = r.end_offset;
             first.get_or_insert(r);
         }
-        let first = first.expect("build_messages never returns an empty batch");
+        let (Some(first), Some(first_msg)) = (first, msgs.first()) else {
+            return Some(reply(req, ResponseCode::MessageIllegal, "a send holds at least one message"));
+        };
         let resp_header = SendMessageResponseHeader {
             msg_id: ids.join(","),
-            queue_id: msgs[0].queue_id,
+            queue_id: first_msg.queue_id,
             queue_offset: first.queue_offset as i64,
-            transaction_id: msgs[0].properties.get(prop::UNIQ_KEY).cloned(),
+            transaction_id: first_msg.properties.get(prop::UNIQ_KEY).cloned(),
         };
         let resp = ok(req)
             .with_header(&resp_header)
@@ -113,21 +115,26 @@ impl<D: Directory> BrokerCore<D> {
         Some(resp)
     }
 
-    /// Refuses sends a slave, a bad topic or a read-only topic cannot take; auto-creates topics.
+    /// Refuses sends a slave, a bad name or a read-only topic cannot take; auto-creates
+    /// topics. Returns the topic's config.
     fn check_writable(
         &mut self,
         now_ms: u64,
         req: &RemotingCommand,
         h: &SendMessageRequestHeader,
-    ) -> Result<(), RemotingCommand> {
+    ) -> Result<TopicConfig, RemotingCommand> {
         if self.config.broker_role == BrokerRole::Slave {
             return Err(reply(req, ResponseCode::ServiceNotAvailable, "this broker is a slave; send to its master"));
         }
-        if let Err(why) = validate_topic(&h.topic) {
-            return Err(reply(req, ResponseCode::MessageIllegal, why));
-        }
+        checks::topic(req, &h.topic)?;
+        checks::producer_group(req, &h.producer_group)?;
         if h.topic == SCHEDULE_TOPIC {
-            return Err(reply(req, ResponseCode::NoPermission, "system topic cannot be sent to"));
+            // TopicValidator.isNotAllowedSendTopic.
+            return Err(reply(
+                req,
+                ResponseCode::NoPermission,
+                format!("Sending message to topic[{SCHEDULE_TOPIC}] is forbidden."),
+            ));
         }
         if self.topics.get(&h.topic).is_none() {
             let retry = h.topic.starts_with(RETRY_PREFIX) || h.topic.starts_with(DLQ_PREFIX);
@@ -143,9 +150,13 @@ impl<D: Directory> BrokerCore<D> {
             } else {
                 h.default_topic_queue_nums.clamp(1, self.config.default_topic_queue_nums.max(1))
             };
-            self.create_topic(now_ms, TopicConfig::new(&h.topic, queues));
+            if let Err(e) = self.create_topic(now_ms, TopicConfig::new(&h.topic, queues)) {
+                return Err(reply(req, ResponseCode::SystemError, e.to_string()));
+            }
         }
-        let tc = self.topics.get(&h.topic).expect("created above when absent");
+        let Some(tc) = self.topics.get(&h.topic) else {
+            return Err(reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic)));
+        };
         if tc.perm & perm::WRITE == 0 {
             return Err(reply(
                 req,
@@ -153,7 +164,7 @@ impl<D: Directory> BrokerCore<D> {
                 format!("the topic[{}] sending message is forbidden", h.topic),
             ));
         }
-        Ok(())
+        Ok(tc.clone())
     }
 
     fn build_messages(
@@ -217,6 +228,10 @@ impl<D: Directory> BrokerCore<D> {
         _now_ms: u64,
         m: &mut MessageExt,
     ) -> Result<PutResult, (ResponseCode, String)> {
+        // Every append passes here: the last check before a name becomes a directory.
+        if let Err(e) = rmq_proto::names::validate_topic(&m.topic) {
+            return Err((ResponseCode::SystemError, e.to_string()));
+        }
         let r = self.store.put(m).map_err(|e| match e {
             StoreError::MessageTooLarge { .. } => (ResponseCode::MessageIllegal, e.to_string()),
             other => (ResponseCode::SystemError, format!("store failed: {other}")),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use rmq_proto::body::{from_json, to_json, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
+use rmq_proto::names::{validate_topic, NameError};
 use rmq_store::Directory;
 
 use crate::BrokerConfig;
@@ -11,10 +12,7 @@ use crate::BrokerConfig;
 pub const TOPICS_PATH: &str = "config/topics.json";
 /// The template topic producers name for auto-creation.
 pub const TBW102: &str = "TBW102";
-/// Prefix of retry topics.
-pub const RETRY_PREFIX: &str = "%RETRY%";
-/// Prefix of dead-letter topics.
-pub const DLQ_PREFIX: &str = "%DLQ%";
+pub use rmq_proto::names::{DLQ_PREFIX, RETRY_PREFIX};
 /// Topic holding delayed messages; queue = level - 1.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// Most topics a broker holds.
@@ -27,18 +25,16 @@ pub struct TopicTable {
     version: DataVersion,
 }
 
-/// Why a topic name is refused.
-pub fn validate_topic(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name.len() > 127 {
-        return Err(format!("topic name longer than 127 bytes: {}", name.len()));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'%' || b == b'|') {
-        return Err(format!("topic name {name:?} has characters outside [A-Za-z0-9_%|-]"));
-    }
-    Ok(())
+/// Why a topic was not created or updated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicRefused {
+    /// The table holds [`TOPICS_MAX`] topics already.
+    #[error("topic table is full ({TOPICS_MAX} topics)")]
+    TableFull,
+    /// The name breaks RocketMQ's rules; entry points check names first, so this is the last
+    /// line of defence before a name reaches `topics.json`, a registration or a directory.
+    #[error(transparent)]
+    Name(#[from] NameError),
 }
 
 impl TopicTable {
@@ -70,7 +66,8 @@ impl TopicTable {
         }
         let any = !wanted.is_empty();
         for (topic, n) in wanted {
-            self.upsert(now_ms, TopicConfig::new(topic, n));
+            // Names were checked above; a full table leaves the rest without config.
+            let _ = self.upsert(now_ms, TopicConfig::new(topic, n));
         }
         any
     }
@@ -100,15 +97,33 @@ impl TopicTable {
         &self.version
     }
 
-    /// Inserts or replaces a topic; returns false when the table is full.
-    pub fn upsert(&mut self, now_ms: u64, tc: TopicConfig) -> bool {
+    /// Inserts or replaces a topic; refuses an invalid name or a new topic in a full table.
+    pub fn upsert(&mut self, now_ms: u64, tc: TopicConfig) -> Result<(), TopicRefused> {
+        validate_topic(&tc.topic_name)?;
         if !self.table.contains_key(&tc.topic_name) && self.table.len() >= TOPICS_MAX {
-            return false;
+            return Err(TopicRefused::TableFull);
         }
         self.table.insert(tc.topic_name.clone(), tc);
         self.version.counter += 1;
         self.version.timestamp = now_ms as i64;
-        true
+        Ok(())
+    }
+
+    /// Drops topics whose names break the rules (a `topics.json` written before names were
+    /// checked); returns them so the caller can persist the cleaned table.
+    pub fn drop_invalid_names(&mut self, now_ms: u64) -> Vec<String> {
+        let bad: Vec<String> = self.table.keys().filter(|t| validate_topic(t).is_err()).cloned().collect();
+        for t in &bad {
+            self.remove(now_ms, t);
+        }
+        bad
+    }
+
+    /// Every topic name in the table is valid.
+    pub fn assert_names_valid(&self) {
+        for name in self.table.keys() {
+            assert!(validate_topic(name).is_ok(), "topic table holds an invalid name {name:?}");
+        }
     }
 
     /// Removes a topic.

@@ -8,6 +8,21 @@
 //! - [`start`], [`BrokerOptions`], [`BrokerHandle`]: run a broker on any [`Env`].
 //! - [`conf`]: RocketMQ broker.conf keys → options.
 //! - `bin/mqbroker.rs`: the binary.
+//!
+//! # Panics: the process aborts
+//! Peer input never panics the core (bad requests get response codes). A panic is therefore a
+//! bug, and `mqbroker` aborts on it ([`rmq_rt::abort_on_panic`]): the error is logged, the
+//! process exits by SIGABRT at once, the kernel releases the port, and a supervisor restarts
+//! it; recovery then rebuilds a consistent store from the CommitLog, and nothing acknowledged
+//! is lost (acknowledgements follow the flush the mode requires).
+//!
+//! Why not catch the panic and keep serving: one node loop runs the core for every
+//! connection, and a panic can stop it half-way through a request, e.g. after a record was
+//! appended to the CommitLog and before it was indexed, or with flush waiters that will never
+//! be answered. Serving on from such a state risks acknowledging what is not stored; recovery
+//! is the one path that proves the store consistent. Without the abort hook (tests, embedding)
+//! the driver still never leaves a zombie: when the node loop unwinds, its [`AcceptGuard`]
+//! closes the listener.
 
 pub mod conf;
 
@@ -16,7 +31,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use rmq_broker_core::{BrokerConfig, BrokerCore, Output};
-use rmq_rt::server::{accept_loop, encode, ServerEvent};
+use rmq_rt::server::{accept_loop, encode, AcceptGuard, ServerEvent};
 use rmq_rt::{spawn, ConnId, Env, Listener, RemotingClient};
 use tokio::sync::{mpsc, watch};
 
@@ -111,8 +126,9 @@ pub async fn start_observed<E: Env>(
         events,
     };
     let done = spawn(async move {
-        node.run(rx, done_rx, stop).await;
-        accept.abort();
+        // Dropped when the loop returns or unwinds: the listener closes with the node.
+        let mut accept = AcceptGuard::new(accept);
+        node.run(rx, done_rx, stop, &mut accept).await;
     });
     tracing::info!(%local_addr, %advertised_addr, "broker started");
     Ok(BrokerHandle { local_addr, advertised_addr, shutdown, done })
@@ -156,6 +172,7 @@ impl<E: Env> Node<E> {
         mut inbox: mpsc::Receiver<ServerEvent>,
         mut done: mpsc::UnboundedReceiver<Done>,
         mut stop: watch::Receiver<bool>,
+        accept: &mut AcceptGuard,
     ) {
         self.core.on_timer(self.env.now_ms());
         self.execute_outputs();
@@ -166,6 +183,7 @@ impl<E: Env> Node<E> {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
+                _ = accept.ended() => break,
                 Some(d) = done.recv() => match d {
                     Done::Flush(target, true) => self.core.on_flushed(self.env.now_ms(), target),
                     Done::Flush(_, false) => self.core.on_flush_failed(self.env.now_ms()),

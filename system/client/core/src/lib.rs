@@ -38,6 +38,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rmq_proto::body::{MessageQueue, TopicRouteData};
 use rmq_proto::codes::perm;
 
+/// Most queues per broker a route may give a topic; a NameServer announcing more (a bug or a
+/// hostile peer: the counts are plain integers in its JSON) is taken at this many, so a route
+/// never makes the client allocate billions of queues.
+pub const QUEUES_PER_BROKER_MAX: i32 = 65_536;
+
 /// A topic's writable queues, and where the round-robin stands.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct PublishInfo {
@@ -62,7 +67,7 @@ impl PublishInfo {
             if qd.perm & perm::WRITE == 0 || !masters.contains_key(&qd.broker_name) {
                 continue;
             }
-            for queue_id in 0..qd.write_queue_nums.max(0) {
+            for queue_id in 0..qd.write_queue_nums.clamp(0, QUEUES_PER_BROKER_MAX) {
                 queues.push(MessageQueue { topic: topic.to_string(), broker_name: qd.broker_name.clone(), queue_id });
             }
         }
@@ -77,7 +82,7 @@ impl PublishInfo {
             if qd.perm & perm::READ == 0 {
                 continue;
             }
-            for queue_id in 0..qd.read_queue_nums.max(0) {
+            for queue_id in 0..qd.read_queue_nums.clamp(0, QUEUES_PER_BROKER_MAX) {
                 out.push(MessageQueue { topic: topic.to_string(), broker_name: qd.broker_name.clone(), queue_id });
             }
         }
@@ -207,5 +212,14 @@ mod tests {
         let info = PublishInfo::from_route("T", &route(&[("a", true), ("b", true)]));
         let q1 = info.select_by_key("order-42").cloned();
         assert_eq!(info.select_by_key("order-42").cloned(), q1);
+    }
+
+    #[test]
+    fn absurd_queue_counts_in_a_route_are_bounded() {
+        let mut r = route(&[("a", true)]);
+        r.queue_datas[0].write_queue_nums = i32::MAX;
+        r.queue_datas[0].read_queue_nums = i32::MIN;
+        assert_eq!(PublishInfo::from_route("T", &r).queues.len(), QUEUES_PER_BROKER_MAX as usize);
+        assert!(PublishInfo::readable_queues("T", &r).is_empty());
     }
 }

@@ -28,6 +28,7 @@ use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{
     RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, TopicRequestHeader, UnregisterBrokerRequestHeader,
 };
+use rmq_proto::names::{self, NameError};
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 
 /// NameServer settings.
@@ -192,8 +193,22 @@ impl NamesrvCore {
                 data.is_some_and(|d| d.broker_addrs.values().any(|a| a == addr)),
                 "live broker {addr} missing from the address table"
             );
+            assert!(
+                self.cluster_addr_table.get(&live.cluster).is_some_and(|names| names.contains(&live.broker_name)),
+                "live broker {addr} missing from its cluster"
+            );
         }
-        for per_broker in self.topic_queue_table.values() {
+        for (name, data) in &self.broker_addr_table {
+            assert!(!data.broker_addrs.is_empty(), "broker name {name} without addresses is removed");
+            for addr in data.broker_addrs.values() {
+                assert!(
+                    self.broker_live_table.get(addr).is_some_and(|l| &l.broker_name == name),
+                    "address {addr} of {name} has no live entry"
+                );
+            }
+        }
+        for (topic, per_broker) in &self.topic_queue_table {
+            assert!(names::validate_topic(topic).is_ok(), "route for an invalid topic name {topic:?}");
             assert!(!per_broker.is_empty(), "empty topic entries are removed");
             for name in per_broker.keys() {
                 assert!(self.broker_addr_table.contains_key(name), "queue data for unknown broker {name}");
@@ -223,11 +238,28 @@ impl NamesrvCore {
                 Err(e) => return invalid(req, &format!("bad registration body: {e}")),
             }
         };
+        let displaced = self.displaced_addr(&h);
         if !self.broker_live_table.contains_key(&h.broker_addr)
+            && displaced.is_none()
             && self.broker_live_table.len() >= self.config.brokers_max
         {
             return RemotingCommand::response_to(req, ResponseCode::SystemBusy)
                 .with_remark("too many brokers registered");
+        }
+        // The newer registration takes over the broker id (RocketMQ RouteInfoManager.registerBroker):
+        // the address that held it leaves every table, so no live entry points at a slot it
+        // no longer owns.
+        if let Some(old) = displaced {
+            self.remove_broker_addr(&old);
+            self.events.push(Event::BrokerRemoved { addr: old });
+        }
+        // An address that re-registers under another broker or cluster name leaves its old one.
+        if self
+            .broker_live_table
+            .get(&h.broker_addr)
+            .is_some_and(|l| l.broker_name != h.broker_name || l.cluster != h.cluster_name)
+        {
+            self.remove_broker_addr(&h.broker_addr);
         }
         self.cluster_addr_table.entry(h.cluster_name.clone()).or_default().insert(h.broker_name.clone());
         let data = self.broker_addr_table.entry(h.broker_name.clone()).or_insert_with(|| BrokerData {
@@ -278,6 +310,12 @@ impl NamesrvCore {
         RemotingCommand::response_to(req, ResponseCode::Success).with_header(&resp_header)
     }
 
+    /// The other address that currently holds this registration's broker name + id, if any.
+    fn displaced_addr(&self, h: &RegisterBrokerRequestHeader) -> Option<String> {
+        let data = self.broker_addr_table.get(&h.broker_name)?;
+        data.broker_addrs.get(&h.broker_id).filter(|a| **a != h.broker_addr).cloned()
+    }
+
     /// Replaces the master's queue data: topics it no longer has lose this broker.
     fn update_queue_data(&mut self, broker_name: &str, topics: &BTreeMap<String, TopicConfig>) {
         for (topic, per_broker) in self.topic_queue_table.iter_mut() {
@@ -286,7 +324,9 @@ impl NamesrvCore {
             }
         }
         self.topic_queue_table.retain(|_, per_broker| !per_broker.is_empty());
-        for (name, tc) in topics {
+        // A topic whose name breaks RocketMQ's rules never enters the routes, whoever
+        // registers it (our brokers refuse such names; a foreign or older one might not).
+        for (name, tc) in topics.iter().filter(|(name, _)| names::validate_topic(name).is_ok()) {
             self.topic_queue_table
                 .entry(name.clone())
                 .or_default()
@@ -334,6 +374,9 @@ impl NamesrvCore {
             Ok(h) => h,
             Err(e) => return invalid(req, &e.to_string()),
         };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
+        }
         let Some(per_broker) = self.topic_queue_table.get(&h.topic) else {
             return RemotingCommand::response_to(req, ResponseCode::TopicNotExist)
                 .with_remark(format!("No topic route info in name server for the topic: {}", h.topic));
@@ -378,6 +421,9 @@ impl NamesrvCore {
             Ok(h) => h,
             Err(e) => return invalid(req, &e.to_string()),
         };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
+        }
         let route: TopicRouteData = match from_json(&req.body) {
             Ok(r) => r,
             Err(e) => return invalid(req, &format!("bad route body: {e}")),
@@ -391,13 +437,15 @@ impl NamesrvCore {
     }
 
     fn delete_topic(&mut self, req: &RemotingCommand) -> RemotingCommand {
-        match req.decode_header::<TopicRequestHeader>() {
-            Ok(h) => {
-                self.topic_queue_table.remove(&h.topic);
-                RemotingCommand::response_to(req, ResponseCode::Success)
-            }
-            Err(e) => invalid(req, &e.to_string()),
+        let h: TopicRequestHeader = match req.decode_header() {
+            Ok(h) => h,
+            Err(e) => return invalid(req, &e.to_string()),
+        };
+        if let Err(e) = names::validate_topic(&h.topic) {
+            return bad_name(req, &e);
         }
+        self.topic_queue_table.remove(&h.topic);
+        RemotingCommand::response_to(req, ResponseCode::Success)
     }
 
     fn broker_heartbeat(&mut self, now_ms: u64, req: &RemotingCommand) -> RemotingCommand {
@@ -452,6 +500,12 @@ fn queue_data(broker_name: &str, tc: &TopicConfig) -> QueueData {
         perm: tc.perm,
         topic_sys_flag: tc.topic_sys_flag,
     }
+}
+
+/// A topic name TopicValidator refuses: SYSTEM_ERROR with its remark, as RocketMQ's broker
+/// answers (the NameServer itself does not check; we refuse so a bad name never routes).
+fn bad_name(req: &RemotingCommand, e: &NameError) -> RemotingCommand {
+    RemotingCommand::response_to(req, ResponseCode::SystemError).with_remark(e.to_string())
 }
 
 fn invalid(req: &RemotingCommand, why: &str) -> RemotingCommand {

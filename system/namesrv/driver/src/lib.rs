@@ -4,12 +4,25 @@
 //! # Layout
 //! - [`start`]: bind, spawn the accept loop and the node loop, return a [`NamesrvHandle`].
 //! - `bin/mqnamesrv.rs`: the binary (flags, config file, signals).
+//!
+//! # Panics: the process aborts
+//! Peer input never panics the core (bad requests get response codes). A panic is therefore a
+//! bug, and `mqnamesrv` aborts on it ([`rmq_rt::abort_on_panic`]): the error is logged, the
+//! process exits by SIGABRT at once, the kernel releases the port, and a supervisor restarts
+//! it. Brokers re-register within 30 s, so a restarted NameServer has its routes back quickly.
+//!
+//! Why not catch the panic and keep serving: one node loop runs the core for every
+//! connection, and a panic can stop it half-way through a request (the panic this policy was
+//! written for fired *after* a registration had updated some tables and not others). Serving on
+//! from tables nobody can vouch for spreads wrong routes to every client; a restart rebuilds
+//! them from the brokers. Without the abort hook (tests, embedding) the driver still never
+//! leaves a zombie: when the node loop unwinds, its [`AcceptGuard`] closes the listener.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use rmq_namesrv_core::{NamesrvConfig, NamesrvCore};
-use rmq_rt::server::{accept_loop, encode, ServerEvent};
+use rmq_rt::server::{accept_loop, encode, AcceptGuard, ServerEvent};
 use rmq_rt::{spawn, ConnId, Env, Listener};
 use tokio::sync::{mpsc, watch};
 
@@ -42,8 +55,9 @@ pub async fn start<E: Env>(env: E, listen: &str, config: NamesrvConfig) -> std::
     let (shutdown, stop) = watch::channel(false);
     let core = NamesrvCore::new(config);
     let done = spawn(async move {
-        node_loop(env, core, rx, stop).await;
-        accept.abort();
+        // Dropped when the loop returns or unwinds: the listener closes with the node.
+        let mut accept = AcceptGuard::new(accept);
+        node_loop(env, core, rx, stop, &mut accept).await;
     });
     tracing::info!(%local_addr, "name server started");
     Ok(NamesrvHandle { local_addr, shutdown, done })
@@ -54,6 +68,7 @@ async fn node_loop<E: Env>(
     mut core: NamesrvCore,
     mut inbox: mpsc::Receiver<ServerEvent>,
     mut stop: watch::Receiver<bool>,
+    accept: &mut AcceptGuard,
 ) {
     let mut conns: BTreeMap<ConnId, mpsc::Sender<bytes::Bytes>> = BTreeMap::new();
     loop {
@@ -63,6 +78,7 @@ async fn node_loop<E: Env>(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
+            _ = accept.ended() => break,
             _ = rmq_rt::sleep_until_ms(&env, deadline) => core.tick(env.now_ms()),
             ev = inbox.recv() => {
                 let Some(ev) = ev else { break };
