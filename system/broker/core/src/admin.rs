@@ -170,18 +170,49 @@ impl<D: Directory> BrokerCore<D> {
         if let Err(resp) = checks::consumer_group(req, &h.consumer_group).and_then(|()| checks::topic(req, &h.topic)) {
             return Some(resp);
         }
-        if h.commit_offset >= 0 {
-            self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
+        if h.commit_offset < 0 {
+            return Some(reply(req, ResponseCode::InvalidParameter, "commitOffset must not be negative"));
         }
-        Some(ok(req))
+        match self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64) {
+            OffsetCommit::Moved | OffsetCommit::Unchanged => Some(ok(req)),
+            OffsetCommit::Backward { committed } => Some(reply(
+                req,
+                ResponseCode::SystemError,
+                format!(
+                    "commitOffset {} is behind the committed offset {committed}: consumer offsets only move forward here",
+                    h.commit_offset
+                ),
+            )),
+            OffsetCommit::BeyondQueueEnd { max_offset } => Some(reply(
+                req,
+                ResponseCode::SystemError,
+                format!(
+                    "commitOffset {} is beyond the queue's max offset {max_offset}: the consumer's position is stale (the queue was recovered shorter); re-seat from the committed offset",
+                    h.commit_offset
+                ),
+            )),
+            OffsetCommit::Refused => Some(reply(req, ResponseCode::SystemError, "offset table full")),
+        }
     }
 
-    /// Commits a consumer offset (forward only), capped at the queue's max offset.
-    pub(crate) fn commit_offset(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) {
-        let capped = offset.min(self.store.max_queue_offset(topic, queue_id));
-        if self.offsets.commit(group, topic, queue_id, capped) {
+    /// Commits a consumer offset, forward only and never past the queue's max offset: a commit
+    /// beyond it comes from a position that predates a recovery which shortened the queue, and
+    /// capping it would skip the messages stored since at the recovered offsets.
+    pub(crate) fn commit_offset(&mut self, group: &str, topic: &str, queue_id: i32, offset: u64) -> OffsetCommit {
+        let max_offset = self.store.max_queue_offset(topic, queue_id);
+        if offset > max_offset {
+            return OffsetCommit::BeyondQueueEnd { max_offset };
+        }
+        let committed = self.offsets.get(group, topic, queue_id);
+        if self.offsets.commit(group, topic, queue_id, offset) {
             let (group, topic) = (group.to_string(), topic.to_string());
-            self.event(|| Event::ConsumerOffsetCommitted { group, topic, queue_id, offset: capped });
+            self.event(|| Event::ConsumerOffsetCommitted { group, topic, queue_id, offset });
+            return OffsetCommit::Moved;
+        }
+        match committed {
+            Some(c) if c == offset => OffsetCommit::Unchanged,
+            Some(c) => OffsetCommit::Backward { committed: c },
+            None => OffsetCommit::Refused,
         }
     }
 
@@ -471,4 +502,25 @@ fn check_lock_names(req: &RemotingCommand, body: &LockBody) -> Result<(), Remoti
 
 fn crc32(bytes: &[u8]) -> i32 {
     crc32fast::hash(bytes) as i32
+}
+
+/// What became of a consumer offset commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OffsetCommit {
+    /// The group's offset moved forward.
+    Moved,
+    /// It already stood there.
+    Unchanged,
+    /// Behind the committed offset: offsets only move forward.
+    Backward {
+        /// The offset kept.
+        committed: u64,
+    },
+    /// Past the queue's end: a stale position.
+    BeyondQueueEnd {
+        /// The queue's max offset.
+        max_offset: u64,
+    },
+    /// The offset table refused it (invalid name, table full).
+    Refused,
 }

@@ -153,7 +153,9 @@ impl<D: Directory> BrokerCore<D> {
             && h.commit_offset >= 0
             && self.config.broker_role != BrokerRole::Slave
         {
-            self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
+            // A piggybacked commit that cannot apply (backward, stale) is dropped: the pull itself
+            // is still served, and its answer re-seats a stale consumer.
+            let _ = self.commit_offset(&h.consumer_group, &h.topic, h.queue_id, h.commit_offset as u64);
         }
         let sub = match (h.sys_flag & pull_flag::SUBSCRIPTION != 0, &h.subscription) {
             (true, Some(expr)) => Some(SubscriptionData::tag(&h.topic, expr)),

@@ -277,11 +277,17 @@ fn consumer_offsets_start_at_zero_and_only_move_forward() {
             .with_ext("queueId", 0)
             .with_ext("commitOffset", o)
     };
-    h.call(1, upd(2));
-    h.call(1, upd(1));
+    assert_eq!(h.call(1, upd(2)).code, 0);
+    assert_eq!(h.call(1, upd(2)).code, 0, "committing the same offset again is fine");
+    let back = h.call(1, upd(1));
+    assert_eq!(back.code, 1, "a backward commit is refused, not answered SUCCESS and dropped");
+    assert!(back.remark.as_deref().unwrap_or_default().contains("behind"), "{:?}", back.remark);
     assert_eq!(h.call(1, q.clone()).ext("offset"), Some("2"));
-    h.call(1, upd(99));
-    assert_eq!(h.call(1, q).ext("offset"), Some("3"), "capped at the queue's max offset");
+    let beyond = h.call(1, upd(99));
+    assert_eq!(beyond.code, 1, "a commit past the queue's end comes from a stale position");
+    assert_eq!(h.call(1, q.clone()).ext("offset"), Some("2"), "neither capped nor applied");
+    assert_eq!(h.call(1, upd(3)).code, 0, "committing up to the queue's end is fine");
+    assert_eq!(h.call(1, q).ext("offset"), Some("3"));
 }
 
 #[test]
