@@ -199,11 +199,6 @@ impl SimDisk {
         lock(&self.state).in_flight.len()
     }
 
-    /// Whether a detached flush of a ConsumeQueue file (a checkpoint's work) is in flight.
-    pub fn checkpoint_in_flight(&self) -> bool {
-        lock(&self.state).in_flight.values().any(|(path, ..)| !path.starts_with("commitlog"))
-    }
-
     /// A copy of what the page cache holds now (what a reader of the live node sees), as a disk
     /// with everything durable: for opening a second store over a live node's data.
     pub fn snapshot_live(&self) -> SimDisk {

@@ -82,6 +82,8 @@ struct Lab {
     processing_log: BTreeSet<String>,
     /// SEND_OKs received so far (for `crash … on ack`).
     acks: u64,
+    /// Brokers with a checkpoint in flight (for `crash … on checkpoint`).
+    checkpointing: BTreeSet<usize>,
     /// Starts of each broker (its epoch for offset-monotonicity checks).
     broker_epochs: BTreeMap<usize, u64>,
     /// The node whose software is being torn down by a crash right now.
@@ -512,6 +514,15 @@ async fn run_broker(env: TurmoilEnv, opts: BrokerOptions, k: usize, queues: i32)
     let sink_node = node.clone();
     let sink: rmq_broker::EventSink = Box::new(move |e| {
         let mut l = lab(&sink_lab);
+        match e {
+            rmq_broker_core::Event::CheckpointBegan { .. } => {
+                l.checkpointing.insert(k);
+            }
+            rmq_broker_core::Event::CheckpointCompleted { .. } => {
+                l.checkpointing.remove(&k);
+            }
+            _ => {}
+        }
         l.history.broker_event(k, epoch, e);
         l.trace.broker_event(now_sim_ms(), &sink_node, e);
     });
@@ -636,6 +647,7 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
         processing_log: BTreeSet::new(),
         acks: 0,
         broker_epochs: BTreeMap::new(),
+        checkpointing: BTreeSet::new(),
         crashing: None,
         graveyard: BTreeMap::new(),
         next_stream: 0,
@@ -668,7 +680,10 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             break;
         }
         // Armed crashes whose moment has come.
-        let acks = lab(&shared).acks;
+        let (acks, checkpointing) = {
+            let l = lab(&shared);
+            (l.acks, l.checkpointing.clone())
+        };
         let due: Vec<String> = armed
             .iter()
             .filter(|(node, (what, acks_then))| {
@@ -676,7 +691,9 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
                     topo.brokers.iter().position(|b| b == *node).map(|k| disks.lock().expect("disk slots")[k].clone());
                 match what {
                     Trigger::Flush => disk.is_some_and(|d| d.flushes_in_flight() > 0),
-                    Trigger::Checkpoint => disk.is_some_and(|d| d.checkpoint_in_flight()),
+                    Trigger::Checkpoint => {
+                        topo.brokers.iter().position(|b| b == *node).is_some_and(|k| checkpointing.contains(&k))
+                    }
                     Trigger::Ack => acks > *acks_then,
                     // Set to the restart time + 1 ms when the node restarts: it has begun its
                     // recovery and not finished settling.
@@ -803,6 +820,7 @@ fn crash(
     lab(shared).crashing = None;
     let mut detail = String::new();
     if let Some(k) = topo.brokers.iter().position(|b| b == node) {
+        lab(shared).checkpointing.remove(&k);
         let mut slots = disks.lock().expect("disk slots");
         detail = format!("dirty_pages={}", slots[k].dirty_pages());
         slots[k] = slots[k].crash(mode, rng);

@@ -66,6 +66,10 @@ impl Trace {
             }
             Event::PullHeld { topic, queue_id } => ("broker.pull.held", format!("topic={topic} queue={queue_id}")),
             Event::DelayedDelivered { topic } => ("broker.delayed.delivered", format!("topic={topic}")),
+            Event::CheckpointBegan { commit_log_offset } => {
+                ("broker.checkpoint.began", format!("clo={commit_log_offset}"))
+            }
+            Event::CheckpointCompleted { ok } => ("broker.checkpoint.completed", format!("ok={ok}")),
         };
         self.line(t, node, what, &fields);
     }

@@ -174,6 +174,16 @@ pub enum Event {
         /// Target topic.
         topic: String,
     },
+    /// A checkpoint's flushes were started.
+    CheckpointBegan {
+        /// The CommitLog offset it will record.
+        commit_log_offset: u64,
+    },
+    /// A checkpoint's flushes finished (`ok` false: one failed, nothing recorded).
+    CheckpointCompleted {
+        /// Whether it was recorded.
+        ok: bool,
+    },
 }
 
 /// Why the broker could not open.
@@ -360,7 +370,10 @@ impl<D: Directory> BrokerCore<D> {
     pub fn begin_checkpoint(&mut self) -> Result<rmq_store::PendingCheckpoint, StoreError> {
         // Every 60th checkpoint flushes every changed ConsumeQueue, not only the busy ones.
         self.checkpoints_since_thorough = (self.checkpoints_since_thorough + 1) % THOROUGH_CHECKPOINT_EVERY;
-        self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)
+        let pending = self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)?;
+        let commit_log_offset = pending.commit_log_offset;
+        self.event(|| Event::CheckpointBegan { commit_log_offset });
+        Ok(pending)
     }
 
     /// A checkpoint's jobs finished. A failed checkpoint only makes the next recovery re-index
@@ -372,6 +385,8 @@ impl<D: Directory> BrokerCore<D> {
         } else {
             Some("a checkpoint flush job failed".into())
         };
+        let recorded = self.last_checkpoint_error.is_none();
+        self.event(|| Event::CheckpointCompleted { ok: recorded });
     }
 
     /// A flush failed: nothing it covered is acknowledged; the next timer asks again.
