@@ -42,11 +42,17 @@ struct Progress {
     next_offset: u64,
     in_flight: ProcessQueue,
     last_committed: Option<u64>,
+    /// A pull failed on the broker's connection: the broker may have restarted and recovered
+    /// the queue shorter, so this position may point past messages stored since at the
+    /// recovered offsets. Until it is re-seated from the group's committed offset it is
+    /// neither committed (that would skip them) nor pulled from.
+    stale: bool,
 }
 
 impl Progress {
-    fn committable(&self) -> u64 {
-        self.in_flight.committable(self.next_offset)
+    /// The offset to commit, if the position can be trusted.
+    fn committable(&self) -> Option<u64> {
+        (!self.stale).then(|| self.in_flight.committable(self.next_offset))
     }
 }
 
@@ -144,7 +150,9 @@ impl<E: Env> PushConsumer<E> {
         for (mq, o) in owned {
             let _ = o.stop.send(true);
             let off = o.progress.lock().expect("progress lock is never poisoned").committable();
-            self.persist_one(&mq, off, false).await;
+            if let Some(off) = off {
+                self.persist_one(&mq, off, false).await;
+            }
         }
         let inst = &self.inner.inst;
         for addr in inst.all_broker_addrs() {
@@ -241,7 +249,9 @@ impl<E: Env> PushConsumer<E> {
             if let Some(o) = owned.remove(&mq) {
                 let _ = o.stop.send(true);
                 let off = o.progress.lock().expect("progress lock is never poisoned").committable();
-                self.persist_one(&mq, off, false).await;
+                if let Some(off) = off {
+                    self.persist_one(&mq, off, false).await;
+                }
                 tracing::debug!(queue = ?mq, "queue released");
             }
         }
@@ -289,9 +299,27 @@ impl<E: Env> PushConsumer<E> {
             if *stopped.borrow() {
                 return;
             }
+            let stale = progress.lock().expect("progress lock is never poisoned").stale;
+            if stale {
+                // Re-seat from the group's committed offset (redelivery, never a skip); the
+                // messages still in flight will be delivered again from there.
+                match committed_offset(inst, &mq).await {
+                    Ok(Some(o)) => {
+                        let mut p = progress.lock().expect("progress lock is never poisoned");
+                        p.next_offset = o;
+                        p.in_flight = ProcessQueue::default();
+                        p.last_committed = Some(o);
+                        p.stale = false;
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
+                        continue;
+                    }
+                }
+            }
             let (next, commit) = {
                 let p = progress.lock().expect("progress lock is never poisoned");
-                (p.next_offset, clustering.then(|| p.committable()))
+                (p.next_offset, if clustering { p.committable() } else { None })
             };
             let pulled = tokio::select! {
                 biased;
@@ -302,17 +330,10 @@ impl<E: Env> PushConsumer<E> {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(queue = ?mq, error = %e, "pull failed");
-                    tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
                     if matches!(e, ClientError::Rpc(_)) && clustering {
-                        // The broker may have restarted and lost the tail this position points
-                        // past: re-seat from the group's committed offset (redelivery, never a skip).
-                        if let Ok(Some(o)) = committed_offset(inst, &mq).await {
-                            let mut p = progress.lock().expect("progress lock is never poisoned");
-                            if p.in_flight.is_empty() {
-                                p.next_offset = o;
-                            }
-                        }
+                        progress.lock().expect("progress lock is never poisoned").stale = true;
                     }
+                    tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
                     continue;
                 }
             };
@@ -389,9 +410,9 @@ impl<E: Env> PushConsumer<E> {
             let owned = self.inner.owned.lock().await;
             owned
                 .iter()
-                .map(|(mq, o)| {
+                .filter_map(|(mq, o)| {
                     let p = o.progress.lock().expect("progress lock is never poisoned");
-                    (mq.clone(), p.committable(), p.last_committed)
+                    p.committable().map(|off| (mq.clone(), off, p.last_committed))
                 })
                 .collect()
         };
