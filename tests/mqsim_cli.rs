@@ -46,3 +46,45 @@ fn a_safety_violation_exits_1_and_shrinks_to_a_file() {
     let (code, _) = mqsim(&["run", "no-such-scenario"]);
     assert_eq!(code, 4, "usage errors are not verdicts");
 }
+
+#[test]
+fn the_main_job_explains_itself() {
+    let (_, out) = mqsim(&[]);
+    for section in ["What ran", "Faults", "What happened", "Verdict: Pass", "Replay:", "Timeline:", "Shrink:"] {
+        assert!(out.contains(section), "{section} missing:\n{out}");
+    }
+    assert!(out.contains("power loss on broker"), "the fault schedule is spelled out:\n{out}");
+    assert!(out.contains("--html"), "{out}");
+}
+
+#[test]
+fn the_stack_lane_replays_and_refuses_what_it_cannot_express() {
+    let (code, out) = mqsim(&["run", "broker-crash-sync", "--lane", "stack", "--seed", "2", "--check-determinism"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("deterministic: two runs gave digest") && out.contains("lane=stack"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let paused = dir.path().join("paused.sim");
+    std::fs::write(&paused, "name = paused\nmessages = 10\nat 500 pause broker 300\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mqsim"))
+        .args(["run", "x", "--file", paused.to_str().unwrap(), "--lane", "stack"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "a scenario the lane cannot express is refused up front");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.contains("pause"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+    let (code, _) = mqsim(&["run", "x", "--file", paused.to_str().unwrap()]);
+    assert_eq!(code, 0, "the fast lane runs it");
+}
+
+#[test]
+fn a_run_can_be_drawn_as_a_timeline_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("t.html");
+    let (code, out) =
+        mqsim(&["run", "crash-at-flush", "--seed", "1", "--lane", "stack", "--html", page.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("crash-at-flush") && html.contains("stack"), "the page names the run");
+    assert!(html.contains("sim.trigger.fired"), "the trace is in the page");
+}
