@@ -125,7 +125,7 @@ fn acknowledged_sync_flush_messages_survive_sigkill() {
         got
     });
     for k in &delivered {
-        history.delivered(0, k, 0, 0);
+        history.delivered(0, k, 0, 0, 0);
     }
     let findings = rmq_sim::oracle::check_history(&history, &consumed, false, false);
     assert_eq!(

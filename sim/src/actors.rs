@@ -246,7 +246,7 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
     if code == ResponseCode::Success {
         let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
         let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
-        w.history.acked.insert(s.key.clone(), (queue, offset));
+        w.history.acked(&s.key, queue, offset, w.now);
         w.on_client_acked();
         w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));
     } else if is_retryable(code) {
@@ -407,7 +407,7 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
             if cmd.code == 0 {
                 for m in decode_messages(&cmd.body).unwrap_or_default() {
                     let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
-                    w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64);
+                    w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
                     // Idempotent consumption: a message id seen before is skipped, not processed.
                     if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
                         w.history.processed(&key);

@@ -31,6 +31,10 @@ pub struct History {
     pub processed: BTreeMap<String, u32>,
     /// Node crashes.
     pub crashes: u64,
+    /// Key → simulated time its SEND_OK arrived.
+    pub acked_at_ms: BTreeMap<String, u64>,
+    /// Key → simulated time of its first delivery.
+    pub first_delivered_ms: BTreeMap<String, u64>,
     /// (broker node, broker epoch, group, topic, queue) → last committed offset.
     committed: BTreeMap<(usize, u64, String, String, i32), u64>,
     /// Safety violations found while the run was going.
@@ -38,9 +42,16 @@ pub struct History {
 }
 
 impl History {
-    /// A consumer received a message.
-    pub fn delivered(&mut self, _consumer: u32, key: &str, _queue: i32, _offset: u64) {
+    /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset).
+    pub fn acked(&mut self, key: &str, queue: i32, offset: u64, now_ms: u64) {
+        self.acked.insert(key.to_string(), (queue, offset));
+        self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
+    }
+
+    /// A consumer received a message at `now_ms`.
+    pub fn delivered(&mut self, _consumer: u32, key: &str, _queue: i32, _offset: u64, now_ms: u64) {
         *self.deliveries.entry(key.to_string()).or_default() += 1;
+        self.first_delivered_ms.entry(key.to_string()).or_insert(now_ms);
         self.delivered_total += 1;
     }
 
@@ -93,6 +104,8 @@ pub struct Findings {
     pub duplicates: u64,
     /// Messages the application processed more than once.
     pub processed_duplicates: u64,
+    /// Messages the timing property checked (acknowledged inside its window).
+    pub timely_checked: u64,
 }
 
 /// What a run promises: the scenario's durability claim, idempotent processing, progress.
@@ -104,12 +117,32 @@ pub struct Promise {
     pub idempotent: bool,
     /// Progress the run must make.
     pub floors: Floors,
+    /// Messages acknowledged in `[from_ms, to_ms)` (a healed, settled network) must be
+    /// delivered within `within_ms` of their acknowledgement.
+    pub timely: Option<Timeliness>,
+}
+
+/// A timing property: how soon an acknowledged message reaches a consumer once nothing is
+/// broken (a held pull answers on arrival; no queue is left unowned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeliness {
+    /// Start of the checked window (simulated ms).
+    pub from_ms: u64,
+    /// End of the checked window.
+    pub to_ms: u64,
+    /// Most time from SEND_OK to first delivery.
+    pub within_ms: u64,
 }
 
 impl Promise {
     /// The promise a scenario makes.
     pub fn of(s: &Scenario) -> Self {
-        Promise { acked_loss_allowed: s.acked_loss_allowed, idempotent: s.idempotent, floors: s.floors }
+        Promise {
+            acked_loss_allowed: s.acked_loss_allowed,
+            idempotent: s.idempotent,
+            floors: s.floors,
+            timely: s.timeliness(),
+        }
     }
 }
 
@@ -182,7 +215,7 @@ pub fn check_run<D: Directory>(
 /// message ids the brokers hold at the end (a full read of every queue); `problems` and
 /// `kinds` carry structural findings already made. The default progress floors apply.
 pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed: bool, idempotent: bool) -> Findings {
-    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default() };
+    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default(), timely: None };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
 
@@ -239,17 +272,45 @@ fn judge(
     if below_floor {
         kinds.insert("progress-floor");
     }
+    let mut late: Vec<String> = Vec::new();
+    let mut timely_checked = 0;
+    if let Some(t) = promise.timely {
+        for (key, at) in h.acked_at_ms.iter().filter(|(_, at)| (t.from_ms..t.to_ms).contains(*at)) {
+            if !stored.contains(key) {
+                continue;
+            }
+            timely_checked += 1;
+            match h.first_delivered_ms.get(key) {
+                Some(d) if d.saturating_sub(*at) <= t.within_ms => {}
+                Some(d) => late.push(format!("{key} acked at {at} ms, delivered {} ms later", d - at)),
+                None => late.push(format!("{key} acked at {at} ms, never delivered")),
+            }
+        }
+    }
+    if !late.is_empty() {
+        let t = promise.timely.expect("late deliveries come from a timing window");
+        problems.push(format!(
+            "{} messages acknowledged on a healed network ({}..{} ms) reached no consumer within {} ms, e.g. {:?}",
+            late.len(),
+            t.from_ms,
+            t.to_ms,
+            t.within_ms,
+            &late[..late.len().min(3)]
+        ));
+        kinds.insert("slow-delivery");
+    }
     if !undelivered.is_empty() {
         kinds.insert("undelivered");
     }
     let verdict = if safety {
         Verdict::Safety
-    } else if !undelivered.is_empty() || below_floor {
+    } else if !undelivered.is_empty() || below_floor || !late.is_empty() {
         Verdict::Liveness
     } else {
         Verdict::Pass
     };
     Findings {
+        timely_checked,
         processed_duplicates,
         verdict,
         problems,

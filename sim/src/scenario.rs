@@ -28,6 +28,9 @@
 
 use std::collections::BTreeMap;
 
+/// How long after the last fault the timing property starts to apply.
+pub const SETTLE_MS: u64 = 15_000;
+
 /// A fault at a point in simulated time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -129,6 +132,8 @@ pub struct Scenario {
     /// third of the run (at most 15 s) before the end, so liveness is judged on a healed
     /// network, as it is after partitions.
     pub net_faults_until_ms: Option<u64>,
+    /// Bound of the timing property (`delivery_within_ms`); see [`Scenario::timeliness`].
+    pub delivery_within_ms: Option<u64>,
     /// Progress the run must make (`expect acked >= 90%`, `expect delivered >= 100`); a run
     /// that makes less fails, so a run in which nothing happened never passes.
     pub floors: Floors,
@@ -210,6 +215,7 @@ impl Default for Scenario {
             acked_loss_allowed: false,
             clock_skew_ms: BTreeMap::new(),
             net_faults_until_ms: None,
+            delivery_within_ms: None,
             floors: Floors::default(),
         }
     }
@@ -318,6 +324,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "idempotent" => s.idempotent = v == "true",
             "duration_ms" => s.duration_ms = num()?,
             "net_faults_until_ms" => s.net_faults_until_ms = Some(num()?),
+            "delivery_within_ms" => s.delivery_within_ms = Some(num()?),
             _ => return Err(format!("unknown key {k}")),
         }
     }
@@ -326,6 +333,34 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
 }
 
 impl Scenario {
+    /// The timing property this scenario promises, if it leaves a long enough healed stretch:
+    /// messages acknowledged from [`SETTLE_MS`] after the last fault (2 s into a run without
+    /// faults; [`SETTLE_MS`] after random loss stops) until
+    /// shortly before the end reach a consumer within `delivery_within_ms` (default: two round
+    /// trips with full jitter, one flush, and 500 ms: less than a long-poll hold).
+    pub fn timeliness(&self) -> Option<crate::oracle::Timeliness> {
+        if self.consumers == 0 {
+            return None;
+        }
+        let within_ms =
+            self.delivery_within_ms.unwrap_or(2 * (self.latency_ms + self.jitter_ms) + self.flush_lag_ms + 500);
+        let last_fault = self
+            .faults
+            .iter()
+            .map(|(at, f)| if let Fault::Pause(_, ms) = f { at + ms } else { *at })
+            .max()
+            .unwrap_or(0);
+        // Settle after the last fault (and after random loss and duplication stop) for as long
+        // as the real client may need to notice a dead connection (a held pull times out after
+        // suspend + 8 s, then waits 3 s); with no fault, 2 s for the group to form.
+        let mut from_ms = if self.faults.is_empty() { 2_000 } else { last_fault + SETTLE_MS };
+        if self.drop_pct > 0 || self.dup_pct > 0 {
+            from_ms = from_ms.max(self.net_faults_end_ms() + SETTLE_MS);
+        }
+        let to_ms = self.duration_ms.saturating_sub(within_ms + 1_000);
+        (from_ms < to_ms).then_some(crate::oracle::Timeliness { from_ms, to_ms, within_ms })
+    }
+
     /// Simulated time after which no frame is lost or duplicated at random.
     pub fn net_faults_end_ms(&self) -> u64 {
         self.net_faults_until_ms.unwrap_or_else(|| self.duration_ms - (self.duration_ms / 3).min(15_000))
@@ -359,6 +394,9 @@ impl Scenario {
         }
         if let Some(ms) = self.net_faults_until_ms {
             out.push_str(&format!("net_faults_until_ms = {ms}\n"));
+        }
+        if let Some(ms) = self.delivery_within_ms {
+            out.push_str(&format!("delivery_within_ms = {ms}\n"));
         }
         out.push_str(&format!("tear = {}\n", self.tear));
         out.push_str(&format!("idempotent = {}\n", self.idempotent));
@@ -415,6 +453,7 @@ pub fn swarm(seed: u64) -> Scenario {
         acked_loss_allowed: !sync_flush,
         clock_skew_ms: BTreeMap::new(),
         net_faults_until_ms: None,
+        delivery_within_ms: None,
         floors: Floors::default(),
     };
     if rng.gen_bool(0.3) {

@@ -581,7 +581,7 @@ async fn run_producer(env: TurmoilEnv, cfg: ClientConfig, k: u32, messages: u32,
             match result {
                 Ok(r) if r.status == SendStatus::SendOk => {
                     let (queue, offset) = (r.queue.queue_id, r.queue_offset.max(0) as u64);
-                    l.history.acked.insert(key.clone(), (queue, offset));
+                    l.history.acked(&key, queue, offset, t);
                     l.acks += 1;
                     l.trace.line(t, &node, "client.send.acked", &format!("key={key} queue={queue} offset={offset}"));
                 }
@@ -609,7 +609,7 @@ async fn run_consumer(env: TurmoilEnv, cfg: ClientConfig, k: u32, idempotent: bo
         let t = now_sim_ms();
         for m in msgs {
             let key = message_key(&m.properties);
-            l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64);
+            l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64, t);
             let fresh = !idempotent || l.processing_log.insert(key.clone());
             if fresh {
                 l.history.processed(&key);
