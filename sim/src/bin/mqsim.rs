@@ -184,8 +184,9 @@ fn explain(s: &Scenario, r: &RunReport, cmds: &Commands) {
     println!("Verdict: {:?}", f.verdict);
     if f.problems.is_empty() {
         println!(
-            "  every guarantee held: no acknowledged message lost{}, queues dense and in order, group offsets never moved back, progress floors met",
-            if s.acked_loss_allowed { " beyond what ASYNC_FLUSH allows" } else { "" }
+            "  every guarantee held: no acknowledged message lost{}, queues dense and in order, group offsets never moved back, progress floors met, {} message(s) judged for timely delivery on a healed network",
+            if s.acked_loss_allowed { " beyond what ASYNC_FLUSH allows" } else { "" },
+            f.timely_checked
         );
     }
     for p in &f.problems {
