@@ -111,21 +111,38 @@ pub fn run(scenario: &Scenario, seed: u64, keep_trace: bool) -> RunReport {
     let mut w = world::World::new(scenario.clone(), seed, keep_trace);
     let events = w.run();
     let findings = oracle::check(&w);
-    let h = &w.history;
-    RunReport {
-        scenario: scenario.name.clone(),
-        seed,
-        lane: "fast".into(),
-        digest: format!("{:016x}", w.trace.digest),
-        trace_lines: w.trace.count,
-        events,
-        simulated_ms: w.now,
-        sent: h.sent.len() as u64,
-        acked: h.acked.len() as u64,
-        failed: h.failed,
-        delivered: h.delivered_total,
-        crashes: h.crashes,
-        findings,
-        trace: std::mem::take(&mut w.trace.lines),
+    let now = w.now;
+    RunReport::new(scenario, seed, Lane::Fast, &w.history, &mut w.trace, events, now, findings)
+}
+
+impl RunReport {
+    /// The report of a finished run of either lane (takes the kept trace lines).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        lane: Lane,
+        h: &oracle::History,
+        trace: &mut trace::Trace,
+        events: u64,
+        simulated_ms: u64,
+        findings: Findings,
+    ) -> Self {
+        RunReport {
+            scenario: scenario.name.clone(),
+            seed,
+            lane: lane.name().into(),
+            digest: format!("{:016x}", trace.digest),
+            trace_lines: trace.count,
+            events,
+            simulated_ms,
+            sent: h.sent.len() as u64,
+            acked: h.acked.len() as u64,
+            failed: h.failed,
+            delivered: h.delivered_total,
+            crashes: h.crashes,
+            findings,
+            trace: std::mem::take(&mut trace.lines),
+        }
     }
 }

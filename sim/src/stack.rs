@@ -781,23 +781,8 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
     }
     let stores: Vec<(&str, &MessageStore<SimDisk>)> = opened.iter().map(|(n, st)| (*n, st)).collect();
     let findings = check_run(&l.history, &stores, topo.brokers.len(), s.queues, &Promise::of(s));
-    let h = &l.history;
-    Ok(RunReport {
-        scenario: s.name.clone(),
-        seed,
-        lane: "stack".into(),
-        digest: format!("{:016x}", l.trace.digest),
-        trace_lines: l.trace.count,
-        events,
-        simulated_ms,
-        sent: h.sent.len() as u64,
-        acked: h.acked.len() as u64,
-        failed: h.failed,
-        delivered: h.delivered_total,
-        crashes: h.crashes,
-        findings,
-        trace: std::mem::take(&mut l.trace.lines),
-    })
+    let l = &mut *l;
+    Ok(RunReport::new(s, seed, crate::Lane::Stack, &l.history, &mut l.trace, events, simulated_ms, findings))
 }
 
 /// Power loss of a host: its software stops, its connections reset, and a broker's disk keeps
