@@ -40,7 +40,7 @@ macro_rules! on_both_directories {
         mod mmap {
             $( #[test] fn $name() {
                 let tmp = tempfile::tempdir().unwrap();
-                super::$name(crate::MmapDirectory { root: tmp.path().to_path_buf() });
+                super::$name(crate::MmapDirectory::new(tmp.path()));
             } )*
         }
     };
@@ -302,7 +302,7 @@ impl Disk {
         Disk { _tmp: tmp, root }
     }
     fn dir(&self) -> MmapDirectory {
-        MmapDirectory { root: self.root.clone() }
+        MmapDirectory::new(self.root.clone())
     }
     fn open(&self, config: StoreConfig) -> (MessageStore<MmapDirectory>, RecoveryReport) {
         MessageStore::open(self.dir(), config).unwrap()
