@@ -23,6 +23,27 @@ pub enum ConfError {
         /// What was expected.
         expected: &'static str,
     },
+    /// A key given twice (the second would silently win).
+    #[error("line {line}: key {key:?} already set on line {first_line}")]
+    Duplicate {
+        /// 1-based line number of the repeat.
+        line: usize,
+        /// Key.
+        key: String,
+        /// 1-based line number of the first setting.
+        first_line: usize,
+    },
+    /// A RocketMQ key this program recognises but does not implement: accepting it would let
+    /// the user believe it took effect.
+    #[error("{key}={value}: not implemented by this broker ({why})")]
+    Unimplemented {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+        /// What is missing.
+        why: &'static str,
+    },
     /// A key this program does not know (a typo would otherwise pass silently).
     #[error("unknown key {key:?}; known keys: {known}")]
     UnknownKey {
@@ -36,6 +57,7 @@ pub enum ConfError {
 /// Parses `key=value` lines (also `key: value`); blank lines and `#`/`!` comments are skipped.
 pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfError> {
     let mut out = BTreeMap::new();
+    let mut first_lines: BTreeMap<String, usize> = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -48,6 +70,10 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfErro
         if k.is_empty() {
             return Err(ConfError::Syntax { line: i + 1, text: raw.to_string() });
         }
+        if let Some(&first_line) = first_lines.get(k) {
+            return Err(ConfError::Duplicate { line: i + 1, key: k.to_string(), first_line });
+        }
+        first_lines.insert(k.to_string(), i + 1);
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
@@ -89,6 +115,12 @@ impl Props {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duplicated_key_is_refused_with_both_lines() {
+        let err = parse_properties("a=1\nb=2\na=3\n").unwrap_err();
+        assert_eq!(err, ConfError::Duplicate { line: 3, key: "a".into(), first_line: 1 });
+    }
 
     #[test]
     fn parses_rocketmq_broker_conf() {

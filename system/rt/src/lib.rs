@@ -158,8 +158,12 @@ impl Env for RealEnv {
     }
 
     fn open_dir(&self, root: &str) -> io::Result<Self::Dir> {
-        std::fs::create_dir_all(root)?;
-        Ok(rmq_store::MmapDirectory { root: PathBuf::from(root) })
+        // The store is one broker's alone: a second process on `root` is refused, naming the holder.
+        let holder = format!("pid {}", std::process::id());
+        rmq_store::MmapDirectory::open_exclusive(PathBuf::from(root), &holder).map_err(|e| match e {
+            rmq_store::StoreError::Io { source, path } => io::Error::new(source.kind(), format!("{path}: {source}")),
+            other => io::Error::other(other.to_string()),
+        })
     }
 
     #[allow(clippy::disallowed_methods)] // The real Env owns the blocking pool.

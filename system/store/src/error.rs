@@ -102,4 +102,21 @@ pub enum StoreError {
         /// The queue's smallest offset.
         min_offset: u64,
     },
+    /// The disk (or quota) has no room for a new segment. Nothing was written; the operation
+    /// can be retried once space returns.
+    #[error("{path}: disk full: {source}")]
+    DiskFull {
+        /// The segment file that could not be allocated.
+        path: String,
+        /// The OS error (ENOSPC or EDQUOT).
+        source: std::io::Error,
+    },
+    /// Another process holds the store root's lock file (a second broker on the same store).
+    #[error("store {path} is locked by another process ({holder})")]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// What the holder wrote into it (pid, listen address), possibly empty.
+        holder: String,
+    },
 }

@@ -23,6 +23,24 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
 }
 
+/// Reserves `size` bytes of disk blocks for `file` (and sets its length).
+fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: posix_fallocate on a descriptor we own; no memory is passed.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        // File systems without fallocate support: fall back to a sparse file.
+        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
+        code => Err(std::io::Error::from_raw_os_error(code)),
+    }
+}
+
+/// ENOSPC or EDQUOT: no room on the disk (or in the quota).
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// A memory-mapped file of fixed size. The file descriptor is closed once mapped.
 #[derive(Debug)]
 pub struct MmapSegment {
@@ -91,13 +109,63 @@ impl Segment for MmapSegment {
 }
 
 /// Segments as memory-mapped files under `root`; parent directories are created on demand.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct MmapDirectory {
     /// Root directory (storePathRootDir).
     pub root: PathBuf,
+    /// The exclusive lock on `root/lock` ([`MmapDirectory::open_exclusive`]), held as long as
+    /// any clone of this directory lives; `None` for unlocked directories (tests, tools).
+    lock: Option<Arc<File>>,
 }
 
+/// The file in the store root a running broker holds locked (RocketMQ's `storePathRootDir/lock`).
+pub const LOCK_FILE: &str = "lock";
+
 impl MmapDirectory {
+    /// Whether this directory holds the store lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// A directory over `root` without the store lock (tests and offline tools).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        MmapDirectory { root: root.into(), lock: None }
+    }
+
+    /// Creates `root` if needed and takes an exclusive `flock` on `root/lock`, writing `holder`
+    /// (e.g. pid and listen address) into it. A second process on the same root gets
+    /// [`StoreError::Locked`] naming the path and the holder; the lock ends with the process.
+    pub fn open_exclusive(root: impl Into<PathBuf>, holder: &str) -> Result<Self, StoreError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+        let path = root.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io_err(&path, err));
+            }
+            let mut holder = String::new();
+            // Best effort: the holder text is only for the error message.
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::Locked { path: path.display().to_string(), holder: holder.trim().to_string() });
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(holder.as_bytes()))
+            .map_err(|e| io_err(&path, e))?;
+        Ok(MmapDirectory { root, lock: Some(Arc::new(file)) })
+    }
+
     fn full(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
@@ -135,7 +203,18 @@ impl Directory for MmapDirectory {
         let actual_bytes = file.metadata().map_err(|e| io_err(&full, e))?.len();
         if actual_bytes == 0 {
             // New (or created but never sized before a crash): size it and make that durable.
-            file.set_len(size).and_then(|()| file.sync_all()).map_err(|e| io_err(&full, e))?;
+            // Blocks are allocated before mapping, so a full disk fails here with an error the
+            // broker answers, never with a SIGBUS on a later page write.
+            if let Err(e) = allocate(&file, size) {
+                // Leave no zero-length file behind: the next attempt starts clean.
+                let _ = std::fs::remove_file(&full);
+                return Err(if is_disk_full(&e) {
+                    StoreError::DiskFull { path: full.display().to_string(), source: e }
+                } else {
+                    io_err(&full, e)
+                });
+            }
+            file.sync_all().map_err(|e| io_err(&full, e))?;
             sync_dir(Self::parent_of(&full))?;
         } else if actual_bytes != size {
             let path = full.display().to_string();
@@ -204,7 +283,7 @@ mod tests {
 
     fn dir() -> (tempfile::TempDir, MmapDirectory) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = MmapDirectory { root: tmp.path().to_path_buf() };
+        let dir = MmapDirectory::new(tmp.path());
         (tmp, dir)
     }
 

@@ -234,6 +234,11 @@ impl<D: Directory> BrokerCore<D> {
         }
         let r = self.store.put(m).map_err(|e| match e {
             StoreError::MessageTooLarge { .. } => (ResponseCode::MessageIllegal, e.to_string()),
+            // RocketMQ's answer while the disk is full (RunningFlags.isDiskFull); the next put
+            // that gets its segment allocated is accepted again.
+            StoreError::DiskFull { .. } => {
+                (ResponseCode::ServiceNotAvailable, format!("service not available now, maybe disk full: {e}"))
+            }
             other => (ResponseCode::SystemError, format!("store failed: {other}")),
         })?;
         self.holds.note_arrival(&m.topic, m.queue_id);

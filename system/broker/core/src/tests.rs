@@ -372,7 +372,7 @@ fn slaves_refuse_writes() {
 #[test]
 fn topics_offsets_and_messages_survive_a_clean_restart() {
     let (dir, config) = small_mmap_store();
-    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let root = || MmapDirectory::new(dir.path());
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         let mut h = Harness {
@@ -420,7 +420,7 @@ fn registration_carries_the_topic_table() {
 #[test]
 fn topics_with_data_but_no_persisted_config_are_restored() {
     let (dir, config) = small_mmap_store();
-    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let root = || MmapDirectory::new(dir.path());
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
@@ -438,7 +438,7 @@ fn topics_with_data_but_no_persisted_config_are_restored() {
 #[test]
 fn persisted_consumer_offsets_are_capped_at_the_recovered_queue_end() {
     let (dir, config) = small_mmap_store();
-    let root = || MmapDirectory { root: dir.path().to_path_buf() };
+    let root = || MmapDirectory::new(dir.path());
     {
         let mut core = BrokerCore::open(root(), config.clone(), 0).unwrap();
         core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());

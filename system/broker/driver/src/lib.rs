@@ -101,7 +101,11 @@ pub async fn start_observed<E: Env>(
     events: Option<EventSink>,
 ) -> Result<BrokerHandle, StartError> {
     opts.core.record_events |= events.is_some();
-    let listener = env.bind(&opts.listen).await.map_err(StartError::Io)?;
+    let listen = opts.listen.clone();
+    let listener = env
+        .bind(&listen)
+        .await
+        .map_err(|e| StartError::Io(std::io::Error::new(e.kind(), format!("binding {listen}: {e}"))))?;
     let local_addr = listener.local_addr().map_err(StartError::Io)?;
     if opts.core.broker_addr.ends_with(":0") || opts.core.broker_addr.is_empty() {
         let ip = opts.core.broker_addr.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip).to_string();

@@ -40,7 +40,7 @@ macro_rules! on_both_directories {
         mod mmap {
             $( #[test] fn $name() {
                 let tmp = tempfile::tempdir().unwrap();
-                super::$name(crate::MmapDirectory { root: tmp.path().to_path_buf() });
+                super::$name(crate::MmapDirectory::new(tmp.path()));
             } )*
         }
     };
@@ -302,7 +302,7 @@ impl Disk {
         Disk { _tmp: tmp, root }
     }
     fn dir(&self) -> MmapDirectory {
-        MmapDirectory { root: self.root.clone() }
+        MmapDirectory::new(self.root.clone())
     }
     fn open(&self, config: StoreConfig) -> (MessageStore<MmapDirectory>, RecoveryReport) {
         MessageStore::open(self.dir(), config).unwrap()
@@ -557,4 +557,61 @@ fn a_put_that_cannot_open_a_file_stores_nothing() {
     assert_eq!((r.queue_offset, r.commit_log_offset), (1, 4096));
     assert_eq!(bodies(&s.get_messages("T", 0, 0, 8, u32::MAX, &|_| true)), ["a".to_string(), big]);
     s.assert_invariants();
+}
+
+/// A directory whose disk fills up on demand: `open_segment` fails with [`StoreError::DiskFull`]
+/// while `full` is set, as `MmapDirectory` does when `posix_fallocate` meets ENOSPC.
+#[derive(Debug)]
+struct FillableDisk {
+    inner: MemDirectory,
+    full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Directory for FillableDisk {
+    type Seg = <MemDirectory as Directory>::Seg;
+    fn open_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            let source = std::io::Error::from_raw_os_error(28); // ENOSPC
+            return Err(StoreError::DiskFull { path: path.into(), source });
+        }
+        self.inner.open_segment(path, size)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.list(dir)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), StoreError> {
+        self.inner.remove(path)
+    }
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.read_file(path)
+    }
+    fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.inner.write_file(path, bytes)
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_puts_with_a_typed_error_and_accepts_them_once_space_returns() {
+    let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dir = FillableDisk { inner: MemDirectory::default(), full: full.clone() };
+    let mut store = open(dir, small());
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        if i == 20 {
+            full.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if i == 150 {
+            full.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        let body = format!("message-{i:04}-{}", "x".repeat(40));
+        match store.put(&mut msg("T", 0, &body)) {
+            Ok(_) => acked.push(body),
+            Err(StoreError::DiskFull { .. }) => refused += 1,
+            Err(e) => panic!("put {i}: {e}"),
+        }
+    }
+    assert!(refused > 0, "the full disk refused no put");
+    assert!(acked.iter().any(|b| b.starts_with("message-0199")), "puts are accepted again once space returns");
+    assert_eq!(all(&store, "T", 0), acked, "every acknowledged message is readable, in order, nothing else");
 }

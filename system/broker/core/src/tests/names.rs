@@ -266,7 +266,7 @@ fn broker_on_disk() -> (tempfile::TempDir, PathBuf, Harness<MmapDirectory>) {
     let (tmp, config) = small_mmap_store();
     let root = tmp.path().join("a/b/c/store");
     std::fs::create_dir_all(&root).unwrap();
-    let mut core = BrokerCore::open(MmapDirectory { root: root.clone() }, config, 1_000).unwrap();
+    let mut core = BrokerCore::open(MmapDirectory::new(root.clone()), config, 1_000).unwrap();
     core.on_conn_opened(1_000, ConnId(1), "127.0.0.1:40000".parse().unwrap());
     let mut h = Harness { core, now: 1_000, next_opaque: 1 };
     assert_eq!(h.send("T", 0, "first").code, 0);
