@@ -94,6 +94,11 @@ impl FrameDecoder {
 /// Decodes a frame without its length prefix.
 pub fn decode_frame_body(mut frame: Bytes) -> Result<RemotingCommand, FrameError> {
     let frame_len = frame.len();
+    // A public entry point: a frame too short for its header word is peer input, not a bug
+    // (`get_u32` would panic on it).
+    if frame_len < 4 {
+        return Err(FrameError::TooShort { len_bytes: frame_len });
+    }
     let word = frame.get_u32();
     let kind = (word >> 24) as u8;
     let header_len = (word & 0xFF_FFFF) as usize;
