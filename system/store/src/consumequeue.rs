@@ -41,7 +41,9 @@ impl Entry {
 
     /// Where the record ends in the CommitLog.
     pub fn end_offset(&self) -> u64 {
-        self.commit_log_offset + u64::from(self.size)
+        // Saturating: recovery reads entries from disk, and a garbage entry near u64::MAX must
+        // come out as "beyond the CommitLog" (invalid), not overflow (found by fuzzing).
+        self.commit_log_offset.saturating_add(u64::from(self.size))
     }
 }
 
