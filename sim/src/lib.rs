@@ -87,6 +87,9 @@ impl Lane {
 
     /// Why `s` cannot run in this lane, if it cannot: checked before anything runs.
     pub fn refusal(self, s: &Scenario) -> Option<String> {
+        if let Some(why) = s.unknown_node() {
+            return Some(why);
+        }
         match self {
             Lane::Fast => None,
             Lane::Stack => stack::refusal(s),

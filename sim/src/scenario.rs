@@ -332,7 +332,45 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
     Ok(s)
 }
 
+/// The trace name of the `k`th node of a kind: `ns`, `ns1`, … / `broker`, `broker1`, ….
+pub fn node_name(base: &str, k: u32) -> String {
+    if k == 0 {
+        base.to_string()
+    } else {
+        format!("{base}{k}")
+    }
+}
+
 impl Scenario {
+    /// Every node the scenario builds, by trace name.
+    pub fn node_names(&self) -> Vec<String> {
+        (0..self.namesrvs.max(1))
+            .map(|k| node_name("ns", k))
+            .chain((0..self.brokers.max(1)).map(|k| node_name("broker", k)))
+            .chain((0..self.producers).map(|k| format!("p{k}")))
+            .chain((0..self.consumers).map(|k| format!("c{k}")))
+            .collect()
+    }
+
+    /// A fault or skew naming a node the scenario does not build: refused in every lane rather
+    /// than silently skipped (a typo would otherwise run a scenario without its fault).
+    pub fn unknown_node(&self) -> Option<String> {
+        let known = self.node_names();
+        let named = self.faults.iter().flat_map(|(at, f)| {
+            let nodes: Vec<&String> = match f {
+                Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n, _) | Fault::CrashOn(n, _) => vec![n],
+                Fault::Partition(a, b) | Fault::PartitionOneWay(a, b) => vec![a, b],
+                Fault::Heal => vec![],
+            };
+            nodes.into_iter().map(move |n| (format!("at {at}"), n))
+        });
+        let skews = self.clock_skew_ms.keys().map(|n| ("skew".to_string(), n));
+        named
+            .chain(skews)
+            .find(|(_, n)| !known.contains(n))
+            .map(|(w, n)| format!("{w}: no node named {n:?} in this scenario (nodes: {})", known.join(", ")))
+    }
+
     /// The timing property this scenario promises, if it leaves a long enough healed stretch:
     /// messages acknowledged from [`SETTLE_MS`] after the last fault (2 s into a run without
     /// faults; [`SETTLE_MS`] after random loss stops) until

@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::{check_run, message_key, History, Promise};
-use crate::scenario::{Fault, Scenario, Trigger};
+use crate::scenario::{node_name, Fault, Scenario, Trigger};
 use crate::trace::Trace;
 use crate::world::{EPOCH_MS, TOPIC};
 use crate::RunReport;
@@ -352,14 +352,6 @@ impl AsyncWrite for FaultyStream {
     }
 }
 
-fn node_name(base: &str, k: u32) -> String {
-    if k == 0 {
-        base.to_string()
-    } else {
-        format!("{base}{k}")
-    }
-}
-
 /// The cluster of one run: host names and how to build their runtimes.
 struct Topology {
     namesrvs: Vec<String>,
@@ -632,7 +624,7 @@ async fn run_consumer(env: TurmoilEnv, cfg: ClientConfig, k: u32, idempotent: bo
 
 /// Runs a scenario in the full-stack lane and judges it with the shared oracle.
 pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport, String> {
-    if let Some(why) = refusal(s) {
+    if let Some(why) = s.unknown_node().or_else(|| refusal(s)) {
         return Err(why);
     }
     let topo = Topology::of(s);

@@ -20,7 +20,7 @@ use rmq_proto::{ConnId, RemotingCommand};
 use crate::actors::{Consumer, Producer};
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::History;
-use crate::scenario::{Fault, Scenario, Trigger};
+use crate::scenario::{node_name, Fault, Scenario, Trigger};
 use crate::trace::Trace;
 
 /// Wall-clock origin of simulated time (cores stamp messages with `EPOCH_MS + t`).
@@ -128,14 +128,6 @@ pub struct World {
     pub history: History,
     /// Event lines and their digest.
     pub trace: Trace,
-}
-
-fn node_name(base: &str, k: u32) -> String {
-    if k == 0 {
-        base.to_string()
-    } else {
-        format!("{base}{k}")
-    }
 }
 
 impl World {

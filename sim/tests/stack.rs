@@ -117,3 +117,14 @@ fn a_consumer_position_from_before_a_lossy_recovery_is_re_seated_not_committed()
     assert_eq!(r.findings.undelivered, 0, "{:?}", r.findings.problems);
     assert_eq!(r.findings.verdict, Verdict::Pass, "{:?}", r.findings.problems);
 }
+
+#[test]
+fn a_fault_naming_a_node_the_scenario_does_not_build_is_refused_in_every_lane() {
+    // Before, the fast lane skipped such a fault silently and the stack lane's turmoil panicked.
+    let s = parse("name = typo\nmessages = 10\nat 500 crash broker7\nat 900 restart broker7\n").unwrap();
+    for lane in Lane::ALL {
+        let why = lane.refusal(&s).expect("refused");
+        assert!(why.contains("broker7") && why.contains("at 500"), "{lane:?}: {why}");
+        assert!(lane.run(&s, 1, false).is_err(), "{lane:?} runs nothing");
+    }
+}
