@@ -12,33 +12,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rmq_client::{ClientConfig, Message, Producer};
 use rmq_proto::codes::RequestCode;
-use rmq_proto::frame::{encode_to_bytes, FrameDecoder};
 use rmq_proto::header::ConsumerSendMsgBackRequestHeader;
 use rmq_proto::message::parse_offset_msg_id;
 use rmq_proto::RemotingCommand;
 use rmq_rt::RealEnv;
-
-fn call(s: &mut TcpStream, req: &RemotingCommand) -> RemotingCommand {
-    s.write_all(&encode_to_bytes(req).unwrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "the broker keeps the connection open");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(c) = FrameDecoder::default().decode(&mut buf).unwrap() {
-            return c;
-        }
-    }
-}
 
 /// Every path under `root` (files and directories), relative, without in-flight `.tmp` files.
 fn listing(root: &Path) -> BTreeSet<PathBuf> {
@@ -94,7 +77,8 @@ fn send_back_with_an_escaping_group_is_refused_and_creates_nothing() {
     let mut conn = TcpStream::connect(&broker.addr).unwrap();
     for (i, delay_level) in [0, -1].into_iter().enumerate() {
         // Level 0: the retry topic; -1: straight to the dead-letter topic.
-        let resp = call(&mut conn, &send_back("../../../escaped_retry", commit_log_offset, delay_level, i as i32));
+        let resp =
+            common::call(&mut conn, &send_back("../../../escaped_retry", commit_log_offset, delay_level, i as i32));
         assert_eq!(resp.code, 26, "SUBSCRIPTION_GROUP_NOT_EXIST, got {:?}", resp.remark);
         let remark = resp.remark.unwrap_or_default();
         assert!(remark.contains("illegal characters"), "the remark says why: {remark}");
@@ -109,13 +93,13 @@ fn send_back_with_an_escaping_group_is_refused_and_creates_nothing() {
     assert!(new.is_empty(), "no new file or directory anywhere: {new:?}");
     let topics_json = std::fs::read_to_string(store.join("config/topics.json")).unwrap();
     assert!(!topics_json.contains("escaped"), "topics.json: {topics_json}");
-    let all = call(&mut conn, &RemotingCommand::request(RequestCode::GetAllTopicConfig, 10));
+    let all = common::call(&mut conn, &RemotingCommand::request(RequestCode::GetAllTopicConfig, 10));
     assert!(!String::from_utf8_lossy(&all.body).contains("escaped"), "the broker's topic table");
     let routes = common::mqadmin(&["topicList", "-n", &ns.addr]);
     assert!(routes.contains("Orders") && !routes.contains("escaped"), "the NameServer's topics: {routes}");
 
     // The same request with a legal group is accepted: the refusal was about the name.
-    let ok = call(&mut conn, &send_back("orders_consumer", commit_log_offset, 0, 20));
+    let ok = common::call(&mut conn, &send_back("orders_consumer", commit_log_offset, 0, 20));
     assert_eq!(ok.code, 0, "{:?}", ok.remark);
     common::wait_for_route(&ns.addr, "%RETRY%orders_consumer");
     drop(broker);

@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -21,24 +20,8 @@ use rmq_proto::body::{
     TopicRouteData,
 };
 use rmq_proto::codes::RequestCode;
-use rmq_proto::frame::{encode_to_bytes, FrameDecoder};
 use rmq_proto::header::RegisterBrokerRequestHeader;
 use rmq_proto::RemotingCommand;
-
-fn call(s: &mut TcpStream, req: &RemotingCommand) -> RemotingCommand {
-    s.write_all(&encode_to_bytes(req).unwrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = s.read(&mut chunk).expect("the NameServer answers");
-        assert!(n > 0, "the NameServer keeps the connection open");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(c) = FrameDecoder::default().decode(&mut buf).unwrap() {
-            return c;
-        }
-    }
-}
 
 fn registration(addr: &str) -> RemotingCommand {
     let body = to_json(&RegisterBrokerBody {
@@ -61,7 +44,8 @@ fn registration(addr: &str) -> RemotingCommand {
 }
 
 fn route(s: &mut TcpStream) -> TopicRouteData {
-    let resp = call(s, &RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 2).with_ext("topic", "Orders"));
+    let resp =
+        common::call(s, &RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 2).with_ext("topic", "Orders"));
     assert_eq!(resp.code, 0, "{:?}", resp.remark);
     from_json(&resp.body).unwrap()
 }
@@ -71,16 +55,16 @@ fn a_broker_id_registered_from_a_second_address_moves_there_and_the_namesrv_keep
     let ns = common::namesrv();
     let mut broker_a = TcpStream::connect(&ns.addr).unwrap();
     let mut broker_b = TcpStream::connect(&ns.addr).unwrap();
-    assert_eq!(call(&mut broker_a, &registration("127.0.0.1:30911")).code, 0);
+    assert_eq!(common::call(&mut broker_a, &registration("127.0.0.1:30911")).code, 0);
     assert_eq!(route(&mut broker_a).broker_datas[0].master_addr(), Some("127.0.0.1:30911"));
-    assert_eq!(call(&mut broker_b, &registration("127.0.0.1:31911")).code, 0);
+    assert_eq!(common::call(&mut broker_b, &registration("127.0.0.1:31911")).code, 0);
 
     // A fresh connection is accepted and served: no zombie.
     let mut client = TcpStream::connect(&ns.addr).unwrap();
     let r = route(&mut client);
     assert_eq!(r.broker_datas.len(), 1);
     assert_eq!(r.broker_datas[0].broker_addrs, BTreeMap::from([(0, "127.0.0.1:31911".to_string())]), "B only");
-    let resp = call(&mut client, &RemotingCommand::request(RequestCode::GetBrokerClusterInfo, 3));
+    let resp = common::call(&mut client, &RemotingCommand::request(RequestCode::GetBrokerClusterInfo, 3));
     let info: ClusterInfo = from_json(&resp.body).unwrap();
     assert!(!String::from_utf8_lossy(&resp.body).contains("30911"), "A left every table: {info:?}");
     // A's connection closing later does not take B's registration with it.

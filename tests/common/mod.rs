@@ -120,3 +120,21 @@ pub fn wait_for_route(namesrv: &str, topic: &str) {
     }
     panic!("topic {topic} never became routable");
 }
+
+/// Sends one request on a blocking connection and reads its one response (5 s at most); the
+/// peer must keep the connection open.
+pub fn call(s: &mut std::net::TcpStream, req: &rmq_proto::RemotingCommand) -> rmq_proto::RemotingCommand {
+    use std::io::{Read, Write};
+    s.write_all(&rmq_proto::frame::encode_to_bytes(req).unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = s.read(&mut chunk).expect("the server answers");
+        assert!(n > 0, "the server keeps the connection open");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(c) = rmq_proto::frame::FrameDecoder::default().decode(&mut buf).unwrap() {
+            return c;
+        }
+    }
+}
