@@ -141,6 +141,7 @@ async fn start_server(which: &str, store: &str) -> (SocketAddr, Box<dyn std::any
                 namesrv_addrs: vec![],
                 store_root: store.to_string(),
                 core,
+                limits: Default::default(),
             };
             let h = rmq_broker::start(env, opts).await.unwrap();
             (h.local_addr, Box::new(h))

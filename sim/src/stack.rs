@@ -392,6 +392,7 @@ fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerOptions {
         namesrv_addrs: topo.namesrv_addrs(),
         store_root: "store".into(),
         core,
+        limits: Default::default(),
     }
 }
 

@@ -15,7 +15,7 @@ use clap::Parser;
 use rmq_broker::conf::{apply, split_addrs, KNOWN_KEYS};
 use rmq_broker::BrokerOptions;
 use rmq_broker_core::BrokerConfig;
-use rmq_rt::conf::{parse_properties, Props};
+use rmq_rt::conf::Props;
 use rmq_rt::RealEnv;
 
 #[derive(Parser, Debug)]
@@ -43,17 +43,18 @@ fn main() -> anyhow::Result<()> {
     rmq_tools::init_tracing("info");
     // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).
     rmq_rt::abort_on_panic();
+    rmq_tools::release_freed_memory_promptly();
     let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
     let mut opts = BrokerOptions {
         listen: "0.0.0.0:10911".into(),
         namesrv_addrs: std::env::var("NAMESRV_ADDR").map(|v| split_addrs(&v)).unwrap_or_default(),
         store_root: format!("{home}/store"),
         core: BrokerConfig::default(),
+        limits: Default::default(),
     };
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let props =
-            Props::new(parse_properties(&text)?, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
+        let props = Props::parse_text(&text, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
         apply(&props, &mut opts).with_context(|| format!("in {}", path.display()))?;
     }
     if let Some(n) = &args.namesrv {

@@ -12,14 +12,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rmq_namesrv_core::NamesrvConfig;
-use rmq_rt::conf::{parse_properties, Props};
+use rmq_namesrv::conf::{apply, NamesrvOptions, KNOWN_KEYS};
+use rmq_rt::conf::Props;
 use rmq_rt::RealEnv;
 
 #[derive(Parser, Debug)]
 #[command(name = "mqnamesrv", version, about = "RocketMQ-compatible NameServer")]
 struct Args {
-    /// Config file with RocketMQ namesrv keys (listenPort, scanNotActiveBrokerInterval, brokerExpiredMillis).
+    /// Config file with namesrv.conf keys (see CONFIG.md).
     #[arg(short = 'c', long = "config")]
     config: Option<std::path::PathBuf>,
     /// Address to listen on; overrides listenPort.
@@ -30,39 +30,29 @@ struct Args {
     print_config: bool,
 }
 
-const KNOWN: &[&str] =
-    &["listenPort", "scanNotActiveBrokerInterval", "brokerExpiredMillis", "rocketmqHome", "kvConfigPath"];
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     rmq_tools::init_tracing("info");
     // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).
     rmq_rt::abort_on_panic();
-    let mut config = NamesrvConfig::default();
-    let mut listen = "0.0.0.0:9876".to_string();
+    rmq_tools::release_freed_memory_promptly();
+    let mut opts = NamesrvOptions::default();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let props = Props::new(parse_properties(&text)?, KNOWN).with_context(|| format!("in {}", path.display()))?;
-        if let Some(port) = props.parse::<u16>("listenPort", "a port number")? {
-            listen = format!("0.0.0.0:{port}");
-        }
-        if let Some(ms) = props.parse::<u64>("scanNotActiveBrokerInterval", "milliseconds")? {
-            config.scan_interval_ms = ms.max(1);
-        }
-        if let Some(ms) = props.parse::<u64>("brokerExpiredMillis", "milliseconds")? {
-            config.broker_expiry_ms = ms;
-        }
+        let props = Props::parse_text(&text, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
+        apply(&props, &mut opts).with_context(|| format!("in {}", path.display()))?;
     }
     if let Some(l) = args.listen {
-        listen = l;
+        opts.listen = l;
     }
+    let listen = opts.listen.clone();
     if args.print_config {
-        println!("listen={listen}\n{config:?}");
+        println!("{opts:#?}");
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let handle = rmq_namesrv::start(RealEnv::default(), &listen, config)
+        let handle = rmq_namesrv::start_with_limits(RealEnv::default(), &listen, opts.core, opts.limits)
             .await
             .with_context(|| format!("binding {listen}"))?;
         println!("The Name Server boot success. serializeType=JSON, address {}", handle.local_addr);

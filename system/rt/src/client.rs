@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rmq_proto::RemotingCommand;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::{encode, read_frames, write_loop, CONN_OUTBOX_MAX};
+use crate::server::{encode, read_frames, write_loop, ReadEnd, ReadLimits, CONN_OUTBOX_MAX};
 use crate::{spawn, Env};
 
 /// Why a request got no response.
@@ -203,7 +203,7 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
     max_frame_bytes: usize,
 ) {
-    let ended = read_frames(rd, max_frame_bytes, |cmd| {
+    let ended = read_frames(rd, &ReadLimits::frame_only(max_frame_bytes), |cmd| {
         if cmd.is_response() {
             let waiter = pending.lock().expect("pending map lock is never held across a panic").remove(&cmd.opaque);
             if let Some(w) = waiter {
@@ -215,7 +215,7 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
         std::future::ready(true)
     })
     .await;
-    if let Some(e) = ended {
+    if let ReadEnd::Malformed(e) = ended {
         tracing::warn!(%addr, error = %e, "malformed frame from server; closing");
     }
     closed.store(true, Ordering::Release);

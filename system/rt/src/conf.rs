@@ -13,9 +13,11 @@ pub enum ConfError {
         /// The line.
         text: String,
     },
-    /// A key has a value of the wrong type.
-    #[error("{key}: invalid value {value:?} ({expected})")]
+    /// A key has a value of the wrong type or out of range.
+    #[error("{}{key}: invalid value {value:?} ({expected})", at_line(*line))]
     Invalid {
+        /// 1-based line number (0 when the value did not come from a file).
+        line: usize,
         /// Key.
         key: String,
         /// Value.
@@ -35,8 +37,10 @@ pub enum ConfError {
     },
     /// A RocketMQ key this program recognises but does not implement: accepting it would let
     /// the user believe it took effect.
-    #[error("{key}={value}: not implemented by this broker ({why})")]
+    #[error("{}{key}={value}: not implemented by this build ({why})", at_line(*line))]
     Unimplemented {
+        /// 1-based line number (0 when the value did not come from a file).
+        line: usize,
         /// Key.
         key: String,
         /// Value.
@@ -54,8 +58,25 @@ pub enum ConfError {
     },
 }
 
+/// `"line N: "`, or nothing for line 0 (a value that did not come from a file).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("line {line}: ")
+    }
+}
+
 /// Parses `key=value` lines (also `key: value`); blank lines and `#`/`!` comments are skipped.
 pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfError> {
+    Ok(parse_with_lines(text)?.0)
+}
+
+/// Values by key, and the line each key was set on.
+type WithLines = (BTreeMap<String, String>, BTreeMap<String, usize>);
+
+/// [`parse_properties`], plus the line each key was set on.
+fn parse_with_lines(text: &str) -> Result<WithLines, ConfError> {
     let mut out = BTreeMap::new();
     let mut first_lines: BTreeMap<String, usize> = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -76,13 +97,15 @@ pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfErro
         first_lines.insert(k.to_string(), i + 1);
         out.insert(k.to_string(), v.to_string());
     }
-    Ok(out)
+    Ok((out, first_lines))
 }
 
 /// Typed access to parsed properties, refusing unknown keys.
 #[derive(Debug)]
 pub struct Props {
     map: BTreeMap<String, String>,
+    /// The line each key was set on, when parsed from a file.
+    lines: BTreeMap<String, usize>,
 }
 
 impl Props {
@@ -93,7 +116,51 @@ impl Props {
                 return Err(ConfError::UnknownKey { key: k.clone(), known: known.join(", ") });
             }
         }
-        Ok(Props { map })
+        Ok(Props { map, lines: BTreeMap::new() })
+    }
+
+    /// Parses a file's text, remembering lines so that value errors can name them.
+    pub fn parse_text(text: &str, known: &[&str]) -> Result<Self, ConfError> {
+        let (map, lines) = parse_with_lines(text)?;
+        let mut props = Props::new(map, known)?;
+        props.lines = lines;
+        Ok(props)
+    }
+
+    /// The line `key` was set on (0 if unknown).
+    pub fn line(&self, key: &str) -> usize {
+        self.lines.get(key).copied().unwrap_or(0)
+    }
+
+    /// An [`ConfError::Invalid`] for `key`'s value, naming its line.
+    pub fn invalid(&self, key: &str, expected: &'static str) -> ConfError {
+        ConfError::Invalid {
+            line: self.line(key),
+            key: key.into(),
+            value: self.str(key).unwrap_or_default().into(),
+            expected,
+        }
+    }
+
+    /// An [`ConfError::Unimplemented`] for `key`'s value, naming its line.
+    pub fn unimplemented(&self, key: &str, why: &'static str) -> ConfError {
+        ConfError::Unimplemented {
+            line: self.line(key),
+            key: key.into(),
+            value: self.str(key).unwrap_or_default().into(),
+            why,
+        }
+    }
+
+    /// `key` parsed as `T` and checked against `lo..=hi` (described in `expected`).
+    pub fn ranged<T>(&self, key: &str, lo: T, hi: T, expected: &'static str) -> Result<Option<T>, ConfError>
+    where
+        T: std::str::FromStr + PartialOrd + Copy,
+    {
+        match self.parse::<T>(key, expected)? {
+            Some(v) if v < lo || v > hi => Err(self.invalid(key, expected)),
+            other => Ok(other),
+        }
     }
 
     /// A string value.
@@ -105,11 +172,41 @@ impl Props {
     pub fn parse<T: std::str::FromStr>(&self, key: &str, expected: &'static str) -> Result<Option<T>, ConfError> {
         match self.map.get(key) {
             None => Ok(None),
-            Some(v) => {
-                v.parse().map(Some).map_err(|_| ConfError::Invalid { key: key.into(), value: v.clone(), expected })
-            }
+            Some(v) => v.parse().map(Some).map_err(|_| self.invalid(key, expected)),
         }
     }
+}
+
+/// The keys [`apply_server_limits`] reads, for a binary's list of known keys.
+pub const SERVER_LIMIT_KEYS: &[&str] = &[
+    "serverMaxConnections",
+    "serverChannelMaxIdleTimeSeconds",
+    "serverIncompleteFramesMaxBytes",
+    "serverOutboundMaxBytes",
+];
+
+/// Reads the connection and memory limits every server binary shares (see CONFIG.md).
+pub fn apply_server_limits(props: &Props, limits: &mut crate::server::ServerLimits) -> Result<(), ConfError> {
+    if let Some(v) = props.ranged("serverMaxConnections", 1, 1_000_000, "connections in 1..=1000000")? {
+        limits.max_connections = v;
+    }
+    if let Some(v) = props.ranged("serverChannelMaxIdleTimeSeconds", 1, 86_400, "seconds in 1..=86400")? {
+        limits.idle_timeout_ms = v * 1000;
+    }
+    // One largest frame must always fit, or a legitimate 16 MiB request could never arrive.
+    let lo = limits.max_frame_bytes + 4;
+    if let Some(v) = props.ranged(
+        "serverIncompleteFramesMaxBytes",
+        lo,
+        1 << 40,
+        "bytes, at least one largest frame (16777220) and at most 1 TiB",
+    )? {
+        limits.incomplete_frames_max_bytes = v;
+    }
+    if let Some(v) = props.ranged("serverOutboundMaxBytes", 65_536, 1 << 40, "bytes in 65536..=1 TiB")? {
+        limits.outbound_max_bytes = v;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -133,5 +230,36 @@ mod tests {
         assert_eq!(props.parse::<i64>("brokerId", "an integer").unwrap(), Some(0));
         let bad = parse_properties("brokerIdd=1").unwrap();
         assert!(matches!(Props::new(bad, &["brokerId"]), Err(ConfError::UnknownKey { .. })));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_line() {
+        let props = Props::parse_text("# c\n\nbrokerId = x\n", &["brokerId"]).unwrap();
+        let err = props.parse::<i64>("brokerId", "an integer").unwrap_err();
+        assert_eq!(err.to_string(), "line 3: brokerId: invalid value \"x\" (an integer)");
+        let props = Props::parse_text("brokerId=7", &["brokerId"]).unwrap();
+        assert_eq!(
+            props.ranged("brokerId", 0, 5, "0..=5").unwrap_err().to_string(),
+            "line 1: brokerId: invalid value \"7\" (0..=5)"
+        );
+    }
+
+    #[test]
+    fn server_limits_are_read_and_ranged() {
+        let mut limits = crate::server::ServerLimits::default();
+        let text = "serverMaxConnections=3\nserverChannelMaxIdleTimeSeconds=5\nserverOutboundMaxBytes=1048576\n";
+        apply_server_limits(&Props::parse_text(text, SERVER_LIMIT_KEYS).unwrap(), &mut limits).unwrap();
+        assert_eq!((limits.max_connections, limits.idle_timeout_ms, limits.outbound_max_bytes), (3, 5_000, 1 << 20));
+        for bad in [
+            "serverMaxConnections=0",
+            "serverChannelMaxIdleTimeSeconds=0",
+            "serverChannelMaxIdleTimeSeconds=18446744073709551615",
+            "serverIncompleteFramesMaxBytes=1024",
+            "serverOutboundMaxBytes=10",
+        ] {
+            let props = Props::parse_text(bad, SERVER_LIMIT_KEYS).unwrap();
+            let err = apply_server_limits(&props, &mut limits).unwrap_err();
+            assert!(matches!(err, ConfError::Invalid { line: 1, .. }), "{bad}: {err}");
+        }
     }
 }

@@ -1,6 +1,22 @@
 //! Server side connection plumbing: an accept loop and, per connection, a reader task that
 //! decodes frames into the node's inbox and a writer task that drains encoded frames.
 //!
+//! # Bounded resources
+//! What a peer can make a server hold is bounded by [`ServerLimits`]:
+//! - **connections**: beyond `max_connections` a new connection is refused politely (its first
+//!   request, if it arrives within a second, is answered SYSTEM_BUSY naming the limit; then the
+//!   connection closes);
+//! - **idle connections**: a connection that sends nothing for `idle_timeout_ms` is closed
+//!   (RocketMQ's `serverChannelMaxIdleTimeSeconds`, 120 s by default); clients heartbeat every
+//!   30 s, so only dead, half-open or abandoned connections reach it;
+//! - **incomplete frames**: the bytes announced by frames still arriving, over all connections,
+//!   stay within `incomplete_frames_max_bytes`; a frame that would exceed it closes its
+//!   connection before anything is reserved for it (slow-loris and "announce 16 MiB, send
+//!   nothing" peers);
+//! - **unread responses**: each connection's queue of encoded, unwritten frames stays within
+//!   `outbound_max_bytes`; a peer that does not read is closed, socket and all, and its node
+//!   is told the connection ended.
+//!
 //! Malformed or oversized frames close only the offending connection.
 //!
 //! # Panics
@@ -11,19 +27,62 @@
 //! it ends or unwinds, and a reader task that panics reports its connection closed.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rmq_proto::frame::{encode_frame, FrameDecoder};
-use rmq_proto::RemotingCommand;
+use rmq_proto::{RemotingCommand, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{spawn, Listener};
 
 pub use rmq_proto::ConnId;
 
-/// Outbound frames queued per connection before the connection is considered stuck.
+/// Outbound frames a client connection queues before `send` waits (client side backpressure).
 pub const CONN_OUTBOX_MAX: usize = 16_384;
+
+/// Read buffer an idle or quiet connection holds (10,000 idle connections cost 40 MiB).
+const READ_BUF_MIN: usize = 4 * 1024;
+
+/// Read buffer a busy connection (one whose last read filled the buffer) reads into.
+const READ_BUF_BYTES: usize = 64 * 1024;
+
+/// Connections being refused at once (each waits up to [`REFUSE_WAIT_MS`] for a request to
+/// answer); beyond this, refused connections are closed without an answer.
+const REFUSING_MAX: usize = 64;
+
+/// How long a refused connection may take to send the request its refusal answers.
+const REFUSE_WAIT_MS: u64 = 1_000;
+
+/// What a server lets its peers make it hold. See the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Largest accepted frame, counting everything after the length prefix.
+    pub max_frame_bytes: usize,
+    /// Open connections; more are refused.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Bytes announced by incomplete frames, over all connections.
+    pub incomplete_frames_max_bytes: usize,
+    /// Encoded frames queued for one connection and not yet written.
+    pub outbound_max_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_frame_bytes: rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT,
+            max_connections: 10_000,
+            idle_timeout_ms: 120_000,
+            incomplete_frames_max_bytes: 256 << 20,
+            outbound_max_bytes: 64 << 20,
+        }
+    }
+}
 
 /// What the connection tasks report to the node loop.
 #[derive(Debug)]
@@ -35,7 +94,7 @@ pub enum ServerEvent {
         /// Peer address.
         peer: SocketAddr,
         /// Encoded frames to write.
-        outbox: mpsc::Sender<Bytes>,
+        outbox: Outbox,
     },
     /// A whole frame arrived.
     Frame {
@@ -44,55 +103,278 @@ pub enum ServerEvent {
         /// The decoded command.
         cmd: RemotingCommand,
     },
-    /// The connection ended (peer closed, I/O error, or a malformed frame).
+    /// The connection ended (peer closed, I/O error, a malformed frame, idle, over a budget).
     Closed {
         /// The connection.
         conn: ConnId,
     },
 }
 
-/// Accepts connections forever, feeding `inbox`. Ends when the inbox is dropped.
-pub async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<ServerEvent>, max_frame_bytes: usize) {
+/// Why a frame could not be queued for a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboxError {
+    /// The peer does not read: queuing the frame would exceed the budget, so the connection
+    /// was closed.
+    #[error("peer is not reading: {queued} bytes queued, {frame} more would exceed the {budget}-byte outbound budget; connection closed")]
+    Overflow {
+        /// Bytes already queued.
+        queued: usize,
+        /// Size of the refused frame.
+        frame: usize,
+        /// The budget.
+        budget: usize,
+    },
+    /// The connection has ended.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// The sending side of one server connection, bounded in bytes.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    shared: Arc<OutboxShared>,
+}
+
+#[derive(Debug)]
+struct OutboxShared {
+    /// Bytes queued and not yet written.
+    queued: AtomicUsize,
+    /// The budget for `queued`.
+    budget: usize,
+    /// Set to true to end both connection tasks (closing the socket).
+    kill: watch::Sender<bool>,
+}
+
+impl Outbox {
+    /// An outbox with `budget` bytes, the receiver its writer drains, and the kill switch its
+    /// reader and writer watch.
+    fn new(budget: usize) -> (Outbox, mpsc::UnboundedReceiver<Bytes>, watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (kill, killed) = watch::channel(false);
+        (Outbox { tx, shared: Arc::new(OutboxShared { queued: AtomicUsize::new(0), budget, kill }) }, rx, killed)
+    }
+
+    /// Queues an encoded frame. A frame that would take the queue over budget closes the
+    /// connection (unless the queue is empty: one frame always fits).
+    pub fn send(&self, frame: Bytes) -> Result<(), OutboxError> {
+        let len = frame.len();
+        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
+        if queued > 0 && queued + len > self.shared.budget {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            self.close();
+            return Err(OutboxError::Overflow { queued, frame: len, budget: self.shared.budget });
+        }
+        self.tx.send(frame).map_err(|_| {
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
+            OutboxError::Closed
+        })
+    }
+
+    /// Closes the connection: the reader and writer end, the socket closes, and the node gets
+    /// [`ServerEvent::Closed`].
+    pub fn close(&self) {
+        let _ = self.shared.kill.send(true);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+}
+
+/// Incomplete-frame bytes held over all of a server's connections.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        FrameBudget { held: Arc::default(), max }
+    }
+
+    /// Bytes currently held.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| h.checked_add(n).filter(|&t| t <= self.max))
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// What a reader enforces.
+#[derive(Debug, Clone)]
+pub struct ReadLimits {
+    /// Largest accepted frame.
+    pub max_frame_bytes: usize,
+    /// Close after this long without a byte from the peer.
+    pub idle_timeout_ms: Option<u64>,
+    /// Shared incomplete-frame budget.
+    pub budget: Option<FrameBudget>,
+}
+
+impl ReadLimits {
+    /// Only a frame size limit (clients).
+    pub fn frame_only(max_frame_bytes: usize) -> Self {
+        ReadLimits { max_frame_bytes, idle_timeout_ms: None, budget: None }
+    }
+}
+
+/// Why a reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadEnd {
+    /// The peer closed, an I/O error, or the frame handler asked to stop.
+    #[error("connection ended")]
+    Ended,
+    /// A malformed or oversized frame.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] rmq_proto::FrameError),
+    /// Nothing arrived for the idle timeout.
+    #[error("idle for {0} ms")]
+    Idle(u64),
+    /// A frame would take the incomplete-frame budget over its limit.
+    #[error("a {frame}-byte frame would exceed the incomplete-frame budget ({held} of {max} bytes held)")]
+    OverBudget {
+        /// Announced frame size.
+        frame: usize,
+        /// Held when it was refused.
+        held: usize,
+        /// The budget.
+        max: usize,
+    },
+    /// The connection was closed by its node (an outbox over budget).
+    #[error("closed by the server")]
+    Killed,
+}
+
+/// Accepts connections until the inbox is dropped, feeding `inbox` within `limits`.
+pub async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<ServerEvent>, limits: ServerLimits) {
     let mut next = 1u64;
+    let live = Arc::new(AtomicUsize::new(0));
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let budget = FrameBudget::new(limits.incomplete_frames_max_bytes);
+    let read_limits = ReadLimits {
+        max_frame_bytes: limits.max_frame_bytes,
+        idle_timeout_ms: Some(limits.idle_timeout_ms),
+        budget: Some(budget),
+    };
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        if live.load(Ordering::Acquire) >= limits.max_connections {
+            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached; refusing a connection");
+            if refusing.fetch_add(1, Ordering::AcqRel) < REFUSING_MAX {
+                spawn(refuse(stream, limits.max_connections, Slot::take(&refusing)));
+            } else {
+                refusing.fetch_sub(1, Ordering::AcqRel);
+            }
+            continue;
+        }
+        live.fetch_add(1, Ordering::AcqRel);
+        let slot = Arc::new(Slot::take(&live));
         let conn = ConnId(next);
         next += 1;
-        let (tx, rx) = mpsc::channel(CONN_OUTBOX_MAX);
-        if inbox.send(ServerEvent::Accepted { conn, peer, outbox: tx }).await.is_err() {
+        let (outbox, rx, killed) = Outbox::new(limits.outbound_max_bytes);
+        let shared = outbox.shared.clone();
+        if inbox.send(ServerEvent::Accepted { conn, peer, outbox }).await.is_err() {
             return;
         }
         let (rd, wr) = tokio::io::split(stream);
-        spawn(write_loop(wr, rx));
-        spawn(read_loop(rd, conn, inbox.clone(), max_frame_bytes));
+        let writer_slot = slot.clone();
+        let writer_killed = killed.clone();
+        spawn(async move {
+            write_frames(wr, rx, &shared.queued, writer_killed).await;
+            drop(writer_slot);
+        });
+        spawn(read_loop(rd, conn, inbox.clone(), read_limits.clone(), killed, slot));
     }
 }
 
-/// Reads frames from `rd` into `inbox` until EOF or a malformed frame.
-pub async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
+/// Counts one open connection (or one refusal in progress) until dropped.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot on `counter`, which the caller has already incremented.
+    fn take(counter: &Arc<AtomicUsize>) -> Slot {
+        Slot(counter.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Answers the first request of a connection over the limit with SYSTEM_BUSY, then closes it.
+async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S, max: usize, _slot: Slot) {
+    let (rd, mut wr) = tokio::io::split(stream);
+    let mut first = None;
+    let limits = ReadLimits::frame_only(READ_BUF_BYTES);
+    let read = read_frames(rd, &limits, |cmd| {
+        first = Some(cmd);
+        std::future::ready(false)
+    });
+    let _ = tokio::time::timeout(Duration::from_millis(REFUSE_WAIT_MS), read).await;
+    if let Some(req) = first.filter(|c| !c.is_response() && !c.is_oneway()) {
+        let resp = RemotingCommand::response_to(&req, ResponseCode::SystemBusy)
+            .with_remark(format!("connection limit reached: this server accepts at most {max} connections"));
+        let _ = wr.write_all(&encode(&resp)).await;
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads frames from `rd` into `inbox` until EOF, a malformed frame, idleness, a budget, or
+/// the kill switch; then reports the connection closed.
+async fn read_loop<R: tokio::io::AsyncRead + Unpin>(
     rd: R,
     conn: ConnId,
     inbox: mpsc::Sender<ServerEvent>,
-    max_frame_bytes: usize,
+    limits: ReadLimits,
+    killed: watch::Receiver<bool>,
+    _slot: Arc<Slot>,
 ) {
     let mut closed = ClosedOnDrop { conn, inbox: Some(inbox.clone()) };
-    let ended = read_frames(rd, max_frame_bytes, |cmd| {
+    let read = read_frames(rd, &limits, |cmd| {
         let inbox = inbox.clone();
         async move { inbox.send(ServerEvent::Frame { conn, cmd }).await.is_ok() }
-    })
-    .await;
-    if let Some(e) = ended {
-        tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing connection");
+    });
+    let ended = until_killed(read, killed).await;
+    match &ended {
+        ReadEnd::Ended => {}
+        ReadEnd::Malformed(_) | ReadEnd::OverBudget { .. } => {
+            tracing::warn!(conn = conn.0, reason = %ended, "closing connection")
+        }
+        ReadEnd::Idle(_) | ReadEnd::Killed => tracing::info!(conn = conn.0, reason = %ended, "closing connection"),
     }
     if let Some(inbox) = closed.inbox.take() {
         let _ = inbox.send(ServerEvent::Closed { conn }).await;
+    }
+}
+
+/// Runs `work` until it ends or the kill switch flips.
+async fn until_killed(work: impl std::future::Future<Output = ReadEnd>, mut killed: watch::Receiver<bool>) -> ReadEnd {
+    tokio::select! {
+        biased;
+        _ = killed.wait_for(|k| *k) => ReadEnd::Killed,
+        end = work => end,
     }
 }
 
@@ -152,36 +434,91 @@ impl Drop for AcceptGuard {
     }
 }
 
+/// The bytes an incomplete frame at the front of `buf` announces (prefix included), if known.
+fn announced(buf: &BytesMut) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(4 + u32::from_be_bytes(prefix) as usize)
+}
+
+/// Incomplete-frame bytes one reader holds against the shared budget; given back on drop.
+struct Held<'a> {
+    budget: Option<&'a FrameBudget>,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn release(&mut self) {
+        if let Some(b) = self.budget {
+            b.give_back(std::mem::take(&mut self.bytes));
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Decodes frames from `rd` and hands each to `on_frame` until EOF, an I/O error, a malformed
-/// frame (returned) or `on_frame` answering false.
-pub async fn read_frames<R, F, Fut>(mut rd: R, max_frame_bytes: usize, mut on_frame: F) -> Option<rmq_proto::FrameError>
+/// frame, `on_frame` answering false, idleness or the budget (see [`ReadEnd`]).
+pub async fn read_frames<R, F, Fut>(mut rd: R, limits: &ReadLimits, mut on_frame: F) -> ReadEnd
 where
     R: tokio::io::AsyncRead + Unpin,
     F: FnMut(RemotingCommand) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut dec = FrameDecoder { max_frame_bytes };
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut dec = FrameDecoder { max_frame_bytes: limits.max_frame_bytes };
+    let mut buf = BytesMut::with_capacity(READ_BUF_MIN);
+    let mut held = Held { budget: limits.budget.as_ref(), bytes: 0 };
+    let mut busy = false;
     loop {
         loop {
+            // Charge a frame that is still arriving before the decoder reserves room for it.
+            if let (Some(budget), Some(total)) = (limits.budget.as_ref(), announced(&buf)) {
+                if total > buf.len() && held.bytes == 0 && total <= limits.max_frame_bytes + 4 {
+                    if !budget.try_take(total) {
+                        return ReadEnd::OverBudget { frame: total, held: budget.held(), max: budget.max };
+                    }
+                    held.bytes = total;
+                }
+            }
             match dec.decode(&mut buf) {
                 Ok(Some(cmd)) => {
+                    held.release();
+                    if buf.is_empty() && buf.capacity() > READ_BUF_BYTES {
+                        // Let a large frame's memory go once its command is dropped.
+                        buf = BytesMut::with_capacity(READ_BUF_MIN);
+                    }
                     if !on_frame(cmd).await {
-                        return None;
+                        return ReadEnd::Ended;
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Some(e),
+                Err(e) => return ReadEnd::Malformed(e),
             }
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
+        if buf.capacity() - buf.len() < READ_BUF_MIN {
+            buf.reserve(if busy { READ_BUF_BYTES } else { READ_BUF_MIN });
+        }
+        let spare = buf.capacity() - buf.len();
+        let read = rd.read_buf(&mut buf);
+        let n = match limits.idle_timeout_ms {
+            None => read.await,
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), read).await {
+                Ok(r) => r,
+                Err(_) => return ReadEnd::Idle(ms),
+            },
+        };
+        match n {
+            Ok(0) | Err(_) => return ReadEnd::Ended,
+            Ok(n) => busy = n == spare,
         }
     }
 }
 
-/// Writes queued frames to `wr`, batching whatever is queued into one write.
+/// Writes a client connection's queued frames to `wr`, batching whatever is queued into one
+/// write, until the queue's senders are gone.
 pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
@@ -192,12 +529,58 @@ pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mps
                 Err(_) => break,
             }
         }
-        if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
+        if write_batch(&mut wr, &mut batch).await.is_err() {
             break;
         }
-        batch.clear();
     }
     let _ = wr.shutdown().await;
+}
+
+/// Writes a server connection's outbox to `wr` (as [`write_loop`]), giving written bytes back
+/// to the outbox budget, until the outbox is dropped or the kill switch flips.
+async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: &AtomicUsize,
+    mut killed: watch::Receiver<bool>,
+) {
+    let mut batch = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = killed.wait_for(|k| *k) => return,
+            f = rx.recv() => f,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < 1 << 20 {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let wrote = tokio::select! {
+            biased;
+            _ = killed.wait_for(|k| *k) => return,
+            r = write_batch(&mut wr, &mut batch) => r,
+        };
+        queued.fetch_sub(n, Ordering::AcqRel);
+        if wrote.is_err() {
+            break;
+        }
+        if batch.capacity() > 4 << 20 {
+            batch = BytesMut::new();
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, batch: &mut BytesMut) -> std::io::Result<()> {
+    wr.write_all(batch).await?;
+    wr.flush().await?;
+    batch.clear();
+    Ok(())
 }
 
 /// Encodes `cmd` for an outbox; an unencodable command becomes a SYSTEM_ERROR response.

@@ -35,6 +35,7 @@ impl EmbeddedCluster {
             namesrv_addrs: vec![namesrv_addr.clone()],
             store_root: store_dir.path().to_string_lossy().into_owned(),
             core,
+            limits: Default::default(),
         };
         let broker = rmq_broker::start(env.clone(), opts).await?;
         let broker_addr = broker.advertised_addr.clone();

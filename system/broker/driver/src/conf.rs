@@ -38,13 +38,26 @@ pub const KNOWN_KEYS: &[&str] = &[
     "diskMaxUsedSpaceRatio",
     "brokerIP2",
     "aclEnable",
-    // Tuning knobs with no counterpart here (one event loop, no thread pools): accepted so stock
-    // files start, listed in CONFIG.md as having no effect.
-    "sendMessageThreadPoolNums",
-    "pullMessageThreadPoolNums",
+    // Switches with one behaviour here: the value this broker has is accepted, the other is
+    // refused (see `FIXED`). Thread-pool sizes are refused outright (see `UNIMPLEMENTED`).
     "autoCreateSubscriptionGroup",
     "enablePropertyFilter",
     "traceTopicEnable",
+    "sendMessageThreadPoolNums",
+    "pullMessageThreadPoolNums",
+    // Connection and memory limits shared with the NameServer (`rmq_rt::conf`).
+    "serverMaxConnections",
+    "serverChannelMaxIdleTimeSeconds",
+    "serverIncompleteFramesMaxBytes",
+    "serverOutboundMaxBytes",
+];
+
+/// Boolean switches this broker has one behaviour for: (key, the value it honours, why the
+/// other value is refused).
+const FIXED: &[(&str, &str, &str)] = &[
+    ("autoCreateSubscriptionGroup", "true", "consumer groups are always created on first use"),
+    ("enablePropertyFilter", "false", "no SQL92 property filtering; subscriptions filter by tag"),
+    ("traceTopicEnable", "false", "no message trace topic"),
 ];
 
 /// Keys refused whenever they are set (any value would be a promise this broker does not keep).
@@ -54,51 +67,37 @@ const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("deleteWhen", "no CommitLog retention yet: files are never deleted"),
     ("fileReservedTime", "no CommitLog retention yet: files are never deleted"),
     ("diskMaxUsedSpaceRatio", "writes are refused only when a segment cannot be allocated"),
+    ("sendMessageThreadPoolNums", "no thread pools: one event loop serves every request"),
+    ("pullMessageThreadPoolNums", "no thread pools: one event loop serves every request"),
 ];
-
-fn range(key: &str, value: &str, expected: &'static str) -> ConfError {
-    ConfError::Invalid { key: key.into(), value: value.into(), expected }
-}
-
-/// `key` parsed as `T` and checked against `lo..=hi` (named in `expected`).
-fn ranged<T>(props: &Props, key: &str, lo: T, hi: T, expected: &'static str) -> Result<Option<T>, ConfError>
-where
-    T: std::str::FromStr + PartialOrd + Copy,
-{
-    match props.parse::<T>(key, expected)? {
-        Some(v) if v < lo || v > hi => Err(range(key, props.str(key).unwrap_or_default(), expected)),
-        other => Ok(other),
-    }
-}
-
-fn invalid(key: &str, value: &str, expected: &'static str) -> ConfError {
-    ConfError::Invalid { key: key.into(), value: value.into(), expected }
-}
 
 /// Applies broker.conf properties on top of `opts`.
 pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     for (key, why) in UNIMPLEMENTED {
-        if let Some(v) = props.str(key) {
-            return Err(ConfError::Unimplemented { key: (*key).into(), value: v.into(), why });
+        if props.str(key).is_some() {
+            return Err(props.unimplemented(key, why));
         }
     }
+    for (key, honoured, why) in FIXED {
+        match props.str(key) {
+            None => {}
+            Some(v) if v == *honoured => {}
+            Some("true" | "false") => return Err(props.unimplemented(key, why)),
+            Some(_) => return Err(props.invalid(key, "true or false")),
+        }
+    }
+    rmq_rt::conf::apply_server_limits(props, &mut opts.limits)?;
     if let Some(v) = props.str("aclEnable") {
         match v {
             "false" => {}
-            "true" => {
-                return Err(ConfError::Unimplemented { key: "aclEnable".into(), value: v.into(), why: "no ACL yet" })
-            }
-            _ => return Err(invalid("aclEnable", v, "true or false")),
+            "true" => return Err(props.unimplemented("aclEnable", "no ACL yet")),
+            _ => return Err(props.invalid("aclEnable", "true or false")),
         }
     }
     if let Some(v) = props.str("storePathCommitLog") {
         let root = props.str("storePathRootDir").unwrap_or("");
         if std::path::Path::new(v) != std::path::Path::new(root).join("commitlog") {
-            return Err(ConfError::Unimplemented {
-                key: "storePathCommitLog".into(),
-                value: v.into(),
-                why: "the CommitLog is always storePathRootDir/commitlog",
-            });
+            return Err(props.unimplemented("storePathCommitLog", "the CommitLog is always storePathRootDir/commitlog"));
         }
     }
     let c: &mut BrokerConfig = &mut opts.core;
@@ -108,19 +107,15 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     if let Some(v) = props.str("brokerName") {
         c.broker_name = v.into();
     }
-    if let Some(v) = ranged(props, "brokerId", 0, i64::MAX, "an integer >= 0 (0 is the master)")? {
+    if let Some(v) = props.ranged("brokerId", 0, i64::MAX, "an integer >= 0 (0 is the master)")? {
         if v != 0 {
-            return Err(ConfError::Unimplemented {
-                key: "brokerId".into(),
-                value: v.to_string(),
-                why: "no slaves yet: brokerId must be 0",
-            });
+            return Err(props.unimplemented("brokerId", "no slaves yet: brokerId must be 0"));
         }
         c.broker_id = v;
     }
     let ip = props.str("brokerIP1").unwrap_or("127.0.0.1").to_string();
     if ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(invalid("brokerIP1", &ip, "an IPv4 or IPv6 address like 192.168.0.10"));
+        return Err(props.invalid("brokerIP1", "an IPv4 or IPv6 address like 192.168.0.10"));
     }
     if let Some(port) = props.parse::<u16>("listenPort", "a port number")? {
         opts.listen = format!("0.0.0.0:{port}");
@@ -136,20 +131,16 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
         c.flush_disk_type = match v {
             "SYNC_FLUSH" => FlushDiskType::SyncFlush,
             "ASYNC_FLUSH" => FlushDiskType::AsyncFlush,
-            _ => return Err(invalid("flushDiskType", v, "SYNC_FLUSH or ASYNC_FLUSH")),
+            _ => return Err(props.invalid("flushDiskType", "SYNC_FLUSH or ASYNC_FLUSH")),
         };
     }
     if let Some(v) = props.str("brokerRole") {
         c.broker_role = match v {
             "ASYNC_MASTER" => BrokerRole::AsyncMaster,
             "SYNC_MASTER" | "SLAVE" => {
-                return Err(ConfError::Unimplemented {
-                    key: "brokerRole".into(),
-                    value: v.into(),
-                    why: "no replication yet: ASYNC_MASTER is the only role",
-                })
+                return Err(props.unimplemented("brokerRole", "no replication yet: ASYNC_MASTER is the only role"))
             }
-            _ => return Err(invalid("brokerRole", v, "ASYNC_MASTER, SYNC_MASTER or SLAVE")),
+            _ => return Err(props.invalid("brokerRole", "ASYNC_MASTER, SYNC_MASTER or SLAVE")),
         };
     }
     if let Some(v) = props.str("namesrvAddr") {
@@ -158,44 +149,49 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     if let Some(v) = props.parse("autoCreateTopicEnable", "true or false")? {
         c.auto_create_topic_enable = v;
     }
-    if let Some(v) = ranged(props, "defaultTopicQueueNums", 1, 1024, "an integer in 1..=1024")? {
+    if let Some(v) = props.ranged("defaultTopicQueueNums", 1, 1024, "an integer in 1..=1024")? {
         c.default_topic_queue_nums = v;
     }
-    if let Some(v) = props.parse::<u64>("mappedFileSizeCommitLog", "bytes")? {
-        if v < 64 * 1024 {
-            return Err(invalid("mappedFileSizeCommitLog", &v.to_string(), "at least 65536 bytes"));
-        }
+    if let Some(v) =
+        props.ranged("mappedFileSizeCommitLog", 65_536, 1 << 34, "bytes in 65536..=17179869184 (16 GiB)")?
+    {
         c.store.commit_log_segment_bytes = v;
     }
-    if let Some(v) = props.parse::<u64>("mappedFileSizeConsumeQueue", "bytes")? {
-        if v < 20 {
-            return Err(invalid("mappedFileSizeConsumeQueue", &v.to_string(), "at least 20 bytes"));
+    if let Some(v) = props.ranged(
+        "mappedFileSizeConsumeQueue",
+        20,
+        20 << 26,
+        "bytes in 20..=1342177280, a multiple of 20 (one entry)",
+    )? {
+        if v % 20 != 0 {
+            // RocketMQ rounds this silently; a rounded size is not the size that was asked for.
+            return Err(props.invalid("mappedFileSizeConsumeQueue", "a multiple of 20 bytes (one entry)"));
         }
         c.store.consume_queue_segment_entries = v / 20;
     }
-    if let Some(v) = ranged(props, "flushIntervalCommitLog", 1, 60_000, "milliseconds in 1..=60000")? {
+    if let Some(v) = props.ranged("flushIntervalCommitLog", 1, 60_000, "milliseconds in 1..=60000")? {
         c.flush_interval_ms = v;
     }
-    if let Some(v) = ranged(props, "syncFlushTimeout", 1, 600_000, "milliseconds in 1..=600000")? {
+    if let Some(v) = props.ranged("syncFlushTimeout", 1, 600_000, "milliseconds in 1..=600000")? {
         c.sync_flush_timeout_ms = v;
     }
     if let Some(v) = props.parse("longPollingEnable", "true or false")? {
         c.long_polling_enable = v;
     }
-    if let Some(v) = ranged(props, "shortPollingTimeMills", 1, 60_000, "milliseconds in 1..=60000")? {
+    if let Some(v) = props.ranged("shortPollingTimeMills", 1, 60_000, "milliseconds in 1..=60000")? {
         c.short_polling_ms = v;
     }
-    if let Some(v) = ranged(props, "maxMessageSize", 1, rmq_proto::message::BODY_MAX_BYTES, "bytes in 1..=4194304")? {
+    if let Some(v) = props.ranged("maxMessageSize", 1, rmq_proto::message::BODY_MAX_BYTES, "bytes in 1..=4194304")? {
         c.max_message_bytes = v;
     }
     if let Some(v) = props.str("messageDelayLevel") {
         c.delay_levels_ms =
-            parse_delay_levels(v).ok_or_else(|| invalid("messageDelayLevel", v, "levels like \"1s 5s 1m 2h\""))?;
+            parse_delay_levels(v).ok_or_else(|| props.invalid("messageDelayLevel", "levels like \"1s 5s 1m 2h\""))?;
     }
-    if let Some(v) = ranged(props, "registerNameServerPeriod", 10_000, 60_000, "milliseconds in 10000..=60000")? {
+    if let Some(v) = props.ranged("registerNameServerPeriod", 10_000, 60_000, "milliseconds in 10000..=60000")? {
         c.register_interval_ms = v;
     }
-    if let Some(v) = ranged(props, "flushConsumerOffsetInterval", 1, 3_600_000, "milliseconds in 1..=3600000")? {
+    if let Some(v) = props.ranged("flushConsumerOffsetInterval", 1, 3_600_000, "milliseconds in 1..=3600000")? {
         c.offset_persist_interval_ms = v;
     }
     Ok(())
@@ -217,6 +213,7 @@ mod tests {
             namesrv_addrs: vec![],
             store_root: "store".into(),
             core: BrokerConfig::default(),
+            limits: Default::default(),
         }
     }
 
@@ -241,6 +238,17 @@ mod tests {
         assert!(Props::new(parse_properties("flushDiskTyp=SYNC_FLUSH").unwrap(), KNOWN_KEYS).is_err());
     }
 
+    #[test]
+    fn honoured_switch_values_and_limits_are_accepted() {
+        let text = "autoCreateSubscriptionGroup=true\nenablePropertyFilter=false\ntraceTopicEnable=false\nserverMaxConnections=100\nserverChannelMaxIdleTimeSeconds=30\n";
+        let props = Props::parse_text(text, KNOWN_KEYS).unwrap();
+        let mut o = opts();
+        apply(&props, &mut o).unwrap();
+        assert_eq!((o.limits.max_connections, o.limits.idle_timeout_ms), (100, 30_000));
+        let props = Props::parse_text("brokerName=b\nsyncFlushTimeout=0\n", KNOWN_KEYS).unwrap();
+        assert!(apply(&props, &mut o).unwrap_err().to_string().starts_with("line 2: syncFlushTimeout"));
+    }
+
     fn refused(text: &str) -> String {
         let props = Props::new(parse_properties(text).unwrap(), KNOWN_KEYS).unwrap();
         apply(&props, &mut opts()).unwrap_err().to_string()
@@ -258,6 +266,11 @@ mod tests {
             "diskMaxUsedSpaceRatio=75",
             "storePathCommitLog=/elsewhere/commitlog",
             "brokerId=1",
+            "sendMessageThreadPoolNums=16",
+            "pullMessageThreadPoolNums=16",
+            "enablePropertyFilter=true",
+            "traceTopicEnable=true",
+            "autoCreateSubscriptionGroup=false",
         ] {
             let err = refused(text);
             let key = text.split('=').next().unwrap();
@@ -277,6 +290,11 @@ mod tests {
             ("brokerId=-1", ">= 0"),
             ("brokerIP1=999.1.1.1", "IPv4"),
             ("listenPort=70000", "port"),
+            ("mappedFileSizeConsumeQueue=6001", "multiple of 20"),
+            ("mappedFileSizeCommitLog=18446744073709551615", "16 GiB"),
+            ("serverMaxConnections=0", "1..=1000000"),
+            ("serverIncompleteFramesMaxBytes=1000", "largest frame"),
+            ("enablePropertyFilter=maybe", "true or false"),
         ] {
             let err = refused(text);
             let key = text.split('=').next().unwrap();

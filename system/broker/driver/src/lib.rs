@@ -29,9 +29,8 @@ pub mod conf;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use rmq_broker_core::{BrokerConfig, BrokerCore, Output};
-use rmq_rt::server::{accept_loop, encode, AcceptGuard, ServerEvent};
+use rmq_rt::server::{accept_loop, encode, AcceptGuard, Outbox, ServerEvent, ServerLimits};
 use rmq_rt::{spawn, ConnId, Env, Listener, RemotingClient};
 use tokio::sync::{mpsc, watch};
 
@@ -53,6 +52,8 @@ pub struct BrokerOptions {
     pub store_root: String,
     /// Core settings.
     pub core: BrokerConfig,
+    /// What peers may make the broker hold (connections, idle time, memory).
+    pub limits: ServerLimits,
 }
 
 /// A running broker.
@@ -117,7 +118,7 @@ pub async fn start_observed<E: Env>(
     let dir = env.open_dir(&opts.store_root).map_err(StartError::Io)?;
     let core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
     let (tx, rx) = mpsc::channel(INBOX_MAX);
-    let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
+    let accept = spawn(accept_loop(listener, tx, opts.limits));
     let (shutdown, stop) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let node = Node {
@@ -151,7 +152,7 @@ struct Node<E: Env> {
     core: BrokerCore<E::Dir>,
     /// Completed detached flushes and checkpoints.
     done_tx: mpsc::UnboundedSender<Done>,
-    conns: BTreeMap<ConnId, mpsc::Sender<Bytes>>,
+    conns: BTreeMap<ConnId, Outbox>,
     namesrv: RemotingClient<E>,
     namesrv_addrs: Vec<String>,
     /// Where core events go, if anyone listens.
@@ -281,8 +282,9 @@ impl<E: Env> Node<E> {
 
     fn transmit(&mut self, conn: ConnId, cmd: &rmq_proto::RemotingCommand) {
         let Some(out) = self.conns.get(&conn) else { return };
-        if out.try_send(encode(cmd)).is_err() {
-            tracing::warn!(conn = conn.0, "connection outbox full or closed; dropping the connection");
+        if let Err(e) = out.send(encode(cmd)) {
+            // The connection is closed for real; its reader reports `Closed` to the core.
+            tracing::warn!(conn = conn.0, error = %e, "dropping the connection");
             self.conns.remove(&conn);
         }
     }

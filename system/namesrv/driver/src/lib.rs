@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`start`]: bind, spawn the accept loop and the node loop, return a [`NamesrvHandle`].
+//! - [`conf`]: namesrv.conf keys.
 //! - `bin/mqnamesrv.rs`: the binary (flags, config file, signals).
 //!
 //! # Panics: the process aborts
@@ -18,11 +19,13 @@
 //! them from the brokers. Without the abort hook (tests, embedding) the driver still never
 //! leaves a zombie: when the node loop unwinds, its [`AcceptGuard`] closes the listener.
 
+pub mod conf;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use rmq_namesrv_core::{NamesrvConfig, NamesrvCore};
-use rmq_rt::server::{accept_loop, encode, AcceptGuard, ServerEvent};
+use rmq_rt::server::{accept_loop, encode, AcceptGuard, Outbox, ServerEvent, ServerLimits};
 use rmq_rt::{spawn, ConnId, Env, Listener};
 use tokio::sync::{mpsc, watch};
 
@@ -46,12 +49,22 @@ impl NamesrvHandle {
     }
 }
 
-/// Binds `listen` and starts serving.
+/// Binds `listen` and starts serving, with the default [`ServerLimits`].
 pub async fn start<E: Env>(env: E, listen: &str, config: NamesrvConfig) -> std::io::Result<NamesrvHandle> {
+    start_with_limits(env, listen, config, ServerLimits::default()).await
+}
+
+/// Binds `listen` and starts serving within `limits` (connections, idle timeout, memory).
+pub async fn start_with_limits<E: Env>(
+    env: E,
+    listen: &str,
+    config: NamesrvConfig,
+    limits: ServerLimits,
+) -> std::io::Result<NamesrvHandle> {
     let listener = env.bind(listen).await?;
     let local_addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(INBOX_MAX);
-    let accept = spawn(accept_loop(listener, tx, rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT));
+    let accept = spawn(accept_loop(listener, tx, limits));
     let (shutdown, stop) = watch::channel(false);
     let core = NamesrvCore::new(config);
     let done = spawn(async move {
@@ -70,7 +83,7 @@ async fn node_loop<E: Env>(
     mut stop: watch::Receiver<bool>,
     accept: &mut AcceptGuard,
 ) {
-    let mut conns: BTreeMap<ConnId, mpsc::Sender<bytes::Bytes>> = BTreeMap::new();
+    let mut conns: BTreeMap<ConnId, Outbox> = BTreeMap::new();
     loop {
         let deadline = core.next_deadline_ms();
         // Biased: a fixed polling order (stop, timer, inbox) keeps simulated runs replayable;
@@ -88,8 +101,9 @@ async fn node_loop<E: Env>(
                     ServerEvent::Frame { conn, cmd } => {
                         if let Some(resp) = core.handle(now, conn, &cmd) {
                             if let Some(out) = conns.get(&conn) {
-                                if out.try_send(encode(&resp)).is_err() {
-                                    tracing::warn!(conn = conn.0, "connection outbox full; dropping it");
+                                if let Err(e) = out.send(encode(&resp)) {
+                                    // The connection is closed; its reader reports `Closed`.
+                                    tracing::warn!(conn = conn.0, error = %e, "dropping the connection");
                                     conns.remove(&conn);
                                 }
                             }
