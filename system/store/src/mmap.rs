@@ -270,8 +270,17 @@ impl Directory for MmapDirectory {
         let mut tmp_name = full.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let mut file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| io_err(&tmp, e))?;
+        // A full disk is the typed error the broker knows how to answer, here as for segments.
+        let err = |e: std::io::Error| {
+            let _ = std::fs::remove_file(&tmp);
+            if is_disk_full(&e) {
+                StoreError::DiskFull { path: tmp.display().to_string(), source: e }
+            } else {
+                io_err(&tmp, e)
+            }
+        };
+        let mut file = File::create(&tmp).map_err(err)?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).map_err(err)?;
         std::fs::rename(&tmp, &full).map_err(|e| io_err(&full, e))?;
         sync_dir(parent)
     }

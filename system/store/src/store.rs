@@ -148,6 +148,9 @@ pub struct RecoveryReport {
     /// Where the CommitLog scan started: the checkpoint's segment, or the first segment when
     /// there is no checkpoint or a ConsumeQueue lagged behind it.
     pub scan_start_offset: u64,
+    /// The disk was too full to write the new checkpoint: everything recovered is flushed,
+    /// and the previous checkpoint (older, so safe) stays until a later one can be written.
+    pub checkpoint_deferred: bool,
 }
 
 /// One CommitLog and its ConsumeQueues. Single-threaded; see the crate docs for the calling

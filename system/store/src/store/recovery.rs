@@ -67,8 +67,16 @@ impl<D: Directory> MessageStore<D> {
         if let Some(t) = scan.last_store_timestamp_ms {
             (self.last_store_timestamp_ms, self.flushed_store_timestamp_ms) = (t, t);
         }
-        let confirmed = self.checkpoint()?;
-        assert_eq!(confirmed, end, "recovery leaves everything up to the end durable");
+        // A broker must start on a full disk and serve reads: a checkpoint that cannot be
+        // written is deferred (the old one only makes the next recovery scan further).
+        let checkpoint_deferred = match self.checkpoint() {
+            Ok(confirmed) => {
+                assert_eq!(confirmed, end, "recovery leaves everything up to the end durable");
+                false
+            }
+            Err(StoreError::DiskFull { .. }) => true,
+            Err(e) => return Err(e),
+        };
         Ok(RecoveryReport {
             commit_log_end: end,
             truncated_bytes,
@@ -76,6 +84,7 @@ impl<D: Directory> MessageStore<D> {
             torn_records: u64::from(scan.torn),
             queues: self.queues.len() as u64,
             scan_start_offset,
+            checkpoint_deferred,
         })
     }
 

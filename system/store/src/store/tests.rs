@@ -562,15 +562,18 @@ fn a_put_that_cannot_open_a_file_stores_nothing() {
 /// A directory whose disk fills up on demand: `open_segment` fails with [`StoreError::DiskFull`]
 /// while `full` is set, as `MmapDirectory` does when `posix_fallocate` meets ENOSPC.
 #[derive(Debug)]
-struct FillableDisk {
-    inner: MemDirectory,
+struct FillableDisk<D = MemDirectory> {
+    inner: D,
     full: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Directory for FillableDisk {
-    type Seg = <MemDirectory as Directory>::Seg;
+impl<D: Directory> Directory for FillableDisk<D> {
+    type Seg = D::Seg;
     fn open_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
-        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+        // Segments already on disk have their blocks: only a new one needs space.
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let exists = self.inner.list(parent).is_ok_and(|names| names.iter().any(|n| n == name));
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) && !exists {
             let source = std::io::Error::from_raw_os_error(28); // ENOSPC
             return Err(StoreError::DiskFull { path: path.into(), source });
         }
@@ -586,8 +589,39 @@ impl Directory for FillableDisk {
         self.inner.read_file(path)
     }
     fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            let source = std::io::Error::from_raw_os_error(28); // ENOSPC
+            return Err(StoreError::DiskFull { path: path.into(), source });
+        }
         self.inner.write_file(path, bytes)
     }
+}
+
+#[test]
+fn a_store_reopens_on_a_full_disk_and_serves_reads() {
+    let disk = Disk::new();
+    let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acked: Vec<String> = {
+        let (mut store, _) = disk.open(small());
+        let acked = (0..30)
+            .map(|i| {
+                let body = format!("message-{i:04}");
+                store.put(&mut msg("T", 0, &body)).unwrap();
+                body
+            })
+            .collect();
+        store.flush().unwrap();
+        acked
+    };
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut store, report) = MessageStore::open(FillableDisk { inner: disk.dir(), full: full.clone() }, small())
+        .expect("opens on a full disk");
+    assert!(report.checkpoint_deferred, "the checkpoint could not be written");
+    assert_eq!(all(&store, "T", 0), acked, "every flushed message is served");
+    assert!(matches!(store.put(&mut msg("T", 0, &"y".repeat(3000))), Err(StoreError::DiskFull { .. })));
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    store.put(&mut msg("T", 0, "after")).unwrap();
+    assert_eq!(store.checkpoint().unwrap(), store.commit_log_max_offset(), "checkpoints resume once space returns");
 }
 
 #[test]
