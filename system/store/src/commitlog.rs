@@ -168,6 +168,45 @@ impl<S: Segment> CommitLog<S> {
         Ok(offset)
     }
 
+    /// Appends bytes a master streamed, verbatim, at `offset`: the write position (or, in an
+    /// empty log, any segment start). They may end mid-record but never cross a segment end.
+    pub fn append_raw<D: Directory<Seg = S>>(&mut self, dir: &mut D, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let mismatch = |reason: String| StoreError::ReplicaMismatch { offset, reason };
+        if self.segments.is_empty() {
+            if offset % self.segment_bytes != 0 {
+                return Err(mismatch(format!("an empty log starts at a segment start (size {})", self.segment_bytes)));
+            }
+            self.write_offset = offset;
+            self.flushed_offset = offset;
+        } else if offset != self.write_offset {
+            return Err(mismatch(format!("the log ends at {}", self.write_offset)));
+        }
+        let len = data.len() as u64;
+        if offset % self.segment_bytes + len > self.segment_bytes {
+            return Err(mismatch(format!("{len} bytes would cross the segment end")));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if self.locate(offset).is_none() {
+            self.segments.push((offset, dir.open_segment(&segment_path(offset), self.segment_bytes)?));
+        }
+        self.write(offset, data)?;
+        self.write_offset = offset + len;
+        Ok(())
+    }
+
+    /// Up to `max` bytes from `offset` for a slave: never past the write position or the end of
+    /// the segment holding `offset`.
+    pub fn read_raw(&self, offset: u64, max: usize) -> Result<Vec<u8>, StoreError> {
+        let segment_end = self.segment_start_of(offset) + self.segment_bytes;
+        let end = self.write_offset.min(segment_end).min(offset.saturating_add(max as u64));
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        self.read(offset, usize::try_from(end - offset).expect("bounded by max"))
+    }
+
     /// Undoes the last append, which started at `offset` (its index entry could not be
     /// written). BLANK padding before it stays: it is valid on its own.
     pub fn rewind(&mut self, offset: u64) -> Result<(), StoreError> {

@@ -102,6 +102,14 @@ pub enum StoreError {
         /// The queue's smallest offset.
         min_offset: u64,
     },
+    /// Bytes from a master that do not continue the slave's CommitLog.
+    #[error("replicated bytes at {offset} do not continue this store's CommitLog: {reason}")]
+    ReplicaMismatch {
+        /// Where the bytes were to be appended.
+        offset: u64,
+        /// What does not fit.
+        reason: String,
+    },
     /// The disk (or quota) has no room for a new segment. Nothing was written; the operation
     /// can be retried once space returns.
     #[error("{path}: disk full: {source}")]

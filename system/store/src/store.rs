@@ -15,6 +15,7 @@ use crate::StoreError;
 
 mod get;
 mod recovery;
+mod replica;
 
 /// Smallest CommitLog segment accepted: room for a few records.
 pub const COMMIT_LOG_SEGMENT_MIN_BYTES: u64 = 1024;
@@ -173,6 +174,9 @@ pub struct MessageStore<D: Directory> {
     flush_mark: Option<(u64, i64)>,
     /// The checkpoint as last written (or read at open).
     checkpoint: Checkpoint,
+    /// Replicated CommitLog bytes below this are indexed (a slave's dispatcher position; on a
+    /// master it follows the write position).
+    reput_offset: u64,
 }
 
 /// The tag hash of a ConsumeQueue entry: Java `String.hashCode` of TAGS, widened; 0 if none.
@@ -222,8 +226,10 @@ impl<D: Directory> MessageStore<D> {
             flushed_store_timestamp_ms: checkpoint.physic_msg_timestamp_ms,
             flush_mark: None,
             checkpoint,
+            reput_offset: 0,
         };
         let report = store.recover()?;
+        store.reput_offset = store.commit_log.write_offset();
         store.assert_invariants();
         Ok((store, report))
     }
@@ -262,6 +268,7 @@ impl<D: Directory> MessageStore<D> {
             return Err(e);
         }
         self.last_store_timestamp_ms = msg.store_timestamp;
+        self.reput_offset = self.commit_log.write_offset();
         Ok(PutResult { commit_log_offset, queue_offset, wrote_bytes: len as u32, end_offset: commit_log_offset + len })
     }
 

@@ -177,7 +177,7 @@ impl<D: Directory> MessageStore<D> {
     }
 
     /// Writes the index entry of the record at `pos` (idempotent).
-    fn redispatch(&mut self, msg: &MessageExt, pos: u64, len: u64) -> Result<(), StoreError> {
+    pub(super) fn redispatch(&mut self, msg: &MessageExt, pos: u64, len: u64) -> Result<(), StoreError> {
         let key = (msg.topic.clone(), msg.queue_id);
         let entries = self.config.consume_queue_segment_entries;
         let q = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&msg.topic, msg.queue_id, entries));

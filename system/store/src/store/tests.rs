@@ -649,3 +649,81 @@ fn a_full_disk_refuses_puts_with_a_typed_error_and_accepts_them_once_space_retur
     assert!(acked.iter().any(|b| b.starts_with("message-0199")), "puts are accepted again once space returns");
     assert_eq!(all(&store, "T", 0), acked, "every acknowledged message is readable, in order, nothing else");
 }
+
+/// Streams everything `master` holds beyond `slave`'s write position, in chunks of `chunk`
+/// bytes (cut anywhere, as HA batches are), the way a slave's HA client appends them.
+fn replicate(master: &MessageStore<impl Directory>, slave: &mut MessageStore<impl Directory>, chunk: usize) {
+    let mut at = master.replica_start(slave.commit_log_max_offset()).expect("the slave is not ahead");
+    loop {
+        let bytes = master.read_for_replica(at, chunk).unwrap();
+        if bytes.is_empty() {
+            break;
+        }
+        at = slave.append_replicated(at, &bytes).unwrap();
+    }
+}
+
+#[test]
+fn a_slave_rebuilds_every_queue_from_streamed_bytes_cut_anywhere() {
+    for chunk in [1, 7, 100, 4096] {
+        let mut master = open(MemDirectory::default(), small());
+        let disk = Disk::new();
+        let (mut slave, _) = disk.open(small());
+        for i in 0..60 {
+            master.put(&mut msg("T", i % 3, &format!("m{i:03}-{}", "x".repeat(i as usize * 37 % 600)))).unwrap();
+            if i % 17 == 0 {
+                replicate(&master, &mut slave, chunk);
+            }
+        }
+        replicate(&master, &mut slave, chunk);
+        assert_eq!(slave.commit_log_max_offset(), master.commit_log_max_offset(), "chunk {chunk}");
+        assert!(master.commit_log_max_offset() > 3 * 4096, "spans several segments");
+        for q in 0..3 {
+            assert_eq!(all(&slave, "T", q), all(&master, "T", q), "chunk {chunk}, queue {q}");
+        }
+        slave.assert_invariants();
+        // A slave that restarts keeps what it has and resumes from there.
+        slave.flush().unwrap();
+        drop(slave);
+        let (mut slave, report) = disk.open(small());
+        assert_eq!(report.commit_log_end, master.commit_log_max_offset());
+        master.put(&mut msg("T", 0, "after restart")).unwrap();
+        replicate(&master, &mut slave, chunk);
+        assert_eq!(all(&slave, "T", 0), all(&master, "T", 0));
+    }
+}
+
+#[test]
+fn a_slave_cut_mid_record_recovers_to_the_last_whole_record() {
+    let mut master = open(MemDirectory::default(), small());
+    for i in 0..10 {
+        master.put(&mut msg("T", 0, &format!("message-{i}"))).unwrap();
+    }
+    let disk = Disk::new();
+    let (mut slave, _) = disk.open(small());
+    let end = master.commit_log_max_offset();
+    let bytes = master.read_for_replica(0, (end - 5) as usize).unwrap();
+    slave.append_replicated(0, &bytes).unwrap();
+    assert_eq!(all(&slave, "T", 0).len(), 9, "the torn last record is not indexed");
+    slave.flush().unwrap();
+    drop(slave);
+    let (mut slave, report) = disk.open(small());
+    assert!(report.commit_log_end < end, "recovery cut the partial record");
+    replicate(&master, &mut slave, 64);
+    assert_eq!(all(&slave, "T", 0), all(&master, "T", 0));
+}
+
+#[test]
+fn replicated_bytes_that_do_not_continue_the_log_are_refused() {
+    let mut master = open(MemDirectory::default(), small());
+    master.put(&mut msg("T", 0, "one")).unwrap();
+    let mut slave = open(MemDirectory::default(), small());
+    let bytes = master.read_for_replica(0, 4096).unwrap();
+    assert!(matches!(slave.append_replicated(7, &bytes), Err(StoreError::ReplicaMismatch { .. })));
+    slave.append_replicated(0, &bytes).unwrap();
+    assert!(matches!(slave.append_replicated(0, &bytes), Err(StoreError::ReplicaMismatch { .. })));
+    assert!(matches!(slave.append_replicated(slave.commit_log_max_offset(), &[0xFF; 16]), Err(StoreError::ReplicaMismatch { .. })));
+    // A slave holding more than the master (the master lost an unflushed tail) is not streamed to.
+    assert_eq!(master.replica_start(master.commit_log_max_offset() + 1), None);
+    assert_eq!(master.replica_start(0), Some(0));
+}
