@@ -13,6 +13,7 @@ fn opts(store: &std::path::Path) -> BrokerOptions {
         store_root: store.to_string_lossy().into_owned(),
         core: BrokerConfig { broker_addr: "127.0.0.1:0".into(), ..BrokerConfig::default() },
         limits: Default::default(),
+        ha_listen: None,
     }
 }
 

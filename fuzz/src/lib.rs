@@ -399,7 +399,15 @@ fn drive_outputs(core: &mut BrokerCore<MemDirectory>, now_ms: u64) {
                     core.on_checkpointed(now_ms, &pending, ok);
                 }
             }
-            Output::Transmit { .. } | Output::RegisterBroker(_) => {}
+            // No slave is ever attached here (no HA connection opens), so HA outputs carry
+            // nothing to act on.
+            Output::Transmit { .. }
+            | Output::RegisterBroker(_)
+            | Output::HaTransmit { .. }
+            | Output::HaClose { .. }
+            | Output::HaConnect { .. }
+            | Output::HaReport { .. }
+            | Output::HaDisconnect { .. } => {}
         }
     }
 }

@@ -393,6 +393,7 @@ fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerOptions {
         store_root: "store".into(),
         core,
         limits: Default::default(),
+        ha_listen: None,
     }
 }
 

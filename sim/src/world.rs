@@ -476,6 +476,15 @@ impl World {
                         self.send(b, ns, &cmd);
                     }
                 }
+                // The fast lane builds masters without slaves (every broker is ASYNC_MASTER, no
+                // HA connection is ever opened), so replication outputs cannot arise here.
+                Output::HaTransmit { .. }
+                | Output::HaClose { .. }
+                | Output::HaConnect { .. }
+                | Output::HaReport { .. }
+                | Output::HaDisconnect { .. } => {
+                    unreachable!("the fast lane has no slaves: {out:?}")
+                }
             }
         }
         let (events, deadline) = match self.broker_core(b) {

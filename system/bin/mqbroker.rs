@@ -51,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         store_root: format!("{home}/store"),
         core: BrokerConfig::default(),
         limits: Default::default(),
+        ha_listen: None,
     };
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -81,8 +82,9 @@ fn main() -> anyhow::Result<()> {
         let names = opts.namesrv_addrs.join(";");
         let name = opts.core.broker_name.clone();
         let handle = rmq_broker::start(RealEnv::default(), opts).await.context("starting the broker")?;
+        let ha = handle.ha_addr.as_ref().map(|a| format!("; HA listening on {a}")).unwrap_or_default();
         println!(
-            "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}",
+            "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}{ha}",
             handle.advertised_addr
         );
         rmq_tools::wait_for_signal().await;

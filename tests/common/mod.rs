@@ -12,6 +12,8 @@ pub struct Proc {
     pub child: Child,
     /// The address it printed at boot.
     pub addr: String,
+    /// The whole line it printed at boot.
+    pub line: String,
 }
 
 impl Drop for Proc {
@@ -64,7 +66,7 @@ pub fn spawn(bin: &str, args: &[&str], marker: &str, addr_after: &str) -> Proc {
     let addr: String = rest.trim().chars().take_while(|c| !matches!(c, ' ' | ',' | ']')).collect();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Proc { child, addr }
+    Proc { child, addr, line }
 }
 
 pub fn namesrv() -> Proc {

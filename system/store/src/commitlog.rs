@@ -170,10 +170,15 @@ impl<S: Segment> CommitLog<S> {
 
     /// Appends bytes a master streamed, verbatim, at `offset`: the write position (or, in an
     /// empty log, any segment start). They may end mid-record but never cross a segment end.
-    pub fn append_raw<D: Directory<Seg = S>>(&mut self, dir: &mut D, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+    pub fn append_raw<D: Directory<Seg = S>>(
+        &mut self,
+        dir: &mut D,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
         let mismatch = |reason: String| StoreError::ReplicaMismatch { offset, reason };
         if self.segments.is_empty() {
-            if offset % self.segment_bytes != 0 {
+            if !offset.is_multiple_of(self.segment_bytes) {
                 return Err(mismatch(format!("an empty log starts at a segment start (size {})", self.segment_bytes)));
             }
             self.write_offset = offset;

@@ -480,6 +480,11 @@ impl<D: Directory> MessageStore<D> {
         lo
     }
 
+    /// How many ConsumeQueues there are.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
     /// Every (topic, queue id) with a ConsumeQueue, sorted.
     pub fn queues(&self) -> Vec<(String, i32)> {
         self.queues.keys().cloned().collect()

@@ -36,6 +36,7 @@ impl EmbeddedCluster {
             store_root: store_dir.path().to_string_lossy().into_owned(),
             core,
             limits: Default::default(),
+            ha_listen: None,
         };
         let broker = rmq_broker::start(env.clone(), opts).await?;
         let broker_addr = broker.advertised_addr.clone();

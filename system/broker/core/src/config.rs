@@ -41,7 +41,9 @@ pub struct BrokerConfig {
     pub broker_role: BrokerRole,
     /// flushIntervalCommitLog: ASYNC_FLUSH interval.
     pub flush_interval_ms: u64,
-    /// syncFlushTimeout: a SYNC_FLUSH send not flushed by then gets FLUSH_DISK_TIMEOUT.
+    /// syncFlushTimeout: a SYNC_FLUSH send not flushed by then gets FLUSH_DISK_TIMEOUT; a
+    /// SYNC_MASTER send no slave confirmed by then (from its flush) gets FLUSH_SLAVE_TIMEOUT, as
+    /// RocketMQ 4.x uses this one timeout for both waits.
     pub sync_flush_timeout_ms: u64,
     /// autoCreateTopicEnable.
     pub auto_create_topic_enable: bool,
@@ -69,6 +71,15 @@ pub struct BrokerConfig {
     pub delay_levels_ms: Vec<u64>,
     /// How often the delay service checks its queues.
     pub delay_poll_interval_ms: u64,
+    /// Slave: the master's HA address (haMasterAddress), ip:port.
+    pub ha_master_addr: Option<String>,
+    /// haSendHeartbeatInterval: slave reports and master heartbeats at least this often.
+    pub ha_heartbeat_interval_ms: u64,
+    /// haHousekeepingInterval: an HA connection silent this long is closed.
+    pub ha_housekeeping_ms: u64,
+    /// haSlaveFallbehindMax: a SYNC_MASTER send gets SLAVE_NOT_AVAILABLE when the best slave is
+    /// further behind than this (bytes).
+    pub ha_slave_fallbehind_max: u64,
     /// Record trace events (the simulator sets this; production leaves it off).
     pub record_events: bool,
     /// The store.
@@ -101,6 +112,10 @@ impl Default for BrokerConfig {
             delay_levels_ms: parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
                 .expect("the default delay table parses"),
             delay_poll_interval_ms: 100,
+            ha_master_addr: None,
+            ha_heartbeat_interval_ms: 5_000,
+            ha_housekeeping_ms: 20_000,
+            ha_slave_fallbehind_max: 256 * 1024 * 1024,
             record_events: false,
             store: StoreConfig::default(),
         }

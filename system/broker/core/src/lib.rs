@@ -52,6 +52,7 @@ pub mod topics;
 
 mod admin;
 mod checks;
+mod ha;
 mod pull;
 mod schedule;
 mod send;
@@ -66,6 +67,7 @@ use rmq_store::{Directory, MessageStore, StoreError};
 pub use config::{BrokerConfig, BrokerRole, FlushDiskType};
 
 use clients::ClientManager;
+use ha::Ha;
 use offsets::ConsumerOffsets;
 use pull::PullHolds;
 use schedule::DelayProgress;
@@ -100,6 +102,40 @@ pub enum Output {
     Checkpoint,
     /// Send this REGISTER_BROKER request to every NameServer.
     RegisterBroker(RemotingCommand),
+    /// Master: stream `bytes` (CommitLog bytes at `offset`; empty = heartbeat) to a slave's HA
+    /// connection, as a 12-byte header (offset, length) and the bytes.
+    HaTransmit {
+        /// The slave's HA connection.
+        conn: ConnId,
+        /// CommitLog offset of the first byte.
+        offset: u64,
+        /// The bytes.
+        bytes: bytes::Bytes,
+    },
+    /// Master: close a slave's HA connection (then report it with `on_ha_slave_closed`).
+    HaClose {
+        /// The slave's HA connection.
+        conn: ConnId,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Slave: connect to the master's HA port; report `on_ha_master_connected` or
+    /// `on_ha_master_closed`.
+    HaConnect {
+        /// The master's HA address.
+        addr: String,
+    },
+    /// Slave: send this 8-byte offset report on the HA connection.
+    HaReport {
+        /// The CommitLog offset the slave holds.
+        offset: u64,
+    },
+    /// Slave: close the HA connection (then report `on_ha_master_closed`); the next timer
+    /// reconnects.
+    HaDisconnect {
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 /// A flush in progress: run `jobs`, then report `target`.
@@ -212,6 +248,8 @@ pub struct BrokerCore<D: Directory> {
     clients: ClientManager,
     holds: PullHolds,
     flush_waiters: FlushWaiters,
+    /// Replication: attached slaves and SYNC_MASTER waiters, or the link to the master.
+    ha: Ha,
     delay: DelayProgress,
     /// Connection → peer address (born host of messages, consumer connection lists).
     peers: BTreeMap<ConnId, SocketAddr>,
@@ -265,6 +303,7 @@ impl<D: Directory> BrokerCore<D> {
             clients: ClientManager::default(),
             holds: PullHolds::default(),
             flush_waiters: FlushWaiters::default(),
+            ha: Ha::default(),
             delay,
             peers: BTreeMap::new(),
             flushes_in_flight: 0,
@@ -345,6 +384,7 @@ impl<D: Directory> BrokerCore<D> {
         self.store.complete_flush(commit_log_offset);
         self.event(|| Event::FlushCompleted { commit_log_offset });
         self.release_flush_waiters(now_ms);
+        self.report_to_master(now_ms, false);
         self.pump(now_ms);
     }
 
@@ -429,7 +469,11 @@ impl<D: Directory> BrokerCore<D> {
             let changed = self.clients.expire(now_ms, self.config.client_expiry_ms);
             self.notify_groups(now_ms, changed);
         }
-        self.deliver_due_delayed(now_ms);
+        if self.config.broker_role != BrokerRole::Slave {
+            // A slave's CommitLog is the master's, byte for byte: it never writes on its own.
+            self.deliver_due_delayed(now_ms);
+        }
+        self.ha_timer(now_ms);
         self.pump(now_ms);
     }
 
@@ -443,7 +487,10 @@ impl<D: Directory> BrokerCore<D> {
         if let Some(t) = self.holds.next_deadline_ms() {
             d = d.min(t);
         }
-        if let Some(t) = self.delay.next_due_ms() {
+        if let Some(t) = self.delay.next_due_ms().filter(|_| self.config.broker_role != BrokerRole::Slave) {
+            d = d.min(t);
+        }
+        if let Some(t) = self.ha_deadline_ms() {
             d = d.min(t);
         }
         d
@@ -490,6 +537,7 @@ impl<D: Directory> BrokerCore<D> {
             assert!(end <= self.store.commit_log_max_offset(), "a flush waiter waits for data never written");
         }
         self.holds.assert_bounded(self.config.pull_holds_max);
+        self.assert_ha_invariants();
     }
 
     /// Asks for a flush of everything written, unless in-flight flushes already cover it. Up to
@@ -516,9 +564,13 @@ impl<D: Directory> BrokerCore<D> {
         }
     }
 
-    /// Work that follows any input: wake held pulls whose queues grew.
+    /// Work that follows any input: wake held pulls whose queues grew, stream new bytes to
+    /// slaves.
     fn pump(&mut self, now_ms: u64) {
         self.wake_holds(now_ms);
+        if self.config.broker_role != BrokerRole::Slave {
+            self.stream_to_slaves(now_ms);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::{Directory, PutResult, StoreError};
 
 use crate::topics::{DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
-use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType, Output};
+use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType};
 
 /// Most sends waiting for a flush; beyond it sends are refused with SYSTEM_BUSY.
 pub const FLUSH_WAITERS_MAX: usize = 100_000;
@@ -23,6 +23,8 @@ pub const BATCH_MESSAGES_MAX: usize = 4_096;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Waiter {
     end_offset: u64,
+    /// SYNC_MASTER: once flushed, wait for a slave too.
+    need_slave: bool,
     deadline_ms: u64,
     conn: ConnId,
     resp: RemotingCommand,
@@ -98,6 +100,7 @@ impl<D: Directory> BrokerCore<D> {
             .with_header(&resp_header)
             .with_ext(prop::MSG_REGION, "DefaultRegion")
             .with_ext(prop::TRACE_ON, "true");
+        let need_slave = self.config.broker_role == BrokerRole::SyncMaster && wait && !req.is_oneway();
         if self.config.flush_disk_type == FlushDiskType::SyncFlush && wait && !req.is_oneway() {
             if self.flush_waiters.q.len() >= FLUSH_WAITERS_MAX {
                 return Some(reply(
@@ -107,8 +110,12 @@ impl<D: Directory> BrokerCore<D> {
                 ));
             }
             let deadline_ms = now_ms + self.config.sync_flush_timeout_ms;
-            self.flush_waiters.q.push_back(Waiter { end_offset: last_end, deadline_ms, conn, resp });
+            self.flush_waiters.q.push_back(Waiter { end_offset: last_end, need_slave, deadline_ms, conn, resp });
             self.request_flush();
+            return None;
+        }
+        if need_slave {
+            self.wait_for_slave(now_ms, last_end, conn, resp);
             return None;
         }
         self.event(|| Event::SendAnswered { code: 0, queue_offset: first.queue_offset });
@@ -255,12 +262,14 @@ impl<D: Directory> BrokerCore<D> {
     }
 
     /// Answers every waiter the reported flush covers.
-    pub(crate) fn release_flush_waiters(&mut self, _now_ms: u64) {
+    pub(crate) fn release_flush_waiters(&mut self, now_ms: u64) {
         while self.flush_waiters.q.front().is_some_and(|w| w.end_offset <= self.flushed_offset()) {
             let w = self.flush_waiters.q.pop_front().expect("front checked above");
-            let queue_offset = w.resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
-            self.event(|| Event::SendAnswered { code: 0, queue_offset });
-            self.outputs.push_back(Output::Transmit { conn: w.conn, cmd: w.resp });
+            if w.need_slave {
+                self.wait_for_slave(now_ms, w.end_offset, w.conn, w.resp);
+            } else {
+                self.answer_send(w.conn, w.resp);
+            }
         }
         if !self.flush_waiters.q.is_empty() {
             self.request_flush();
@@ -273,9 +282,7 @@ impl<D: Directory> BrokerCore<D> {
             let mut w = self.flush_waiters.q.pop_front().expect("front checked above");
             w.resp.code = ResponseCode::FlushDiskTimeout.code();
             w.resp.remark = Some("stored, but the flush was not confirmed in time".into());
-            let queue_offset = w.resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
-            self.event(|| Event::SendAnswered { code: ResponseCode::FlushDiskTimeout.code(), queue_offset });
-            self.outputs.push_back(Output::Transmit { conn: w.conn, cmd: w.resp });
+            self.answer_send(w.conn, w.resp);
         }
     }
 }

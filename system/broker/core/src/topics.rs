@@ -54,20 +54,32 @@ impl TopicTable {
         Ok(t)
     }
 
-    /// Adds topics that have ConsumeQueues but no config (queue count = highest queue id + 1);
-    /// returns true when any was added.
+    /// Gives every ConsumeQueue a reachable topic config: adds topics that have queues but no
+    /// config (queue count = highest queue id + 1), and widens a topic whose config has fewer
+    /// queues than its data (a slave that learns topics from replicated data). Returns true
+    /// when anything changed.
     pub fn restore_from_queues(&mut self, now_ms: u64, queues: &[(String, i32)]) -> bool {
         let mut wanted: BTreeMap<&str, i32> = BTreeMap::new();
         for (topic, qid) in queues {
-            if !self.table.contains_key(topic) && validate_topic(topic).is_ok() {
+            if validate_topic(topic).is_ok() {
                 let n = wanted.entry(topic).or_insert(1);
                 *n = (*n).max(qid + 1);
             }
         }
-        let any = !wanted.is_empty();
+        let mut any = false;
         for (topic, n) in wanted {
+            let tc = match self.table.get(topic) {
+                None => TopicConfig::new(topic, n),
+                Some(tc) if tc.read_queue_nums < n || tc.write_queue_nums < n => {
+                    let mut wider = tc.clone();
+                    wider.read_queue_nums = wider.read_queue_nums.max(n);
+                    wider.write_queue_nums = wider.write_queue_nums.max(n);
+                    wider
+                }
+                Some(_) => continue,
+            };
             // Names were checked above; a full table leaves the rest without config.
-            let _ = self.upsert(now_ms, TopicConfig::new(topic, n));
+            any |= self.upsert(now_ms, tc).is_ok();
         }
         any
     }

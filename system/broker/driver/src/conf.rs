@@ -33,6 +33,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     // Recognised but not implemented: refused with their own error by `apply` (see
     // `UNIMPLEMENTED`) rather than as unknown keys.
     "haListenPort",
+    "haMasterAddress",
+    "haSendHeartbeatInterval",
+    "haHousekeepingInterval",
+    "haSlaveFallbehindMax",
     "deleteWhen",
     "fileReservedTime",
     "diskMaxUsedSpaceRatio",
@@ -62,8 +66,7 @@ const FIXED: &[(&str, &str, &str)] = &[
 
 /// Keys refused whenever they are set (any value would be a promise this broker does not keep).
 const UNIMPLEMENTED: &[(&str, &str)] = &[
-    ("haListenPort", "no replication yet"),
-    ("brokerIP2", "no replication yet"),
+    ("brokerIP2", "the HA address is advertised with brokerIP1"),
     ("deleteWhen", "no CommitLog retention yet: files are never deleted"),
     ("fileReservedTime", "no CommitLog retention yet: files are never deleted"),
     ("diskMaxUsedSpaceRatio", "writes are refused only when a segment cannot be allocated"),
@@ -108,9 +111,6 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
         c.broker_name = v.into();
     }
     if let Some(v) = props.ranged("brokerId", 0, i64::MAX, "an integer >= 0 (0 is the master)")? {
-        if v != 0 {
-            return Err(props.unimplemented("brokerId", "no slaves yet: brokerId must be 0"));
-        }
         c.broker_id = v;
     }
     let ip = props.str("brokerIP1").unwrap_or("127.0.0.1").to_string();
@@ -134,15 +134,16 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
             _ => return Err(props.invalid("flushDiskType", "SYNC_FLUSH or ASYNC_FLUSH")),
         };
     }
-    if let Some(v) = props.str("brokerRole") {
-        c.broker_role = match v {
-            "ASYNC_MASTER" => BrokerRole::AsyncMaster,
-            "SYNC_MASTER" | "SLAVE" => {
-                return Err(props.unimplemented("brokerRole", "no replication yet: ASYNC_MASTER is the only role"))
-            }
+    if props.str("brokerRole").is_some() {
+        c.broker_role = match props.str("brokerRole") {
+            Some("ASYNC_MASTER") => BrokerRole::AsyncMaster,
+            Some("SYNC_MASTER") => BrokerRole::SyncMaster,
+            Some("SLAVE") => BrokerRole::Slave,
             _ => return Err(props.invalid("brokerRole", "ASYNC_MASTER, SYNC_MASTER or SLAVE")),
         };
     }
+    apply_ha(props, opts)?;
+    let c: &mut BrokerConfig = &mut opts.core;
     if let Some(v) = props.str("namesrvAddr") {
         opts.namesrv_addrs = split_addrs(v);
     }
@@ -197,6 +198,59 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// Replication keys, checked against the role: a key the role does not use is refused.
+fn apply_ha(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
+    let c = &mut opts.core;
+    let slave = c.broker_role == BrokerRole::Slave;
+    match (slave, c.broker_id) {
+        (true, 0) => return Err(props.invalid("brokerId", "an integer >= 1 for a SLAVE (0 is the master)")),
+        (false, id) if id != 0 => {
+            return Err(props.invalid("brokerId", "0 for a master (ASYNC_MASTER or SYNC_MASTER); slaves use >= 1"))
+        }
+        _ => {}
+    }
+    if let Some(port) = props.parse::<u16>("haListenPort", "a port number")? {
+        if slave {
+            return Err(props.unimplemented("haListenPort", "a SLAVE does not listen for slaves"));
+        }
+        opts.ha_listen = Some(format!("0.0.0.0:{port}"));
+    }
+    match props.str("haMasterAddress") {
+        Some(addr) if slave => {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(props.invalid("haMasterAddress", "the master's HA address, ip:port (its haListenPort)"));
+            }
+            c.ha_master_addr = Some(addr.to_string());
+        }
+        Some(_) => return Err(props.unimplemented("haMasterAddress", "only a SLAVE connects to a master")),
+        None if slave => {
+            return Err(ConfError::Invalid {
+                line: 0,
+                key: "haMasterAddress".into(),
+                value: String::new(),
+                expected: "required for brokerRole=SLAVE: the master's HA address, ip:port",
+            })
+        }
+        None => {}
+    }
+    if let Some(v) = props.ranged("haSendHeartbeatInterval", 100, 60_000, "milliseconds in 100..=60000")? {
+        c.ha_heartbeat_interval_ms = v;
+    }
+    if let Some(v) = props.ranged("haHousekeepingInterval", 1_000, 600_000, "milliseconds in 1000..=600000")? {
+        c.ha_housekeeping_ms = v;
+    }
+    if c.ha_housekeeping_ms <= c.ha_heartbeat_interval_ms {
+        return Err(props.invalid(
+            "haHousekeepingInterval",
+            "longer than haSendHeartbeatInterval, or every HA connection would be closed as silent",
+        ));
+    }
+    if let Some(v) = props.ranged("haSlaveFallbehindMax", 1, 1 << 40, "bytes in 1..=1 TiB")? {
+        c.ha_slave_fallbehind_max = v;
+    }
+    Ok(())
+}
+
 /// Splits a `host:port;host:port` NameServer list.
 pub fn split_addrs(s: &str) -> Vec<String> {
     s.split([';', ',']).map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect()
@@ -214,6 +268,7 @@ mod tests {
             store_root: "store".into(),
             core: BrokerConfig::default(),
             limits: Default::default(),
+            ha_listen: None,
         }
     }
 
@@ -239,6 +294,24 @@ mod tests {
     }
 
     #[test]
+    fn replication_roles_apply() {
+        let props = Props::parse_text(
+            "brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=127.0.0.1:10912\nhaSendHeartbeatInterval=1000\n",
+            KNOWN_KEYS,
+        )
+        .unwrap();
+        let mut o = opts();
+        apply(&props, &mut o).unwrap();
+        assert_eq!(o.core.broker_role, BrokerRole::Slave);
+        assert_eq!(o.core.ha_master_addr.as_deref(), Some("127.0.0.1:10912"));
+        assert_eq!(o.core.ha_heartbeat_interval_ms, 1_000);
+        let props = Props::parse_text("brokerRole=SYNC_MASTER\nhaListenPort=20912\n", KNOWN_KEYS).unwrap();
+        let mut o = opts();
+        apply(&props, &mut o).unwrap();
+        assert_eq!((o.core.broker_role, o.ha_listen.as_deref()), (BrokerRole::SyncMaster, Some("0.0.0.0:20912")));
+    }
+
+    #[test]
     fn honoured_switch_values_and_limits_are_accepted() {
         let text = "autoCreateSubscriptionGroup=true\nenablePropertyFilter=false\ntraceTopicEnable=false\nserverMaxConnections=100\nserverChannelMaxIdleTimeSeconds=30\n";
         let props = Props::parse_text(text, KNOWN_KEYS).unwrap();
@@ -257,15 +330,14 @@ mod tests {
     #[test]
     fn unimplemented_keys_are_refused_by_name() {
         for text in [
-            "brokerRole=SYNC_MASTER",
-            "brokerRole=SLAVE",
             "aclEnable=true",
             "fileReservedTime=48",
             "deleteWhen=04",
-            "haListenPort=10912",
+            "brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=127.0.0.1:10912\nhaListenPort=10912",
+            "haMasterAddress=127.0.0.1:10912",
+            "brokerIP2=10.0.0.1",
             "diskMaxUsedSpaceRatio=75",
             "storePathCommitLog=/elsewhere/commitlog",
-            "brokerId=1",
             "sendMessageThreadPoolNums=16",
             "pullMessageThreadPoolNums=16",
             "enablePropertyFilter=true",
@@ -273,7 +345,7 @@ mod tests {
             "autoCreateSubscriptionGroup=false",
         ] {
             let err = refused(text);
-            let key = text.split('=').next().unwrap();
+            let key = text.lines().last().unwrap().split('=').next().unwrap();
             assert!(err.contains(key) && err.contains("not implemented"), "{text}: {err}");
         }
     }
@@ -288,6 +360,12 @@ mod tests {
             ("maxMessageSize=999999999", "1..=4194304"),
             ("registerNameServerPeriod=1000", "10000..=60000"),
             ("brokerId=-1", ">= 0"),
+            ("brokerId=1", "0 for a master"),
+            ("brokerRole=SLAVE\nhaMasterAddress=127.0.0.1:1\nbrokerId=0", ">= 1 for a SLAVE"),
+            ("brokerId=1\nbrokerRole=SLAVE", "required for brokerRole=SLAVE"),
+            ("brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=master", "ip:port"),
+            ("haSendHeartbeatInterval=0", "100..=60000"),
+            ("haSendHeartbeatInterval=5000\nhaHousekeepingInterval=2000", "longer than haSendHeartbeatInterval"),
             ("brokerIP1=999.1.1.1", "IPv4"),
             ("listenPort=70000", "port"),
             ("mappedFileSizeConsumeQueue=6001", "multiple of 20"),
@@ -297,7 +375,7 @@ mod tests {
             ("enablePropertyFilter=maybe", "true or false"),
         ] {
             let err = refused(text);
-            let key = text.split('=').next().unwrap();
+            let key = text.lines().last().unwrap().split('=').next().unwrap();
             assert!(err.contains(key) && err.contains(range), "{text}: {err}");
         }
     }

@@ -25,11 +25,13 @@
 //! closes the listener.
 
 pub mod conf;
+mod ha;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use rmq_broker_core::{BrokerConfig, BrokerCore, Output};
+use bytes::Bytes;
+use rmq_broker_core::{BrokerConfig, BrokerCore, BrokerRole, Output};
 use rmq_rt::server::{accept_loop, encode, AcceptGuard, Outbox, ServerEvent, ServerLimits};
 use rmq_rt::{spawn, ConnId, Env, Listener, RemotingClient};
 use tokio::sync::{mpsc, watch};
@@ -54,6 +56,18 @@ pub struct BrokerOptions {
     pub core: BrokerConfig,
     /// What peers may make the broker hold (connections, idle time, memory).
     pub limits: ServerLimits,
+    /// Where a master listens for slaves (haListenPort); `None`: the listen port + 1, or an
+    /// ephemeral port when the listen port is 0. A slave does not listen.
+    pub ha_listen: Option<String>,
+}
+
+/// The HA listen address a master uses by default: RocketMQ's listenPort + 1.
+fn default_ha_listen(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:0"),
+        Some((host, port)) => format!("{host}:{}", port.parse::<u16>().map_or(0, |p| p.saturating_add(1))),
+        None => "0.0.0.0:0".into(),
+    }
 }
 
 /// A running broker.
@@ -63,6 +77,8 @@ pub struct BrokerHandle {
     pub local_addr: SocketAddr,
     /// The address advertised to NameServers and in message ids.
     pub advertised_addr: String,
+    /// Master: the HA address slaves connect to (haListenPort); `None` on a slave.
+    pub ha_addr: Option<String>,
     shutdown: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -114,7 +130,22 @@ pub async fn start_observed<E: Env>(
         opts.core.broker_addr = format!("{ip}:{}", local_addr.port());
         opts.core.ha_addr = format!("{ip}:{}", local_addr.port() + 1);
     }
+    let (ha_tx, ha_rx) = mpsc::unbounded_channel();
+    let ha_accept = if opts.core.broker_role == BrokerRole::Slave {
+        None
+    } else {
+        let ha_listen = opts.ha_listen.clone().unwrap_or_else(|| default_ha_listen(&listen));
+        let ha = env
+            .bind(&ha_listen)
+            .await
+            .map_err(|e| StartError::Io(std::io::Error::new(e.kind(), format!("binding HA port {ha_listen}: {e}"))))?;
+        let ha_port = ha.local_addr().map_err(StartError::Io)?.port();
+        let ip = opts.core.broker_addr.rsplit_once(':').map_or("127.0.0.1", |(ip, _)| ip).to_string();
+        opts.core.ha_addr = format!("{ip}:{ha_port}");
+        Some(AbortOnDrop(spawn(ha::accept_slaves(ha, ha_tx.clone()))))
+    };
     let advertised_addr = opts.core.broker_addr.clone();
+    let ha_addr = ha_accept.as_ref().map(|_| opts.core.ha_addr.clone());
     let dir = env.open_dir(&opts.store_root).map_err(StartError::Io)?;
     let core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
     let (tx, rx) = mpsc::channel(INBOX_MAX);
@@ -129,14 +160,19 @@ pub async fn start_observed<E: Env>(
         conns: BTreeMap::new(),
         namesrv_addrs: opts.namesrv_addrs,
         events,
+        ha_tx,
+        ha_slaves: BTreeMap::new(),
+        ha_master: None,
+        ha_generation: 0,
+        _ha_accept: ha_accept,
     };
     let done = spawn(async move {
         // Dropped when the loop returns or unwinds: the listener closes with the node.
         let mut accept = AcceptGuard::new(accept);
-        node.run(rx, done_rx, stop, &mut accept).await;
+        node.run(rx, done_rx, ha_rx, stop, &mut accept).await;
     });
     tracing::info!(%local_addr, %advertised_addr, "broker started");
-    Ok(BrokerHandle { local_addr, advertised_addr, shutdown, done })
+    Ok(BrokerHandle { local_addr, advertised_addr, ha_addr, shutdown, done })
 }
 
 /// Blocking work that finished on the blocking pool.
@@ -157,6 +193,25 @@ struct Node<E: Env> {
     namesrv_addrs: Vec<String>,
     /// Where core events go, if anyone listens.
     events: Option<EventSink>,
+    /// Where HA tasks report (cloned into each).
+    ha_tx: mpsc::UnboundedSender<ha::HaEvent>,
+    /// Master: each slave's HA writer.
+    ha_slaves: BTreeMap<ConnId, mpsc::UnboundedSender<Bytes>>,
+    /// Slave: the current connection to the master (generation, reader task, writer).
+    ha_master: Option<(u64, AbortOnDrop, Option<mpsc::UnboundedSender<Bytes>>)>,
+    /// Slave: generation of the newest connection attempt (older ones' events are stale).
+    ha_generation: u64,
+    /// Master: the HA accept task, stopped with the node.
+    _ha_accept: Option<AbortOnDrop>,
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs flush jobs; false if any failed (each failure is logged).
@@ -176,6 +231,7 @@ impl<E: Env> Node<E> {
         mut self,
         mut inbox: mpsc::Receiver<ServerEvent>,
         mut done: mpsc::UnboundedReceiver<Done>,
+        mut ha_events: mpsc::UnboundedReceiver<ha::HaEvent>,
         mut stop: watch::Receiver<bool>,
         accept: &mut AcceptGuard,
     ) {
@@ -194,6 +250,7 @@ impl<E: Env> Node<E> {
                     Done::Flush(_, false) => self.core.on_flush_failed(self.env.now_ms()),
                     Done::Checkpoint(p, ok) => self.core.on_checkpointed(self.env.now_ms(), &p, ok),
                 },
+                Some(ev) = ha_events.recv() => self.ha_event(ev),
                 _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
                 ev = inbox.recv() => {
                     let Some(ev) = ev else { break };
@@ -233,6 +290,33 @@ impl<E: Env> Node<E> {
                 Output::Flush => self.flush(),
                 Output::Checkpoint => self.checkpoint(),
                 Output::RegisterBroker(cmd) => self.register(cmd),
+                Output::HaTransmit { conn, offset, bytes } => {
+                    if let Some(tx) = self.ha_slaves.get(&conn) {
+                        let _ = tx.send(ha::transfer_frame(offset, &bytes));
+                    }
+                }
+                Output::HaClose { conn, reason } => {
+                    tracing::warn!(conn = conn.0, %reason, "closing a slave's HA connection");
+                    self.ha_slaves.remove(&conn);
+                    self.core.on_ha_slave_closed(self.env.now_ms(), conn);
+                }
+                Output::HaConnect { addr } => {
+                    self.ha_generation += 1;
+                    let (env, events, generation) = (self.env.clone(), self.ha_tx.clone(), self.ha_generation);
+                    let idle = self.core.config().ha_housekeeping_ms;
+                    let task = spawn(ha::connect_master(env, addr, generation, idle, events));
+                    self.ha_master = Some((generation, AbortOnDrop(task), None));
+                }
+                Output::HaReport { offset } => {
+                    if let Some((_, _, Some(tx))) = &self.ha_master {
+                        let _ = tx.send(Bytes::copy_from_slice(&offset.to_be_bytes()));
+                    }
+                }
+                Output::HaDisconnect { reason } => {
+                    tracing::warn!(%reason, "closing the HA connection to the master");
+                    self.ha_master = None;
+                    self.core.on_ha_master_closed(self.env.now_ms());
+                }
             }
         }
         if let Some(sink) = &mut self.events {
@@ -277,6 +361,41 @@ impl<E: Env> Node<E> {
                 });
             }
             Err(e) => tracing::warn!(error = %e, "checkpoint could not start"),
+        }
+    }
+
+    fn ha_event(&mut self, ev: ha::HaEvent) {
+        let now = self.env.now_ms();
+        let current = |g: u64, m: &Option<(u64, AbortOnDrop, Option<mpsc::UnboundedSender<Bytes>>)>| {
+            m.as_ref().is_some_and(|(cur, _, _)| *cur == g)
+        };
+        match ev {
+            ha::HaEvent::SlaveOpened { conn, tx } => {
+                self.ha_slaves.insert(conn, tx);
+                self.core.on_ha_slave_opened(now, conn);
+            }
+            ha::HaEvent::SlaveReport { conn, offset } => self.core.on_ha_slave_report(now, conn, offset),
+            ha::HaEvent::SlaveClosed { conn } => {
+                if self.ha_slaves.remove(&conn).is_some() {
+                    self.core.on_ha_slave_closed(now, conn);
+                }
+            }
+            ha::HaEvent::MasterConnected { generation, tx } if current(generation, &self.ha_master) => {
+                if let Some(m) = &mut self.ha_master {
+                    m.2 = Some(tx);
+                }
+                self.core.on_ha_master_connected(now);
+            }
+            ha::HaEvent::MasterData { generation, offset, bytes } if current(generation, &self.ha_master) => {
+                self.core.on_ha_master_data(now, offset, &bytes);
+            }
+            ha::HaEvent::MasterClosed { generation } if current(generation, &self.ha_master) => {
+                self.ha_master = None;
+                self.core.on_ha_master_closed(now);
+            }
+            // Events of a connection already replaced.
+            ha::HaEvent::MasterConnected { .. } | ha::HaEvent::MasterData { .. } | ha::HaEvent::MasterClosed { .. } => {
+            }
         }
     }
 

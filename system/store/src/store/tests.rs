@@ -722,7 +722,10 @@ fn replicated_bytes_that_do_not_continue_the_log_are_refused() {
     assert!(matches!(slave.append_replicated(7, &bytes), Err(StoreError::ReplicaMismatch { .. })));
     slave.append_replicated(0, &bytes).unwrap();
     assert!(matches!(slave.append_replicated(0, &bytes), Err(StoreError::ReplicaMismatch { .. })));
-    assert!(matches!(slave.append_replicated(slave.commit_log_max_offset(), &[0xFF; 16]), Err(StoreError::ReplicaMismatch { .. })));
+    assert!(matches!(
+        slave.append_replicated(slave.commit_log_max_offset(), &[0xFF; 16]),
+        Err(StoreError::ReplicaMismatch { .. })
+    ));
     // A slave holding more than the master (the master lost an unflushed tail) is not streamed to.
     assert_eq!(master.replica_start(master.commit_log_max_offset() + 1), None);
     assert_eq!(master.replica_start(0), Some(0));

@@ -1,0 +1,348 @@
+//! Master/slave replication decisions (RocketMQ 4.x HA, `rocketmq-spec.md` §3.1).
+//!
+//! The HA connections are a driver's business (a raw TCP protocol on `haListenPort`: the slave
+//! sends 8-byte offsets, the master 12-byte headers plus CommitLog bytes); everything decided
+//! about them is here:
+//! - **master**: where streaming to each slave starts (refusing a slave that holds bytes this
+//!   master lost), how much is in flight per slave, heartbeats, and the SYNC_MASTER waiters:
+//!   a send is answered when some slave reported an offset covering it, FLUSH_SLAVE_TIMEOUT
+//!   after `slave_timeout_ms`, SLAVE_NOT_AVAILABLE at once when no slave is attached or the
+//!   best one is more than `ha_slave_fallbehind_max` bytes behind. The message is stored in
+//!   every case: those codes mean "stored on the master, not confirmed on a slave".
+//! - **slave**: connecting to the master, appending what it streams, and reporting how far it
+//!   got: the written offset under ASYNC_FLUSH (RocketMQ's rule), the flushed offset under
+//!   SYNC_FLUSH, so that SYNC_FLUSH on both plus SYNC_MASTER ("double sync") means the bytes
+//!   are on two disks before SEND_OK.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
+use rmq_store::Directory;
+
+use crate::{BrokerCore, BrokerRole, Event, FlushDiskType, Output};
+
+/// Most bytes in one HA transfer (haTransferBatchSize).
+pub const HA_TRANSFER_BATCH_BYTES: usize = 32 * 1024;
+
+/// Bytes streamed to a slave beyond its last report before the master waits for it.
+pub const HA_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One slave attached to this master.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlaveLink {
+    /// Next byte to stream; `None` until the slave's first report.
+    push_from: Option<u64>,
+    /// The slave's last reported offset.
+    acked: u64,
+    /// When the slave was last heard from.
+    last_heard_ms: u64,
+    /// When the master last sent it anything (data or heartbeat).
+    last_sent_ms: u64,
+}
+
+/// A SYNC_MASTER send waiting for a slave to report an offset covering it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SlaveWaiter {
+    pub(crate) end_offset: u64,
+    pub(crate) deadline_ms: u64,
+    pub(crate) conn: ConnId,
+    pub(crate) resp: RemotingCommand,
+}
+
+/// This broker's side of replication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Ha {
+    /// Master: attached slaves by HA connection.
+    slaves: BTreeMap<ConnId, SlaveLink>,
+    /// Master: SYNC_MASTER answers in CommitLog order.
+    pub(crate) waiters: VecDeque<SlaveWaiter>,
+    /// Slave: the HA connection to the master is up.
+    master_connected: bool,
+    /// Slave: a connect was asked for and not yet reported.
+    connecting: bool,
+    /// Slave: when to report (heartbeat) or retry connecting next.
+    next_slave_ms: u64,
+    /// Slave: the offset last reported.
+    reported: Option<u64>,
+}
+
+impl Ha {
+    /// The best offset any slave reported.
+    fn best_ack(&self) -> Option<u64> {
+        self.slaves.values().filter(|s| s.push_from.is_some()).map(|s| s.acked).max()
+    }
+}
+
+impl<D: Directory> BrokerCore<D> {
+    /// Whether a SYNC_MASTER send can wait for a slave, or why not.
+    pub(crate) fn slave_available(&self) -> Result<(), String> {
+        let written = self.store.commit_log_max_offset();
+        match self.ha.best_ack() {
+            None => Err("no slave attached".into()),
+            Some(acked) if written.saturating_sub(acked) > self.config.ha_slave_fallbehind_max => Err(format!(
+                "the slave is {} bytes behind (haSlaveFallbehindMax {})",
+                written - acked,
+                self.config.ha_slave_fallbehind_max
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Holds a stored SYNC_MASTER send until a slave covers `end_offset`, or answers it now
+    /// (SUCCESS if a slave already did, SLAVE_NOT_AVAILABLE if none can).
+    pub(crate) fn wait_for_slave(&mut self, now_ms: u64, end_offset: u64, conn: ConnId, mut resp: RemotingCommand) {
+        if self.ha.best_ack().is_some_and(|a| a >= end_offset) {
+            self.answer_send(conn, resp);
+            return;
+        }
+        if let Err(why) = self.slave_available() {
+            resp.code = ResponseCode::SlaveNotAvailable.code();
+            resp.remark = Some(format!("stored on the master, not replicated: {why}"));
+            self.answer_send(conn, resp);
+            return;
+        }
+        let deadline_ms = now_ms + self.config.sync_flush_timeout_ms;
+        self.ha.waiters.push_back(SlaveWaiter { end_offset, deadline_ms, conn, resp });
+    }
+
+    /// Answers a held send (its code already set) and records it.
+    pub(crate) fn answer_send(&mut self, conn: ConnId, resp: RemotingCommand) {
+        let queue_offset = resp.ext("queueOffset").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let code = resp.code;
+        self.event(|| Event::SendAnswered { code, queue_offset });
+        self.outputs.push_back(Output::Transmit { conn, cmd: resp });
+    }
+
+    fn release_slave_waiters(&mut self) {
+        let Some(acked) = self.ha.best_ack() else { return };
+        while self.ha.waiters.front().is_some_and(|w| w.end_offset <= acked) {
+            let w = self.ha.waiters.pop_front().expect("front checked above");
+            self.answer_send(w.conn, w.resp);
+        }
+    }
+
+    /// Waiters past their deadline get FLUSH_SLAVE_TIMEOUT: stored on the master only.
+    pub(crate) fn expire_slave_waiters(&mut self, now_ms: u64) {
+        while self.ha.waiters.front().is_some_and(|w| w.deadline_ms <= now_ms) {
+            let mut w = self.ha.waiters.pop_front().expect("front checked above");
+            w.resp.code = ResponseCode::FlushSlaveTimeout.code();
+            w.resp.remark = Some("stored on the master; no slave confirmed it in time".into());
+            self.answer_send(w.conn, w.resp);
+        }
+    }
+
+    // ---- master side ----
+
+    /// A slave opened an HA connection.
+    pub fn on_ha_slave_opened(&mut self, now_ms: u64, conn: ConnId) {
+        self.ha
+            .slaves
+            .insert(conn, SlaveLink { push_from: None, acked: 0, last_heard_ms: now_ms, last_sent_ms: now_ms });
+    }
+
+    /// A slave reported the CommitLog offset it holds (its first report sets where streaming
+    /// starts; later ones acknowledge).
+    pub fn on_ha_slave_report(&mut self, now_ms: u64, conn: ConnId, offset: u64) {
+        let start = self.store.replica_start(offset);
+        let Some(link) = self.ha.slaves.get_mut(&conn) else { return };
+        link.last_heard_ms = now_ms;
+        if link.push_from.is_none() {
+            match start {
+                Some(from) => link.push_from = Some(from),
+                None => {
+                    // The slave holds bytes this master lost (an unflushed tail before a crash):
+                    // streaming would overwrite them with other records. An operator decides.
+                    self.ha.slaves.remove(&conn);
+                    self.outputs.push_back(Output::HaClose {
+                        conn,
+                        reason: format!(
+                            "slave reports offset {offset} beyond this master's CommitLog end {}; it holds data the master lost",
+                            self.store.commit_log_max_offset()
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+        link.acked = link.acked.max(offset);
+        self.release_slave_waiters();
+        self.stream_to_slaves(now_ms);
+    }
+
+    /// A slave's HA connection closed.
+    pub fn on_ha_slave_closed(&mut self, _now_ms: u64, conn: ConnId) {
+        self.ha.slaves.remove(&conn);
+    }
+
+    /// Streams new CommitLog bytes to every slave, within its window, plus heartbeats to idle
+    /// ones; closes slaves silent past the housekeeping interval.
+    pub(crate) fn stream_to_slaves(&mut self, now_ms: u64) {
+        let written = self.store.commit_log_max_offset();
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        for (conn, link) in &mut self.ha.slaves {
+            if now_ms.saturating_sub(link.last_heard_ms) > self.config.ha_housekeeping_ms {
+                dead.push(*conn);
+                continue;
+            }
+            let Some(mut from) = link.push_from else { continue };
+            let mut sent = false;
+            while from < written && from.saturating_sub(link.acked) < HA_WINDOW_BYTES {
+                match self.store.read_for_replica(from, HA_TRANSFER_BATCH_BYTES) {
+                    Ok(bytes) if !bytes.is_empty() => {
+                        let len = bytes.len() as u64;
+                        out.push(Output::HaTransmit { conn: *conn, offset: from, bytes: Bytes::from(bytes) });
+                        from += len;
+                        sent = true;
+                    }
+                    // Past a segment's written end (the rest is BLANK padding the next read
+                    // skips) or nothing more: stop here.
+                    _ => break,
+                }
+            }
+            link.push_from = Some(from);
+            if sent {
+                link.last_sent_ms = now_ms;
+            } else if now_ms.saturating_sub(link.last_sent_ms) >= self.config.ha_heartbeat_interval_ms {
+                link.last_sent_ms = now_ms;
+                out.push(Output::HaTransmit { conn: *conn, offset: from, bytes: Bytes::new() });
+            }
+        }
+        for conn in dead {
+            self.ha.slaves.remove(&conn);
+            out.push(Output::HaClose { conn, reason: "slave silent past haHousekeepingInterval".into() });
+        }
+        self.outputs.extend(out);
+    }
+
+    // ---- slave side ----
+
+    /// The HA connection to the master is up; the slave reports where it stands.
+    pub fn on_ha_master_connected(&mut self, now_ms: u64) {
+        self.ha.connecting = false;
+        self.ha.master_connected = true;
+        self.ha.reported = None;
+        self.report_to_master(now_ms, true);
+    }
+
+    /// The HA connection to the master failed or closed; the next timer reconnects.
+    pub fn on_ha_master_closed(&mut self, now_ms: u64) {
+        self.ha.connecting = false;
+        self.ha.master_connected = false;
+        self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms.min(1_000);
+    }
+
+    /// The master streamed `bytes` at `offset` (empty: a heartbeat). Bytes that do not
+    /// continue this slave's CommitLog close the connection (the next one starts where the
+    /// slave stands).
+    pub fn on_ha_master_data(&mut self, now_ms: u64, offset: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let queues_before = self.store.queue_count();
+        match self.store.append_replicated(offset, bytes) {
+            Ok(_) => {
+                if self.store.queue_count() != queues_before {
+                    // Topics reach a slave with their data: a queue it had not seen gets a topic
+                    // config, so consumers can pull it here.
+                    self.topics_dirty |= self.topics.restore_from_queues(now_ms, &self.store.queues());
+                }
+                self.wake_holds(now_ms);
+                if self.config.flush_disk_type == FlushDiskType::SyncFlush {
+                    self.request_flush(); // Reported from on_flushed.
+                } else {
+                    self.report_to_master(now_ms, false);
+                }
+            }
+            Err(e) => {
+                self.ha.master_connected = false;
+                self.ha.next_slave_ms = now_ms;
+                self.outputs.push_back(Output::HaDisconnect { reason: format!("replication refused: {e}") });
+            }
+        }
+    }
+
+    /// The offset a slave vouches for: written, or flushed under SYNC_FLUSH.
+    fn slave_offset(&self) -> u64 {
+        match self.config.flush_disk_type {
+            FlushDiskType::SyncFlush => self.store.commit_log_flushed_offset(),
+            FlushDiskType::AsyncFlush => self.store.commit_log_max_offset(),
+        }
+    }
+
+    /// Reports to the master if the offset moved (or `force`, the heartbeat).
+    pub(crate) fn report_to_master(&mut self, now_ms: u64, force: bool) {
+        if self.config.broker_role != BrokerRole::Slave || !self.ha.master_connected {
+            return;
+        }
+        let offset = self.slave_offset();
+        if force || self.ha.reported != Some(offset) {
+            self.ha.reported = Some(offset);
+            self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms;
+            self.outputs.push_back(Output::HaReport { offset });
+        }
+    }
+
+    /// Replication timers: slave reconnects and heartbeats, master heartbeats, housekeeping
+    /// and SYNC_MASTER timeouts.
+    pub(crate) fn ha_timer(&mut self, now_ms: u64) {
+        match self.config.broker_role {
+            BrokerRole::Slave => {
+                if now_ms >= self.ha.next_slave_ms {
+                    if self.ha.master_connected {
+                        self.report_to_master(now_ms, true);
+                    } else if !self.ha.connecting {
+                        if let Some(addr) = self.config.ha_master_addr.clone() {
+                            self.ha.connecting = true;
+                            self.outputs.push_back(Output::HaConnect { addr });
+                        }
+                        self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms;
+                    }
+                }
+            }
+            BrokerRole::AsyncMaster | BrokerRole::SyncMaster => {
+                self.expire_slave_waiters(now_ms);
+                self.stream_to_slaves(now_ms);
+            }
+        }
+    }
+
+    /// The earliest replication deadline.
+    pub(crate) fn ha_deadline_ms(&self) -> Option<u64> {
+        match self.config.broker_role {
+            BrokerRole::Slave => Some(self.ha.next_slave_ms),
+            _ => {
+                let beat = self
+                    .ha
+                    .slaves
+                    .values()
+                    .map(|l| {
+                        (l.last_sent_ms + self.config.ha_heartbeat_interval_ms)
+                            .min(l.last_heard_ms + self.config.ha_housekeeping_ms + 1)
+                    })
+                    .min();
+                let waiter = self.ha.waiters.front().map(|w| w.deadline_ms);
+                beat.into_iter().chain(waiter).min()
+            }
+        }
+    }
+
+    /// Replication invariants.
+    pub(crate) fn assert_ha_invariants(&self) {
+        let written = self.store.commit_log_max_offset();
+        let mut prev = 0;
+        for w in &self.ha.waiters {
+            assert!(w.end_offset >= prev && w.end_offset <= written, "slave waiters out of order or beyond the log");
+            prev = w.end_offset;
+        }
+        for link in self.ha.slaves.values() {
+            if let Some(from) = link.push_from {
+                assert!(from <= written, "streamed beyond the CommitLog end");
+            }
+        }
+        if self.config.broker_role == BrokerRole::Slave {
+            assert!(self.ha.slaves.is_empty() && self.ha.waiters.is_empty(), "a slave has slaves or waiters");
+        }
+    }
+}
