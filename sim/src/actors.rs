@@ -28,6 +28,9 @@ pub const PULL_HOLD_MS: u64 = 1_000;
 pub const CONSUMER_TICK_MS: u64 = 200;
 /// Consumer heartbeat + rebalance period.
 pub const REBALANCE_MS: u64 = 1_000;
+/// Route refresh period (RocketMQ's pollNameServerInterval); a request that goes unanswered
+/// refreshes the route at once.
+pub const ROUTE_REFRESH_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 struct PendingSend {
@@ -100,6 +103,11 @@ pub struct Consumer {
     pending: BTreeMap<i32, (Req, u64)>,
     next_opaque: i32,
     last_rebalance: u64,
+    /// Broker name → broker id → address, from the last route: a group's master (id 0) while
+    /// the NameServer lists it, otherwise its slave.
+    addrs: BTreeMap<String, BTreeMap<i64, String>>,
+    /// When the route was last asked for (`None`: ask now).
+    route_asked_at: Option<u64>,
 }
 
 impl Consumer {
@@ -113,7 +121,35 @@ impl Consumer {
             pending: BTreeMap::new(),
             next_opaque: 1,
             last_rebalance: 0,
+            addrs: BTreeMap::new(),
+            route_asked_at: None,
         }
+    }
+
+    /// The node to read a group's queues from: its master while the route lists one, else its
+    /// lowest-numbered slave (RocketMQ's findBrokerAddressInSubscribe).
+    fn read_node(&self, w: &World, broker_name: &str) -> Option<usize> {
+        match self.addrs.get(broker_name).and_then(|ids| ids.values().next()) {
+            Some(addr) => w.node_at(addr),
+            None => w.broker_node(broker_name),
+        }
+    }
+
+    /// Every broker node of the route, masters and slaves (heartbeats go to all of them).
+    fn route_nodes(&self, w: &World) -> Vec<usize> {
+        if self.addrs.is_empty() {
+            let mut v: Vec<usize> = self.queues.iter().filter_map(|q| w.broker_node(&q.broker_name)).collect();
+            v.dedup();
+            return v;
+        }
+        self.addrs.values().flat_map(|ids| ids.values()).filter_map(|a| w.node_at(a)).collect()
+    }
+
+    /// One node per group: where the group's queues are read.
+    fn read_nodes(&self, w: &World) -> Vec<usize> {
+        let mut names: Vec<&str> = self.queues.iter().map(|q| q.broker_name.as_str()).collect();
+        names.dedup();
+        names.into_iter().filter_map(|n| self.read_node(w, n)).collect()
     }
 
     /// The consumer's index (c0, c1...).
@@ -247,6 +283,7 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
         let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
         let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
         w.history.acked(&s.key, queue, offset, w.now);
+        w.check_replicated_ack(&s.mq.broker_name, &s.key, queue, offset);
         w.on_client_acked();
         w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));
     } else if is_retryable(code) {
@@ -267,6 +304,8 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
         .collect();
     for o in stale {
         if let Some((Req::Pull(mq) | Req::QueryOffset(mq), _)) = c.pending.remove(&o) {
+            // The broker may be gone: learn the route again (a slave may now serve the group).
+            c.route_asked_at = None;
             if let Some(q) = c.owned.get_mut(&mq) {
                 // The broker may have restarted and lost the tail this position points past:
                 // re-seat from the group's committed offset (redelivery, never a skip).
@@ -275,7 +314,9 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
             }
         }
     }
-    if c.queues.is_empty() {
+    let route_due = c.route_asked_at.is_none_or(|at| w.now >= at + ROUTE_REFRESH_MS);
+    if c.queues.is_empty() || route_due {
+        c.route_asked_at = Some(w.now);
         let cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 0).with_ext("topic", TOPIC);
         let ns = w.namesrv_for(me);
         c.request(w, me, ns, Req::Route, cmd);
@@ -294,11 +335,11 @@ fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
             }],
             ..Default::default()
         };
-        // Every broker of the route learns the member; one of them answers who the group is.
-        let mut brokers: Vec<usize> = c.queues.iter().filter_map(|q| w.broker_node(&q.broker_name)).collect();
-        brokers.dedup();
+        // Every broker of the route (slaves too) learns the member; one of the nodes the group
+        // is read from answers who the group is.
+        let brokers = c.read_nodes(w);
         let body = to_json(&hb);
-        for b in &brokers {
+        for b in &c.route_nodes(w) {
             c.request(
                 w,
                 me,
@@ -352,7 +393,7 @@ fn poll_queue(w: &mut World, me: usize, c: &mut Consumer, mq: &MessageQueue) {
             (Req::Pull(mq.clone()), RemotingCommand::request_with(RequestCode::PullMessage, 0, &h))
         }
     };
-    let Some(broker) = w.broker_node(&mq.broker_name) else { return };
+    let Some(broker) = c.read_node(w, &mq.broker_name) else { return };
     let o = c.request(w, me, broker, req, cmd);
     if let Some(q) = c.owned.get_mut(mq) {
         q.inflight = Some(o);
@@ -373,7 +414,18 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
         Req::Heartbeat => {}
         Req::Route => {
             if let Ok(route) = from_json::<TopicRouteData>(&cmd.body) {
-                c.queues = PublishInfo::readable_queues(TOPIC, &route);
+                let queues = PublishInfo::readable_queues(TOPIC, &route);
+                let addrs: BTreeMap<String, BTreeMap<i64, String>> =
+                    route.broker_datas.iter().map(|b| (b.broker_name.clone(), b.broker_addrs.clone())).collect();
+                if addrs != c.addrs && !c.addrs.is_empty() {
+                    w.trace.line(w.now, &name, "client.route.changed", &format!("{addrs:?}"));
+                }
+                c.addrs = addrs;
+                // A route that lost a group's queues (its master and slave unregistered) keeps
+                // the queues known: the group comes back, and rebalance must not shuffle.
+                if !queues.is_empty() {
+                    c.queues = queues;
+                }
             }
         }
         Req::Members => {

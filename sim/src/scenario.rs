@@ -16,12 +16,15 @@
 //! flush_lag_ms = 2
 //! writeback_pct = 0       # crash: chance a dirty page was written back
 //! tear = true             # crash: tear one dirty page at a sector boundary
+//! replication = sync      # none | async | sync: every broker group gets a slave
+//!                         # (`slave`, `slave1`, …); async = ASYNC_MASTER, sync = SYNC_MASTER
 //! duration_ms = 30000
 //! net_faults_until_ms = 20000  # loss and duplication stop here (default: a third of the
 //!                              # run, at most 15 s, before the end)
 //! at 1500 crash broker
 //! at 3000 restart broker
 //! at 4000 partition c0 broker
+//! at 5000 wipe broker     # a crashed broker's disk is lost: it restarts empty
 //! at 6000 heal
 //! expect acked_loss = none   # none | allowed
 //! ```
@@ -49,6 +52,31 @@ pub enum Fault {
     /// Power loss of a node at the first interesting moment from then on (`at T crash NODE on
     /// WHAT`): aims crashes where durability bugs hide.
     CrashOn(String, Trigger),
+    /// The disk of a crashed broker is lost (replaced by an empty one): its next restart
+    /// starts from nothing.
+    Wipe(String),
+}
+
+/// Master/slave replication of every broker group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Replication {
+    /// Masters only.
+    None,
+    /// ASYNC_MASTER + one slave per group.
+    Async,
+    /// SYNC_MASTER + one slave per group: SEND_OK only once the slave holds the message.
+    Sync,
+}
+
+impl Replication {
+    /// The DSL word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Replication::None => "none",
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+        }
+    }
 }
 
 /// The moment an armed crash waits for.
@@ -91,8 +119,11 @@ pub struct Scenario {
     pub sync_flush: bool,
     /// NameServers (`ns`, `ns1`, …).
     pub namesrvs: u32,
-    /// Brokers (`broker`, `broker1`, …), each a master holding every queue of the topic.
+    /// Broker groups; each has a master (`broker`, `broker1`, …) holding every queue of the
+    /// topic and, with replication, a slave (`slave`, `slave1`, …).
     pub brokers: u32,
+    /// Master/slave replication of every group.
+    pub replication: Replication,
     /// Producers.
     pub producers: u32,
     /// Messages per producer.
@@ -197,6 +228,7 @@ impl Default for Scenario {
             sync_flush: true,
             namesrvs: 1,
             brokers: 1,
+            replication: Replication::None,
             producers: 2,
             messages: 100,
             send_interval_ms: 20,
@@ -246,6 +278,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                     Trigger::parse(what).ok_or_else(|| err("unknown trigger (flush | ack | checkpoint | recovery)"))?,
                 ),
                 ["restart", node] => Fault::Restart(node.to_string()),
+                ["wipe", node] => Fault::Wipe(node.to_string()),
                 ["partition", a, b] => Fault::Partition(a.to_string(), b.to_string()),
                 ["partition-oneway", a, b] => Fault::PartitionOneWay(a.to_string(), b.to_string()),
                 ["heal"] => Fault::Heal,
@@ -255,7 +288,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 ),
                 _ => {
                     return Err(err(
-                        "unknown fault (crash N [on flush|ack|checkpoint|recovery] | restart N | partition A B | partition-oneway A B | heal | pause N MS)",
+                        "unknown fault (crash N [on flush|ack|checkpoint|recovery] | restart N | wipe N | partition A B | partition-oneway A B | heal | pause N MS)",
                     ))
                 }
             };
@@ -307,6 +340,14 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                     _ => return Err(format!("flush = {v}: expected sync or async")),
                 }
             }
+            "replication" => {
+                s.replication = match v.as_str() {
+                    "none" => Replication::None,
+                    "async" => Replication::Async,
+                    "sync" => Replication::Sync,
+                    _ => return Err(format!("replication = {v}: expected none, async or sync")),
+                }
+            }
             "namesrvs" => s.namesrvs = num()?.clamp(1, 8) as u32,
             "brokers" => s.brokers = num()?.clamp(1, 8) as u32,
             "producers" => s.producers = num()? as u32,
@@ -342,11 +383,21 @@ pub fn node_name(base: &str, k: u32) -> String {
 }
 
 impl Scenario {
+    /// Slave nodes: one per broker group with replication, none without.
+    pub fn slaves(&self) -> u32 {
+        if self.replication == Replication::None {
+            0
+        } else {
+            self.brokers.max(1)
+        }
+    }
+
     /// Every node the scenario builds, by trace name.
     pub fn node_names(&self) -> Vec<String> {
         (0..self.namesrvs.max(1))
             .map(|k| node_name("ns", k))
             .chain((0..self.brokers.max(1)).map(|k| node_name("broker", k)))
+            .chain((0..self.slaves()).map(|k| node_name("slave", k)))
             .chain((0..self.producers).map(|k| format!("p{k}")))
             .chain((0..self.consumers).map(|k| format!("c{k}")))
             .collect()
@@ -358,12 +409,21 @@ impl Scenario {
         let known = self.node_names();
         let named = self.faults.iter().flat_map(|(at, f)| {
             let nodes: Vec<&String> = match f {
-                Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n, _) | Fault::CrashOn(n, _) => vec![n],
+                Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n, _) | Fault::CrashOn(n, _) | Fault::Wipe(n) => {
+                    vec![n]
+                }
                 Fault::Partition(a, b) | Fault::PartitionOneWay(a, b) => vec![a, b],
                 Fault::Heal => vec![],
             };
             nodes.into_iter().map(move |n| (format!("at {at}"), n))
         });
+        let wiped = self.faults.iter().find_map(|(at, f)| match f {
+            Fault::Wipe(n) if !n.starts_with("broker") && !n.starts_with("slave") => Some((at, n)),
+            _ => None,
+        });
+        if let Some((at, n)) = wiped {
+            return Some(format!("at {at}: wipe {n}: only a broker (master or slave) has a disk to lose"));
+        }
         let skews = self.clock_skew_ms.keys().map(|n| ("skew".to_string(), n));
         named
             .chain(skews)
@@ -412,6 +472,7 @@ impl Scenario {
         }
         out.push_str(&format!("name = {}\n", self.name));
         out.push_str(&format!("flush = {}\n", if self.sync_flush { "sync" } else { "async" }));
+        out.push_str(&format!("replication = {}\n", self.replication.word()));
         for (k, v) in [
             ("namesrvs", u64::from(self.namesrvs)),
             ("brokers", u64::from(self.brokers)),
@@ -442,6 +503,7 @@ impl Scenario {
             let f = match f {
                 Fault::Crash(n) => format!("crash {n}"),
                 Fault::Restart(n) => format!("restart {n}"),
+                Fault::Wipe(n) => format!("wipe {n}"),
                 Fault::Partition(a, b) => format!("partition {a} {b}"),
                 Fault::PartitionOneWay(a, b) => format!("partition-oneway {a} {b}"),
                 Fault::Heal => "heal".to_string(),
@@ -473,6 +535,7 @@ pub fn swarm(seed: u64) -> Scenario {
         sync_flush,
         namesrvs: 1,
         brokers: 1,
+        replication: Replication::None,
         producers: rng.gen_range(1..=3),
         messages: rng.gen_range(20..=120),
         send_interval_ms: rng.gen_range(5..=40),
@@ -576,6 +639,11 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("crash-at-flush", include_str!("../scenarios/crash-at-flush.sim")),
     ("cluster", include_str!("../scenarios/cluster.sim")),
     ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
+    ("replica-master-crash-sync", include_str!("../scenarios/replica-master-crash-sync.sim")),
+    ("replica-master-crash-async", include_str!("../scenarios/replica-master-crash-async.sim")),
+    ("replica-partition", include_str!("../scenarios/replica-partition.sim")),
+    ("replica-slave-crash", include_str!("../scenarios/replica-slave-crash.sim")),
+    ("replica-two-group", include_str!("../scenarios/replica-two-group.sim")),
 ];
 
 /// A catalogue scenario by name.

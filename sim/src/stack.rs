@@ -54,13 +54,26 @@ const SIM_SLACK_MS: u64 = 10_000;
 ///   timers would still fire (flush waiters expire, clients time out): that is a network
 ///   freeze, not a stopped process, and running it would silently test something else.
 /// - `crash … on flush|checkpoint` of a node that is not a broker: only brokers flush.
+/// - `replication` and `wipe`: this lane does not build slaves or swap disks yet; the fast lane
+///   runs them over the same broker core.
 pub fn refusal(s: &Scenario) -> Option<String> {
+    if s.replication != crate::scenario::Replication::None {
+        return Some(format!(
+            "`replication = {}`: this lane does not build slaves yet (use the fast lane)",
+            s.replication.word()
+        ));
+    }
     for (at, f) in &s.faults {
         match f {
             Fault::Pause(node, _) => {
                 return Some(format!(
                 "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (use the fast lane)"
             ))
+            }
+            Fault::Wipe(node) => {
+                return Some(format!(
+                    "`at {at} wipe {node}`: this lane does not swap a broker's disk yet (use the fast lane)"
+                ));
             }
             Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint) if !node.starts_with("broker") => {
                 return Some(format!("`at {at} crash {node} on …`: only brokers flush or checkpoint"));
@@ -709,7 +722,7 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             let (_, f) = faults.next().expect("peeked");
             events += 1;
             match f {
-                Fault::Pause(..) => unreachable!("refused before the run"),
+                Fault::Pause(..) | Fault::Wipe(..) => unreachable!("refused before the run"),
                 Fault::Crash(node) => {
                     crash(&mut sim, &topo, &disks, &shared, &mut down, &node, mode, &mut crash_rng, now);
                 }
@@ -774,7 +787,8 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
         opened.push((name.as_str(), store));
     }
     let stores: Vec<(&str, &MessageStore<SimDisk>)> = opened.iter().map(|(n, st)| (*n, st)).collect();
-    let findings = check_run(&l.history, &stores, topo.brokers.len(), s.queues, &Promise::of(s));
+    let findings =
+        check_run(&l.history, &stores, topo.brokers.len().saturating_sub(stores.len()), s.queues, &Promise::of(s));
     let l = &mut *l;
     Ok(RunReport::new(s, seed, crate::Lane::Stack, &l.history, &mut l.trace, events, simulated_ms, findings))
 }

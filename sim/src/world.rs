@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use bytes::{Bytes, BytesMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rmq_broker_core::{BrokerConfig, BrokerCore, FlushDiskType, Output};
+use rmq_broker_core::{BrokerConfig, BrokerCore, BrokerRole, FlushDiskType, Output};
 use rmq_namesrv_core::{NamesrvConfig, NamesrvCore};
 use rmq_proto::frame::{encode_frame, FrameDecoder};
 use rmq_proto::{ConnId, RemotingCommand};
@@ -20,13 +20,15 @@ use rmq_proto::{ConnId, RemotingCommand};
 use crate::actors::{Consumer, Producer};
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::History;
-use crate::scenario::{node_name, Fault, Scenario, Trigger};
+use crate::scenario::{node_name, Fault, Replication, Scenario, Trigger};
 use crate::trace::Trace;
 
 /// Wall-clock origin of simulated time (cores stamp messages with `EPOCH_MS + t`).
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// The topic every scenario uses.
 pub const TOPIC: &str = "SimTopic";
+/// Master-side connection ids of HA links start here (below: remoting peers by node index).
+const HA_CONN_BASE: u64 = 1 << 32;
 
 #[derive(Debug)]
 enum Ev {
@@ -55,6 +57,35 @@ enum Ev {
         job: u64,
     },
     Fault(Fault),
+    /// A slave's HA connect reached the master: both ends learn the link is up.
+    HaOpen {
+        link: u64,
+    },
+    /// A slave's HA connect found no master listening (down or cut off).
+    HaRefused {
+        slave: usize,
+        epoch: u64,
+    },
+    /// Bytes on an HA link, in stream order: CommitLog bytes (or a heartbeat) to the slave,
+    /// or the slave's offset report to the master.
+    HaData {
+        link: u64,
+        to_slave: bool,
+        offset: u64,
+        bytes: Bytes,
+    },
+}
+
+/// One HA connection (a TCP stream: frames arrive in order, a lost segment resets it).
+#[derive(Debug)]
+struct HaLink {
+    master: usize,
+    slave: usize,
+    master_epoch: u64,
+    slave_epoch: u64,
+    up: bool,
+    /// Latest arrival scheduled in each direction (to the slave, to the master): in order.
+    arrives_at: [u64; 2],
 }
 
 /// What runs on a node.
@@ -107,8 +138,15 @@ pub struct World {
     pub nodes: Vec<Node>,
     /// Node indexes of the NameServers.
     pub namesrvs: Vec<usize>,
-    /// Node indexes of the brokers.
+    /// Node indexes of the brokers (the masters, by group).
     pub brokers: Vec<usize>,
+    /// Node indexes of the slaves, by group (empty without replication).
+    pub slaves: Vec<usize>,
+    /// Broker node by listening address (remoting and HA).
+    node_by_addr: BTreeMap<String, usize>,
+    /// HA connections by id.
+    ha_links: BTreeMap<u64, HaLink>,
+    next_link: u64,
     /// RocketMQ broker name → node index.
     broker_by_name: BTreeMap<String, usize>,
     /// Blocked directions (from, to).
@@ -142,23 +180,51 @@ impl World {
             nodes.push(Node::new(name.clone(), Role::Namesrv(None), skew(&name)));
         }
         let (mut brokers, mut broker_by_name, mut configs) = (Vec::new(), BTreeMap::new(), BTreeMap::new());
-        for k in 0..scenario.brokers.max(1) {
-            let name = node_name("broker", k);
-            let i = nodes.len();
-            let broker_name = format!("broker-{}", (b'a' + k as u8) as char);
+        let mut slaves = Vec::new();
+        let mut node_by_addr = BTreeMap::new();
+        let master_role = match scenario.replication {
+            Replication::None | Replication::Async => BrokerRole::AsyncMaster,
+            Replication::Sync => BrokerRole::SyncMaster,
+        };
+        let broker_config = |broker_name: &str, host: u32| {
             let mut c = BrokerConfig {
                 flush_disk_type: if scenario.sync_flush { FlushDiskType::SyncFlush } else { FlushDiskType::AsyncFlush },
-                broker_name: broker_name.clone(),
-                broker_addr: format!("10.0.0.{}:10911", 10 + k),
+                broker_name: broker_name.to_string(),
+                broker_addr: format!("10.0.0.{host}:10911"),
+                ha_addr: format!("10.0.0.{host}:10912"),
+                broker_role: master_role,
                 record_events: true,
                 register_interval_ms: 10_000,
                 ..Default::default()
             };
             c.store.commit_log_segment_bytes = 256 * 1024;
             c.store.consume_queue_segment_entries = 1_024;
+            c
+        };
+        for k in 0..scenario.brokers.max(1) {
+            let name = node_name("broker", k);
+            let i = nodes.len();
+            let broker_name = format!("broker-{}", (b'a' + k as u8) as char);
+            let c = broker_config(&broker_name, 10 + k);
+            node_by_addr.insert(c.broker_addr.clone(), i);
+            node_by_addr.insert(c.ha_addr.clone(), i);
             configs.insert(i, c);
             broker_by_name.insert(broker_name, i);
             brokers.push(i);
+            nodes.push(Node::new(name.clone(), Role::Broker(None), skew(&name)));
+        }
+        for k in 0..scenario.slaves() {
+            let name = node_name("slave", k);
+            let i = nodes.len();
+            let master = &configs[&brokers[k as usize]];
+            let mut c = broker_config(&master.broker_name, 40 + k);
+            c.broker_id = 1;
+            c.broker_role = BrokerRole::Slave;
+            c.ha_master_addr = Some(master.ha_addr.clone());
+            node_by_addr.insert(c.broker_addr.clone(), i);
+            node_by_addr.insert(c.ha_addr.clone(), i);
+            configs.insert(i, c);
+            slaves.push(i);
             nodes.push(Node::new(name.clone(), Role::Broker(None), skew(&name)));
         }
         for k in 0..scenario.producers {
@@ -169,7 +235,7 @@ impl World {
             let name = format!("c{k}");
             nodes.push(Node::new(name.clone(), Role::Consumer(Consumer::new(k)), skew(&name)));
         }
-        let disks = brokers.iter().map(|b| (*b, SimDisk::default())).collect();
+        let disks = brokers.iter().chain(&slaves).map(|b| (*b, SimDisk::default())).collect();
         let mut w = World {
             rng: ChaCha8Rng::seed_from_u64(seed),
             now: 0,
@@ -179,6 +245,10 @@ impl World {
             nodes,
             namesrvs,
             brokers,
+            slaves,
+            node_by_addr,
+            ha_links: BTreeMap::new(),
+            next_link: 1,
             broker_by_name,
             partitions: Vec::new(),
             disks,
@@ -219,7 +289,10 @@ impl World {
             }
             self.pump_broker(b);
         }
-        let first_client = self.brokers.last().map_or(0, |b| b + 1);
+        for b in self.slaves.clone() {
+            self.start_broker(b);
+        }
+        let first_client = self.brokers.iter().chain(&self.slaves).max().map_or(0, |b| b + 1);
         for n in first_client..self.nodes.len() {
             self.schedule_timer(n, 100 + n as u64);
         }
@@ -254,6 +327,11 @@ impl World {
     /// The node index of a RocketMQ broker name.
     pub fn broker_node(&self, broker_name: &str) -> Option<usize> {
         self.broker_by_name.get(broker_name).copied()
+    }
+
+    /// The broker node listening on `addr` (as a route names it).
+    pub fn node_at(&self, addr: &str) -> Option<usize> {
+        self.node_by_addr.get(addr).copied()
     }
 
     /// A NameServer for a client to ask, rotating by the caller's index.
@@ -316,6 +394,11 @@ impl World {
         let target = match &ev {
             Ev::Deliver { to, .. } => Some(*to),
             Ev::Timer { node, .. } | Ev::FlushDone { node, .. } | Ev::CheckpointDone { node, .. } => Some(*node),
+            Ev::HaRefused { slave, .. } => Some(*slave),
+            Ev::HaOpen { link } => self.ha_links.get(link).map(|l| l.master),
+            Ev::HaData { link, to_slave, .. } => {
+                self.ha_links.get(link).map(|l| if *to_slave { l.slave } else { l.master })
+            }
             Ev::Fault(_) => None,
         };
         if let Some(i) = target {
@@ -372,6 +455,152 @@ impl World {
                 self.pump_broker(node);
             }
             Ev::Fault(f) => self.fault(f),
+            Ev::HaOpen { link } => self.ha_opened(link),
+            Ev::HaRefused { slave, epoch } => {
+                if self.nodes[slave].up && self.nodes[slave].epoch == epoch {
+                    let now_ms = self.wall_ms(slave);
+                    if let Some(core) = self.broker_core(slave) {
+                        core.on_ha_master_closed(now_ms);
+                    }
+                    self.pump_broker(slave);
+                }
+            }
+            Ev::HaData { link, to_slave, offset, bytes } => self.ha_arrived(link, to_slave, offset, &bytes),
+        }
+    }
+
+    // ---- HA links ----
+
+    fn ha_link_live(&self, link: u64) -> bool {
+        self.ha_links.get(&link).is_some_and(|l| {
+            l.up && self.nodes[l.master].up
+                && self.nodes[l.slave].up
+                && self.nodes[l.master].epoch == l.master_epoch
+                && self.nodes[l.slave].epoch == l.slave_epoch
+        })
+    }
+
+    /// The slave's HA link that is up, if any.
+    fn ha_link_of_slave(&self, slave: usize) -> Option<u64> {
+        self.ha_links.iter().rev().find(|(_, l)| l.slave == slave && l.up).map(|(id, _)| *id)
+    }
+
+    fn ha_connect(&mut self, slave: usize, addr: &str) {
+        let delay = self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms);
+        let master = self.node_at(addr).filter(|m| {
+            self.nodes[*m].up && !self.partitions.contains(&(slave, *m)) && !self.partitions.contains(&(*m, slave))
+        });
+        let name = self.nodes[slave].name.clone();
+        let Some(master) = master else {
+            self.trace.line(self.now, &name, "ha.connect.refused", &format!("addr={addr}"));
+            let epoch = self.nodes[slave].epoch;
+            self.push(self.now + 2 * delay, Ev::HaRefused { slave, epoch });
+            return;
+        };
+        let link = self.next_link;
+        self.next_link += 1;
+        let (master_epoch, slave_epoch) = (self.nodes[master].epoch, self.nodes[slave].epoch);
+        let l = HaLink { master, slave, master_epoch, slave_epoch, up: true, arrives_at: [0; 2] };
+        self.ha_links.insert(link, l);
+        self.push(self.now + delay, Ev::HaOpen { link });
+    }
+
+    fn ha_opened(&mut self, link: u64) {
+        let Some((master, slave)) = self.ha_links.get(&link).map(|l| (l.master, l.slave)) else { return };
+        if !self.ha_link_live(link) {
+            self.ha_reset(link, "peer gone before the connect completed");
+            return;
+        }
+        let name = self.nodes[slave].name.clone();
+        self.trace.line(self.now, &name, "ha.link.opened", &format!("master={} link={link}", self.nodes[master].name));
+        let now_ms = self.wall_ms(master);
+        if let Some(core) = self.broker_core(master) {
+            core.on_ha_slave_opened(now_ms, ConnId(HA_CONN_BASE + link));
+        }
+        self.pump_broker(master);
+        let now_ms = self.wall_ms(slave);
+        if let Some(core) = self.broker_core(slave) {
+            core.on_ha_master_connected(now_ms);
+        }
+        self.pump_broker(slave);
+    }
+
+    /// Puts bytes on an HA link: they arrive in order, or the link resets (a partition or a
+    /// lost segment breaks a TCP connection; it never skips bytes).
+    fn ha_send(&mut self, link: u64, to_slave: bool, offset: u64, bytes: Bytes) {
+        if !self.ha_link_live(link) {
+            return;
+        }
+        let (from, to) = {
+            let l = &self.ha_links[&link];
+            if to_slave {
+                (l.master, l.slave)
+            } else {
+                (l.slave, l.master)
+            }
+        };
+        let noisy = self.now < self.scenario.net_faults_end_ms();
+        if self.partitions.contains(&(from, to)) {
+            self.ha_reset(link, "partition");
+            return;
+        }
+        if noisy && self.rng.gen_range(0..100) < self.scenario.drop_pct {
+            self.ha_reset(link, "loss");
+            return;
+        }
+        let delay = self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms);
+        let dir = usize::from(!to_slave);
+        let l = self.ha_links.get_mut(&link).expect("live link");
+        let at = (self.now + delay).max(l.arrives_at[dir]);
+        l.arrives_at[dir] = at;
+        self.push(at, Ev::HaData { link, to_slave, offset, bytes });
+    }
+
+    fn ha_arrived(&mut self, link: u64, to_slave: bool, offset: u64, bytes: &[u8]) {
+        if !self.ha_link_live(link) {
+            return;
+        }
+        let (master, slave) = (self.ha_links[&link].master, self.ha_links[&link].slave);
+        if to_slave {
+            let now_ms = self.wall_ms(slave);
+            if let Some(core) = self.broker_core(slave) {
+                core.on_ha_master_data(now_ms, offset, bytes);
+            }
+            self.pump_broker(slave);
+        } else {
+            let now_ms = self.wall_ms(master);
+            if let Some(core) = self.broker_core(master) {
+                core.on_ha_slave_report(now_ms, ConnId(HA_CONN_BASE + link), offset);
+            }
+            self.pump_broker(master);
+        }
+    }
+
+    /// Closes an HA link; each end that is still the process that opened it is told.
+    fn ha_reset(&mut self, link: u64, cause: &str) {
+        let Some(l) = self.ha_links.get_mut(&link) else { return };
+        if !l.up {
+            return;
+        }
+        l.up = false;
+        let (master, slave, me, se) = (l.master, l.slave, l.master_epoch, l.slave_epoch);
+        let name = self.nodes[slave].name.clone();
+        self.trace.line(self.now, &name, "ha.link.closed", &format!("link={link} cause={cause}"));
+        // The link is gone from the table once both ends know: nothing more can use it.
+        self.ha_links.remove(&link);
+        if self.nodes[master].up && self.nodes[master].epoch == me {
+            let now_ms = self.wall_ms(master);
+            if let Some(core) = self.broker_core(master) {
+                core.on_ha_slave_closed(now_ms, ConnId(HA_CONN_BASE + link));
+            }
+            self.pump_broker(master);
+        }
+        if self.nodes[slave].up && self.nodes[slave].epoch == se {
+            let now_ms = self.wall_ms(slave);
+            if let Some(core) = self.broker_core(slave) {
+                core.on_ha_master_closed(now_ms);
+            }
+            self.pump_broker(slave);
         }
     }
 
@@ -476,14 +705,26 @@ impl World {
                         self.send(b, ns, &cmd);
                     }
                 }
-                // The fast lane builds masters without slaves (every broker is ASYNC_MASTER, no
-                // HA connection is ever opened), so replication outputs cannot arise here.
-                Output::HaTransmit { .. }
-                | Output::HaClose { .. }
-                | Output::HaConnect { .. }
-                | Output::HaReport { .. }
-                | Output::HaDisconnect { .. } => {
-                    unreachable!("the fast lane has no slaves: {out:?}")
+                Output::HaTransmit { conn, offset, bytes } => {
+                    self.ha_send(conn.0.saturating_sub(HA_CONN_BASE), true, offset, bytes);
+                }
+                Output::HaClose { conn, reason } => {
+                    let name = self.nodes[b].name.clone();
+                    self.trace.line(self.now, &name, "ha.slave.refused", &format!("reason={reason:?}"));
+                    self.ha_reset(conn.0.saturating_sub(HA_CONN_BASE), "closed by the master");
+                }
+                Output::HaConnect { addr } => self.ha_connect(b, &addr),
+                Output::HaReport { offset } => {
+                    if let Some(link) = self.ha_link_of_slave(b) {
+                        self.ha_send(link, false, offset, Bytes::new());
+                    }
+                }
+                Output::HaDisconnect { reason } => {
+                    let name = self.nodes[b].name.clone();
+                    self.trace.line(self.now, &name, "ha.master.refused", &format!("reason={reason:?}"));
+                    if let Some(link) = self.ha_link_of_slave(b) {
+                        self.ha_reset(link, "closed by the slave");
+                    }
                 }
             }
         }
@@ -562,6 +803,11 @@ impl World {
                 }
                 self.trace.line(self.now, &name, "sim.node.crashed", &detail);
                 self.close_connections_of(i);
+                let links: Vec<u64> =
+                    self.ha_links.iter().filter(|(_, l)| l.master == i || l.slave == i).map(|(id, _)| *id).collect();
+                for link in links {
+                    self.ha_reset(link, "peer crashed");
+                }
             }
             Fault::Restart(name) => {
                 let Some(i) = self.node_index(&name) else { return };
@@ -591,6 +837,17 @@ impl World {
                     }
                 }
                 self.fire_trigger(i, Trigger::Recovery);
+            }
+            Fault::Wipe(name) => {
+                let Some(i) = self.node_index(&name) else { return };
+                if self.nodes[i].up || !self.disks.contains_key(&i) {
+                    // Only a crashed broker's disk can be swapped; a wipe of a running node is
+                    // logged, not silently applied to a live process.
+                    self.trace.line(self.now, &name, "sim.wipe.skipped", "reason=node-up");
+                    return;
+                }
+                self.disks.insert(i, SimDisk::default());
+                self.trace.line(self.now, &name, "sim.disk.wiped", "");
             }
             Fault::CrashOn(name, what) => {
                 let Some(i) = self.node_index(&name) else { return };
@@ -624,7 +881,7 @@ impl World {
 
     /// A crashed process's TCP connections reset: its servers notice at once.
     fn close_connections_of(&mut self, i: usize) {
-        for b in self.brokers.clone() {
+        for b in self.broker_nodes() {
             let now_ms = self.wall_ms(b);
             if b != i {
                 if let Some(core) = self.broker_core(b) {
@@ -644,10 +901,45 @@ impl World {
         }
     }
 
+    /// Every broker node: masters, then slaves.
+    pub fn broker_nodes(&self) -> Vec<usize> {
+        self.brokers.iter().chain(&self.slaves).copied().collect()
+    }
+
+    /// Broker groups with no member up (neither the master nor its slave).
+    pub fn groups_down(&self) -> usize {
+        (0..self.brokers.len())
+            .filter(|k| {
+                let master_up = self.nodes[self.brokers[*k]].up;
+                let slave_up = self.slaves.get(*k).is_some_and(|s| self.nodes[*s].up);
+                !master_up && !slave_up
+            })
+            .count()
+    }
+
+    /// Under SYNC_FLUSH + SYNC_MASTER, a SEND_OK for (broker group, queue, offset) must find
+    /// the message in the group's slave when that slave is up (and it is durable there: the
+    /// slave reports only flushed bytes). A violation otherwise.
+    pub fn check_replicated_ack(&mut self, broker_name: &str, key: &str, queue: i32, offset: u64) {
+        if self.scenario.replication != Replication::Sync || !self.scenario.sync_flush {
+            return;
+        }
+        let Some(k) = self.brokers.iter().position(|b| self.configs[b].broker_name == broker_name) else { return };
+        let Some(&slave) = self.slaves.get(k) else { return };
+        let Role::Broker(Some(core)) = &self.nodes[slave].role else { return };
+        let held = core.store().max_queue_offset(TOPIC, queue);
+        if held <= offset {
+            self.history.replica_violations.push(format!(
+                "{key} answered SEND_OK at {broker_name} queue {queue} offset {offset}, but its slave holds that queue only below {held}"
+            ));
+        }
+    }
+
     /// The cores of the brokers that are up, with their node names.
     pub fn live_brokers(&self) -> Vec<(&str, &BrokerCore<SimDisk>)> {
         self.brokers
             .iter()
+            .chain(&self.slaves)
             .filter_map(|b| match &self.nodes[*b].role {
                 Role::Broker(Some(c)) => Some((self.nodes[*b].name.as_str(), &**c)),
                 _ => None,

@@ -22,6 +22,7 @@ const KEPT: &[&str] = &[
     "broker.node.started",
     "sim.",
     "net.frame.dropped",
+    "ha.",
 ];
 
 #[test]

@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rmq_sim::scenario::{parse, resolve, CATALOGUE};
+use rmq_sim::scenario::{parse, resolve, Replication, CATALOGUE};
 use rmq_sim::{Lane, RunReport, Scenario, Verdict};
 
 #[derive(Parser, Debug)]
@@ -178,7 +178,11 @@ fn explain(s: &Scenario, r: &RunReport, cmds: &Commands) {
     println!(
         "  acknowledged and lost: {}{}; acknowledged, stored, never delivered: {}",
         f.acked_lost,
-        if s.acked_loss_allowed { " (allowed: ASYNC_FLUSH may lose the page cache)" } else { " (none allowed)" },
+        match (s.acked_loss_allowed, s.replication) {
+            (false, _) => " (none allowed)",
+            (true, Replication::None) => " (allowed: ASYNC_FLUSH may lose the page cache)",
+            (true, _) => " (allowed: the loss window of asynchronous flush or replication, measured here)",
+        },
         f.undelivered
     );
     println!("Verdict: {:?}", f.verdict);
@@ -201,7 +205,7 @@ fn explain(s: &Scenario, r: &RunReport, cmds: &Commands) {
 fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
     use rmq_sim::scenario::Fault;
     match f {
-        Fault::Crash(n) if n.starts_with("broker") => format!(
+        Fault::Crash(n) if n.starts_with("broker") || n.starts_with("slave") => format!(
             "power loss on {n} (page cache lost{}{})",
             if s.writeback_pct > 0 {
                 format!(", {}% of dirty pages written back", s.writeback_pct)
@@ -212,8 +216,12 @@ fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
         ),
         Fault::Crash(n) => format!("{n} crashes"),
         Fault::CrashOn(n, t) => format!("{n} loses power at the next {} from here", t.word()),
+        Fault::Wipe(n) => format!("{n}'s disk is lost: it restarts empty"),
         Fault::Restart(n) => {
-            format!("{n} restarts{}", if n.starts_with("broker") { " and recovers its store" } else { "" })
+            format!(
+                "{n} restarts{}",
+                if n.starts_with("broker") || n.starts_with("slave") { " and recovers its store" } else { "" }
+            )
         }
         Fault::Partition(a, b) => format!("network partition between {a} and {b}"),
         Fault::PartitionOneWay(a, b) => format!("frames from {a} to {b} are lost (one-way partition)"),
