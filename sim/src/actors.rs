@@ -108,6 +108,8 @@ pub struct Consumer {
     addrs: BTreeMap<String, BTreeMap<i64, String>>,
     /// When the route was last asked for (`None`: ask now).
     route_asked_at: Option<u64>,
+    /// Broker name → the broker id its last pull answer suggested (suggestWhichBrokerId).
+    suggested: BTreeMap<String, i64>,
 }
 
 impl Consumer {
@@ -123,13 +125,17 @@ impl Consumer {
             last_rebalance: 0,
             addrs: BTreeMap::new(),
             route_asked_at: None,
+            suggested: BTreeMap::new(),
         }
     }
 
-    /// The node to read a group's queues from: its master while the route lists one, else its
-    /// lowest-numbered slave (RocketMQ's findBrokerAddressInSubscribe).
+    /// The node to read a group's queues from: the broker id the last pull answer suggested
+    /// if the route lists it, else the master, else the lowest-numbered slave (RocketMQ's
+    /// findBrokerAddressInSubscribe).
     fn read_node(&self, w: &World, broker_name: &str) -> Option<usize> {
-        match self.addrs.get(broker_name).and_then(|ids| ids.values().next()) {
+        let ids = self.addrs.get(broker_name);
+        let suggested = self.suggested.get(broker_name).and_then(|id| ids.and_then(|ids| ids.get(id)));
+        match suggested.or_else(|| ids.and_then(|ids| ids.values().next())) {
             Some(addr) => w.node_at(addr),
             None => w.broker_node(broker_name),
         }
@@ -456,6 +462,9 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
             }
             q.inflight = None;
             let next_begin: Option<u64> = cmd.ext("nextBeginOffset").and_then(|o| o.parse().ok());
+            if let Some(id) = cmd.ext("suggestWhichBrokerId").and_then(|s| s.parse::<i64>().ok()) {
+                c.suggested.insert(mq.broker_name.clone(), id);
+            }
             if cmd.code == 0 {
                 for m in decode_messages(&cmd.body).unwrap_or_default() {
                     let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();

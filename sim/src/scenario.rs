@@ -644,6 +644,9 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("replica-partition", include_str!("../scenarios/replica-partition.sim")),
     ("replica-slave-crash", include_str!("../scenarios/replica-slave-crash.sim")),
     ("replica-two-group", include_str!("../scenarios/replica-two-group.sim")),
+    ("replica-master-restart-sync", include_str!("../scenarios/replica-master-restart-sync.sim")),
+    ("replica-master-restart-async", include_str!("../scenarios/replica-master-restart-async.sim")),
+    ("replica-master-disk-loss", include_str!("../scenarios/replica-master-disk-loss.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -70,6 +70,10 @@ impl Trace {
                 ("broker.checkpoint.began", format!("clo={commit_log_offset}"))
             }
             Event::CheckpointCompleted { ok } => ("broker.checkpoint.completed", format!("ok={ok}")),
+            Event::ReplicaTruncated { from, to } => ("ha.replica.truncated", format!("from={from} to={to}")),
+            Event::SlaveAheadOfEmptyMaster { slave_offset } => {
+                ("ha.slave.ahead_of_empty_master", format!("slave_offset={slave_offset}"))
+            }
         };
         self.line(t, node, what, &fields);
     }

@@ -25,6 +25,24 @@ use crate::{BrokerCore, BrokerRole, Event, FlushDiskType, Output};
 /// Most bytes in one HA transfer (haTransferBatchSize).
 pub const HA_TRANSFER_BATCH_BYTES: usize = 32 * 1024;
 
+/// Where a fenced master records why (it survives restarts until an operator removes it).
+pub const FENCE_PATH: &str = "config/haFenced.json";
+
+/// A master's fence: it found a slave holding more than its store, which had opened empty.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Fence {
+    reason: String,
+}
+
+/// Reads the fence file, if any.
+pub(crate) fn load_fence<D: Directory>(dir: &D) -> Result<Option<String>, String> {
+    match dir.read_file(FENCE_PATH).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice::<Fence>(&bytes).map(|f| Some(f.reason)).map_err(|e| e.to_string()),
+    }
+}
+
 /// Bytes streamed to a slave beyond its last report before the master waits for it.
 pub const HA_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -39,6 +57,9 @@ struct SlaveLink {
     last_heard_ms: u64,
     /// When the master last sent it anything (data or heartbeat).
     last_sent_ms: u64,
+    /// The slave was told to cut its log back to this offset (it held bytes this master lost);
+    /// its reports count again once one is at or below it.
+    truncating_to: Option<u64>,
 }
 
 /// A SYNC_MASTER send waiting for a slave to report an offset covering it.
@@ -65,9 +86,24 @@ pub(crate) struct Ha {
     next_slave_ms: u64,
     /// Slave: the offset last reported.
     reported: Option<u64>,
+    /// Master: the CommitLog end when the broker opened (after recovery). Bytes below it are
+    /// one history with whatever a slave received before; bytes above it were written in
+    /// this life and may differ from what a slave received from the previous one.
+    base: u64,
+    /// Master: the highest offset streamed to a slave in this life.
+    streamed_high: u64,
+    /// Master: fenced, and why: its store opened empty while a slave held data (a lost disk).
+    /// It refuses sends and slaves and leaves the routes, so nothing the slave holds is
+    /// overwritten or cut, and consumers read from the slave, until an operator restores the
+    /// master's store from the slave and removes `config/haFenced.json`.
+    pub(crate) fenced: Option<String>,
 }
 
 impl Ha {
+    pub(crate) fn opened(commit_log_end: u64, fenced: Option<String>) -> Self {
+        Ha { base: commit_log_end, fenced, ..Ha::default() }
+    }
+
     /// The best offset any slave reported.
     fn best_ack(&self) -> Option<u64> {
         self.slaves.values().filter(|s| s.push_from.is_some()).map(|s| s.acked).max()
@@ -136,38 +172,92 @@ impl<D: Directory> BrokerCore<D> {
 
     /// A slave opened an HA connection.
     pub fn on_ha_slave_opened(&mut self, now_ms: u64, conn: ConnId) {
-        self.ha
-            .slaves
-            .insert(conn, SlaveLink { push_from: None, acked: 0, last_heard_ms: now_ms, last_sent_ms: now_ms });
+        let link =
+            SlaveLink { push_from: None, acked: 0, last_heard_ms: now_ms, last_sent_ms: now_ms, truncating_to: None };
+        self.ha.slaves.insert(conn, link);
     }
 
-    /// A slave reported the CommitLog offset it holds (its first report sets where streaming
-    /// starts; later ones acknowledge).
+    /// A slave reported a CommitLog offset. The first report of a connection says what the
+    /// slave holds (its write position) and sets where streaming starts; it acknowledges
+    /// nothing. Later ones acknowledge: the slave holds (under SYNC_FLUSH: has flushed)
+    /// everything below them.
+    ///
+    /// A slave holding bytes past this master's end at open that this master has not streamed
+    /// in this life holds a tail the master lost in a crash (an unflushed tail): its bytes
+    /// from that end on may differ from what this master wrote since, so streaming would
+    /// interleave two histories. It is told to cut its log back to the end at open (a
+    /// heartbeat at that offset) and follows from there; what it cut was never acknowledged
+    /// under SYNC_FLUSH, and is the measured loss window under ASYNC_FLUSH. A master whose
+    /// store opened empty (its disk was lost) never cuts a slave back: it refuses it, and the
+    /// slave keeps the data for an operator to restore. (Streamed-in-this-life is tracked per
+    /// master, not per slave: the rule assumes one slave per broker group, as deployed.)
     pub fn on_ha_slave_report(&mut self, now_ms: u64, conn: ConnId, offset: u64) {
-        let start = self.store.replica_start(offset);
+        let (base, streamed_high) = (self.ha.base, self.ha.streamed_high);
+        let shared = offset <= base.max(streamed_high);
+        let fenced = self.ha.fenced.is_some();
+        let start = if shared && !fenced { self.store.replica_start(offset) } else { None };
         let Some(link) = self.ha.slaves.get_mut(&conn) else { return };
         link.last_heard_ms = now_ms;
         if link.push_from.is_none() {
             match start {
                 Some(from) => link.push_from = Some(from),
-                None => {
-                    // The slave holds bytes this master lost (an unflushed tail before a crash):
-                    // streaming would overwrite them with other records. An operator decides.
+                None if base == 0 || fenced => {
                     self.ha.slaves.remove(&conn);
-                    self.outputs.push_back(Output::HaClose {
-                        conn,
-                        reason: format!(
-                            "slave reports offset {offset} beyond this master's CommitLog end {}; it holds data the master lost",
-                            self.store.commit_log_max_offset()
-                        ),
-                    });
+                    let reason = format!(
+                        "a slave holds {offset} bytes of CommitLog but this master's store opened empty (lost disk?): restore the master's store from the slave, then remove {FENCE_PATH}"
+                    );
+                    if self.ha.fenced.is_none() {
+                        self.fence(reason.clone());
+                        self.event(|| Event::SlaveAheadOfEmptyMaster { slave_offset: offset });
+                    }
+                    self.outputs.push_back(Output::HaClose { conn, reason });
+                    return;
+                }
+                None => {
+                    link.push_from = Some(base);
+                    link.truncating_to = Some(base);
+                    link.last_sent_ms = now_ms;
+                    self.outputs.push_back(Output::HaTransmit { conn, offset: base, bytes: Bytes::new() });
                     return;
                 }
             }
+            // What a slave holds when it connects is not yet an acknowledgement.
+            self.stream_to_slaves(now_ms);
+            return;
+        }
+        match link.truncating_to {
+            Some(t) if offset > t => return, // Stale: sent before the slave cut its log.
+            Some(_) => link.truncating_to = None,
+            None => {}
         }
         link.acked = link.acked.max(offset);
         self.release_slave_waiters();
         self.stream_to_slaves(now_ms);
+    }
+
+    /// Fences this master (see [`Ha::fenced`]): recorded on disk first, then the routes are
+    /// left at once.
+    fn fence(&mut self, reason: String) {
+        let body = serde_json::to_vec(&Fence { reason: reason.clone() }).expect("a fence serializes");
+        if let Err(e) = self.store.directory_mut().write_file(FENCE_PATH, &body) {
+            // Still fenced for this life; the reason says the record is missing.
+            self.ha.fenced = Some(format!("{reason} (not recorded on disk: {e})"));
+        } else {
+            self.ha.fenced = Some(reason);
+        }
+        // Held SYNC_MASTER sends stay held and time out as FLUSH_SLAVE_TIMEOUT (stored here,
+        // never confirmed); nothing new is taken.
+        let unreg = self.unregistration();
+        self.outputs.push_back(Output::RegisterBroker(unreg));
+    }
+
+    /// The broker id a pull answer suggests: a slave without its master suggests itself.
+    pub(crate) fn read_suggestion(&self) -> i64 {
+        if self.config.broker_role == BrokerRole::Slave && !self.ha.master_connected {
+            self.config.broker_id
+        } else {
+            0
+        }
     }
 
     /// A slave's HA connection closed.
@@ -202,6 +292,7 @@ impl<D: Directory> BrokerCore<D> {
                 }
             }
             link.push_from = Some(from);
+            self.ha.streamed_high = self.ha.streamed_high.max(from);
             if sent {
                 link.last_sent_ms = now_ms;
             } else if now_ms.saturating_sub(link.last_sent_ms) >= self.config.ha_heartbeat_interval_ms {
@@ -222,8 +313,12 @@ impl<D: Directory> BrokerCore<D> {
     pub fn on_ha_master_connected(&mut self, now_ms: u64) {
         self.ha.connecting = false;
         self.ha.master_connected = true;
-        self.ha.reported = None;
-        self.report_to_master(now_ms, true);
+        // The first report says what this slave holds (its write position, flushed or not):
+        // the master streams from there, or sees that the slave holds bytes it lost.
+        let held = self.store.commit_log_max_offset();
+        self.ha.reported = Some(held);
+        self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms;
+        self.outputs.push_back(Output::HaReport { offset: held });
     }
 
     /// The HA connection to the master failed or closed; the next timer reconnects.
@@ -238,6 +333,33 @@ impl<D: Directory> BrokerCore<D> {
     /// slave stands).
     pub fn on_ha_master_data(&mut self, now_ms: u64, offset: u64, bytes: &[u8]) {
         if bytes.is_empty() {
+            // A heartbeat below what this slave holds: the master's log ends there (it lost an
+            // unflushed tail this slave had received). Cut back to it and follow the master.
+            let from = self.store.commit_log_max_offset();
+            if offset < from {
+                match self.store.truncate_replica(offset) {
+                    Ok(_) => {
+                        self.event(|| Event::ReplicaTruncated { from, to: offset });
+                        // Consumers parked past a queue's new end had read what was cut:
+                        // answer them now (OFFSET_MOVED to the end), before new records reuse
+                        // those queue offsets and they would skip them.
+                        for (topic, queue_id) in self.store.queues() {
+                            let max = self.store.max_queue_offset(&topic, queue_id);
+                            for hold in self.holds.take(&topic, queue_id, |h| h.queue_offset > max) {
+                                self.answer_hold(now_ms, hold);
+                            }
+                        }
+                        self.ha.reported = None;
+                        self.report_to_master(now_ms, true);
+                    }
+                    Err(e) => {
+                        self.ha.master_connected = false;
+                        self.ha.next_slave_ms = now_ms;
+                        self.outputs
+                            .push_back(Output::HaDisconnect { reason: format!("cannot follow the master: {e}") });
+                    }
+                }
+            }
             return;
         }
         let queues_before = self.store.queue_count();

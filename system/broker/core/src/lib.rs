@@ -100,7 +100,8 @@ pub enum Output {
     /// Flush ConsumeQueues and write the checkpoint: call [`BrokerCore::begin_checkpoint`], run
     /// its jobs, then [`BrokerCore::on_checkpointed`].
     Checkpoint,
-    /// Send this REGISTER_BROKER request to every NameServer.
+    /// Send this request to every NameServer: REGISTER_BROKER, or UNREGISTER_BROKER from a
+    /// fenced master.
     RegisterBroker(RemotingCommand),
     /// Master: stream `bytes` (CommitLog bytes at `offset`; empty = heartbeat) to a slave's HA
     /// connection, as a 12-byte header (offset, length) and the bytes.
@@ -220,6 +221,20 @@ pub enum Event {
         /// Whether it was recorded.
         ok: bool,
     },
+    /// Slave: the master's log ends before this slave's (the master lost an unflushed tail in
+    /// a crash), so the slave cut its own log back to the master's end to follow it again.
+    ReplicaTruncated {
+        /// The slave's CommitLog end before.
+        from: u64,
+        /// The master's end, now the slave's.
+        to: u64,
+    },
+    /// Master: a slave holds more than this master, whose store opened empty (its disk was
+    /// lost or replaced): the slave is refused and keeps its data for an operator to restore.
+    SlaveAheadOfEmptyMaster {
+        /// The slave's reported offset.
+        slave_offset: u64,
+    },
 }
 
 /// Why the broker could not open.
@@ -296,6 +311,9 @@ impl<D: Directory> BrokerCore<D> {
             .map_err(|reason| OpenError::Config { path: schedule::DELAY_PATH, reason })?;
         let store_host = config.broker_addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10911)));
         let flush_requested_to = store.commit_log_flushed_offset();
+        let fenced =
+            ha::load_fence(store.directory()).map_err(|reason| OpenError::Config { path: ha::FENCE_PATH, reason })?;
+        let ha = Ha::opened(store.commit_log_max_offset(), fenced);
         Ok(BrokerCore {
             store,
             topics,
@@ -303,7 +321,7 @@ impl<D: Directory> BrokerCore<D> {
             clients: ClientManager::default(),
             holds: PullHolds::default(),
             flush_waiters: FlushWaiters::default(),
-            ha: Ha::default(),
+            ha,
             delay,
             peers: BTreeMap::new(),
             flushes_in_flight: 0,
@@ -450,7 +468,9 @@ impl<D: Directory> BrokerCore<D> {
         if now_ms >= self.next_register_ms {
             self.persist_topics();
             self.next_register_ms = now_ms + self.config.register_interval_ms;
-            let reg = self.registration();
+            // A fenced master leaves the routes (again at every interval, so a NameServer that
+            // restarted and heard an old registration forgets it too); its slave serves reads.
+            let reg = if self.ha.fenced.is_some() { self.unregistration() } else { self.registration() };
             self.outputs.push_back(Output::RegisterBroker(reg));
         }
         if now_ms >= self.next_persist_ms {

@@ -17,10 +17,10 @@ pub const PULL_MESSAGES_MAX: u32 = 32;
 pub const PULL_BYTES_MAX: u32 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Hold {
+pub(crate) struct Hold {
     conn: ConnId,
     req: RemotingCommand,
-    queue_offset: u64,
+    pub(crate) queue_offset: u64,
     deadline_ms: u64,
 }
 
@@ -78,7 +78,7 @@ impl PullHolds {
         self.count += 1;
     }
 
-    fn take(&mut self, topic: &str, queue_id: i32, pred: impl Fn(&Hold) -> bool) -> Vec<Hold> {
+    pub(crate) fn take(&mut self, topic: &str, queue_id: i32, pred: impl Fn(&Hold) -> bool) -> Vec<Hold> {
         let key = (topic.to_string(), queue_id);
         let Some(holds) = self.by_queue.get_mut(&key) else { return Vec::new() };
         let seqs: Vec<u64> = holds.iter().filter(|(_, h)| pred(h)).map(|(s, _)| *s).collect();
@@ -124,6 +124,20 @@ impl<D: Directory> BrokerCore<D> {
         };
         if let Err(resp) = checks::topic(req, &h.topic).and_then(|()| checks::consumer_group(req, &h.consumer_group)) {
             return Some(resp);
+        }
+        if self.ha.fenced.is_some() {
+            // A fenced master holds nothing of the group's history: the consumer is sent to the
+            // slave (suggestWhichBrokerId), its position untouched.
+            let header = PullMessageResponseHeader {
+                suggest_which_broker_id: 1,
+                next_begin_offset: h.queue_offset.max(0),
+                min_offset: 0,
+                max_offset: 0,
+            };
+            return Some(
+                reply(req, ResponseCode::PullRetryImmediately, "this master is fenced; read from its slave")
+                    .with_header(&header),
+            );
         }
         let Some(tc) = self.topics.get(&h.topic) else {
             return Some(reply(
@@ -185,7 +199,9 @@ impl<D: Directory> BrokerCore<D> {
             return None;
         }
         let header = PullMessageResponseHeader {
-            suggest_which_broker_id: 0,
+            // A slave cut off from its master suggests itself (consumers stay here); otherwise
+            // the master (RocketMQ: MASTER_ID unless the master is slow).
+            suggest_which_broker_id: self.read_suggestion(),
             next_begin_offset: r.next_begin_offset as i64,
             min_offset: r.min_offset as i64,
             max_offset: r.max_offset as i64,
@@ -229,7 +245,7 @@ impl<D: Directory> BrokerCore<D> {
         }
     }
 
-    fn answer_hold(&mut self, now_ms: u64, hold: Hold) {
+    pub(crate) fn answer_hold(&mut self, now_ms: u64, hold: Hold) {
         if let Some(resp) = self.pull(now_ms, hold.conn, &hold.req, false) {
             self.outputs.push_back(Output::Transmit { conn: hold.conn, cmd: resp });
         }

@@ -133,6 +133,9 @@ impl<D: Directory> BrokerCore<D> {
         if self.config.broker_role == BrokerRole::Slave {
             return Err(reply(req, ResponseCode::ServiceNotAvailable, "this broker is a slave; send to its master"));
         }
+        if let Some(why) = &self.ha.fenced {
+            return Err(reply(req, ResponseCode::ServiceNotAvailable, format!("this master is fenced: {why}")));
+        }
         checks::topic(req, &h.topic)?;
         checks::producer_group(req, &h.producer_group)?;
         if h.topic == SCHEDULE_TOPIC {

@@ -707,16 +707,136 @@ fn a_sync_flush_slave_reports_only_what_it_flushed() {
     assert!(std::iter::from_fn(|| r.slave.poll_output()).any(|o| o == Output::HaReport { offset: off }));
 }
 
+/// Opens a master over `root`, sends `bodies` to topic T queue 0 and shuts it down cleanly;
+/// returns the CommitLog end.
+fn master_with(root: MmapDirectory, config: &BrokerConfig, bodies: &[&str]) -> u64 {
+    let mut core = BrokerCore::open(root, config.clone(), 0).unwrap();
+    core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
+    for (i, b) in bodies.iter().enumerate() {
+        let mut req = RemotingCommand::request(RequestCode::SendMessageV2, i as i32).with_body(b.as_bytes().to_vec());
+        req.ext_fields = send_header("T", 0).to_ext_v2();
+        core.on_request(0, ConnId(1), req);
+        while core.poll_output().is_some() {}
+    }
+    core.shutdown(0).unwrap()
+}
+
+fn drain(core: &mut BrokerCore<MmapDirectory>) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+fn send_to(core: &mut BrokerCore<MmapDirectory>, now: u64, opaque: i32, body: &str) {
+    let mut req = RemotingCommand::request(RequestCode::SendMessageV2, opaque).with_body(body.as_bytes().to_vec());
+    req.ext_fields = send_header("T", 0).to_ext_v2();
+    core.on_request(now, ConnId(1), req);
+}
+
+fn answered(outs: &[Output], opaque: i32) -> Option<i32> {
+    outs.iter().find_map(|o| match o {
+        Output::Transmit { cmd, .. } if cmd.opaque == opaque && cmd.is_response() => Some(cmd.code),
+        _ => None,
+    })
+}
+
 #[test]
-fn a_master_refuses_a_slave_that_holds_more_than_it_does() {
-    let mut r = replica(BrokerRole::SyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
-    r.master.on_ha_slave_opened(r.now, HA_CONN);
-    r.master.on_ha_slave_report(r.now, HA_CONN, 4_096);
-    assert!(std::iter::from_fn(|| r.master.poll_output())
-        .any(|o| matches!(o, Output::HaClose { conn, .. } if conn == HA_CONN)));
-    r.send(1, "m");
-    r.settle();
-    assert_eq!(r.answer(1).map(|a| a.code), Some(ResponseCode::SlaveNotAvailable.code()));
+fn a_restarted_master_cuts_back_a_slave_holding_its_lost_tail_and_ignores_stale_reports() {
+    let (dir, mut config) = small_mmap_store();
+    config.broker_role = BrokerRole::SyncMaster;
+    let end = master_with(MmapDirectory::new(dir.path()), &config, &["a0", "a1"]);
+    let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config, 10).unwrap();
+    m.on_conn_opened(10, ConnId(1), "127.0.0.1:1".parse().unwrap());
+    m.on_ha_slave_opened(10, HA_CONN);
+    // The slave received 500 bytes this master lost: it is told to cut back to the end at open.
+    m.on_ha_slave_report(10, HA_CONN, end + 500);
+    let outs = drain(&mut m);
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::HaTransmit { conn, offset, bytes } if *conn == HA_CONN && *offset == end && bytes.is_empty())),
+        "{outs:?}"
+    );
+    send_to(&mut m, 11, 7, "new");
+    let outs = drain(&mut m);
+    assert_eq!(answered(&outs, 7), None, "held for the slave");
+    // A report the slave sent before it cut its log acknowledges nothing of the new history.
+    m.on_ha_slave_report(12, HA_CONN, end + 500);
+    assert_eq!(answered(&drain(&mut m), 7), None, "a stale report released a SYNC_MASTER send");
+    m.on_ha_slave_report(13, HA_CONN, end);
+    let written = m.store().commit_log_max_offset();
+    m.on_ha_slave_report(14, HA_CONN, written);
+    assert_eq!(answered(&drain(&mut m), 7), Some(0));
+}
+
+#[test]
+fn a_slave_cuts_its_log_back_to_the_masters_end_and_answers_parked_readers() {
+    let mut r = replica(BrokerRole::AsyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
+    for i in 0..4 {
+        r.send(i, &format!("m{i}"));
+    }
+    r.attach();
+    assert_eq!(r.slave_bodies().len(), 4);
+    // A consumer parks at the slave's queue end.
+    let req = RemotingCommand::request_with(
+        RequestCode::PullMessage,
+        500,
+        &pull_header("T", 0, 4, rmq_proto::codes::pull_flag::SUSPEND),
+    );
+    r.slave.on_request(r.now, ConnId(1), req);
+    assert!(!std::iter::from_fn(|| r.slave.poll_output())
+        .any(|o| matches!(o, Output::Transmit { cmd, .. } if cmd.opaque == 500)));
+    // The master's log ended two records earlier: a heartbeat there cuts the slave back.
+    let third = r.master.store().get_messages("T", 0, 2, 1, u32::MAX, &|_| true);
+    let cut = rmq_proto::message::decode_message(&third.messages[0], true).unwrap().0.commit_log_offset as u64;
+    r.slave.on_ha_master_data(r.now, cut, &[]);
+    assert_eq!(r.slave.store().commit_log_max_offset(), cut);
+    assert_eq!(r.slave.store().max_queue_offset("T", 0), 2);
+    let outs: Vec<Output> = std::iter::from_fn(|| r.slave.poll_output()).collect();
+    let parked = outs.iter().find_map(|o| match o {
+        Output::Transmit { cmd, .. } if cmd.opaque == 500 => Some(cmd.clone()),
+        _ => None,
+    });
+    let parked = parked.expect("the parked reader is answered at once");
+    assert_eq!(parked.code, ResponseCode::PullOffsetMoved.code(), "{parked:?}");
+    let next: u64 = parked.ext("nextBeginOffset").unwrap().parse().unwrap();
+    assert!(next <= 2, "the reader is moved back inside the cut log (redelivery, never a skip): {parked:?}");
+    assert!(outs.contains(&Output::HaReport { offset: cut }), "{outs:?}");
+    assert_eq!(r.slave_bodies(), ["m0", "m1"]);
+}
+
+#[test]
+fn an_empty_master_fences_itself_against_a_slave_that_holds_more() {
+    let (dir, mut config) = small_mmap_store();
+    config.broker_role = BrokerRole::SyncMaster;
+    let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config.clone(), 10).unwrap();
+    m.on_conn_opened(10, ConnId(1), "127.0.0.1:1".parse().unwrap());
+    m.on_ha_slave_opened(10, HA_CONN);
+    m.on_ha_slave_report(10, HA_CONN, 4_096);
+    let outs = drain(&mut m);
+    assert!(outs.iter().any(|o| matches!(o, Output::HaClose { conn, .. } if *conn == HA_CONN)), "{outs:?}");
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::RegisterBroker(c) if c.request_code() == RequestCode::UnregisterBroker)),
+        "a fenced master leaves the routes: {outs:?}"
+    );
+    send_to(&mut m, 11, 1, "m");
+    assert_eq!(answered(&drain(&mut m), 1), Some(ResponseCode::ServiceNotAvailable.code()));
+    assert_eq!(m.store().commit_log_max_offset(), 0, "a fenced master stores nothing");
+    let req = RemotingCommand::request_with(RequestCode::PullMessage, 2, &pull_header("T", 0, 3, 0));
+    m.on_request(12, ConnId(1), req);
+    let pull = drain(&mut m).into_iter().find_map(|o| match o {
+        Output::Transmit { cmd, .. } if cmd.opaque == 2 => Some(cmd),
+        _ => None,
+    });
+    let pull = pull.unwrap();
+    assert_eq!(pull.ext("suggestWhichBrokerId"), Some("1"), "readers are sent to the slave");
+    assert_eq!(pull.ext("nextBeginOffset"), Some("3"), "their position is untouched");
+    m.shutdown(13).unwrap();
+    // The fence survives a restart: the store is still empty, the slave still refused.
+    let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config, 20).unwrap();
+    m.on_conn_opened(20, ConnId(1), "127.0.0.1:1".parse().unwrap());
+    send_to(&mut m, 21, 3, "m");
+    assert_eq!(answered(&drain(&mut m), 3), Some(ResponseCode::ServiceNotAvailable.code()));
+    m.on_ha_slave_opened(22, HA_CONN);
+    m.on_ha_slave_report(22, HA_CONN, 0);
+    assert!(drain(&mut m).iter().any(|o| matches!(o, Output::HaClose { .. })));
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub struct ClientInstance<E: Env> {
     /// client_ip@instance_name.
     pub client_id: String,
     routes: Arc<Mutex<BTreeMap<String, TopicRouteData>>>,
+    /// Broker name → the broker id the last pull answer suggested (suggestWhichBrokerId).
+    suggested: Arc<Mutex<BTreeMap<String, i64>>>,
 }
 
 impl<E: Env> ClientInstance<E> {
@@ -36,7 +38,7 @@ impl<E: Env> ClientInstance<E> {
             .unwrap_or_else(|| format!("{}#{}", env.process_id(), env.seed() % 1_000_000_007));
         let client_id = format!("{}@{}", config.client_ip, instance);
         let (rpc, incoming) = RemotingClient::with_incoming(env);
-        (ClientInstance { config, rpc, client_id, routes: Arc::default() }, incoming)
+        (ClientInstance { config, rpc, client_id, routes: Arc::default(), suggested: Arc::default() }, incoming)
     }
 
     /// The runtime.
@@ -84,6 +86,23 @@ impl<E: Env> ClientInstance<E> {
             .and_then(|b| b.master_addr().map(String::from))
     }
 
+    /// Records the broker id a pull answer suggested for a broker name (a master sending
+    /// readers to its slave, or a slave cut off from its master keeping them).
+    pub fn suggest(&self, broker_name: &str, broker_id: i64) {
+        self.suggested.lock().expect("suggestion lock is never poisoned").insert(broker_name.to_string(), broker_id);
+    }
+
+    /// The address of the broker id last suggested for a broker name, if the route lists it.
+    fn suggested_addr(&self, broker_name: &str) -> Option<String> {
+        let id = *self.suggested.lock().expect("suggestion lock is never poisoned").get(broker_name)?;
+        let routes = self.routes.lock().expect("route cache lock is never poisoned");
+        routes
+            .values()
+            .flat_map(|r| r.broker_datas.iter())
+            .find(|b| b.broker_name == broker_name)
+            .and_then(|b| b.broker_addrs.get(&id).cloned())
+    }
+
     /// Any address (master first) of a broker.
     pub fn any_addr(&self, broker_name: &str) -> Option<String> {
         let routes = self.routes.lock().expect("route cache lock is never poisoned");
@@ -94,14 +113,17 @@ impl<E: Env> ClientInstance<E> {
             .and_then(|b| b.broker_addrs.values().next().cloned())
     }
 
-    /// The address to use for a queue's broker (master first, else any replica), fetching the
-    /// topic's route when the broker is not cached yet.
+    /// The address to use for a queue's broker (for reads: the broker id the last pull answer
+    /// suggested, else the master, else any replica), fetching the topic's route when the
+    /// broker is not cached yet.
     pub async fn resolve(&self, mq: &rmq_proto::body::MessageQueue, master_only: bool) -> Result<String, ClientError> {
         let lookup = |inst: &Self| {
             if master_only {
                 inst.master_addr(&mq.broker_name)
             } else {
-                inst.master_addr(&mq.broker_name).or_else(|| inst.any_addr(&mq.broker_name))
+                inst.suggested_addr(&mq.broker_name)
+                    .or_else(|| inst.master_addr(&mq.broker_name))
+                    .or_else(|| inst.any_addr(&mq.broker_name))
             }
         };
         if let Some(a) = lookup(self) {

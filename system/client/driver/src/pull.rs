@@ -80,6 +80,9 @@ pub async fn pull_once<E: Env>(
     let req = RemotingCommand::request_with(RequestCode::PullMessage, 0, &h);
     let resp = inst.rpc.invoke(&addr, req, suspend_ms + RPC_TIMEOUT_MS + 5_000).await?;
     let num = |k: &str| resp.ext(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
+    if let Some(id) = resp.ext("suggestWhichBrokerId").and_then(|v| v.parse::<i64>().ok()) {
+        inst.suggest(&mq.broker_name, id);
+    }
     let status = match ResponseCode::from_code(resp.code) {
         ResponseCode::Success => PullStatus::Found,
         ResponseCode::PullNotFound => PullStatus::NoNewMsg,

@@ -190,7 +190,7 @@ impl<D: Directory> MessageStore<D> {
     }
 
     /// Cuts every queue after its last entry valid against a CommitLog ending at `end`.
-    fn truncate_queues(&mut self, end: u64) -> Result<(), StoreError> {
+    pub(super) fn truncate_queues(&mut self, end: u64) -> Result<(), StoreError> {
         let mut cuts = Vec::new();
         for (key, q) in &self.queues {
             let mut n = q.max_offset();

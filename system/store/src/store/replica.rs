@@ -78,6 +78,29 @@ impl<D: Directory> MessageStore<D> {
         Ok(())
     }
 
+    /// Cuts this replica's CommitLog back to `end` (a record boundary: where its master's log
+    /// ends after the master lost an unflushed tail), with every index entry past it, zeroed
+    /// and flushed so no discarded record reappears after a crash. The next streamed byte is
+    /// appended at `end`. Returns how many non-zero bytes were discarded. Refused below the
+    /// oldest byte this store holds.
+    pub fn truncate_replica(&mut self, end: u64) -> Result<u64, StoreError> {
+        let write = self.commit_log.write_offset();
+        if end >= write {
+            return Ok(0);
+        }
+        if end < self.commit_log.min_offset() || end < self.reput_offset.min(end) {
+            return Err(StoreError::ReplicaMismatch {
+                offset: end,
+                reason: format!("cannot cut below the oldest retained byte {}", self.commit_log.min_offset()),
+            });
+        }
+        let durable = self.commit_log.flushed_offset().min(end);
+        let discarded = self.commit_log.truncate_to(&mut self.dir, durable, end)?;
+        self.truncate_queues(end)?;
+        self.reput_offset = self.reput_offset.min(end);
+        Ok(discarded)
+    }
+
     /// Where the next replicated record will be indexed from.
     pub fn dispatched_offset(&self) -> u64 {
         self.reput_offset
