@@ -407,7 +407,8 @@ fn drive_outputs(core: &mut BrokerCore<MemDirectory>, now_ms: u64) {
             | Output::HaClose { .. }
             | Output::HaConnect { .. }
             | Output::HaReport { .. }
-            | Output::HaDisconnect { .. } => {}
+            | Output::HaDisconnect { .. }
+            | Output::MasterRequest { .. } => {}
         }
     }
 }

@@ -719,6 +719,11 @@ impl World {
                         self.ha_send(link, false, offset, Bytes::new());
                     }
                 }
+                Output::MasterRequest { addr, cmd } => {
+                    if let Some(master) = self.node_at(&addr) {
+                        self.send(b, master, &cmd);
+                    }
+                }
                 Output::HaDisconnect { reason } => {
                     let name = self.nodes[b].name.clone();
                     self.trace.line(self.now, &name, "ha.master.refused", &format!("reason={reason:?}"));

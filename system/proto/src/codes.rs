@@ -41,7 +41,7 @@ wire_enum! {
         GetMaxOffset = 30, GetMinOffset = 31, GetEarliestMsgStoretime = 32, ViewMessageById = 33,
         HeartBeat = 34, UnregisterClient = 35, ConsumerSendMsgBack = 36, EndTransaction = 37,
         GetConsumerListByGroup = 38, CheckTransactionState = 39, NotifyConsumerIdsChanged = 40,
-        LockBatchMq = 41, UnlockBatchMq = 42, GetAllConsumerOffset = 43,
+        LockBatchMq = 41, UnlockBatchMq = 42, GetAllConsumerOffset = 43, GetAllDelayOffset = 45,
         PutKvConfig = 100, GetKvConfig = 101, DeleteKvConfig = 102,
         RegisterBroker = 103, UnregisterBroker = 104, GetRouteinfoByTopic = 105,
         GetBrokerClusterInfo = 106, GetTopicStatsInfo = 202, GetConsumerConnectionList = 203,

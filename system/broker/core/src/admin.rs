@@ -288,6 +288,7 @@ impl<D: Directory> BrokerCore<D> {
             RequestCode::UpdateAndCreateTopic => self.update_topic(now_ms, req),
             RequestCode::DeleteTopicInBroker => self.delete_topic(now_ms, req),
             RequestCode::GetAllTopicConfig => Ok(ok(req).with_body(to_json(&self.topics.wrapper()))),
+            RequestCode::GetAllConsumerOffset | RequestCode::GetAllDelayOffset => Ok(self.metadata_answer(req)),
             RequestCode::GetMaxOffset | RequestCode::GetMinOffset | RequestCode::GetEarliestMsgStoretime => {
                 self.queue_offset_query(req)
             }

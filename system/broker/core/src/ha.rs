@@ -415,7 +415,8 @@ impl<D: Directory> BrokerCore<D> {
                     if self.ha.master_connected {
                         self.report_to_master(now_ms, true);
                     } else if !self.ha.connecting {
-                        if let Some(addr) = self.config.ha_master_addr.clone() {
+                        let addr = self.config.ha_master_addr.clone().or_else(|| self.sync.master_ha_addr.clone());
+                        if let Some(addr) = addr {
                             self.ha.connecting = true;
                             self.outputs.push_back(Output::HaConnect { addr });
                         }

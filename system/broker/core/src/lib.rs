@@ -56,6 +56,7 @@ mod ha;
 mod pull;
 mod schedule;
 mod send;
+mod slave_sync;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -136,6 +137,15 @@ pub enum Output {
     HaDisconnect {
         /// Why, for the log.
         reason: String,
+    },
+    /// Slave: send this request to the master's remoting address and hand the answer, with
+    /// this opaque, to [`BrokerCore::on_response`] (metadata copy, RocketMQ's
+    /// SlaveSynchronize).
+    MasterRequest {
+        /// The master's remoting address.
+        addr: String,
+        /// The request.
+        cmd: RemotingCommand,
     },
 }
 
@@ -265,6 +275,8 @@ pub struct BrokerCore<D: Directory> {
     flush_waiters: FlushWaiters,
     /// Replication: attached slaves and SYNC_MASTER waiters, or the link to the master.
     ha: Ha,
+    /// Slave: what it learned about its master and the metadata copy in flight.
+    sync: slave_sync::SlaveSync,
     delay: DelayProgress,
     /// Connection → peer address (born host of messages, consumer connection lists).
     peers: BTreeMap<ConnId, SocketAddr>,
@@ -322,6 +334,7 @@ impl<D: Directory> BrokerCore<D> {
             holds: PullHolds::default(),
             flush_waiters: FlushWaiters::default(),
             ha,
+            sync: slave_sync::SlaveSync::default(),
             delay,
             peers: BTreeMap::new(),
             flushes_in_flight: 0,
@@ -370,7 +383,10 @@ impl<D: Directory> BrokerCore<D> {
     /// One request arrived on `conn`.
     pub fn on_request(&mut self, now_ms: u64, conn: ConnId, req: RemotingCommand) {
         if req.is_response() {
-            return; // Answers to our own pushes (none expect one) are ignored.
+            // Answers to this broker's own requests (registration, a slave's metadata copy);
+            // answers to pushes to clients expect nothing.
+            self.on_response(now_ms, &req);
+            return;
         }
         let resp = match req.request_code() {
             RequestCode::SendMessage | RequestCode::SendMessageV2 | RequestCode::SendBatchMessage => {
@@ -494,6 +510,7 @@ impl<D: Directory> BrokerCore<D> {
             self.deliver_due_delayed(now_ms);
         }
         self.ha_timer(now_ms);
+        self.slave_sync_timer(now_ms);
         self.pump(now_ms);
     }
 
@@ -511,6 +528,9 @@ impl<D: Directory> BrokerCore<D> {
             d = d.min(t);
         }
         if let Some(t) = self.ha_deadline_ms() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.slave_sync_deadline_ms() {
             d = d.min(t);
         }
         d

@@ -101,12 +101,33 @@ impl ConsumerOffsets {
         if !self.dirty {
             return Ok(());
         }
+        dir.write_file(OFFSETS_PATH, &self.to_body())?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// The table as `consumerOffset.json` and GET_ALL_CONSUMER_OFFSET carry it.
+    pub fn to_body(&self) -> Vec<u8> {
         let mut f = OffsetFile::default();
         for ((topic, group), q) in &self.table {
             f.offset_table.insert(format!("{topic}@{group}"), q.iter().map(|(k, v)| (*k, *v as i64)).collect());
         }
-        dir.write_file(OFFSETS_PATH, &rmq_proto::body::to_json(&f))?;
-        self.dirty = false;
+        rmq_proto::body::to_json(&f)
+    }
+
+    /// A slave takes over its master's table (RocketMQ's putAll): every entry the master
+    /// has replaces this one's; entries only this slave has stay.
+    pub fn take_over(&mut self, body: &[u8]) -> Result<(), String> {
+        let f: OffsetFile = rmq_proto::body::from_json(body).map_err(|e| e.to_string())?;
+        for (key, per_queue) in f.offset_table {
+            let Some((topic, group)) = key.split_once('@') else { continue };
+            if names::validate_group(group).is_err() || names::validate_topic(topic).is_err() {
+                continue;
+            }
+            for (q, o) in per_queue.into_iter().filter(|(_, o)| *o >= 0) {
+                self.reset(group, topic, q, o as u64);
+            }
+        }
         Ok(())
     }
 }

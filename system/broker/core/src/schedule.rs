@@ -53,9 +53,22 @@ impl DelayProgress {
         if !self.dirty {
             return Ok(());
         }
-        let f = DelayFile { offset_table: self.offsets.iter().map(|(l, o)| (*l, *o as i64)).collect() };
-        dir.write_file(DELAY_PATH, &rmq_proto::body::to_json(&f))?;
+        dir.write_file(DELAY_PATH, &self.to_body())?;
         self.dirty = false;
+        Ok(())
+    }
+
+    /// The progress as `delayOffset.json` and GET_ALL_DELAY_OFFSET carry it.
+    pub(crate) fn to_body(&self) -> Vec<u8> {
+        let f = DelayFile { offset_table: self.offsets.iter().map(|(l, o)| (*l, *o as i64)).collect() };
+        rmq_proto::body::to_json(&f)
+    }
+
+    /// A slave takes over its master's delay progress.
+    pub(crate) fn take_over(&mut self, body: &[u8]) -> Result<(), String> {
+        let f: DelayFile = rmq_proto::body::from_json(body).map_err(|e| e.to_string())?;
+        self.offsets = f.offset_table.into_iter().map(|(l, o)| (l, o.max(0) as u64)).collect();
+        self.dirty = true;
         Ok(())
     }
 }

@@ -860,3 +860,49 @@ fn a_slave_refuses_sends_and_serves_what_it_replicated() {
         .unwrap();
     assert_eq!(resp.code, ResponseCode::ServiceNotAvailable.code());
 }
+
+#[test]
+fn a_slave_learns_its_master_from_the_registration_answer_and_copies_its_metadata() {
+    let mut r = replica(BrokerRole::AsyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
+    r.send(1, "m");
+    r.settle();
+    assert!(r.master.offsets.commit("cg", "T", 0, 1));
+    // Nothing to ask before the NameServer said who the master is.
+    r.slave.on_timer(r.now);
+    assert!(!std::iter::from_fn(|| r.slave.poll_output()).any(|o| matches!(o, Output::MasterRequest { .. })));
+    let mut answer =
+        RemotingCommand::response_to(&RemotingCommand::request(RequestCode::RegisterBroker, -1), ResponseCode::Success);
+    answer.ext_fields.insert("masterAddr".into(), "10.0.0.1:10911".into());
+    answer.ext_fields.insert("haServerAddr".into(), "10.0.0.1:10912".into());
+    r.slave.on_response(r.now, &answer);
+    assert_eq!(r.slave.sync.master_ha_addr.as_deref(), Some("10.0.0.1:10912"));
+    r.slave.on_timer(r.now);
+    let asks: Vec<RemotingCommand> = std::iter::from_fn(|| r.slave.poll_output())
+        .filter_map(|o| match o {
+            Output::MasterRequest { addr, cmd } => {
+                assert_eq!(addr, "10.0.0.1:10911");
+                Some(cmd)
+            }
+            _ => None,
+        })
+        .collect();
+    let codes: Vec<RequestCode> = asks.iter().map(|c| c.request_code()).collect();
+    assert_eq!(
+        codes,
+        [RequestCode::GetAllTopicConfig, RequestCode::GetAllConsumerOffset, RequestCode::GetAllDelayOffset]
+    );
+    assert_eq!(r.slave.offsets.get("cg", "T", 0), None);
+    for ask in asks {
+        r.master.on_request(r.now, ConnId(9), ask.clone());
+        let resp = std::iter::from_fn(|| r.master.poll_output())
+            .find_map(|o| match o {
+                Output::Transmit { cmd, .. } if cmd.opaque == ask.opaque => Some(cmd),
+                _ => None,
+            })
+            .expect("the master answers metadata requests");
+        assert_eq!(resp.code, 0, "{resp:?}");
+        r.slave.on_response(r.now, &resp);
+    }
+    assert_eq!(r.slave.offsets.get("cg", "T", 0), Some(1), "consumer offsets reach the slave");
+    assert!(r.slave.topics.get("T").is_some(), "topic config reaches the slave");
+}

@@ -223,14 +223,8 @@ fn apply_ha(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
             c.ha_master_addr = Some(addr.to_string());
         }
         Some(_) => return Err(props.unimplemented("haMasterAddress", "only a SLAVE connects to a master")),
-        None if slave => {
-            return Err(ConfError::Invalid {
-                line: 0,
-                key: "haMasterAddress".into(),
-                value: String::new(),
-                expected: "required for brokerRole=SLAVE: the master's HA address, ip:port",
-            })
-        }
+        // Unset on a SLAVE: learned from the NameServer's answer to its registration (the
+        // master of its brokerName registers its HA address), as RocketMQ does.
         None => {}
     }
     if let Some(v) = props.ranged("haSendHeartbeatInterval", 100, 60_000, "milliseconds in 100..=60000")? {
@@ -362,7 +356,6 @@ mod tests {
             ("brokerId=-1", ">= 0"),
             ("brokerId=1", "0 for a master"),
             ("brokerRole=SLAVE\nhaMasterAddress=127.0.0.1:1\nbrokerId=0", ">= 1 for a SLAVE"),
-            ("brokerId=1\nbrokerRole=SLAVE", "required for brokerRole=SLAVE"),
             ("brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=master", "ip:port"),
             ("haSendHeartbeatInterval=0", "100..=60000"),
             ("haSendHeartbeatInterval=5000\nhaHousekeepingInterval=2000", "longer than haSendHeartbeatInterval"),

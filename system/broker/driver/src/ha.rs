@@ -29,6 +29,9 @@ pub(crate) enum HaEvent {
     MasterData { generation: u64, offset: u64, bytes: Bytes },
     /// Slave: connection `generation` failed or ended.
     MasterClosed { generation: u64 },
+    /// An answer to this broker's own request (a NameServer's to REGISTER_BROKER, the
+    /// master's to a slave's metadata request), carrying the opaque the core chose.
+    Answer(rmq_proto::RemotingCommand),
 }
 
 /// Accepts slaves on the HA listener until the node loop goes away.

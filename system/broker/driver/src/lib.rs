@@ -317,6 +317,19 @@ impl<E: Env> Node<E> {
                     self.ha_master = None;
                     self.core.on_ha_master_closed(self.env.now_ms());
                 }
+                Output::MasterRequest { addr, cmd } => {
+                    let (client, events) = (self.namesrv.clone(), self.ha_tx.clone());
+                    spawn(async move {
+                        let opaque = cmd.opaque;
+                        match client.invoke(&addr, cmd, REGISTER_TIMEOUT_MS).await {
+                            Ok(mut r) => {
+                                r.opaque = opaque;
+                                let _ = events.send(ha::HaEvent::Answer(r));
+                            }
+                            Err(e) => tracing::warn!(%addr, error = %e, "metadata copy from the master failed"),
+                        }
+                    });
+                }
             }
         }
         if let Some(sink) = &mut self.events {
@@ -393,6 +406,7 @@ impl<E: Env> Node<E> {
                 self.ha_master = None;
                 self.core.on_ha_master_closed(now);
             }
+            ha::HaEvent::Answer(r) => self.core.on_response(now, &r),
             // Events of a connection already replaced.
             ha::HaEvent::MasterConnected { .. } | ha::HaEvent::MasterData { .. } | ha::HaEvent::MasterClosed { .. } => {
             }
@@ -411,9 +425,15 @@ impl<E: Env> Node<E> {
     fn register(&self, cmd: rmq_proto::RemotingCommand) {
         for addr in &self.namesrv_addrs {
             let (client, addr, cmd) = (self.namesrv.clone(), addr.clone(), cmd.clone());
+            let events = self.ha_tx.clone();
             spawn(async move {
                 match client.invoke(&addr, cmd, REGISTER_TIMEOUT_MS).await {
-                    Ok(r) if r.code == 0 => tracing::debug!(%addr, "registered with name server"),
+                    Ok(mut r) if r.code == 0 => {
+                        tracing::debug!(%addr, "registered with name server");
+                        r.opaque = -1; // Not an answer to a metadata request.
+                                       // A slave learns its master's addresses from the answer.
+                        let _ = events.send(ha::HaEvent::Answer(r));
+                    }
                     Ok(r) => {
                         tracing::warn!(%addr, code = r.code, remark = ?r.remark, "name server refused registration")
                     }
