@@ -59,7 +59,8 @@ fn sync_master_send_ok_survives_a_sigkilled_master_and_replication_resumes() {
         dir.path(),
         "slave.conf",
         &format!(
-            "brokerName=rep\nbrokerId=1\nbrokerRole=SLAVE\nflushDiskType=SYNC_FLUSH\nhaMasterAddress={ha}\nhaSendHeartbeatInterval=1000\n"
+            // No haMasterAddress: the slave learns it from the NameServer's registration answer.
+            "brokerName=rep\nbrokerId=1\nbrokerRole=SLAVE\nflushDiskType=SYNC_FLUSH\nhaSendHeartbeatInterval=1000\n"
         ),
     );
     let slave = common::broker(&ns.addr, &dir.path().join("slave"), "127.0.0.1:0", Some(&slave_conf));
@@ -126,6 +127,22 @@ fn sync_master_send_ok_survives_a_sigkilled_master_and_replication_resumes() {
             assert!(have.contains(m), "SEND_OK message {m:?} of {mq:?} is not on the slave");
         }
     }
+
+    // The slave refuses sends with RocketMQ's code (it serves the reads above).
+    let mut raw = std::net::TcpStream::connect(&slave.addr).unwrap();
+    let h = rmq_proto::header::SendMessageRequestHeader {
+        producer_group: "rep_raw".into(),
+        topic: "Rep".into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 4,
+        queue_id: 0,
+        ..Default::default()
+    };
+    let mut req = rmq_proto::RemotingCommand::request(rmq_proto::codes::RequestCode::SendMessageV2, 1)
+        .with_body(b"to-the-slave".to_vec());
+    req.ext_fields = h.to_ext_v2();
+    let resp = common::call(&mut raw, &req);
+    assert_eq!(resp.code, rmq_proto::ResponseCode::ServiceNotAvailable.code(), "{resp:?}");
 
     // The master comes back on its store; the slave reconnects and confirms new sends again.
     let master = common::broker(&ns.addr, &master_store, "127.0.0.1:0", Some(&master_conf));
