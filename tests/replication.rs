@@ -58,10 +58,8 @@ fn sync_master_send_ok_survives_a_sigkilled_master_and_replication_resumes() {
     let slave_conf = write_conf(
         dir.path(),
         "slave.conf",
-        &format!(
-            // No haMasterAddress: the slave learns it from the NameServer's registration answer.
-            "brokerName=rep\nbrokerId=1\nbrokerRole=SLAVE\nflushDiskType=SYNC_FLUSH\nhaSendHeartbeatInterval=1000\n"
-        ),
+        // No haMasterAddress: the slave learns it from the NameServer's registration answer.
+        "brokerName=rep\nbrokerId=1\nbrokerRole=SLAVE\nflushDiskType=SYNC_FLUSH\nhaSendHeartbeatInterval=1000\n",
     );
     let slave = common::broker(&ns.addr, &dir.path().join("slave"), "127.0.0.1:0", Some(&slave_conf));
 

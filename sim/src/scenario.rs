@@ -611,6 +611,36 @@ pub fn swarm(seed: u64) -> Scenario {
         }
         t += rng.gen_range(200..=2_000);
     }
+    // Replication topologies come from a stream of their own, so the mixes drawn above stay
+    // what they were for every seed: a third of the seeds add a slave, and a fault aimed at
+    // the pair (the broker faults above then hit a master with a slave).
+    let mut rr = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5245_504c_4943_4100);
+    if rr.gen_bool(0.33) {
+        s.replication = if rr.gen_bool(0.5) { Replication::Sync } else { Replication::Async };
+        // After half the load at the earliest (sends start about a second in) and after the
+        // other faults, so the run acknowledges something before the pair is disturbed.
+        let load_ms = u64::from(s.messages) * s.send_interval_ms;
+        let last = s.faults.iter().map(|(at, f)| if let Fault::Pause(_, ms) = f { at + ms } else { *at }).max();
+        let mut t = (1_000 + load_ms / 2).max(last.unwrap_or(0)) + rr.gen_range(0..=2_000);
+        match rr.gen_range(0..3) {
+            0 => {
+                s.faults.push((t, Fault::Crash("slave".into())));
+                t += rr.gen_range(200..=4_000);
+                s.faults.push((t, Fault::Restart("slave".into())));
+            }
+            1 => {
+                s.faults.push((t, Fault::Partition("broker".into(), "slave".into())));
+                t += rr.gen_range(500..=5_000);
+                s.faults.push((t, Fault::Heal));
+            }
+            _ => {
+                s.faults.push((t, Fault::CrashOn("slave".into(), Trigger::Ack)));
+                t += rr.gen_range(1_000..=3_000);
+                s.faults.push((t, Fault::Restart("slave".into())));
+            }
+        }
+        s.faults.sort_by_key(|f| f.0);
+    }
     s
 }
 
@@ -647,6 +677,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("replica-master-restart-sync", include_str!("../scenarios/replica-master-restart-sync.sim")),
     ("replica-master-restart-async", include_str!("../scenarios/replica-master-restart-async.sim")),
     ("replica-master-disk-loss", include_str!("../scenarios/replica-master-disk-loss.sim")),
+    ("replica-crash-churn", include_str!("../scenarios/replica-crash-churn.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -525,8 +525,8 @@ impl World {
         self.pump_broker(slave);
     }
 
-    /// Puts bytes on an HA link: they arrive in order, or the link resets (a partition or a
-    /// lost segment breaks a TCP connection; it never skips bytes).
+    /// Puts bytes on an HA link: they arrive in order (a lost segment is retransmitted, late),
+    /// or, across a partition, the link resets; a TCP stream never skips bytes.
     fn ha_send(&mut self, link: u64, to_slave: bool, offset: u64, bytes: Bytes) {
         if !self.ha_link_live(link) {
             return;
@@ -544,11 +544,11 @@ impl World {
             self.ha_reset(link, "partition");
             return;
         }
+        let mut delay = self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms);
         if noisy && self.rng.gen_range(0..100) < self.scenario.drop_pct {
-            self.ha_reset(link, "loss");
-            return;
+            // TCP retransmits a lost segment after its timeout: late, never missing.
+            delay += self.rng.gen_range(200..=400);
         }
-        let delay = self.scenario.latency_ms + self.rng.gen_range(0..=self.scenario.jitter_ms);
         let dir = usize::from(!to_slave);
         let l = self.ha_links.get_mut(&link).expect("live link");
         let at = (self.now + delay).max(l.arrives_at[dir]);

@@ -379,6 +379,11 @@ pub fn decode_message(buf: &Bytes, check_crc: bool) -> Result<(MessageExt, usize
         if actual != crc {
             return Err(MessageError::BadCrc { stored: crc, computed: actual });
         }
+        // The body CRC covers neither topic nor properties: a write torn after the body leaves
+        // them zero-filled (fresh space) or garbage. Neither ever holds a NUL byte.
+        if topic.contains('\0') || props.contains('\0') {
+            return Err(MessageError::Invalid("NUL byte in topic or properties (torn write)"));
+        }
     }
     let msg = MessageExt {
         topic,
@@ -543,6 +548,20 @@ mod tests {
     }
 
     proptest! {
+        /// A write torn after the body leaves the properties (the record's tail) zero-filled:
+        /// the body CRC still matches, so the CRC check alone would accept the record.
+        #[test]
+        fn a_record_whose_tail_was_torn_to_zeros_is_rejected(m in arb_message(), cut_back in 1usize..64) {
+            prop_assume!(!m.properties.is_empty());
+            let mut out = Vec::new();
+            encode_message(&m, &mut out).unwrap();
+            let props_len = encode_properties(&m.properties).len();
+            let zeroed = cut_back.min(props_len);
+            let n = out.len();
+            out[n - zeroed..].fill(0);
+            prop_assert!(decode_message(&Bytes::from(out.clone()), true).is_err());
+        }
+
         #[test]
         fn every_message_round_trips(m in arb_message()) {
             let mut out = Vec::new();

@@ -152,6 +152,9 @@ pub struct RecoveryReport {
     /// The disk was too full to write the new checkpoint: everything recovered is flushed,
     /// and the previous checkpoint (older, so safe) stays until a later one can be written.
     pub checkpoint_deferred: bool,
+    /// The directory held no CommitLog segment at all: a new store, or a lost disk (a crash,
+    /// however early, leaves the segment file it wrote into).
+    pub fresh: bool,
 }
 
 /// One CommitLog and its ConsumeQueues. Single-threaded; see the crate docs for the calling
@@ -203,6 +206,7 @@ impl<D: Directory> MessageStore<D> {
     pub fn open(mut dir: D, config: StoreConfig) -> Result<(Self, RecoveryReport), StoreError> {
         config.validate()?;
         let commit_log = CommitLog::load(&mut dir, config.commit_log_segment_bytes)?;
+        let fresh = commit_log.last_segment_start().is_none();
         let mut queues = BTreeMap::new();
         for topic in dir.list(CONSUMEQUEUE_DIR)? {
             if check_topic(&topic).is_err() {
@@ -228,7 +232,8 @@ impl<D: Directory> MessageStore<D> {
             checkpoint,
             reput_offset: 0,
         };
-        let report = store.recover()?;
+        let mut report = store.recover()?;
+        report.fresh = fresh;
         store.reput_offset = store.commit_log.write_offset();
         store.assert_invariants();
         Ok((store, report))
@@ -399,7 +404,7 @@ impl<D: Directory> MessageStore<D> {
 
     /// Writes the checkpoint page, vouching that the CommitLog below `confirm_phy_offset` and
     /// every ConsumeQueue entry of a message below it are durable.
-    fn write_checkpoint(&mut self, confirm_phy_offset: u64) -> Result<(), StoreError> {
+    pub(super) fn write_checkpoint(&mut self, confirm_phy_offset: u64) -> Result<(), StoreError> {
         assert!(confirm_phy_offset <= self.commit_log.flushed_offset(), "a checkpoint vouches only for flushed data");
         let checkpoint = Checkpoint {
             physic_msg_timestamp_ms: self.flushed_store_timestamp_ms,

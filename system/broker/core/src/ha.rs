@@ -43,6 +43,31 @@ pub(crate) fn load_fence<D: Directory>(dir: &D) -> Result<Option<String>, String
     }
 }
 
+/// Where a master keeps its history floor (see `Ha::floor`) across restarts.
+pub const FLOOR_PATH: &str = "config/haFloor.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Floor {
+    /// Unconfirmed floor, if any.
+    floor: Option<u64>,
+}
+
+/// The history floor of a master opening with `commit_log_end`: the lowest end at open since
+/// a slave last confirmed this master's history, recorded at once.
+pub(crate) fn open_floor<D: Directory>(dir: &mut D, commit_log_end: u64) -> Result<u64, String> {
+    let prev = match dir.read_file(FLOOR_PATH).map_err(|e| e.to_string())? {
+        None => None,
+        Some(bytes) => serde_json::from_slice::<Floor>(&bytes).map_err(|e| e.to_string())?.floor,
+    };
+    let floor = prev.map_or(commit_log_end, |p| p.min(commit_log_end));
+    if prev != Some(floor) {
+        let body = serde_json::to_vec(&Floor { floor: Some(floor) }).expect("a floor serializes");
+        dir.write_file(FLOOR_PATH, &body).map_err(|e| e.to_string())?;
+    }
+    Ok(floor)
+}
+
 /// Bytes streamed to a slave beyond its last report before the master waits for it.
 pub const HA_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -86,12 +111,17 @@ pub(crate) struct Ha {
     next_slave_ms: u64,
     /// Slave: the offset last reported.
     reported: Option<u64>,
-    /// Master: the CommitLog end when the broker opened (after recovery). Bytes below it are
-    /// one history with whatever a slave received before; bytes above it were written in
-    /// this life and may differ from what a slave received from the previous one.
-    base: u64,
+    /// Master: the lowest CommitLog end at open over this master's lives since a slave last
+    /// confirmed holding this life's history past it (persisted in [`FLOOR_PATH`]). Bytes
+    /// below it are one history with whatever a slave received in any of those lives; bytes
+    /// above it may have been rewritten by a later life after a crash lost them.
+    floor: u64,
+    /// Master: the floor is not yet confirmed by a slave in this life.
+    floor_pending: bool,
     /// Master: the highest offset streamed to a slave in this life.
     streamed_high: u64,
+    /// Master: the store directory held no CommitLog at open (new, or its disk was lost).
+    fresh: bool,
     /// Master: fenced, and why: its store opened empty while a slave held data (a lost disk).
     /// It refuses sends and slaves and leaves the routes, so nothing the slave holds is
     /// overwritten or cut, and consumers read from the slave, until an operator restores the
@@ -100,8 +130,8 @@ pub(crate) struct Ha {
 }
 
 impl Ha {
-    pub(crate) fn opened(commit_log_end: u64, fenced: Option<String>) -> Self {
-        Ha { base: commit_log_end, fenced, ..Ha::default() }
+    pub(crate) fn opened(floor: u64, fresh: bool, fenced: Option<String>) -> Self {
+        Ha { floor, floor_pending: true, fresh, fenced, ..Ha::default() }
     }
 
     /// The best offset any slave reported.
@@ -188,23 +218,37 @@ impl<D: Directory> BrokerCore<D> {
     /// interleave two histories. It is told to cut its log back to the end at open (a
     /// heartbeat at that offset) and follows from there; what it cut was never acknowledged
     /// under SYNC_FLUSH, and is the measured loss window under ASYNC_FLUSH. A master whose
-    /// store opened empty (its disk was lost) never cuts a slave back: it refuses it, and the
-    /// slave keeps the data for an operator to restore. (Streamed-in-this-life is tracked per
-    /// master, not per slave: the rule assumes one slave per broker group, as deployed.)
+    /// store directory held no CommitLog at open (its disk was lost) does not cut a slave back
+    /// to nothing: it fences itself and the slave keeps the data for an operator to restore,
+    /// unless it is an ASYNC_MASTER that has already answered SEND_OK for writes of its own
+    /// (then its history wins, and the slave's is the measured loss). A SYNC_MASTER over
+    /// ASYNC_FLUSH fences itself whenever a slave is ahead: it answered SEND_OK for bytes
+    /// only in its page cache, which the slave may be the only one to hold now.
+    /// (Streamed-in-this-life is tracked per master, not per slave: the rule assumes one slave
+    /// per broker group, as deployed.)
     pub fn on_ha_slave_report(&mut self, now_ms: u64, conn: ConnId, offset: u64) {
-        let (base, streamed_high) = (self.ha.base, self.ha.streamed_high);
-        let shared = offset <= base.max(streamed_high);
+        let (floor, streamed_high) = (self.ha.floor, self.ha.streamed_high);
+        let shared = offset <= floor.max(streamed_high);
         let fenced = self.ha.fenced.is_some();
         let start = if shared && !fenced { self.store.replica_start(offset) } else { None };
+        // A master whose store opened empty keeps a slave's history (fencing itself) unless it
+        // has since acknowledged writes of its own without one: an ASYNC_MASTER that did
+        // answers for them, and its history wins (the slave is cut back). A SYNC_MASTER's
+        // writes without a slave were answered SLAVE_NOT_AVAILABLE, never SEND_OK.
+        let sync_master = self.config.broker_role == BrokerRole::SyncMaster;
+        let keep_slave_history = fenced
+            || (self.ha.fresh && (sync_master || self.store.commit_log_max_offset() == 0))
+            // SYNC_MASTER over ASYNC_FLUSH answered SEND_OK for bytes only the slave kept.
+            || (sync_master && self.config.flush_disk_type == FlushDiskType::AsyncFlush);
         let Some(link) = self.ha.slaves.get_mut(&conn) else { return };
         link.last_heard_ms = now_ms;
         if link.push_from.is_none() {
             match start {
                 Some(from) => link.push_from = Some(from),
-                None if base == 0 || fenced => {
+                None if keep_slave_history => {
                     self.ha.slaves.remove(&conn);
                     let reason = format!(
-                        "a slave holds {offset} bytes of CommitLog but this master's store opened empty (lost disk?): restore the master's store from the slave, then remove {FENCE_PATH}"
+                        "a slave holds {offset} bytes of CommitLog, past this master's history (its store was lost, or SEND_OK went out for bytes only the slave kept): restore the master's store from the slave, then remove {FENCE_PATH}"
                     );
                     if self.ha.fenced.is_none() {
                         self.fence(reason.clone());
@@ -214,10 +258,10 @@ impl<D: Directory> BrokerCore<D> {
                     return;
                 }
                 None => {
-                    link.push_from = Some(base);
-                    link.truncating_to = Some(base);
+                    link.push_from = Some(floor);
+                    link.truncating_to = Some(floor);
                     link.last_sent_ms = now_ms;
-                    self.outputs.push_back(Output::HaTransmit { conn, offset: base, bytes: Bytes::new() });
+                    self.outputs.push_back(Output::HaTransmit { conn, offset: floor, bytes: Bytes::new() });
                     return;
                 }
             }
@@ -231,6 +275,13 @@ impl<D: Directory> BrokerCore<D> {
             None => {}
         }
         link.acked = link.acked.max(offset);
+        if self.ha.floor_pending && offset >= floor {
+            // A slave holds this life's history past the floor: earlier lives no longer matter.
+            let body = serde_json::to_vec(&Floor { floor: None }).expect("a floor serializes");
+            if self.store.directory_mut().write_file(FLOOR_PATH, &body).is_ok() {
+                self.ha.floor_pending = false;
+            }
+        }
         self.release_slave_waiters();
         self.stream_to_slaves(now_ms);
     }
@@ -339,6 +390,8 @@ impl<D: Directory> BrokerCore<D> {
             if offset < from {
                 match self.store.truncate_replica(offset) {
                     Ok(_) => {
+                        self.truncations += 1;
+                        self.flush_requested_to = self.flushed_offset();
                         self.event(|| Event::ReplicaTruncated { from, to: offset });
                         // Consumers parked past a queue's new end had read what was cut:
                         // answer them now (OFFSET_MOVED to the end), before new records reuse

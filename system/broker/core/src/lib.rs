@@ -282,6 +282,14 @@ pub struct BrokerCore<D: Directory> {
     peers: BTreeMap<ConnId, SocketAddr>,
     /// Flush outputs emitted and not yet reported (at most `FLUSHES_IN_FLIGHT_MAX`).
     flushes_in_flight: u8,
+    /// Flushes begun and not reported: (target, truncation generation at begin). A flush
+    /// begun before a slave cut its log back may report a target whose bytes are new and
+    /// unflushed: it earns nothing (see [`Self::on_flushed`]).
+    flush_targets: Vec<(u64, u64)>,
+    /// How many times this slave cut its log back (its truncation generation).
+    truncations: u64,
+    /// The truncation generation when the checkpoint in flight began.
+    checkpoint_generation: u64,
     /// The CommitLog write position the latest emitted flush covers.
     flush_requested_to: u64,
     next_flush_ms: u64,
@@ -307,7 +315,7 @@ pub struct BrokerCore<D: Directory> {
 impl<D: Directory> BrokerCore<D> {
     /// Opens the store (running recovery) and loads persisted topics, offsets and delay progress.
     pub fn open(dir: D, config: BrokerConfig, now_ms: u64) -> Result<Self, OpenError> {
-        let (store, _report) = MessageStore::open(dir, config.store.clone()).map_err(OpenError::Store)?;
+        let (mut store, report) = MessageStore::open(dir, config.store.clone()).map_err(OpenError::Store)?;
         let mut topics = TopicTable::load(store.directory(), &config)
             .map_err(|reason| OpenError::Config { path: topics::TOPICS_PATH, reason })?;
         // Queues with data whose topic never reached topics.json (a crash inside the persist
@@ -325,7 +333,14 @@ impl<D: Directory> BrokerCore<D> {
         let flush_requested_to = store.commit_log_flushed_offset();
         let fenced =
             ha::load_fence(store.directory()).map_err(|reason| OpenError::Config { path: ha::FENCE_PATH, reason })?;
-        let ha = Ha::opened(store.commit_log_max_offset(), fenced);
+        let end = store.commit_log_max_offset();
+        let floor = if config.broker_role == BrokerRole::Slave {
+            end
+        } else {
+            ha::open_floor(store.directory_mut(), end)
+                .map_err(|reason| OpenError::Config { path: ha::FLOOR_PATH, reason })?
+        };
+        let ha = Ha::opened(floor, report.fresh, fenced);
         Ok(BrokerCore {
             store,
             topics,
@@ -338,6 +353,9 @@ impl<D: Directory> BrokerCore<D> {
             delay,
             peers: BTreeMap::new(),
             flushes_in_flight: 0,
+            flush_targets: Vec::new(),
+            truncations: 0,
+            checkpoint_generation: 0,
             flush_requested_to,
             next_flush_ms: now_ms + config.flush_interval_ms,
             // The first registration goes out at once.
@@ -415,6 +433,17 @@ impl<D: Directory> BrokerCore<D> {
     /// The store reported everything below `commit_log_offset` durable.
     pub fn on_flushed(&mut self, now_ms: u64, commit_log_offset: u64) {
         self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
+        // Reports of one target are indistinguishable: one begun before a cut is consumed
+        // first, earning nothing, so a target is credited only once every flush of it ran.
+        let gen = self.truncations;
+        if let Some(i) = self.flush_targets.iter().position(|(t, g)| *t == commit_log_offset && *g != gen) {
+            self.flush_targets.remove(i);
+            self.flush_requested_to = self.flushed_offset();
+            return;
+        }
+        if let Some(i) = self.flush_targets.iter().position(|(t, _)| *t == commit_log_offset) {
+            self.flush_targets.remove(i);
+        }
         self.store.complete_flush(commit_log_offset);
         self.event(|| Event::FlushCompleted { commit_log_offset });
         self.release_flush_waiters(now_ms);
@@ -427,6 +456,7 @@ impl<D: Directory> BrokerCore<D> {
     /// call [`Self::on_flush_failed`] instead.
     pub fn begin_flush(&mut self) -> Result<PendingFlush, StoreError> {
         let (target, jobs) = self.store.begin_flush()?;
+        self.flush_targets.push((target, self.truncations));
         Ok(PendingFlush { target, jobs })
     }
 
@@ -445,6 +475,7 @@ impl<D: Directory> BrokerCore<D> {
         // Every 60th checkpoint flushes every changed ConsumeQueue, not only the busy ones.
         self.checkpoints_since_thorough = (self.checkpoints_since_thorough + 1) % THOROUGH_CHECKPOINT_EVERY;
         let pending = self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)?;
+        self.checkpoint_generation = self.truncations;
         let commit_log_offset = pending.commit_log_offset;
         self.event(|| Event::CheckpointBegan { commit_log_offset });
         Ok(pending)
@@ -454,7 +485,9 @@ impl<D: Directory> BrokerCore<D> {
     /// more; nothing acknowledged depends on it. Failures show in GET_BROKER_RUNTIME_INFO.
     pub fn on_checkpointed(&mut self, _now_ms: u64, done: &rmq_store::PendingCheckpoint, ok: bool) {
         self.checkpoint_in_flight = false;
-        self.last_checkpoint_error = if ok {
+        self.last_checkpoint_error = if self.checkpoint_generation != self.truncations {
+            Some("the log was cut back while this checkpoint was in flight".into())
+        } else if ok {
             self.store.complete_checkpoint(done.commit_log_offset, &done.queue_offsets).err().map(|e| e.to_string())
         } else {
             Some("a checkpoint flush job failed".into())
@@ -466,6 +499,9 @@ impl<D: Directory> BrokerCore<D> {
     /// A flush failed: nothing it covered is acknowledged; the next timer asks again.
     pub fn on_flush_failed(&mut self, _now_ms: u64) {
         self.flushes_in_flight = self.flushes_in_flight.saturating_sub(1);
+        if !self.flush_targets.is_empty() {
+            self.flush_targets.remove(0);
+        }
         // What that flush covered must be asked for again.
         self.flush_requested_to = self.flushed_offset();
     }

@@ -707,8 +707,8 @@ fn a_sync_flush_slave_reports_only_what_it_flushed() {
     assert!(std::iter::from_fn(|| r.slave.poll_output()).any(|o| o == Output::HaReport { offset: off }));
 }
 
-/// Opens a master over `root`, sends `bodies` to topic T queue 0 and shuts it down cleanly;
-/// returns the CommitLog end.
+/// Opens a master over `root`, sends `bodies` to topic T queue 0, lets a slave catch up, and
+/// shuts it down cleanly; returns the CommitLog end.
 fn master_with(root: MmapDirectory, config: &BrokerConfig, bodies: &[&str]) -> u64 {
     let mut core = BrokerCore::open(root, config.clone(), 0).unwrap();
     core.on_conn_opened(0, ConnId(1), "127.0.0.1:1".parse().unwrap());
@@ -718,11 +718,26 @@ fn master_with(root: MmapDirectory, config: &BrokerConfig, bodies: &[&str]) -> u
         core.on_request(0, ConnId(1), req);
         while core.poll_output().is_some() {}
     }
+    // A slave caught up in this life: the next life's history floor is its end at open.
+    let end = core.store().commit_log_max_offset();
+    core.on_ha_slave_opened(0, HA_CONN);
+    core.on_ha_slave_report(0, HA_CONN, 0);
+    core.on_ha_slave_report(0, HA_CONN, end);
+    core.on_ha_slave_closed(0, HA_CONN);
     core.shutdown(0).unwrap()
 }
 
+/// Every output, with flushes run and reported in place.
 fn drain(core: &mut BrokerCore<MmapDirectory>) -> Vec<Output> {
-    std::iter::from_fn(|| core.poll_output()).collect()
+    let mut outs = Vec::new();
+    while let Some(o) = core.poll_output() {
+        if o == Output::Flush {
+            let off = core.flush_store().unwrap();
+            core.on_flushed(0, off);
+        }
+        outs.push(o);
+    }
+    outs
 }
 
 fn send_to(core: &mut BrokerCore<MmapDirectory>, now: u64, opaque: i32, body: &str) {
@@ -742,6 +757,7 @@ fn answered(outs: &[Output], opaque: i32) -> Option<i32> {
 fn a_restarted_master_cuts_back_a_slave_holding_its_lost_tail_and_ignores_stale_reports() {
     let (dir, mut config) = small_mmap_store();
     config.broker_role = BrokerRole::SyncMaster;
+    config.flush_disk_type = FlushDiskType::SyncFlush;
     let end = master_with(MmapDirectory::new(dir.path()), &config, &["a0", "a1"]);
     let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config, 10).unwrap();
     m.on_conn_opened(10, ConnId(1), "127.0.0.1:1".parse().unwrap());

@@ -85,6 +85,7 @@ impl<D: Directory> MessageStore<D> {
             queues: self.queues.len() as u64,
             scan_start_offset,
             checkpoint_deferred,
+            fresh: false,
         })
     }
 

@@ -98,6 +98,10 @@ impl<D: Directory> MessageStore<D> {
         let discarded = self.commit_log.truncate_to(&mut self.dir, durable, end)?;
         self.truncate_queues(end)?;
         self.reput_offset = self.reput_offset.min(end);
+        // The checkpoint vouched for bytes that are gone: it moves back with the log.
+        let confirmed = self.checkpoint.confirm_phy_offset.min(end);
+        self.checkpoint.confirm_phy_offset = u64::MAX; // Forces the write below.
+        self.write_checkpoint(confirmed)?;
         Ok(discarded)
     }
 
