@@ -27,9 +27,10 @@ struct Args {
     /// NameServer of a running cluster; omitted: an in-process NameServer + broker is started.
     #[arg(short = 'n', long = "namesrvAddr")]
     namesrv: Option<String>,
-    /// Flush mode of the embedded broker.
-    #[arg(long, value_enum, default_value = "async")]
-    flush: Flush,
+    /// Flush mode of the embedded broker (default async); refused with -n, whose brokers have
+    /// their own flushDiskType.
+    #[arg(long, value_enum)]
+    flush: Option<Flush>,
     /// Topics to spread the load over.
     #[arg(long, default_value_t = 1)]
     topics: usize,
@@ -61,7 +62,12 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let flush = match args.flush {
+        if args.flush.is_some() && args.namesrv.is_some() {
+            anyhow::bail!(
+                "--flush sets the embedded broker's flushDiskType; with -n the running brokers' broker.conf decides"
+            );
+        }
+        let flush = match args.flush.unwrap_or(Flush::Async) {
             Flush::Sync => FlushDiskType::SyncFlush,
             Flush::Async => FlushDiskType::AsyncFlush,
         };
