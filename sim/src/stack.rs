@@ -24,7 +24,7 @@ use bytes::{Buf, BytesMut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rmq_broker::BrokerOptions;
-use rmq_broker_core::{BrokerConfig, FlushDiskType};
+use rmq_broker_core::{BrokerConfig, BrokerRole, FlushDiskType};
 use rmq_client::{ClientConfig, ConsumeFromWhere, ConsumeResult, Message, Producer, PushConsumer, SendStatus};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::RemotingCommand;
@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::{check_run, message_key, History, Promise};
-use crate::scenario::{node_name, Fault, Scenario, Trigger};
+use crate::scenario::{node_name, Fault, Replication, Scenario, Trigger};
 use crate::trace::Trace;
 use crate::world::{EPOCH_MS, TOPIC};
 use crate::RunReport;
@@ -54,15 +54,7 @@ const SIM_SLACK_MS: u64 = 10_000;
 ///   timers would still fire (flush waiters expire, clients time out): that is a network
 ///   freeze, not a stopped process, and running it would silently test something else.
 /// - `crash … on flush|checkpoint` of a node that is not a broker: only brokers flush.
-/// - `replication` and `wipe`: this lane does not build slaves or swap disks yet; the fast lane
-///   runs them over the same broker core.
 pub fn refusal(s: &Scenario) -> Option<String> {
-    if s.replication != crate::scenario::Replication::None {
-        return Some(format!(
-            "`replication = {}`: this lane does not build slaves yet (use the fast lane)",
-            s.replication.word()
-        ));
-    }
     for (at, f) in &s.faults {
         match f {
             Fault::Pause(node, _) => {
@@ -70,12 +62,9 @@ pub fn refusal(s: &Scenario) -> Option<String> {
                 "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (use the fast lane)"
             ))
             }
-            Fault::Wipe(node) => {
-                return Some(format!(
-                    "`at {at} wipe {node}`: this lane does not swap a broker's disk yet (use the fast lane)"
-                ));
-            }
-            Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint) if !node.starts_with("broker") => {
+            Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint)
+                if !node.starts_with("broker") && !node.starts_with("slave") =>
+            {
                 return Some(format!("`at {at} crash {node} on …`: only brokers flush or checkpoint"));
             }
             _ => {}
@@ -188,12 +177,17 @@ impl TurmoilEnv {
             l.next_stream += 1;
             l.next_stream
         };
+        // The frame-level loss and duplication layer reads remoting frames; an HA stream
+        // (raw offsets and CommitLog bytes) is a plain TCP stream that never loses or repeats
+        // bytes, so it passes untouched (partitions and crashes still cut it).
+        let ha_port = |a: io::Result<SocketAddr>| a.is_ok_and(|a| a.port() == BROKER_PORT + 1);
+        let ha = ha_port(inner.local_addr()) || ha_port(inner.peer_addr());
         FaultyStream {
             inner: Some(inner),
             id,
             node: self.node.clone(),
-            drop_pct: self.drop_pct,
-            dup_pct: self.dup_pct,
+            drop_pct: if ha { 0 } else { self.drop_pct },
+            dup_pct: if ha { 0 } else { self.dup_pct },
             net_faults_end_ms: self.net_faults_end_ms,
             lab: self.lab.clone(),
             staged: BytesMut::new(),
@@ -368,7 +362,11 @@ impl AsyncWrite for FaultyStream {
 /// The cluster of one run: host names and how to build their runtimes.
 struct Topology {
     namesrvs: Vec<String>,
+    /// Broker hosts: the masters of the groups (`broker`, `broker1`, …), then their slaves
+    /// (`slave`, `slave1`, …) with replication.
     brokers: Vec<String>,
+    /// Broker groups.
+    groups: usize,
     producers: Vec<String>,
     consumers: Vec<String>,
 }
@@ -377,7 +375,11 @@ impl Topology {
     fn of(s: &Scenario) -> Self {
         Topology {
             namesrvs: (0..s.namesrvs.max(1)).map(|k| node_name("ns", k)).collect(),
-            brokers: (0..s.brokers.max(1)).map(|k| node_name("broker", k)).collect(),
+            brokers: (0..s.brokers.max(1))
+                .map(|k| node_name("broker", k))
+                .chain((0..s.slaves()).map(|k| node_name("slave", k)))
+                .collect(),
+            groups: s.brokers.max(1) as usize,
             producers: (0..s.producers).map(|k| format!("p{k}")).collect(),
             consumers: (0..s.consumers).map(|k| format!("c{k}")).collect(),
         }
@@ -390,14 +392,24 @@ impl Topology {
 
 fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerOptions {
     let host = &topo.brokers[k];
+    let group = k % topo.groups;
     let mut core = BrokerConfig {
         flush_disk_type: if s.sync_flush { FlushDiskType::SyncFlush } else { FlushDiskType::AsyncFlush },
-        broker_name: format!("broker-{}", (b'a' + k as u8) as char),
+        broker_name: format!("broker-{}", (b'a' + group as u8) as char),
         broker_addr: format!("{host}:{BROKER_PORT}"),
         ha_addr: format!("{host}:{}", BROKER_PORT + 1),
+        broker_role: match s.replication {
+            Replication::Sync => BrokerRole::SyncMaster,
+            Replication::None | Replication::Async => BrokerRole::AsyncMaster,
+        },
         register_interval_ms: 10_000,
         ..Default::default()
     };
+    if k >= topo.groups {
+        core.broker_id = 1;
+        core.broker_role = BrokerRole::Slave;
+        core.ha_master_addr = Some(format!("{}:{}", topo.brokers[group], BROKER_PORT + 1));
+    }
     core.store.commit_log_segment_bytes = 256 * 1024;
     core.store.consume_queue_segment_entries = 1_024;
     BrokerOptions {
@@ -537,6 +549,7 @@ async fn run_broker(env: TurmoilEnv, opts: BrokerOptions, k: usize, queues: i32)
         l.trace.broker_event(now_sim_ms(), &sink_node, e);
     });
     let addr = opts.core.broker_addr.clone();
+    let slave = opts.core.broker_role == BrokerRole::Slave;
     match rmq_broker::start_observed(env.clone(), opts, Some(sink)).await {
         Ok(_h) => {
             lab(&shared).trace.line(now_sim_ms(), &node, "broker.node.started", "");
@@ -552,6 +565,10 @@ async fn run_broker(env: TurmoilEnv, opts: BrokerOptions, k: usize, queues: i32)
                 order: false,
             };
             let req = RemotingCommand::request_with(RequestCode::UpdateAndCreateTopic, 0, &create);
+            // A slave learns the topic from its master's log and metadata.
+            if slave {
+                std::future::pending::<()>().await;
+            }
             if let Err(e) = RemotingClient::new(env).invoke(&addr, req, 3_000).await {
                 lab(&shared).trace.line(now_sim_ms(), &node, "broker.topic.create_failed", &e.to_string());
             }
@@ -722,7 +739,17 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             let (_, f) = faults.next().expect("peeked");
             events += 1;
             match f {
-                Fault::Pause(..) | Fault::Wipe(..) => unreachable!("refused before the run"),
+                Fault::Pause(..) => unreachable!("refused before the run"),
+                Fault::Wipe(node) => {
+                    // Only a crashed broker's disk is swapped for an empty one.
+                    let slot = topo.brokers.iter().position(|b| *b == node).filter(|_| down.contains(&node));
+                    if let Some(k) = slot {
+                        disks.lock().expect("disk slots")[k] = SimDisk::default();
+                        lab(&shared).trace.line(now, &node, "sim.disk.wiped", "");
+                    } else {
+                        lab(&shared).trace.line(now, &node, "sim.wipe.skipped", "reason=node-up");
+                    }
+                }
                 Fault::Crash(node) => {
                     crash(&mut sim, &topo, &disks, &shared, &mut down, &node, mode, &mut crash_rng, now);
                 }
@@ -787,8 +814,11 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
         opened.push((name.as_str(), store));
     }
     let stores: Vec<(&str, &MessageStore<SimDisk>)> = opened.iter().map(|(n, st)| (*n, st)).collect();
-    let findings =
-        check_run(&l.history, &stores, topo.brokers.len().saturating_sub(stores.len()), s.queues, &Promise::of(s));
+    // A group is down when none of its members (master, slave) is up.
+    let groups_down = (0..topo.groups)
+        .filter(|g| topo.brokers.iter().enumerate().all(|(k, b)| k % topo.groups != *g || down.contains(b)))
+        .count();
+    let findings = check_run(&l.history, &stores, groups_down, s.queues, &Promise::of(s));
     let l = &mut *l;
     Ok(RunReport::new(s, seed, crate::Lane::Stack, &l.history, &mut l.trace, events, simulated_ms, findings))
 }

@@ -45,12 +45,6 @@ fn a_partitioned_consumer_catches_up_after_the_heal() {
 fn every_catalogue_scenario_runs_in_full_and_replays_bit_for_bit() {
     for (name, _) in CATALOGUE {
         let s = builtin(name).unwrap();
-        if let Some(why) = rmq_sim::stack::refusal(&s) {
-            // Refused up front, never downgraded: only replication is outside this lane.
-            assert!(why.contains("replication"), "{name}: refused: {why}");
-            assert!(run_stack(&s, 3, true).is_err(), "{name}: a refused scenario must not run");
-            continue;
-        }
         let a = run_stack(&s, 3, true).unwrap();
         let b = run_stack(&s, 3, true).unwrap();
         assert_eq!(a.digest, b.digest, "{name}: same seed, different digest");

@@ -474,6 +474,10 @@ impl<D: Directory> BrokerCore<D> {
                             self.outputs.push_back(Output::HaConnect { addr });
                         }
                         self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms;
+                    } else {
+                        // A connect still pending (a blackholed host answers nothing): look
+                        // again later; a deadline left in the past would spin the node loop.
+                        self.ha.next_slave_ms = now_ms + self.config.ha_heartbeat_interval_ms;
                     }
                 }
             }
@@ -494,8 +498,12 @@ impl<D: Directory> BrokerCore<D> {
                     .slaves
                     .values()
                     .map(|l| {
-                        (l.last_sent_ms + self.config.ha_heartbeat_interval_ms)
-                            .min(l.last_heard_ms + self.config.ha_housekeeping_ms + 1)
+                        let silent = l.last_heard_ms + self.config.ha_housekeeping_ms + 1;
+                        // Heartbeats go only to slaves that reported where they stand.
+                        match l.push_from {
+                            Some(_) => (l.last_sent_ms + self.config.ha_heartbeat_interval_ms).min(silent),
+                            None => silent,
+                        }
                     })
                     .min();
                 let waiter = self.ha.waiters.front().map(|w| w.deadline_ms);

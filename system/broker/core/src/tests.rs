@@ -922,3 +922,20 @@ fn a_slave_learns_its_master_from_the_registration_answer_and_copies_its_metadat
     assert_eq!(r.slave.offsets.get("cg", "T", 0), Some(1), "consumer offsets reach the slave");
     assert!(r.slave.topics.get("T").is_some(), "topic config reaches the slave");
 }
+
+#[test]
+fn replication_timers_never_leave_a_deadline_in_the_past() {
+    // A slave whose connect hangs (a blackholed master) past the heartbeat interval, and a
+    // master whose new slave has not reported yet: after a timer, the next deadline is ahead
+    // (a deadline left behind spins a driver's node loop).
+    let mut r = replica(BrokerRole::SyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
+    r.slave.on_timer(r.now);
+    assert!(std::iter::from_fn(|| r.slave.poll_output()).any(|o| matches!(o, Output::HaConnect { .. })));
+    let late = r.now + 60_000;
+    r.slave.on_timer(late);
+    assert!(r.slave.next_deadline_ms() > late, "slave deadline {} at {late}", r.slave.next_deadline_ms());
+    r.master.on_ha_slave_opened(r.now, HA_CONN);
+    let later = r.now + 6_000;
+    r.master.on_timer(later);
+    assert!(r.master.next_deadline_ms() > later, "master deadline {} at {later}", r.master.next_deadline_ms());
+}

@@ -77,10 +77,16 @@ pub(crate) async fn connect_master<E: Env>(
     idle_ms: u64,
     events: mpsc::UnboundedSender<HaEvent>,
 ) {
-    let stream = match env.connect(&addr).await {
-        Ok(s) => s,
-        Err(e) => {
+    // A blackholed master never answers the connect: give up after the idle bound.
+    let stream = match tokio::time::timeout(Duration::from_millis(idle_ms), env.connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::warn!(%addr, error = %e, "cannot reach the master's HA port");
+            let _ = events.send(HaEvent::MasterClosed { generation });
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%addr, "connecting to the master's HA port timed out");
             let _ = events.send(HaEvent::MasterClosed { generation });
             return;
         }
