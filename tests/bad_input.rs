@@ -16,19 +16,6 @@ use rmq_proto::frame::{encode_to_bytes, FrameDecoder};
 use rmq_proto::RemotingCommand;
 use rmq_rt::RealEnv;
 
-fn closed_by_peer(mut s: TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 #[test]
 fn malformed_frames_close_only_their_connection() {
     let ns = common::namesrv();
@@ -40,15 +27,15 @@ fn malformed_frames_close_only_their_connection() {
 
     let mut oversized = TcpStream::connect(&broker.addr).unwrap();
     oversized.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]).unwrap();
-    assert!(closed_by_peer(oversized), "oversized frame closes the connection");
+    assert!(common::closed_by_peer(&mut oversized), "oversized frame closes the connection");
 
     let mut junk_header = TcpStream::connect(&broker.addr).unwrap();
     junk_header.write_all(&[0, 0, 0, 9, 0, 0, 0, 5, b'{', b'n', b'o', b'p', b'e']).unwrap();
-    assert!(closed_by_peer(junk_header), "undecodable header closes the connection");
+    assert!(common::closed_by_peer(&mut junk_header), "undecodable header closes the connection");
 
     let mut garbage = TcpStream::connect(&broker.addr).unwrap();
     garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    assert!(closed_by_peer(garbage), "non-RocketMQ bytes close the connection");
+    assert!(common::closed_by_peer(&mut garbage), "non-RocketMQ bytes close the connection");
 
     let mut truncated = TcpStream::connect(&broker.addr).unwrap();
     truncated.write_all(&[0, 0, 0, 100, 0, 0, 0, 2, b'{']).unwrap();

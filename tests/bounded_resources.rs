@@ -29,20 +29,6 @@ fn conf(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     path
 }
 
-/// True if the peer closes `s` within 10 s (EOF or reset), reading and discarding any data.
-fn closed_by_peer(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// True if `s` is still open after `wait` (nothing arrives and no EOF).
 fn still_open(s: &mut TcpStream, wait: Duration) -> bool {
     s.set_read_timeout(Some(wait)).unwrap();
@@ -72,7 +58,7 @@ fn connections_beyond_the_cap_are_refused_with_system_busy_and_slots_come_back()
     let resp = read_one(&mut extra);
     assert_eq!((resp.opaque, resp.code), (9, 2), "SYSTEM_BUSY: {:?}", resp.remark);
     assert!(resp.remark.as_deref().unwrap_or("").contains("at most 3 connections"), "{:?}", resp.remark);
-    assert!(closed_by_peer(&mut extra));
+    assert!(common::closed_by_peer(&mut extra));
 
     // Closing one frees its slot (the broker notices the close asynchronously).
     drop(held.pop());
@@ -102,8 +88,8 @@ fn idle_connections_are_closed_and_busy_ones_are_not() {
         assert_eq!(common::call(&mut busy, &RemotingCommand::request(RUNTIME_INFO, i)).code, 0, "request {i}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(closed_by_peer(&mut idle), "an idle connection is closed");
-    assert!(closed_by_peer(&mut half), "a connection stalled mid-frame is closed");
+    assert!(common::closed_by_peer(&mut idle), "an idle connection is closed");
+    assert!(common::closed_by_peer(&mut half), "a connection stalled mid-frame is closed");
     assert!(runtime_info_ok(&broker.addr), "the broker keeps serving");
     drop(broker);
 }

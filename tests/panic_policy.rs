@@ -15,6 +15,8 @@
 // cores and drivers.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -168,20 +170,6 @@ fn call(s: &mut TcpStream, req: &RemotingCommand) -> Option<RemotingCommand> {
     }
 }
 
-/// True once the peer closed the connection (EOF or reset) within 5 s.
-fn closed_by_peer(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// True when a connection to `addr` is refused: nothing listens there any more. A listener
 /// kept by a dead node would still complete the TCP handshake for this attempt.
 fn refused(addr: SocketAddr) -> bool {
@@ -214,7 +202,7 @@ fn library_mode(which: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (addr, _handle) = rt.block_on(start_server(which, &store.path().to_string_lossy()));
     let mut healthy = serve_then_poison(addr);
-    assert!(closed_by_peer(&mut healthy), "{which}: the other connections close too, they do not hang");
+    assert!(common::closed_by_peer(&mut healthy), "{which}: the other connections close too, they do not hang");
     // The listener closes as the node loop unwinds; give the aborted accept task a moment.
     std::thread::sleep(Duration::from_millis(1_000));
     assert!(refused(addr), "{which}: the listener closed with the node loop");

@@ -140,3 +140,18 @@ pub fn call(s: &mut std::net::TcpStream, req: &rmq_proto::RemotingCommand) -> rm
         }
     }
 }
+
+/// True if the peer closes `s` within 10 s (EOF or reset), reading and discarding any data.
+pub fn closed_by_peer(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
