@@ -127,7 +127,15 @@ impl<D: Directory> BrokerCore<D> {
         }
         if self.ha.fenced.is_some() {
             // A fenced master holds nothing of the group's history: the consumer is sent to the
-            // slave (suggestWhichBrokerId), its position untouched.
+            // slave (suggestWhichBrokerId), its position untouched. A suspending pull is held
+            // first, so a consumer with no slave to go to does not spin on the answer.
+            if allow_hold && h.sys_flag & pull_flag::SUSPEND != 0 && self.holds.count < self.config.pull_holds_max {
+                let wait_ms = (h.suspend_timeout_millis.max(0) as u64).min(self.config.pull_hold_max_ms).max(1);
+                let offset = h.queue_offset.max(0) as u64;
+                let hold = Hold { conn, req: req.clone(), queue_offset: offset, deadline_ms: now_ms + wait_ms };
+                self.holds.insert(&h.topic, h.queue_id, hold);
+                return None;
+            }
             let header = PullMessageResponseHeader {
                 suggest_which_broker_id: 1,
                 next_begin_offset: h.queue_offset.max(0),
