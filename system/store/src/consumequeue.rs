@@ -152,6 +152,11 @@ impl<S: Segment> ConsumeQueue<S> {
         (first..self.max_offset).find(|n| self.entry(*n).is_some()).unwrap_or(self.max_offset)
     }
 
+    /// The first slot of the first file held (entries below it were deleted with their file).
+    pub fn first_slot(&self) -> u64 {
+        self.segments.first().map_or(self.min_offset, |s| s.0)
+    }
+
     /// Topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -197,7 +202,7 @@ impl<S: Segment> ConsumeQueue<S> {
 
     /// Opens the files that slot `n` needs, so a following write cannot fail on I/O.
     pub fn reserve<D: Directory<Seg = S>>(&mut self, dir: &mut D, n: u64) -> Result<(), StoreError> {
-        if n < self.min_offset && self.min_offset != self.max_offset {
+        if n < self.first_slot() && self.min_offset != self.max_offset {
             let (topic, queue_id) = (self.topic.clone(), self.queue_id);
             return Err(StoreError::QueueOffsetBelowMin {
                 topic,
@@ -229,6 +234,9 @@ impl<S: Segment> ConsumeQueue<S> {
         if self.min_offset == self.max_offset {
             (self.min_offset, self.max_offset) = (n, n + 1);
         } else {
+            // Leading empty slots of the first file are pages a crash lost, not deleted
+            // entries (files are deleted whole): an entry rewritten there lowers the start.
+            self.min_offset = self.min_offset.min(n);
             self.max_offset = self.max_offset.max(n + 1);
         }
         self.flushed_offset = self.flushed_offset.min(n);

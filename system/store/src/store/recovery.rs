@@ -183,8 +183,8 @@ impl<D: Directory> MessageStore<D> {
         let entries = self.config.consume_queue_segment_entries;
         let q = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
         let n = msg.queue_offset as u64;
-        if n < q.min_offset() && q.min_offset() != q.max_offset() {
-            return Ok(()); // Below the index's retained range: nothing to restore.
+        if n < q.first_slot() && q.min_offset() != q.max_offset() {
+            return Ok(()); // Below the index's retained files: nothing to restore.
         }
         let entry = Entry { commit_log_offset: pos, size: len as u32, tag_hash: tag_hash(msg) };
         q.write_entry(&mut self.dir, n, entry)
