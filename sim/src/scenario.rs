@@ -424,6 +424,21 @@ impl Scenario {
         if let Some((at, n)) = wiped {
             return Some(format!("at {at}: wipe {n}: only a broker (master or slave) has a disk to lose"));
         }
+        // A disk is swapped only while its node is down (crashed, not yet restarted): a wipe
+        // at any other time would be skipped, so it is refused here instead.
+        let mut down: Vec<&String> = Vec::new();
+        for (at, f) in &self.faults {
+            match f {
+                Fault::Crash(n) => down.push(n),
+                Fault::Restart(n) => down.retain(|d| *d != n),
+                Fault::Wipe(n) if !down.contains(&n) => {
+                    return Some(format!(
+                        "at {at}: wipe {n}: {n} is not down then; wipe a node after `crash {n}` and before its restart"
+                    ));
+                }
+                _ => {}
+            }
+        }
         let skews = self.clock_skew_ms.keys().map(|n| ("skew".to_string(), n));
         named
             .chain(skews)

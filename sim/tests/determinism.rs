@@ -137,3 +137,22 @@ fn the_timing_property_checks_real_deliveries_in_quiet_stretches() {
     assert_eq!(r.findings.verdict, Verdict::Liveness, "a bound no network meets fails");
     assert!(r.findings.kinds.contains(&"slow-delivery"), "{:?}", r.findings.kinds);
 }
+
+#[test]
+fn a_wipe_of_a_node_that_is_not_down_is_refused_not_skipped() {
+    let ok = rmq_sim::scenario::parse(
+        "replication = sync\nat 100 crash broker\nat 100 wipe broker\nat 900 restart broker\n",
+    )
+    .unwrap();
+    assert_eq!(ok.unknown_node(), None);
+    for text in
+        ["replication = sync\nat 100 wipe broker\n", "at 100 crash broker\nat 200 restart broker\nat 300 wipe broker\n"]
+    {
+        let s = rmq_sim::scenario::parse(text).unwrap();
+        let why = s.unknown_node().expect("refused");
+        assert!(why.contains("is not down"), "{why}");
+        for lane in rmq_sim::Lane::ALL {
+            assert!(lane.refusal(&s).is_some(), "{}: {why}", lane.name());
+        }
+    }
+}
