@@ -11,6 +11,7 @@
 
 pub mod actors;
 pub mod disk;
+mod host;
 pub mod html;
 pub mod oracle;
 pub mod scenario;
