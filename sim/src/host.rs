@@ -99,6 +99,7 @@ impl Lab {
     }
 
     /// Takes the sockets `node`'s tasks parked while it crashed, in the order they were opened.
+    #[cfg_attr(madsim, allow(dead_code))] // Only turmoil needs a graveyard.
     pub fn bury(&mut self, node: &str) -> Vec<Box<dyn Send>> {
         let ids: Vec<u64> = self.graveyard.iter().filter(|(_, (n, _))| n == node).map(|(id, _)| *id).collect();
         ids.into_iter().filter_map(|id| self.graveyard.remove(&id)).map(|(_, s)| s).collect()
