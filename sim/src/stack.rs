@@ -44,7 +44,7 @@ pub fn refusal(s: &Scenario) -> Option<String> {
         match f {
             Fault::Pause(node, _) => {
                 return Some(format!(
-                "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (use the fast lane)"
+                "`at {at} pause {node}`: turmoil cannot stop a host's timers, only hold its links (the fast and madsim lanes run it)"
             ))
             }
             Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint)
