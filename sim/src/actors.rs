@@ -228,8 +228,18 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
     }
 }
 
+/// The order key of the hot messages (`hot_pct`): every lane sends them to the queue this key
+/// selects.
+pub const HOT_KEY: &str = "hot";
+
 fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt: u32, avoid: Option<&str>) {
-    let Some(mq) = p.route.as_mut().and_then(|r| r.select(avoid)).cloned() else { return };
+    // A hot message goes keyed to one queue (and stays there on a retry, as an orderly send
+    // does); the rest rotate over every queue.
+    let hot = w.scenario.is_hot(&key);
+    let Some(mq) = p.route.as_mut().and_then(|r| if hot { r.select_by_key(HOT_KEY) } else { r.select(avoid) }).cloned()
+    else {
+        return;
+    };
     let Some(broker) = w.broker_node(&mq.broker_name) else { return };
     let mut props = BTreeMap::new();
     props.insert(prop::UNIQ_KEY.to_string(), key.clone());
@@ -245,7 +255,8 @@ fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt
         ..Default::default()
     };
     let o = p.opaque();
-    let mut cmd = RemotingCommand::request(RequestCode::SendMessageV2, o).with_body(key.clone().into_bytes());
+    let body = crate::oracle::body_for(&key, w.scenario.body_bytes);
+    let mut cmd = RemotingCommand::request(RequestCode::SendMessageV2, o).with_body(body);
     cmd.ext_fields = h.to_ext_v2();
     p.pending.insert(o, PendingSend { key: key.clone(), attempt, sent_at: w.now, mq: mq.clone() });
     w.trace.line(
@@ -468,6 +479,7 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
             if cmd.code == 0 {
                 for m in decode_messages(&cmd.body).unwrap_or_default() {
                     let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
+                    w.history.check_body(&key, &m.body, w.scenario.body_bytes);
                     w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
                     // Idempotent consumption: a message id seen before is skipped, not processed.
                     if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {

@@ -25,6 +25,7 @@ use rmq_rt::{Env, Listener, RemotingClient};
 use rmq_store::MessageStore;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::actors::HOT_KEY;
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::{check_run, message_key, History, Promise};
 use crate::scenario::{node_name, Replication, Scenario};
@@ -416,8 +417,7 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
         core.broker_role = BrokerRole::Slave;
         core.ha_master_addr = Some(format!("{}:{}", topo.brokers[group], BROKER_PORT + 1));
     }
-    core.store.commit_log_segment_bytes = 256 * 1024;
-    core.store.consume_queue_segment_entries = 1_024;
+    (core.store.commit_log_segment_bytes, core.store.consume_queue_segment_entries) = s.segment_sizes();
     BrokerOptions {
         listen: format!("0.0.0.0:{BROKER_PORT}"),
         namesrv_addrs: topo.namesrv_addrs(),
@@ -497,11 +497,11 @@ impl<'a> Plan<'a> {
         if let Some(k) = topo.producers.iter().position(|n| n == name) {
             let env = self.env::<N>(name, 100 + k as u64);
             let cfg = client_config(&topo.namesrv_addrs(), "PG", name);
-            let (messages, interval_ms) = (self.s.messages, self.s.send_interval_ms);
+            let s = Arc::new(self.s.clone());
             return Arc::new(move || {
-                let (env, cfg) = (env.clone(), cfg.clone());
+                let (env, cfg, s) = (env.clone(), cfg.clone(), s.clone());
                 Box::pin(async move {
-                    run_producer(env, cfg, k as u32, messages, interval_ms).await;
+                    run_producer(env, cfg, k as u32, s).await;
                     std::future::pending::<()>().await;
                 })
             });
@@ -509,8 +509,8 @@ impl<'a> Plan<'a> {
         let k = topo.consumers.iter().position(|n| n == name).expect("every host is in the topology");
         let env = self.env::<N>(name, 200 + k as u64);
         let cfg = client_config(&topo.namesrv_addrs(), "G", name);
-        let idempotent = self.s.idempotent;
-        Arc::new(move || Box::pin(run_consumer(env.clone(), cfg.clone(), k as u32, idempotent)))
+        let (idempotent, body_bytes) = (self.s.idempotent, self.s.body_bytes);
+        Arc::new(move || Box::pin(run_consumer(env.clone(), cfg.clone(), k as u32, idempotent, body_bytes)))
     }
 
     /// Power loss of broker host `node` (if it is one): its disk keeps only what the crash
@@ -647,7 +647,9 @@ async fn run_broker<N: SimNet>(env: SimEnv<N>, opts: BrokerOptions, k: usize, qu
     }
 }
 
-async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, messages: u32, interval_ms: u64) {
+async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: Arc<Scenario>) {
+    let (messages, interval_ms, body_bytes) = (s.messages, s.send_interval_ms, s.body_bytes);
+    let hot = |key: &str| s.is_hot(key);
     // Clients start at 100 ms (plus a step per client), as in the fast lane.
     rmq_rt::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
     let (node, shared) = (env.node.clone(), env.lab.clone());
@@ -665,8 +667,9 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, mess
             l.trace.line(N::now_ms(), &node, "client.send.began", &format!("key={key}"));
             key
         };
-        let msg = Message::new(TOPIC, key.clone().into_bytes()).with_keys(&key);
-        let result = producer.send(msg).await;
+        let msg = Message::new(TOPIC, crate::oracle::body_for(&key, body_bytes)).with_keys(&key);
+        // A hot message goes keyed to one queue, as an orderly producer sends it (`hot_pct`).
+        let result = if hot(&key) { producer.send_orderly(msg, HOT_KEY).await } else { producer.send(msg).await };
         {
             let mut l = lab(&shared);
             let t = N::now_ms();
@@ -692,7 +695,7 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, mess
     }
 }
 
-async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, idempotent: bool) {
+async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, idempotent: bool, body_bytes: u32) {
     rmq_rt::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
     let (node, shared) = (env.node.clone(), env.lab.clone());
     let (listener_lab, listener_node) = (shared.clone(), node.clone());
@@ -701,6 +704,7 @@ async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, idem
         let t = N::now_ms();
         for m in msgs {
             let key = message_key(&m.properties);
+            l.history.check_body(&key, &m.body, body_bytes);
             l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64, t);
             let fresh = !idempotent || l.processing_log.insert(key.clone());
             if fresh {

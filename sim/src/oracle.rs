@@ -42,6 +42,16 @@ pub struct History {
     /// SEND_OKs under double sync (SYNC_FLUSH + SYNC_MASTER) whose message the slave did not
     /// hold when the producer got the answer.
     pub replica_violations: Vec<String>,
+    /// Deliveries whose body differed from what was sent.
+    pub damaged_bodies: u64,
+}
+
+/// Where two bodies first differ, for a violation's text.
+fn first_difference(got: &[u8], want: &[u8]) -> String {
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        Some(i) => format!(", first difference at byte {i}"),
+        None => String::new(),
+    }
 }
 
 impl History {
@@ -49,6 +59,21 @@ impl History {
     pub fn acked(&mut self, key: &str, queue: i32, offset: u64, now_ms: u64) {
         self.acked.insert(key.to_string(), (queue, offset));
         self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
+    }
+
+    /// A consumer received message `key` with `body`: it must be byte for byte what the
+    /// producer sent (bodies at most `body_bytes`).
+    pub fn check_body(&mut self, key: &str, body: &[u8], body_bytes: u32) {
+        let want = body_for(key, body_bytes);
+        if body != want.as_slice() {
+            self.violations.push(format!(
+                "the body of {key} was delivered damaged: {} bytes, {} sent{}",
+                body.len(),
+                want.len(),
+                first_difference(body, &want)
+            ));
+            self.damaged_bodies += 1;
+        }
     }
 
     /// A consumer received a message at `now_ms`.
@@ -123,6 +148,8 @@ pub struct Promise {
     /// Messages acknowledged in `[from_ms, to_ms)` (a healed, settled network) must be
     /// delivered within `within_ms` of their acknowledgement.
     pub timely: Option<Timeliness>,
+    /// Largest body sent: every stored record's body is checked against [`body_for`].
+    pub body_bytes: u32,
 }
 
 /// A timing property: how soon an acknowledged message reaches a consumer once nothing is
@@ -145,8 +172,34 @@ impl Promise {
             idempotent: s.idempotent,
             floors: s.floors,
             timely: s.timeliness(),
+            body_bytes: s.body_bytes,
         }
     }
+}
+
+/// FNV-1a of a message key: the seed-free choices a key decides (its body size, whether it
+/// goes to the hot queue).
+pub fn key_hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The body a producer sends for message `key` when bodies are at most `max` bytes: the key,
+/// then bytes derived from the key and their position, up to a size the key decides (the key
+/// alone when `max` is not larger). A delivery or stored record whose body differs was damaged
+/// on the way.
+pub fn body_for(key: &str, max: u32) -> Vec<u8> {
+    let mut body = key.as_bytes().to_vec();
+    let max = max as usize;
+    if max > body.len() {
+        let h = key_hash(key);
+        let size = body.len() + (h % (max - body.len() + 1) as u64) as usize;
+        let mut i = body.len() as u64;
+        while body.len() < size {
+            body.push((h.rotate_left((i % 64) as u32) ^ i.wrapping_mul(0x9e37_79b9)) as u8);
+            i += 1;
+        }
+    }
+    body
 }
 
 /// The message key the oracle tracks: the application key (`KEYS`) when set, else the
@@ -200,7 +253,18 @@ pub fn check_run<D: Directory>(
                 for raw in &got.messages {
                     match decode_message(raw, true) {
                         Ok((m, _)) if m.queue_offset as u64 == off => {
-                            stored.insert(message_key(&m.properties));
+                            let key = message_key(&m.properties);
+                            let want = body_for(&key, promise.body_bytes);
+                            if m.body.as_ref() != want.as_slice() {
+                                problems.push(format!(
+                                    "{name} queue {q}: offset {off} holds {key} with a damaged body ({} bytes, {} sent{})",
+                                    m.body.len(),
+                                    want.len(),
+                                    first_difference(&m.body, &want)
+                                ));
+                                kinds.insert("damaged-body");
+                            }
+                            stored.insert(key);
                         }
                         Ok((m, _)) => {
                             problems.push(format!(
@@ -226,7 +290,7 @@ pub fn check_run<D: Directory>(
 /// message ids the brokers hold at the end (a full read of every queue); `problems` and
 /// `kinds` carry structural findings already made. The default progress floors apply.
 pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed: bool, idempotent: bool) -> Findings {
-    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default(), timely: None };
+    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default(), timely: None, body_bytes: 0 };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
 
@@ -238,7 +302,10 @@ fn judge(
     promise: &Promise,
 ) -> Findings {
     let (acked_loss_allowed, idempotent) = (promise.acked_loss_allowed, promise.idempotent);
-    if !h.violations.is_empty() {
+    if h.damaged_bodies > 0 {
+        kinds.insert("damaged-body");
+    }
+    if h.violations.len() as u64 > h.damaged_bodies {
         kinds.insert("offset-backward");
     }
     let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();
@@ -329,5 +396,36 @@ fn judge(
         acked_lost: lost.len() as u64,
         undelivered: undelivered.len() as u64,
         duplicates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_follow_from_their_key_and_bound() {
+        assert_eq!(body_for("p0-1", 0), b"p0-1".to_vec(), "no bound: the body is the key");
+        let b = body_for("p0-1", 6_000);
+        assert!(b.starts_with(b"p0-1") && b.len() <= 6_000);
+        assert_eq!(b, body_for("p0-1", 6_000), "the same key gives the same body");
+        let sizes: BTreeSet<usize> = (0..50).map(|i| body_for(&format!("p0-{i}"), 6_000).len()).collect();
+        assert!(sizes.len() > 40, "sizes vary with the key: {sizes:?}");
+    }
+
+    #[test]
+    fn a_damaged_delivery_is_a_safety_violation() {
+        let mut h = History::default();
+        let sent = body_for("p0-3", 5_000);
+        h.acked("p0-3", 0, 0, 10);
+        h.check_body("p0-3", &sent, 5_000);
+        assert!(h.violations.is_empty());
+        h.check_body("p0-3", &sent[..sent.len() - 1], 5_000);
+        let stored: BTreeSet<String> = ["p0-3".to_string()].into();
+        h.delivered(0, "p0-3", 0, 0, 20);
+        let f = check_history(&h, &stored, false, false);
+        assert_eq!(f.verdict, Verdict::Safety, "{:?}", f.problems);
+        assert_eq!(f.kinds, vec!["damaged-body"]);
+        assert!(f.problems[0].contains("delivered damaged"), "{:?}", f.problems);
     }
 }

@@ -168,6 +168,17 @@ pub struct Scenario {
     /// Progress the run must make (`expect acked >= 90%`, `expect delivered >= 100`); a run
     /// that makes less fails, so a run in which nothing happened never passes.
     pub floors: Floors,
+    /// Largest message body (`body_bytes`); each message's size (from its key's length up to
+    /// this) and content follow from its key ([`crate::oracle::body_for`]), so every delivery
+    /// and every stored record is checked byte for byte. 0: the body is the key.
+    pub body_bytes: u32,
+    /// Share of messages sent keyed to one hot queue (`hot_pct`), as an orderly producer with
+    /// a hot key does; the rest spread over every queue. Leaves quiet queues that only the
+    /// checkpoint protects after a crash.
+    pub hot_pct: u32,
+    /// Small store files (`small_segments = true`): 64 KiB CommitLog segments and 128-entry
+    /// ConsumeQueue files, so runs roll segments over and recovery crosses file boundaries.
+    pub small_segments: bool,
 }
 
 /// A progress floor: a share or an absolute count.
@@ -249,6 +260,9 @@ impl Default for Scenario {
             net_faults_until_ms: None,
             delivery_within_ms: None,
             floors: Floors::default(),
+            body_bytes: 0,
+            hot_pct: 0,
+            small_segments: false,
         }
     }
 }
@@ -366,6 +380,27 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "duration_ms" => s.duration_ms = num()?,
             "net_faults_until_ms" => s.net_faults_until_ms = Some(num()?),
             "delivery_within_ms" => s.delivery_within_ms = Some(num()?),
+            "body_bytes" => {
+                let n = num()?;
+                if n > 1 << 20 {
+                    return Err(format!("body_bytes = {v}: at most 1048576"));
+                }
+                s.body_bytes = n as u32;
+            }
+            "hot_pct" => {
+                let n = num()?;
+                if n > 100 {
+                    return Err(format!("hot_pct = {v}: a percentage, 0 to 100"));
+                }
+                s.hot_pct = n as u32;
+            }
+            "small_segments" => {
+                s.small_segments = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("small_segments = {v}: expected true or false")),
+                }
+            }
             _ => return Err(format!("unknown key {k}")),
         }
     }
@@ -514,6 +549,15 @@ impl Scenario {
         }
         out.push_str(&format!("tear = {}\n", self.tear));
         out.push_str(&format!("idempotent = {}\n", self.idempotent));
+        if self.body_bytes > 0 {
+            out.push_str(&format!("body_bytes = {}\n", self.body_bytes));
+        }
+        if self.hot_pct > 0 {
+            out.push_str(&format!("hot_pct = {}\n", self.hot_pct));
+        }
+        if self.small_segments {
+            out.push_str("small_segments = true\n");
+        }
         for (at, f) in &self.faults {
             let f = match f {
                 Fault::Crash(n) => format!("crash {n}"),
@@ -571,6 +615,9 @@ pub fn swarm(seed: u64) -> Scenario {
         net_faults_until_ms: None,
         delivery_within_ms: None,
         floors: Floors::default(),
+        body_bytes: 0,
+        hot_pct: 0,
+        small_segments: false,
     };
     if rng.gen_bool(0.3) {
         s.clock_skew_ms.insert("broker".into(), rng.gen_range(-60_000..=60_000));
@@ -656,7 +703,34 @@ pub fn swarm(seed: u64) -> Scenario {
         }
         s.faults.sort_by_key(|f| f.0);
     }
+    // The store's load, from a third stream: half the seeds send bodies up to 8 KiB, a third
+    // skew the load onto a hot queue, a third use small store files.
+    let mut sr = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4f52_4500_0000);
+    if sr.gen_bool(0.5) {
+        s.body_bytes = sr.gen_range(64..=8_192);
+    }
+    if sr.gen_bool(0.33) {
+        s.hot_pct = sr.gen_range(30..=90);
+    }
+    s.small_segments = sr.gen_bool(0.33);
     s
+}
+
+impl Scenario {
+    /// Store file sizes of the scenario's brokers: (CommitLog segment bytes, ConsumeQueue
+    /// entries per file).
+    pub fn segment_sizes(&self) -> (u64, u64) {
+        if self.small_segments {
+            (64 * 1024, 128)
+        } else {
+            (256 * 1024, 1_024)
+        }
+    }
+
+    /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
+    pub fn is_hot(&self, key: &str) -> bool {
+        self.hot_pct > 0 && crate::oracle::key_hash(key) % 100 < u64::from(self.hot_pct)
+    }
 }
 
 /// A scenario by name for a seed: a built-in one, or `swarm` (drawn from the seed).
@@ -685,6 +759,8 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("cluster", include_str!("../scenarios/cluster.sim")),
     ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
     ("cluster-broker-pause", include_str!("../scenarios/cluster-broker-pause.sim")),
+    ("store-stress", include_str!("../scenarios/store-stress.sim")),
+    ("uneven-group", include_str!("../scenarios/uneven-group.sim")),
     ("checkpoint-crash-writeback", include_str!("../scenarios/checkpoint-crash-writeback.sim")),
     ("replica-master-crash-sync", include_str!("../scenarios/replica-master-crash-sync.sim")),
     ("replica-master-crash-async", include_str!("../scenarios/replica-master-crash-async.sim")),

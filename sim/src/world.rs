@@ -197,8 +197,7 @@ impl World {
                 register_interval_ms: 10_000,
                 ..Default::default()
             };
-            c.store.commit_log_segment_bytes = 256 * 1024;
-            c.store.consume_queue_segment_entries = 1_024;
+            (c.store.commit_log_segment_bytes, c.store.consume_queue_segment_entries) = scenario.segment_sizes();
             c
         };
         for k in 0..scenario.brokers.max(1) {
