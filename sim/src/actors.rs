@@ -299,7 +299,7 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
     if code == ResponseCode::Success {
         let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
         let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
-        w.history.acked(&s.key, queue, offset, w.now);
+        w.history.acked(&s.key, &s.mq.broker_name, queue, offset, w.now);
         w.check_replicated_ack(&s.mq.broker_name, &s.key, queue, offset);
         w.on_client_acked();
         w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));

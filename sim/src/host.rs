@@ -676,7 +676,7 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
             match result {
                 Ok(r) if r.status == SendStatus::SendOk => {
                     let (queue, offset) = (r.queue.queue_id, r.queue_offset.max(0) as u64);
-                    l.history.acked(&key, queue, offset, t);
+                    l.history.acked(&key, &r.queue.broker_name, queue, offset, t);
                     l.acks += 1;
                     l.trace.line(t, &node, "client.send.acked", &format!("key={key} queue={queue} offset={offset}"));
                 }

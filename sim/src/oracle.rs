@@ -44,6 +44,8 @@ pub struct History {
     pub replica_violations: Vec<String>,
     /// Deliveries whose body differed from what was sent.
     pub damaged_bodies: u64,
+    /// SEND_OKs per (broker group, queue): how producers spread the load.
+    pub acked_per_queue: BTreeMap<(String, i32), u64>,
 }
 
 /// Where two bodies first differ, for a violation's text.
@@ -55,8 +57,10 @@ fn first_difference(got: &[u8], want: &[u8]) -> String {
 }
 
 impl History {
-    /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset).
-    pub fn acked(&mut self, key: &str, queue: i32, offset: u64, now_ms: u64) {
+    /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset) of
+    /// broker group `broker`.
+    pub fn acked(&mut self, key: &str, broker: &str, queue: i32, offset: u64, now_ms: u64) {
+        *self.acked_per_queue.entry((broker.to_string(), queue)).or_default() += 1;
         self.acked.insert(key.to_string(), (queue, offset));
         self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
     }
@@ -137,7 +141,7 @@ pub struct Findings {
 }
 
 /// What a run promises: the scenario's durability claim, idempotent processing, progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promise {
     /// Acknowledged messages may be lost (ASYNC_FLUSH crashes).
     pub acked_loss_allowed: bool,
@@ -150,6 +154,21 @@ pub struct Promise {
     pub timely: Option<Timeliness>,
     /// Largest body sent: every stored record's body is checked against [`body_for`].
     pub body_bytes: u32,
+    /// Broker groups whose every queue must receive traffic.
+    pub routed: Option<Routed>,
+}
+
+/// A routing property: every queue of every broker group no fault touches receives traffic
+/// when the run acknowledges enough spread (not hot-keyed) messages, so routing and queue
+/// selection reach every broker and every queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Broker group names (`broker-a`, …).
+    pub groups: Vec<String>,
+    /// Queues of the topic on each.
+    pub queues: i32,
+    /// Share of messages keyed to the hot queue (not spread).
+    pub hot_pct: u32,
 }
 
 /// A timing property: how soon an acknowledged message reaches a consumer once nothing is
@@ -173,6 +192,7 @@ impl Promise {
             floors: s.floors,
             timely: s.timeliness(),
             body_bytes: s.body_bytes,
+            routed: s.routed_groups(),
         }
     }
 }
@@ -290,7 +310,14 @@ pub fn check_run<D: Directory>(
 /// message ids the brokers hold at the end (a full read of every queue); `problems` and
 /// `kinds` carry structural findings already made. The default progress floors apply.
 pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed: bool, idempotent: bool) -> Findings {
-    let promise = Promise { acked_loss_allowed, idempotent, floors: Floors::default(), timely: None, body_bytes: 0 };
+    let promise = Promise {
+        acked_loss_allowed,
+        idempotent,
+        floors: Floors::default(),
+        timely: None,
+        body_bytes: 0,
+        routed: None,
+    };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
 
@@ -380,9 +407,32 @@ fn judge(
     if !undelivered.is_empty() {
         kinds.insert("undelivered");
     }
+    let mut unrouted: Vec<String> = Vec::new();
+    if let Some(r) = &promise.routed {
+        // Only when enough messages spread over the queues that each should have had some.
+        let spread = h.acked.len() as u64 * u64::from(100 - r.hot_pct.min(100)) / 100;
+        if spread >= 8 * r.groups.len() as u64 * r.queues as u64 {
+            for g in &r.groups {
+                for q in 0..r.queues {
+                    if h.acked_per_queue.get(&(g.clone(), q)).copied().unwrap_or(0) == 0 {
+                        unrouted.push(format!("{g} queue {q}"));
+                    }
+                }
+            }
+        }
+    }
+    if !unrouted.is_empty() {
+        problems.push(format!(
+            "{} queue(s) of untouched brokers acknowledged nothing of {} spread messages: routing or queue selection skipped them, e.g. {:?}",
+            unrouted.len(),
+            h.acked.len(),
+            &unrouted[..unrouted.len().min(4)]
+        ));
+        kinds.insert("unrouted-queue");
+    }
     let verdict = if safety {
         Verdict::Safety
-    } else if !undelivered.is_empty() || below_floor || !late.is_empty() {
+    } else if !undelivered.is_empty() || below_floor || !late.is_empty() || !unrouted.is_empty() {
         Verdict::Liveness
     } else {
         Verdict::Pass
@@ -417,7 +467,7 @@ mod tests {
     fn a_damaged_delivery_is_a_safety_violation() {
         let mut h = History::default();
         let sent = body_for("p0-3", 5_000);
-        h.acked("p0-3", 0, 0, 10);
+        h.acked("p0-3", "broker-a", 0, 0, 10);
         h.check_body("p0-3", &sent, 5_000);
         assert!(h.violations.is_empty());
         h.check_body("p0-3", &sent[..sent.len() - 1], 5_000);
@@ -427,5 +477,33 @@ mod tests {
         assert_eq!(f.verdict, Verdict::Safety, "{:?}", f.problems);
         assert_eq!(f.kinds, vec!["damaged-body"]);
         assert!(f.problems[0].contains("delivered damaged"), "{:?}", f.problems);
+    }
+
+    #[test]
+    fn an_untouched_broker_queue_that_gets_no_traffic_is_a_finding() {
+        let mut h = History::default();
+        let stored: BTreeSet<String> = (0..64).map(|i| format!("k{i}")).collect();
+        // 64 messages over 2 queues of broker-a only; broker-b's queues get nothing.
+        for i in 0..64 {
+            let key = format!("k{i}");
+            h.sent.insert(key.clone());
+            h.acked(&key, "broker-a", i % 2, u64::from(i as u32 / 2), 10);
+            h.delivered(0, &key, i % 2, 0, 20);
+        }
+        let routed = Routed { groups: vec!["broker-a".into(), "broker-b".into()], queues: 2, hot_pct: 0 };
+        let promise = Promise {
+            acked_loss_allowed: false,
+            idempotent: false,
+            floors: Floors::default(),
+            timely: None,
+            body_bytes: 0,
+            routed: Some(routed.clone()),
+        };
+        let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
+        assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);
+        assert_eq!(f.kinds, vec!["unrouted-queue"]);
+        // Too few spread messages to expect every queue to have some: no finding.
+        let hot = Promise { routed: Some(Routed { hot_pct: 90, ..routed }), ..promise };
+        assert_eq!(judge(&h, &stored, Vec::new(), BTreeSet::new(), &hot).verdict, Verdict::Pass);
     }
 }

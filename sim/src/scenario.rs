@@ -29,7 +29,7 @@
 //! expect acked_loss = none   # none | allowed
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How long after the last fault the timing property starts to apply.
 pub const SETTLE_MS: u64 = 15_000;
@@ -725,6 +725,27 @@ impl Scenario {
         } else {
             (256 * 1024, 1_024)
         }
+    }
+
+    /// The broker groups whose every queue must receive traffic: those whose master no fault
+    /// names (crash, pause, partition, wipe); `None` when every group is touched.
+    pub fn routed_groups(&self) -> Option<crate::oracle::Routed> {
+        let named: BTreeSet<&str> = self
+            .faults
+            .iter()
+            .flat_map(|(_, f)| match f {
+                Fault::Crash(n) | Fault::Restart(n) | Fault::Pause(n, _) | Fault::CrashOn(n, _) | Fault::Wipe(n) => {
+                    vec![n.as_str()]
+                }
+                Fault::Partition(a, b) | Fault::PartitionOneWay(a, b) => vec![a.as_str(), b.as_str()],
+                Fault::Heal => vec![],
+            })
+            .collect();
+        let groups: Vec<String> = (0..self.brokers.max(1))
+            .filter(|k| !named.contains(node_name("broker", *k).as_str()))
+            .map(|k| format!("broker-{}", (b'a' + k as u8) as char))
+            .collect();
+        (!groups.is_empty()).then(|| crate::oracle::Routed { groups, queues: self.queues, hot_pct: self.hot_pct })
     }
 
     /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
