@@ -745,7 +745,7 @@ impl Scenario {
             .filter(|k| !named.contains(node_name("broker", *k).as_str()))
             .map(|k| format!("broker-{}", (b'a' + k as u8) as char))
             .collect();
-        (!groups.is_empty()).then(|| crate::oracle::Routed { groups, queues: self.queues, hot_pct: self.hot_pct })
+        (!groups.is_empty()).then_some(crate::oracle::Routed { groups, queues: self.queues, hot_pct: self.hot_pct })
     }
 
     /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
