@@ -28,6 +28,10 @@ use serde::Deserialize;
 use crate::addr::AddrPattern;
 use crate::perm::Perm;
 
+/// The `aclFile` used when `aclEnable=true` names none: this name in the config file's
+/// directory (RocketMQ reads `$ROCKETMQ_HOME/conf/plain_acl.yml`).
+pub const DEFAULT_FILE_NAME: &str = "plain_acl.yml";
+
 /// RocketMQ refuses access and secret keys of 6 characters or fewer (`AclConstants`).
 pub const KEY_MIN_CHARS: usize = 7;
 /// Most accounts in one file.
@@ -42,8 +46,8 @@ pub struct PlainAcl {
     pub accounts: BTreeMap<String, Account>,
 }
 
-/// One account of `plain_acl.yml`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// One account of `plain_acl.yml`. Its `Debug` never prints the secret key.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Account {
     /// accessKey.
     pub access_key: String,
@@ -63,6 +67,64 @@ pub struct Account {
     pub topics: BTreeMap<String, Perm>,
     /// groupPerms.
     pub groups: BTreeMap<String, Perm>,
+}
+
+/// A server setting that cannot be honoured: the key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct AclSettingError {
+    /// `aclEnable` or `aclFile`.
+    pub key: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// The ACL that a server's `aclEnable` and `aclFile` values ask for: `None` unless
+/// `aclEnable=true`; then the file `aclFile` names (or [`DEFAULT_FILE_NAME`]), a relative
+/// path taken from `base` (the config file's directory; the working directory when `None`).
+/// An `aclFile` without `aclEnable=true` is refused: it would look like it protects something.
+pub fn from_settings(
+    acl_enable: Option<&str>,
+    acl_file: Option<&str>,
+    base: Option<&Path>,
+) -> Result<Option<PlainAcl>, AclSettingError> {
+    match acl_enable.map(str::trim) {
+        None | Some("false") => match acl_file {
+            Some(_) => Err(AclSettingError {
+                key: "aclFile",
+                reason: "has no effect unless aclEnable=true; set both or neither".into(),
+            }),
+            None => Ok(None),
+        },
+        Some("true") => {
+            let (key, name) = match acl_file.map(str::trim) {
+                Some("") => return Err(AclSettingError { key: "aclFile", reason: "empty path".into() }),
+                Some(f) => ("aclFile", f),
+                None => ("aclEnable", DEFAULT_FILE_NAME),
+            };
+            let path = match base {
+                Some(dir) if Path::new(name).is_relative() => dir.join(name),
+                _ => Path::new(name).to_path_buf(),
+            };
+            PlainAcl::load(&path).map(Some).map_err(|e| AclSettingError { key, reason: e.to_string() })
+        }
+        Some(_) => Err(AclSettingError { key: "aclEnable", reason: "expected true or false".into() }),
+    }
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .field("white", &self.white)
+            .field("admin", &self.admin)
+            .field("default_topic", &self.default_topic)
+            .field("default_group", &self.default_group)
+            .field("topics", &self.topics)
+            .field("groups", &self.groups)
+            .finish()
+    }
 }
 
 /// Why a `plain_acl.yml` text was refused.
@@ -339,6 +401,7 @@ accounts:
         assert!(b.admin && b.white.is_some() && b.topics.is_empty());
         assert_eq!(b.default_topic, Perm::DENY, "an unset default is DENY, as in RocketMQ");
         assert_eq!(PlainAcl::parse("").unwrap(), PlainAcl::default());
+        assert!(!format!("{acl:?}").contains("12345678"), "Debug hides secret keys");
     }
 
     fn refused(text: &str) -> String {
@@ -367,6 +430,33 @@ accounts:
         assert!(refused("globalWhiteRemoteAdresses: ['*']\n").contains("unknown field"));
         assert!(refused("accounts: [\n").contains("line"), "a YAML syntax error names its line");
         assert!(refused("accounts:\n  - secretKey: 12345678\n").contains("accessKey"));
+    }
+
+    #[test]
+    fn settings_load_the_named_or_default_file_or_refuse() {
+        let dir = std::env::temp_dir().join(format!("rmq-acl-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(DEFAULT_FILE_NAME), STOCK).unwrap();
+        std::fs::write(
+            dir.join("bad.yml"),
+            "accounts:\n  - accessKey: RocketMQ\n    secretKey: 12345678\n    admin: maybe\n",
+        )
+        .unwrap();
+        assert_eq!(from_settings(None, None, Some(&dir)), Ok(None));
+        assert_eq!(from_settings(Some("false"), None, Some(&dir)), Ok(None));
+        assert!(from_settings(Some("true"), None, Some(&dir)).unwrap().is_some());
+        assert!(from_settings(Some("true"), Some("plain_acl.yml"), Some(&dir)).unwrap().is_some());
+        let err = from_settings(Some("true"), Some("bad.yml"), Some(&dir)).unwrap_err();
+        assert_eq!(err.key, "aclFile");
+        assert!(err.reason.contains("bad.yml") && err.reason.contains("line 4"), "{err}");
+        let err = from_settings(Some("true"), Some("missing.yml"), Some(&dir)).unwrap_err();
+        assert!(err.reason.contains("missing.yml"), "{err}");
+        assert_eq!(from_settings(None, Some("x.yml"), None).unwrap_err().key, "aclFile");
+        assert_eq!(from_settings(Some("yes"), None, None).unwrap_err().key, "aclEnable");
+        let err = from_settings(Some("true"), None, Some(&dir.join("nowhere"))).unwrap_err();
+        assert_eq!(err.key, "aclEnable");
+        assert!(err.reason.contains(DEFAULT_FILE_NAME), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     proptest! {

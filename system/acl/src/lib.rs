@@ -50,6 +50,6 @@ pub mod sign;
 
 pub use addr::AddrPattern;
 pub use check::{Allowed, Denied};
-pub use file::{Account, AclFileError, AclParseError, PlainAcl};
+pub use file::{from_settings, Account, AclFileError, AclParseError, AclSettingError, PlainAcl};
 pub use perm::Perm;
 pub use sign::Credentials;
