@@ -268,6 +268,21 @@ fn acl_off_needs_no_signature_and_a_bad_acl_file_refuses_start() {
     assert!(!out.status.success() && err.contains("missing_acl.yml") && err.contains("line 2: aclFile"), "{err}");
 }
 
+#[test]
+fn the_example_acl_file_loads_and_means_what_its_comments_say() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/plain_acl.yml");
+    let acl = rmq_acl::PlainAcl::load(&path).unwrap();
+    let local = Some("127.0.0.1".parse().unwrap());
+    let producer = Credentials::new("orders-producer", "orders-secret-key");
+    assert!(acl.check(local, &producer.signed(send("Orders", "x"))).is_ok());
+    assert!(acl.check(local, &producer.signed(send("Audit", "x"))).is_err());
+    let consumer = Credentials::new("billing-consumer", "billing-secret-key");
+    assert!(acl.check(local, &consumer.signed(pull("Orders", "billing"))).is_ok());
+    assert!(acl.check(local, &consumer.signed(pull("Orders", "other"))).is_err());
+    assert!(acl.check(local, &consumer.signed(pull("Audit", "billing"))).is_err());
+    assert!(acl.accounts["rocketmq-admin"].admin && acl.global_white.is_empty());
+}
+
 /// `create_dir_all`, returning the path.
 trait TapMkdir {
     fn tap_mkdir(self) -> Self;
