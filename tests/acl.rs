@@ -283,6 +283,75 @@ fn the_example_acl_file_loads_and_means_what_its_comments_say() {
     assert!(acl.accounts["rocketmq-admin"].admin && acl.global_white.is_empty());
 }
 
+/// The client library (not only the tools): producers and push consumers sign with their
+/// configured credentials against an in-process broker with ACL on.
+#[test]
+fn producers_and_push_consumers_sign_with_their_credentials() {
+    use rmq_client::{ClientConfig, ConsumeFromWhere, ConsumeResult, Message, Producer, PushConsumer};
+    use rmq_rt::RealEnv;
+    use std::sync::{Arc, Mutex};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let acl = Arc::new(rmq_acl::PlainAcl::parse(BROKER_ACL).unwrap());
+        let flush = rmq_broker_core::FlushDiskType::AsyncFlush;
+        let cluster = rmq_tools::embedded::EmbeddedCluster::start(flush, |c| c.acl = Some(acl)).await.unwrap();
+        let ns = cluster.namesrv_addr.clone();
+        let unsigned = Producer::start(RealEnv::default(), ClientConfig::new(&ns, "pg"));
+        let err = unsigned.send(Message::new("Orders", "unsigned")).await.unwrap_err().to_string();
+        assert!(err.contains("code 16") && err.contains("no AccessKey"), "{err}");
+        unsigned.shutdown().await;
+        let config = ClientConfig::new(&ns, "pg").with_credentials(Credentials::new("producer1", "producer-secret"));
+        let producer = Producer::start(RealEnv::default(), config);
+        for i in 0..10 {
+            producer.send(Message::new("Orders", format!("m{i}"))).await.unwrap();
+        }
+        let err = producer.send(Message::new("Secret", "x")).await.unwrap_err().to_string();
+        assert!(err.contains("code 16") && err.contains("topic Secret"), "{err}");
+        producer.shutdown().await;
+
+        let admin = rmq_tools::admin::Admin::new(RealEnv::default(), vec![ns.clone()]);
+        for _ in 0..200 {
+            if admin.topic_route("Orders").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = got.clone();
+        let mut config =
+            ClientConfig::new(&ns, "G1").with_credentials(Credentials::new("consumer1", "consumer-secret"));
+        config.consume_from_where = ConsumeFromWhere::FirstOffset;
+        config.pull_suspend_ms = 1_000;
+        let consumer = PushConsumer::start(
+            RealEnv::default(),
+            config,
+            &[("Orders", "*")],
+            move |msgs: &[rmq_client::MessageExt]| {
+                sink.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+                ConsumeResult::Success
+            },
+        )
+        .await
+        .unwrap();
+        for _ in 0..200 {
+            if got.lock().unwrap().len() >= 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut bodies = got.lock().unwrap().clone();
+        bodies.sort();
+        bodies.dedup();
+        assert_eq!(
+            bodies,
+            (0..10).map(|i| format!("m{i}")).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>()
+        );
+        consumer.shutdown().await;
+        cluster.stop().await;
+    });
+}
+
 /// `create_dir_all`, returning the path.
 trait TapMkdir {
     fn tap_mkdir(self) -> Self;
