@@ -55,20 +55,7 @@ fn signed_permitted_requests_are_carried_out() {
     assert_eq!(resp.code, 0, "{:?}", resp.remark);
     let resp = h.call(1, producer.signed(send_req("Payments")));
     assert_eq!(resp.code, 16, "defaultTopicPerm DENY");
-    let create = RemotingCommand::request_with(
-        RequestCode::UpdateAndCreateTopic,
-        0,
-        &rmq_proto::header::CreateTopicRequestHeader {
-            topic: "Payments".into(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: 4,
-            write_queue_nums: 4,
-            perm: 6,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: None,
-            order: false,
-        },
-    );
+    let create = super::names::create_topic("Payments");
     assert_eq!(h.call(1, producer.signed(create.clone())).code, 16, "not an admin");
     assert!(h.core.topics.get("Payments").is_none());
     assert_eq!(h.call(1, Credentials::new("admin001", "admin-secret").signed(create)).code, 0);
