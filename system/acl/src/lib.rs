@@ -3,7 +3,7 @@
 //! A request names an account in its `AccessKey` ext field and carries a `Signature`: HMAC-SHA1,
 //! keyed with the account's secret key, over the values of its other ext fields in key order
 //! followed by its body ([`sign`]). A server with `aclEnable=true` checks every request against
-//! a [`PlainAcl`] loaded from `plain_acl.yml` ([`file`]): a peer matching a global white
+//! a [`PlainAcl`] loaded from `plain_acl.yml` ([`file`](mod@file)): a peer matching a global white
 //! address passes; otherwise the account must exist, the signature must match (unless the peer
 //! matches the account's own white address), and the account must hold the permissions the
 //! request needs ([`check`], with the table of request codes). A refused request is answered
@@ -15,7 +15,7 @@
 //! # Layout
 //! - [`perm`]: `DENY`, `PUB`, `SUB`, `PUB|SUB`.
 //! - [`addr`]: white remote address patterns (`*`, `192.168.0.{1,2}`, `192.168.1.1-5`, ...).
-//! - [`file`]: the `plain_acl.yml` model and its parser.
+//! - [`file`](mod@file): the `plain_acl.yml` model and its parser.
 //! - [`sign`]: the signed content, the signature, [`Credentials`] that sign requests.
 //! - [`check`]: request code → needed permissions, and [`PlainAcl::check`].
 //!

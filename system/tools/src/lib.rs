@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`admin`]: the requests `mqadmin` sends.
 //! - [`embedded`]: an in-process NameServer + broker on 127.0.0.1 with a temp store.
-//! - [`bench`]: produce and consume load with throughput and latency percentiles.
+//! - [`bench`](mod@bench): produce and consume load with throughput and latency percentiles.
 
 pub mod admin;
 pub mod bench;
