@@ -78,6 +78,20 @@ fn the_stack_lane_replays_and_refuses_what_it_cannot_express() {
 }
 
 #[test]
+fn the_madsim_lane_is_refused_by_this_build_with_its_own_exit_code_and_the_way_to_it() {
+    for args in [&["run", "steady", "--lane", "madsim"][..], &["sweep", "steady", "--seeds", "1", "--lane", "madsim"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mqsim")).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(6), "{args:?}: a lane this build lacks");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("scripts/madsim-lane.sh"), "{err}");
+        assert!(out.stdout.is_empty(), "nothing ran");
+    }
+    let (code, out) = mqsim(&["sweep", "steady", "--seeds", "1", "--lane", "all"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("lane=fast") && out.contains("lane=stack") && !out.contains("lane=madsim"), "{out}");
+}
+
+#[test]
 fn a_run_can_be_drawn_as_a_timeline_page() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("t.html");

@@ -11,10 +11,14 @@
 
 pub mod actors;
 pub mod disk;
+mod host;
 pub mod html;
+#[cfg(madsim)]
+pub mod msim;
 pub mod oracle;
 pub mod scenario;
 pub mod shrink;
+#[cfg(not(madsim))]
 pub mod stack;
 pub mod trace;
 pub mod world;
@@ -66,17 +70,41 @@ pub enum Lane {
     Fast,
     /// The real drivers and client library on turmoil hosts.
     Stack,
+    /// The real drivers and client library on madsim nodes (the `--cfg madsim` build).
+    Madsim,
 }
 
 impl Lane {
     /// Every lane, in the order sweeps run them.
-    pub const ALL: [Lane; 2] = [Lane::Fast, Lane::Stack];
+    pub const ALL: [Lane; 3] = [Lane::Fast, Lane::Stack, Lane::Madsim];
+
+    /// The lanes this build of `mqsim` runs: the fast lane and the stack lane in the normal
+    /// build, the fast lane and the madsim lane in the `--cfg madsim` build.
+    pub fn built() -> Vec<Lane> {
+        Lane::ALL.into_iter().filter(|l| l.not_built().is_none()).collect()
+    }
+
+    /// Why this build cannot run the lane at all (and which build can).
+    pub fn not_built(self) -> Option<&'static str> {
+        match self {
+            #[cfg(madsim)]
+            Lane::Stack => Some(
+                "this mqsim is the madsim build (--cfg madsim), whose timers are madsim's; the stack lane runs in the normal build (`cargo run --release --bin mqsim -- …`)",
+            ),
+            #[cfg(not(madsim))]
+            Lane::Madsim => Some(
+                "the madsim lane runs in the `--cfg madsim` build of mqsim, in its own target directory: `scripts/madsim-lane.sh …` takes the same arguments",
+            ),
+            _ => None,
+        }
+    }
 
     /// The lane's command-line name.
     pub fn name(self) -> &'static str {
         match self {
             Lane::Fast => "fast",
             Lane::Stack => "stack",
+            Lane::Madsim => "madsim",
         }
     }
 
@@ -87,12 +115,19 @@ impl Lane {
 
     /// Why `s` cannot run in this lane, if it cannot: checked before anything runs.
     pub fn refusal(self, s: &Scenario) -> Option<String> {
+        if let Some(why) = self.not_built() {
+            return Some(why.to_string());
+        }
         if let Some(why) = s.unknown_node() {
             return Some(why);
         }
         match self {
             Lane::Fast => None,
+            #[cfg(not(madsim))]
             Lane::Stack => stack::refusal(s),
+            #[cfg(madsim)]
+            Lane::Madsim => msim::refusal(s),
+            _ => unreachable!("lanes this build lacks are refused above"),
         }
     }
 
@@ -104,8 +139,22 @@ impl Lane {
         }
         match self {
             Lane::Fast => Ok(run(s, seed, keep_trace)),
+            #[cfg(not(madsim))]
             Lane::Stack => stack::run_stack(s, seed, keep_trace),
+            #[cfg(madsim)]
+            Lane::Madsim => msim::run_madsim(s, seed, keep_trace),
+            _ => unreachable!("lanes this build lacks are refused above"),
         }
+    }
+
+    /// Runs `s` with `seed` again for a determinism check, keeping the trace. In the madsim
+    /// lane this run is itself checked by madsim (two runs, every random draw compared).
+    pub fn rerun_checked(self, s: &Scenario, seed: u64) -> Result<RunReport, String> {
+        #[cfg(madsim)]
+        if self == Lane::Madsim {
+            return msim::run_madsim_checked(s, seed);
+        }
+        self.run(s, seed, true)
     }
 }
 

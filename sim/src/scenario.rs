@@ -684,6 +684,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("crash-at-flush", include_str!("../scenarios/crash-at-flush.sim")),
     ("cluster", include_str!("../scenarios/cluster.sim")),
     ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
+    ("cluster-broker-pause", include_str!("../scenarios/cluster-broker-pause.sim")),
     ("checkpoint-crash-writeback", include_str!("../scenarios/checkpoint-crash-writeback.sim")),
     ("replica-master-crash-sync", include_str!("../scenarios/replica-master-crash-sync.sim")),
     ("replica-master-crash-async", include_str!("../scenarios/replica-master-crash-async.sim")),

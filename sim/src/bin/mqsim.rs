@@ -12,7 +12,8 @@
 //! mqsim shrink my.sim --file my.sim --seed 3   # minimal failing scenario written to a file
 //! ```
 //! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage,
-//! 5 the scenario cannot run in the chosen lane (refused before anything ran).
+//! 5 the scenario cannot run in the chosen lane (refused before anything ran), 6 the lane is
+//! not in this build (the madsim lane needs `scripts/madsim-lane.sh`, the `--cfg madsim` build).
 
 use std::process::ExitCode;
 
@@ -54,7 +55,8 @@ enum Cmd {
         #[arg(long)]
         check_determinism: bool,
         /// `fast`: the discrete-event lane over the cores; `stack`: the real drivers and client
-        /// library on turmoil hosts.
+        /// library on turmoil hosts; `madsim`: the same on madsim nodes (the `--cfg madsim`
+        /// build: scripts/madsim-lane.sh).
         #[arg(long, default_value = "fast")]
         lane: String,
         #[arg(long)]
@@ -80,7 +82,7 @@ enum Cmd {
         scenario: String,
         #[arg(long, default_value_t = 20)]
         seeds: u64,
-        /// `fast`, `stack`, or `all`.
+        /// `fast`, `stack`, `madsim`, or `all` (every lane of this build).
         #[arg(long, default_value = "fast")]
         lane: String,
         #[arg(long)]
@@ -109,11 +111,26 @@ fn code(v: Verdict) -> u8 {
     }
 }
 
-fn lanes(name: &str) -> anyhow::Result<Vec<Lane>> {
-    if name == "all" {
-        return Ok(Lane::ALL.to_vec());
+/// Exit status of a lane this build of mqsim does not contain (the stack lane in the madsim
+/// build, the madsim lane in the normal one).
+const EXIT_LANE_NOT_BUILT: u8 = 6;
+
+/// A lane by name, or why not: unknown (usage, exit 4), or not in this build (exit 6).
+fn lane(name: &str) -> anyhow::Result<Result<Lane, u8>> {
+    let lane = Lane::parse(name).with_context(|| format!("unknown lane {name:?}: fast, stack, madsim or all"))?;
+    if let Some(why) = lane.not_built() {
+        eprintln!("mqsim: the {} lane is not in this build: {why}", lane.name());
+        return Ok(Err(EXIT_LANE_NOT_BUILT));
     }
-    Lane::parse(name).map(|l| vec![l]).with_context(|| format!("unknown lane {name:?}: fast, stack or all"))
+    Ok(Ok(lane))
+}
+
+/// `--lane all` is every lane this build runs (fast + stack, or fast + madsim).
+fn lanes(name: &str) -> anyhow::Result<Result<Vec<Lane>, u8>> {
+    if name == "all" {
+        return Ok(Ok(Lane::built()));
+    }
+    Ok(lane(name)?.map(|l| vec![l]))
 }
 
 fn print(r: &RunReport, json: bool) {
@@ -243,7 +260,7 @@ impl Commands {
             None => name.to_string(),
         };
         let lane_arg = if lane == Lane::Fast { String::new() } else { format!(" --lane {}", lane.name()) };
-        let base = "cargo run --release --bin mqsim --";
+        let base = if lane == Lane::Madsim { "scripts/madsim-lane.sh" } else { "cargo run --release --bin mqsim --" };
         Commands {
             replay: format!("{base} run {target} --seed {seed}{lane_arg}"),
             shrink: format!("{base} shrink {target} --seed {seed}"),
@@ -304,7 +321,10 @@ fn cmd_run(
     explain_run: bool,
 ) -> anyhow::Result<u8> {
     let s = scenario(&name, file.as_deref(), seed)?;
-    let lane = Lane::parse(&lane).with_context(|| format!("unknown lane {lane:?}: fast or stack"))?;
+    let lane = match self::lane(&lane)? {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
     if name == "swarm" && file.is_none() && !json {
         println!(
             "# swarm mix drawn from seed {seed}:\n{}",
@@ -324,7 +344,13 @@ fn cmd_run(
         write_html(path, &r, &cmds)?;
     }
     if check_determinism {
-        let again = lane.run(&s, seed, true).map_err(anyhow::Error::msg)?;
+        let again = match lane.rerun_checked(&s, seed) {
+            Ok(r) => r,
+            Err(why) => {
+                println!("nondeterminism in the {} lane: {why}", lane.name());
+                return Ok(3);
+            }
+        };
         if again.digest != r.digest {
             let i = r
                 .trace
@@ -391,7 +417,10 @@ fn real_main() -> anyhow::Result<u8> {
         Cmd::Run { scenario: name, file, seed, trace, html, check_determinism, lane, json } => {
             cmd_run(name, file, seed, trace, html, check_determinism, lane, json, true)
         }
-        Cmd::Sweep { scenario: name, seeds, lane, json } => sweep(&name, seeds, &lanes(&lane)?, json),
+        Cmd::Sweep { scenario: name, seeds, lane, json } => match lanes(&lane)? {
+            Ok(lanes) => sweep(&name, seeds, &lanes, json),
+            Err(code) => Ok(code),
+        },
     }
 }
 

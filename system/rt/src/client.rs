@@ -61,7 +61,7 @@ struct Conn {
     /// Set by the reader task when the connection ends.
     closed: Arc<AtomicBool>,
     /// The reader and writer tasks: aborted (closing the socket) when the connection is dropped.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<crate::task::JoinHandle<()>>,
 }
 
 impl Drop for Conn {
@@ -150,7 +150,7 @@ impl<E: Env> RemotingClient<E> {
             self.forget(addr, &conn).await;
             return Err(RpcError::Closed { addr: addr.to_string() });
         }
-        match tokio::time::timeout(Duration::from_millis(timeout_ms), rx).await {
+        match crate::time::timeout(Duration::from_millis(timeout_ms), rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(RpcError::Closed { addr: addr.to_string() }),
             Err(_) => {

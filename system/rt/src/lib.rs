@@ -81,19 +81,42 @@ pub fn abort_on_panic() {
 
 /// Starts a task on the current runtime. The one place drivers spawn from.
 #[allow(clippy::disallowed_methods)] // The runtime facade is the one place tasks are spawned.
-pub fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+pub fn spawn<F>(f: F) -> task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(f)
+    #[cfg(not(madsim))]
+    return tokio::spawn(f);
+    #[cfg(madsim)]
+    return madsim::task::spawn(f);
+}
+
+/// Tasks: the join handle of whichever runtime the build runs on (tokio's, or madsim's in a
+/// `--cfg madsim` build). Drivers name these, never a runtime's own.
+pub mod task {
+    #[cfg(madsim)]
+    pub use madsim::task::{JoinError, JoinHandle};
+    #[cfg(not(madsim))]
+    pub use tokio::task::{JoinError, JoinHandle};
+}
+
+/// Timers of whichever runtime the build runs on: tokio's, or madsim's simulated clock in a
+/// `--cfg madsim` build. Drivers take every sleep, timeout and interval from here, so the same
+/// driver code runs on real time, on turmoil's clock (turmoil drives tokio's timer) and on
+/// madsim's.
+pub mod time {
+    #[cfg(madsim)]
+    pub use madsim::time::{error::Elapsed, interval, sleep, timeout, Interval, MissedTickBehavior};
+    #[cfg(not(madsim))]
+    pub use tokio::time::{error::Elapsed, interval, sleep, timeout, Interval, MissedTickBehavior};
 }
 
 /// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
 pub async fn sleep_until_ms<E: Env>(env: &E, deadline_ms: u64) {
     let now = env.now_ms();
     if deadline_ms > now {
-        tokio::time::sleep(std::time::Duration::from_millis(deadline_ms - now)).await;
+        time::sleep(std::time::Duration::from_millis(deadline_ms - now)).await;
     }
 }
 

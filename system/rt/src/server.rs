@@ -273,7 +273,7 @@ pub async fn accept_loop<L: Listener>(mut listener: L, inbox: mpsc::Sender<Serve
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                crate::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -332,7 +332,7 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream:
         first = Some(cmd);
         std::future::ready(false)
     });
-    let _ = tokio::time::timeout(Duration::from_millis(REFUSE_WAIT_MS), read).await;
+    let _ = crate::time::timeout(Duration::from_millis(REFUSE_WAIT_MS), read).await;
     if let Some(req) = first.filter(|c| !c.is_response() && !c.is_oneway()) {
         let resp = RemotingCommand::response_to(&req, ResponseCode::SystemBusy)
             .with_remark(format!("connection limit reached: this server accepts at most {max} connections"));
@@ -404,12 +404,12 @@ impl Drop for ClosedOnDrop {
 #[derive(Debug)]
 pub struct AcceptGuard {
     /// The task running [`accept_loop`].
-    task: tokio::task::JoinHandle<()>,
+    task: crate::task::JoinHandle<()>,
 }
 
 impl AcceptGuard {
     /// Takes ownership of a spawned [`accept_loop`] task.
-    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+    pub fn new(task: crate::task::JoinHandle<()>) -> Self {
         AcceptGuard { task }
     }
 
@@ -505,7 +505,7 @@ where
         let read = rd.read_buf(&mut buf);
         let n = match limits.idle_timeout_ms {
             None => read.await,
-            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), read).await {
+            Some(ms) => match crate::time::timeout(Duration::from_millis(ms), read).await {
                 Ok(r) => r,
                 Err(_) => return ReadEnd::Idle(ms),
             },

@@ -130,7 +130,7 @@ pub async fn create_topics(cfg: &BenchConfig) -> anyhow::Result<()> {
         if admin.topic_route(&last).await.is_ok() {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        rmq_rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     Ok(())
 }

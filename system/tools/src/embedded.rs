@@ -45,7 +45,7 @@ impl EmbeddedCluster {
             if !admin.masters(None).await.unwrap_or_default().is_empty() {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            rmq_rt::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(EmbeddedCluster { namesrv_addr, broker_addr, namesrv, broker, store_dir })
     }

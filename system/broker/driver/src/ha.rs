@@ -42,7 +42,7 @@ pub(crate) async fn accept_slaves<L: Listener>(mut listener: L, events: mpsc::Un
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "HA accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                rmq_rt::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -78,7 +78,7 @@ pub(crate) async fn connect_master<E: Env>(
     events: mpsc::UnboundedSender<HaEvent>,
 ) {
     // A blackholed master never answers the connect: give up after the idle bound.
-    let stream = match tokio::time::timeout(Duration::from_millis(idle_ms), env.connect(&addr)).await {
+    let stream = match rmq_rt::time::timeout(Duration::from_millis(idle_ms), env.connect(&addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!(%addr, error = %e, "cannot reach the master's HA port");
@@ -100,7 +100,7 @@ pub(crate) async fn connect_master<E: Env>(
     let idle = Duration::from_millis(idle_ms);
     loop {
         let mut head = [0u8; 12];
-        match tokio::time::timeout(idle, rd.read_exact(&mut head)).await {
+        match rmq_rt::time::timeout(idle, rd.read_exact(&mut head)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => break,
             Err(_) => {

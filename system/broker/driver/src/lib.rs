@@ -80,7 +80,7 @@ pub struct BrokerHandle {
     /// Master: the HA address slaves connect to (haListenPort); `None` on a slave.
     pub ha_addr: Option<String>,
     shutdown: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
+    done: rmq_rt::task::JoinHandle<()>,
 }
 
 impl BrokerHandle {
@@ -206,7 +206,7 @@ struct Node<E: Env> {
 }
 
 /// A task aborted when its handle is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop(rmq_rt::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

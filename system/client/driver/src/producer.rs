@@ -133,7 +133,7 @@ impl<E: Env> Producer<E> {
             tokio::select! {
                 biased;
                 _ = stop.changed() => return,
-                _ = tokio::time::sleep(Duration::from_millis(period)) => {}
+                _ = rmq_rt::time::sleep(Duration::from_millis(period)) => {}
             }
             let topics: Vec<String> =
                 self.inner.publish.lock().expect("publish lock is never poisoned").keys().cloned().collect();
@@ -199,7 +199,7 @@ impl<E: Env> Producer<E> {
     }
 
     /// Sends without waiting: the returned task resolves to the result.
-    pub fn send_async(&self, msg: Message) -> tokio::task::JoinHandle<Result<SendResult, SendError>> {
+    pub fn send_async(&self, msg: Message) -> rmq_rt::task::JoinHandle<Result<SendResult, SendError>> {
         let p = self.clone();
         spawn(async move { p.send(msg).await })
     }

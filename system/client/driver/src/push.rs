@@ -187,9 +187,9 @@ impl<E: Env> PushConsumer<E> {
     async fn background(&self) {
         let mut stop = self.inner.stop.subscribe();
         let cfg = self.inner.inst.config.clone();
-        let mut persist = tokio::time::interval(Duration::from_millis(cfg.persist_offset_interval_ms.max(10)));
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_interval_ms.max(10)));
-        let mut rebalance = tokio::time::interval(Duration::from_millis(cfg.rebalance_interval_ms.max(10)));
+        let mut persist = rmq_rt::time::interval(Duration::from_millis(cfg.persist_offset_interval_ms.max(10)));
+        let mut heartbeat = rmq_rt::time::interval(Duration::from_millis(cfg.heartbeat_interval_ms.max(10)));
+        let mut rebalance = rmq_rt::time::interval(Duration::from_millis(cfg.rebalance_interval_ms.max(10)));
         loop {
             tokio::select! {
                 biased;
@@ -312,7 +312,7 @@ impl<E: Env> PushConsumer<E> {
                         p.stale = false;
                     }
                     _ => {
-                        tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
+                        rmq_rt::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
                         continue;
                     }
                 }
@@ -333,7 +333,7 @@ impl<E: Env> PushConsumer<E> {
                     if matches!(e, ClientError::Rpc(_)) && clustering {
                         progress.lock().expect("progress lock is never poisoned").stale = true;
                     }
-                    tokio::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
+                    rmq_rt::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
                     continue;
                 }
             };
@@ -370,7 +370,7 @@ impl<E: Env> PushConsumer<E> {
                     break;
                 }
                 // The broker did not take the retry: consume again here after a pause.
-                tokio::time::sleep(Duration::from_millis(LOCAL_RETRY_DELAY_MS)).await;
+                rmq_rt::time::sleep(Duration::from_millis(LOCAL_RETRY_DELAY_MS)).await;
                 if *stopped.borrow() {
                     return;
                 }

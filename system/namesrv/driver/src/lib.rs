@@ -38,7 +38,7 @@ pub struct NamesrvHandle {
     /// The bound address.
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
+    done: rmq_rt::task::JoinHandle<()>,
 }
 
 impl NamesrvHandle {
