@@ -55,12 +55,19 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// ACL access key to sign requests with (default: $ROCKETMQ_ACCESS_KEY).
+    #[arg(long = "access-key")]
+    access_key: Option<String>,
+    /// ACL secret key to sign requests with (default: $ROCKETMQ_SECRET_KEY).
+    #[arg(long = "secret-key")]
+    secret_key: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     rmq_tools::init_tracing("warn");
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let credentials = rmq_tools::credentials(args.access_key.clone(), args.secret_key.clone())?;
     rt.block_on(async move {
         if args.flush.is_some() && args.namesrv.is_some() {
             anyhow::bail!(
@@ -99,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             batch: args.batch.max(1),
             consume: !args.no_consume,
             topic_prefix: format!("bench{}", std::process::id()),
+            credentials,
         };
         let report = run(&cfg).await?;
         if args.json {

@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rmq_broker::conf::{apply, split_addrs, KNOWN_KEYS};
+use rmq_broker::conf::{apply_in, split_addrs, KNOWN_KEYS};
 use rmq_broker::BrokerOptions;
 use rmq_broker_core::BrokerConfig;
 use rmq_rt::conf::Props;
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let props = Props::parse_text(&text, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
-        apply(&props, &mut opts).with_context(|| format!("in {}", path.display()))?;
+        apply_in(&props, path.parent(), &mut opts).with_context(|| format!("in {}", path.display()))?;
     }
     if let Some(n) = &args.namesrv {
         opts.namesrv_addrs = split_addrs(n);

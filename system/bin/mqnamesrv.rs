@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use clap::Parser;
-use rmq_namesrv::conf::{apply, NamesrvOptions, KNOWN_KEYS};
+use rmq_namesrv::conf::{apply_in, NamesrvOptions, KNOWN_KEYS};
 use rmq_rt::conf::Props;
 use rmq_rt::RealEnv;
 
@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let props = Props::parse_text(&text, KNOWN_KEYS).with_context(|| format!("in {}", path.display()))?;
-        apply(&props, &mut opts).with_context(|| format!("in {}", path.display()))?;
+        apply_in(&props, path.parent(), &mut opts).with_context(|| format!("in {}", path.display()))?;
     }
     if let Some(l) = args.listen {
         opts.listen = l;

@@ -72,6 +72,17 @@ impl Drop for Conn {
     }
 }
 
+/// Called on every request just before it is written (RocketMQ's `RPCHook.doBeforeRequest`),
+/// e.g. to sign it for ACL.
+#[derive(Clone)]
+pub struct RequestHook(pub Arc<dyn Fn(&mut RemotingCommand) + Send + Sync>);
+
+impl std::fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHook")
+    }
+}
+
 /// A multiplexed client over an [`Env`].
 #[derive(Debug, Clone)]
 pub struct RemotingClient<E: Env> {
@@ -80,6 +91,8 @@ pub struct RemotingClient<E: Env> {
     next_opaque: Arc<AtomicI32>,
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
     max_frame_bytes: usize,
+    /// Runs on every request before it is written.
+    hook: Option<RequestHook>,
 }
 
 impl<E: Env> RemotingClient<E> {
@@ -91,7 +104,14 @@ impl<E: Env> RemotingClient<E> {
             next_opaque: Arc::new(AtomicI32::new(0)),
             incoming: None,
             max_frame_bytes: rmq_proto::frame::FRAME_MAX_BYTES_DEFAULT,
+            hook: None,
         }
+    }
+
+    /// This client, running `hook` on every request just before it is written.
+    pub fn with_request_hook(mut self, hook: RequestHook) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     /// A client that forwards server-initiated requests to the returned receiver.
@@ -120,6 +140,9 @@ impl<E: Env> RemotingClient<E> {
         timeout_ms: u64,
     ) -> Result<RemotingCommand, RpcError> {
         cmd.opaque = self.next_opaque();
+        if let Some(hook) = &self.hook {
+            (hook.0)(&mut cmd);
+        }
         let conn = self.conn(addr).await?;
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending map lock is never held across a panic").insert(cmd.opaque, tx);
@@ -145,6 +168,9 @@ impl<E: Env> RemotingClient<E> {
     pub async fn invoke_oneway(&self, addr: &str, cmd: RemotingCommand) -> Result<(), RpcError> {
         let mut cmd = cmd.oneway();
         cmd.opaque = self.next_opaque();
+        if let Some(hook) = &self.hook {
+            (hook.0)(&mut cmd);
+        }
         let conn = self.conn(addr).await?;
         if conn.outbox.send(encode(&cmd)).await.is_err() {
             self.forget(addr, &conn).await;

@@ -48,6 +48,19 @@ pub enum ConfError {
         /// What is missing.
         why: &'static str,
     },
+    /// A value naming something that cannot be used, e.g. an ACL file that is missing or
+    /// malformed (the reason names the file and its line).
+    #[error("{}{key}={value}: {reason}", at_line(*line))]
+    Unusable {
+        /// 1-based line number (0 when the value did not come from a file).
+        line: usize,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+        /// Why, naming the file.
+        reason: String,
+    },
     /// A key this program does not know (a typo would otherwise pass silently).
     #[error("unknown key {key:?}; known keys: {known}")]
     UnknownKey {
@@ -149,6 +162,16 @@ impl Props {
             key: key.into(),
             value: self.str(key).unwrap_or_default().into(),
             why,
+        }
+    }
+
+    /// An [`ConfError::Unusable`] for `key`'s value, naming its line.
+    pub fn unusable(&self, key: &str, reason: String) -> ConfError {
+        ConfError::Unusable {
+            line: self.line(key),
+            key: key.into(),
+            value: self.str(key).unwrap_or_default().into(),
+            reason,
         }
     }
 

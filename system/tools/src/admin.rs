@@ -23,6 +23,15 @@ impl<E: Env> Admin<E> {
         Admin { rpc: RemotingClient::new(env), namesrv }
     }
 
+    /// This client, signing every request with `credentials` (servers with `aclEnable=true`;
+    /// admin requests such as updateTopic need an admin account).
+    pub fn with_credentials(mut self, credentials: Option<rmq_client::Credentials>) -> Self {
+        if let Some(c) = credentials {
+            self.rpc = self.rpc.with_request_hook(rmq_client::signing_hook(c));
+        }
+        self
+    }
+
     async fn call(&self, addr: &str, req: RemotingCommand) -> anyhow::Result<RemotingCommand> {
         let resp = self.rpc.invoke(addr, req, ADMIN_TIMEOUT_MS).await.with_context(|| format!("request to {addr}"))?;
         if resp.code != 0 {

@@ -32,6 +32,12 @@ pub struct BenchConfig {
     pub consume: bool,
     /// Topic name prefix (unique per run so reruns start empty).
     pub topic_prefix: String,
+    /// ACL account to sign with (`--access-key`/`--secret-key`); `None`: unsigned.
+    pub credentials: Option<rmq_client::Credentials>,
+}
+
+fn client_config(cfg: &BenchConfig, group: &str) -> ClientConfig {
+    ClientConfig { credentials: cfg.credentials.clone(), ..ClientConfig::new(&cfg.namesrv, group) }
 }
 
 /// One phase's figures.
@@ -112,7 +118,8 @@ pub fn topic_names(cfg: &BenchConfig) -> Vec<String> {
 
 /// Creates the topics on every master.
 pub async fn create_topics(cfg: &BenchConfig) -> anyhow::Result<()> {
-    let admin = crate::admin::Admin::new(RealEnv::default(), vec![cfg.namesrv.clone()]);
+    let admin = crate::admin::Admin::new(RealEnv::default(), vec![cfg.namesrv.clone()])
+        .with_credentials(cfg.credentials.clone());
     let masters = admin.masters(None).await?;
     for t in topic_names(cfg) {
         admin.update_topic(&masters, &t, cfg.queues, cfg.queues, false).await?;
@@ -130,7 +137,7 @@ pub async fn create_topics(cfg: &BenchConfig) -> anyhow::Result<()> {
 
 /// Sends `cfg.messages` messages with `cfg.producers` concurrent senders.
 pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
-    let producer = Producer::start(RealEnv::default(), ClientConfig::new(&cfg.namesrv, "bench_producer"));
+    let producer = Producer::start(RealEnv::default(), client_config(cfg, "bench_producer"));
     let topics = Arc::new(topic_names(cfg));
     let body = Bytes::from(vec![b'x'; cfg.body_bytes]);
     // Warm routes so the measurement excludes first-send route lookups.
@@ -182,7 +189,7 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
 
 /// Reads every message of the run's topics from offset 0 with `cfg.producers` pullers.
 pub async fn consume(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
-    let consumer = PullConsumer::new(RealEnv::default(), ClientConfig::new(&cfg.namesrv, "bench_consumer"));
+    let consumer = PullConsumer::new(RealEnv::default(), client_config(cfg, "bench_consumer"));
     let mut queues = Vec::new();
     for t in topic_names(cfg) {
         queues.extend(consumer.fetch_queues(&t).await?);

@@ -4,11 +4,31 @@
 //! # Layout
 //! - [`admin`]: the requests `mqadmin` sends.
 //! - [`embedded`]: an in-process NameServer + broker on 127.0.0.1 with a temp store.
-//! - [`bench`]: produce and consume load with throughput and latency percentiles.
+//! - [`bench`](mod@bench): produce and consume load with throughput and latency percentiles.
 
 pub mod admin;
 pub mod bench;
 pub mod embedded;
+
+/// Environment variable with the ACL access key the tools sign with (when no flag is given).
+pub const ACCESS_KEY_ENV: &str = "ROCKETMQ_ACCESS_KEY";
+/// Environment variable with the ACL secret key the tools sign with (when no flag is given).
+pub const SECRET_KEY_ENV: &str = "ROCKETMQ_SECRET_KEY";
+
+/// The ACL credentials a tool signs with: `--access-key`/`--secret-key` if given, else
+/// `ROCKETMQ_ACCESS_KEY`/`ROCKETMQ_SECRET_KEY`; none: requests are not signed. A key without
+/// its partner is an error.
+pub fn credentials(
+    access_key: Option<String>,
+    secret_key: Option<String>,
+) -> anyhow::Result<Option<rmq_client::Credentials>> {
+    let (ak, sk, ak_name, sk_name) = if access_key.is_some() || secret_key.is_some() {
+        (access_key, secret_key, "--access-key", "--secret-key")
+    } else {
+        (std::env::var(ACCESS_KEY_ENV).ok(), std::env::var(SECRET_KEY_ENV).ok(), ACCESS_KEY_ENV, SECRET_KEY_ENV)
+    };
+    Ok(rmq_client::config::credentials(ak.as_deref(), sk.as_deref(), ak_name, sk_name)?)
+}
 
 /// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default`).
 pub fn init_tracing(default: &str) {

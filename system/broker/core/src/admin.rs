@@ -267,7 +267,7 @@ impl<D: Directory> BrokerCore<D> {
             compressed: Some(false),
             body_crc32: Some(crc32(&body)),
         };
-        RemotingCommand::request_with(RequestCode::RegisterBroker, 0, &h).with_body(body)
+        self.signed(RemotingCommand::request_with(RequestCode::RegisterBroker, 0, &h).with_body(body))
     }
 
     pub(crate) fn persist_topics(&mut self) {

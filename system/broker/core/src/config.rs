@@ -1,5 +1,8 @@
 //! Broker settings, named after RocketMQ's broker.conf keys where one exists.
 
+use std::sync::Arc;
+
+use rmq_acl::{Credentials, PlainAcl};
 use rmq_store::StoreConfig;
 
 /// When a SYNC_FLUSH send is answered.
@@ -82,6 +85,12 @@ pub struct BrokerConfig {
     pub ha_slave_fallbehind_max: u64,
     /// Record trace events (the simulator sets this; production leaves it off).
     pub record_events: bool,
+    /// aclEnable + aclFile: every request is checked against this ACL first (a refused one is
+    /// answered NO_PERMISSION); `None`: no access control.
+    pub acl: Option<Arc<PlainAcl>>,
+    /// accessKey + secretKey: this broker signs its own requests with them (registration with
+    /// NameServers, a slave's metadata copy from its master).
+    pub credentials: Option<Credentials>,
     /// The store.
     pub store: StoreConfig,
 }
@@ -117,6 +126,8 @@ impl Default for BrokerConfig {
             ha_housekeeping_ms: 20_000,
             ha_slave_fallbehind_max: 256 * 1024 * 1024,
             record_events: false,
+            acl: None,
+            credentials: None,
             store: StoreConfig::default(),
         }
     }

@@ -13,7 +13,8 @@
 //!   [`clients`]: producer/consumer channels; `checks`: topic and group names refused with
 //!   RocketMQ's codes; `send`: SEND_MESSAGE(_V2)/batch and flush waiters;
 //!   `pull`: PULL_MESSAGE and long-poll holds; `schedule`: delay levels, retries, DLQ;
-//!   `admin`: topic admin, offsets queries, stats.
+//!   `admin`: topic admin, offsets queries, stats; `access`: the ACL check at the request entry
+//!   and the signing of this broker's own requests.
 //!
 //! # Calling contract
 //! ```
@@ -50,6 +51,7 @@ pub mod config;
 pub mod offsets;
 pub mod topics;
 
+mod access;
 mod admin;
 mod checks;
 mod ha;
@@ -398,12 +400,19 @@ impl<D: Directory> BrokerCore<D> {
         self.notify_groups(now_ms, changed);
     }
 
-    /// One request arrived on `conn`.
+    /// One request arrived on `conn`. With an ACL configured, it is checked first (see
+    /// [`rmq_acl::check`]); a refused request is answered NO_PERMISSION and changes nothing.
     pub fn on_request(&mut self, now_ms: u64, conn: ConnId, req: RemotingCommand) {
         if req.is_response() {
             // Answers to this broker's own requests (registration, a slave's metadata copy);
             // answers to pushes to clients expect nothing.
             self.on_response(now_ms, &req);
+            return;
+        }
+        if let Err(refusal) = self.access_check(conn, &req) {
+            if !req.is_oneway() {
+                self.outputs.push_back(Output::Transmit { conn, cmd: refusal });
+            }
             return;
         }
         let resp = match req.request_code() {
@@ -599,7 +608,7 @@ impl<D: Directory> BrokerCore<D> {
             broker_name: self.config.broker_name.clone(),
             cluster_name: self.config.cluster_name.clone(),
         };
-        RemotingCommand::request_with(RequestCode::UnregisterBroker, 0, &h)
+        self.signed(RemotingCommand::request_with(RequestCode::UnregisterBroker, 0, &h))
     }
 
     /// Checks cross-structure invariants; the simulator calls it after every step.

@@ -46,7 +46,7 @@ impl<D: Directory> BrokerCore<D> {
             self.sync.next_opaque = self.sync.next_opaque % i32::MAX + 1;
             let opaque = self.sync.next_opaque;
             self.sync.pending.insert(opaque, code);
-            let cmd = RemotingCommand::request(code, opaque);
+            let cmd = self.signed(RemotingCommand::request(code, opaque));
             self.outputs.push_back(Output::MasterRequest { addr: addr.clone(), cmd });
         }
     }

@@ -499,6 +499,7 @@ fn a_second_flush_overlaps_the_first_and_acks_wait_for_a_covering_report() {
     h.core.assert_invariants();
 }
 
+mod acl;
 mod names;
 
 // ---- replication ----

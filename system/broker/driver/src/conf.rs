@@ -1,5 +1,6 @@
 //! RocketMQ broker.conf keys → [`BrokerOptions`].
 
+use rmq_acl::Credentials;
 use rmq_broker_core::config::parse_delay_levels;
 use rmq_broker_core::{BrokerConfig, BrokerRole, FlushDiskType};
 use rmq_rt::conf::{ConfError, Props};
@@ -30,6 +31,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "messageDelayLevel",
     "registerNameServerPeriod",
     "flushConsumerOffsetInterval",
+    // Access control: aclEnable + aclFile (the ACL this broker enforces), accessKey + secretKey
+    // (the account this broker signs its own requests with).
+    "aclEnable",
+    "aclFile",
+    "accessKey",
+    "secretKey",
     // Recognised but not implemented: refused with their own error by `apply` (see
     // `UNIMPLEMENTED`) rather than as unknown keys.
     "haListenPort",
@@ -41,7 +48,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "fileReservedTime",
     "diskMaxUsedSpaceRatio",
     "brokerIP2",
-    "aclEnable",
     // Switches with one behaviour here: the value this broker has is accepted, the other is
     // refused (see `FIXED`). Thread-pool sizes are refused outright (see `UNIMPLEMENTED`).
     "autoCreateSubscriptionGroup",
@@ -74,8 +80,15 @@ const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("pullMessageThreadPoolNums", "no thread pools: one event loop serves every request"),
 ];
 
-/// Applies broker.conf properties on top of `opts`.
+/// Applies broker.conf properties on top of `opts`; a relative `aclFile` is taken from the
+/// working directory (see [`apply_in`]).
 pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
+    apply_in(props, None, opts)
+}
+
+/// Applies broker.conf properties on top of `opts`; `conf_dir` is the directory of the file
+/// they came from, where a relative `aclFile` (default `plain_acl.yml`) is looked up.
+pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     for (key, why) in UNIMPLEMENTED {
         if props.str(key).is_some() {
             return Err(props.unimplemented(key, why));
@@ -90,13 +103,7 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
         }
     }
     rmq_rt::conf::apply_server_limits(props, &mut opts.limits)?;
-    if let Some(v) = props.str("aclEnable") {
-        match v {
-            "false" => {}
-            "true" => return Err(props.unimplemented("aclEnable", "no ACL yet")),
-            _ => return Err(props.invalid("aclEnable", "true or false")),
-        }
-    }
+    apply_acl(props, conf_dir, &mut opts.core)?;
     if let Some(v) = props.str("storePathCommitLog") {
         let root = props.str("storePathRootDir").unwrap_or("");
         if std::path::Path::new(v) != std::path::Path::new(root).join("commitlog") {
@@ -194,6 +201,22 @@ pub fn apply(props: &Props, opts: &mut BrokerOptions) -> Result<(), ConfError> {
     }
     if let Some(v) = props.ranged("flushConsumerOffsetInterval", 1, 3_600_000, "milliseconds in 1..=3600000")? {
         c.offset_persist_interval_ms = v;
+    }
+    Ok(())
+}
+
+/// aclEnable/aclFile (the ACL enforced) and accessKey/secretKey (this broker's own account).
+fn apply_acl(props: &Props, conf_dir: Option<&std::path::Path>, c: &mut BrokerConfig) -> Result<(), ConfError> {
+    let acl = rmq_acl::from_settings(props.str("aclEnable"), props.str("aclFile"), conf_dir)
+        .map_err(|e| props.unusable(e.key, e.reason))?;
+    c.acl = acl.map(std::sync::Arc::new);
+    match (props.str("accessKey"), props.str("secretKey")) {
+        (None, None) => {}
+        (Some(ak), Some(sk)) if !ak.is_empty() && !sk.is_empty() => c.credentials = Some(Credentials::new(ak, sk)),
+        (Some(""), _) => return Err(props.invalid("accessKey", "a non-empty access key")),
+        (_, Some("")) => return Err(props.invalid("secretKey", "a non-empty secret key")),
+        (Some(_), _) => return Err(props.invalid("accessKey", "set together with secretKey")),
+        (_, Some(_)) => return Err(props.invalid("secretKey", "set together with accessKey")),
     }
     Ok(())
 }
@@ -324,7 +347,6 @@ mod tests {
     #[test]
     fn unimplemented_keys_are_refused_by_name() {
         for text in [
-            "aclEnable=true",
             "fileReservedTime=48",
             "deleteWhen=04",
             "brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=127.0.0.1:10912\nhaListenPort=10912",
@@ -342,6 +364,43 @@ mod tests {
             let key = text.lines().last().unwrap().split('=').next().unwrap();
             assert!(err.contains(key) && err.contains("not implemented"), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn acl_keys_load_the_file_or_refuse_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = "accounts:\n  - accessKey: producer1\n    secretKey: producer-secret\n    defaultTopicPerm: PUB\n";
+        std::fs::write(dir.path().join("plain_acl.yml"), acl).unwrap();
+        std::fs::write(dir.path().join("bad.yml"), "accounts:\n  - accessKey: producer1\n    topicPerms: [x]\n")
+            .unwrap();
+        let apply_text = |text: &str| {
+            let props = Props::parse_text(text, KNOWN_KEYS).unwrap();
+            let mut o = opts();
+            apply_in(&props, Some(dir.path()), &mut o).map(|_| o)
+        };
+        let o = apply_text("aclEnable=true\naccessKey=broker-a\nsecretKey=broker-secret\n").unwrap();
+        assert!(
+            o.core.acl.as_ref().unwrap().accounts.contains_key("producer1"),
+            "default plain_acl.yml next to the conf"
+        );
+        assert_eq!(o.core.credentials.as_ref().unwrap().access_key, "broker-a");
+        assert!(apply_text("aclEnable=false\n").unwrap().core.acl.is_none());
+        let err = apply_text("brokerName=b\naclEnable=true\naclFile=bad.yml\n").unwrap_err().to_string();
+        assert!(err.starts_with("line 3: aclFile=bad.yml:") && err.contains("bad.yml: "), "{err}");
+        for (text, expect) in [
+            ("aclEnable=true\naclFile=missing.yml", "missing.yml"),
+            ("aclFile=plain_acl.yml", "unless aclEnable=true"),
+            ("aclEnable=yes", "aclEnable"),
+            ("accessKey=broker-a", "together with secretKey"),
+            ("secretKey=s3cret-key", "together with accessKey"),
+        ] {
+            let err = apply_text(text).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text}: {err}");
+        }
+        let other = tempfile::tempdir().unwrap();
+        let props = Props::parse_text("aclEnable=true\n", KNOWN_KEYS).unwrap();
+        let err = apply_in(&props, Some(other.path()), &mut opts()).unwrap_err().to_string();
+        assert!(err.contains("line 1: aclEnable=true") && err.contains("plain_acl.yml"), "{err}");
     }
 
     #[test]

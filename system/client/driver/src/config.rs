@@ -4,8 +4,13 @@
 //! `rocketmq.consumer.group`, `rocketmq.producer.send-message-timeout`,
 //! `rocketmq.producer.retry-times-when-send-failed`. Environment: `ROCKETMQ_NAME_SERVER` (or
 //! `NAMESRV_ADDR`), `ROCKETMQ_PRODUCER_GROUP`, `ROCKETMQ_CONSUMER_GROUP`.
+//!
+//! ACL credentials: `rocketmq.<role>.access-key` + `rocketmq.<role>.secret-key` (the starter's
+//! keys), or `ROCKETMQ_ACCESS_KEY` + `ROCKETMQ_SECRET_KEY`; one without the other is an error.
 
 use std::collections::BTreeMap;
+
+use rmq_acl::Credentials;
 
 use crate::ClientError;
 
@@ -72,6 +77,8 @@ pub struct ClientConfig {
     pub message_model: MessageModel,
     /// Start position for a new group.
     pub consume_from_where: ConsumeFromWhere,
+    /// ACL account every request is signed with; `None`: requests are not signed.
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ClientConfig {
@@ -93,6 +100,7 @@ impl Default for ClientConfig {
             max_reconsume_times: 16,
             message_model: MessageModel::Clustering,
             consume_from_where: ConsumeFromWhere::LastOffset,
+            credentials: None,
         }
     }
 }
@@ -105,6 +113,12 @@ impl ClientConfig {
     /// A config for `group` talking to `namesrv` (`host:port;host:port`).
     pub fn new(namesrv: &str, group: &str) -> Self {
         ClientConfig { namesrv_addrs: split(namesrv), group: group.into(), ..Default::default() }
+    }
+
+    /// This config, signing every request with `credentials`.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// Applies Spring-Boot-style properties; `role` is "producer" or "consumer".
@@ -141,6 +155,8 @@ impl ClientConfig {
                 }
             };
         }
+        let (ak, sk) = (format!("rocketmq.{role}.access-key"), format!("rocketmq.{role}.secret-key"));
+        c.credentials = credentials(props.get(&ak).map(String::as_str), props.get(&sk).map(String::as_str), &ak, &sk)?;
         Ok(c)
     }
 
@@ -161,7 +177,29 @@ impl ClientConfig {
         if let Ok(v) = std::env::var(format!("ROCKETMQ_{}_GROUP", role.to_uppercase())) {
             props.insert(format!("rocketmq.{role}.group"), v);
         }
+        for (var, key) in [("ROCKETMQ_ACCESS_KEY", "access-key"), ("ROCKETMQ_SECRET_KEY", "secret-key")] {
+            if let Ok(v) = std::env::var(var) {
+                props.insert(format!("rocketmq.{role}.{key}"), v);
+            }
+        }
         Self::from_properties(&props, role)
+    }
+}
+
+/// Credentials from an access key and a secret key given together (or neither); `ak_name` and
+/// `sk_name` name them in errors (a property, an environment variable or a flag).
+pub fn credentials(
+    access_key: Option<&str>,
+    secret_key: Option<&str>,
+    ak_name: &str,
+    sk_name: &str,
+) -> Result<Option<Credentials>, ClientError> {
+    match (access_key.map(str::trim), secret_key.map(str::trim)) {
+        (None, None) => Ok(None),
+        (Some(ak), Some(sk)) if !ak.is_empty() && !sk.is_empty() => Ok(Some(Credentials::new(ak, sk))),
+        (Some(_), Some(_)) => Err(ClientError::Config(format!("{ak_name} and {sk_name} must not be empty"))),
+        (Some(_), None) => Err(ClientError::Config(format!("{ak_name} is set without {sk_name}"))),
+        (None, Some(_)) => Err(ClientError::Config(format!("{sk_name} is set without {ak_name}"))),
     }
 }
 
@@ -178,5 +216,18 @@ mod tests {
         assert_eq!(c.group, "orders");
         assert_eq!(c.send_timeout_ms, 5000);
         assert!(ClientConfig::from_properties(&BTreeMap::new(), "producer").is_err());
+        assert!(c.credentials.is_none());
+    }
+
+    #[test]
+    fn credentials_come_in_pairs() {
+        let text = "rocketmq.name-server=127.0.0.1:9876\nrocketmq.consumer.access-key=consumer1\nrocketmq.consumer.secret-key=consumer-secret\n";
+        let props = rmq_rt::conf::parse_properties(text).unwrap();
+        let c = ClientConfig::from_properties(&props, "consumer").unwrap();
+        assert_eq!(c.credentials, Some(Credentials::new("consumer1", "consumer-secret")));
+        let text = "rocketmq.name-server=127.0.0.1:9876\nrocketmq.producer.access-key=producer1\n";
+        let props = rmq_rt::conf::parse_properties(text).unwrap();
+        let err = ClientConfig::from_properties(&props, "producer").unwrap_err().to_string();
+        assert!(err.contains("rocketmq.producer.access-key is set without rocketmq.producer.secret-key"), "{err}");
     }
 }

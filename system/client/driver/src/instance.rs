@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use rmq_acl::Credentials;
 use rmq_proto::body::{from_json, HeartbeatData, TopicRouteData};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::{RemotingCommand, ResponseCode};
-use rmq_rt::client::Incoming;
+use rmq_rt::client::{Incoming, RequestHook};
 use rmq_rt::{Env, RemotingClient};
 use tokio::sync::mpsc;
 
@@ -14,6 +15,12 @@ use crate::{ClientConfig, ClientError};
 
 /// Timeout of NameServer and admin RPCs.
 pub const RPC_TIMEOUT_MS: u64 = 3_000;
+
+/// A request hook that signs every request with `credentials` (RocketMQ's
+/// `AclClientRPCHook`): for servers with `aclEnable=true`.
+pub fn signing_hook(credentials: Credentials) -> RequestHook {
+    RequestHook(std::sync::Arc::new(move |cmd: &mut RemotingCommand| credentials.sign(cmd)))
+}
 
 /// Connections, identity and cached routes.
 #[derive(Debug, Clone)]
@@ -37,7 +44,10 @@ impl<E: Env> ClientInstance<E> {
             .clone()
             .unwrap_or_else(|| format!("{}#{}", env.process_id(), env.seed() % 1_000_000_007));
         let client_id = format!("{}@{}", config.client_ip, instance);
-        let (rpc, incoming) = RemotingClient::with_incoming(env);
+        let (mut rpc, incoming) = RemotingClient::with_incoming(env);
+        if let Some(c) = &config.credentials {
+            rpc = rpc.with_request_hook(signing_hook(c.clone()));
+        }
         (ClientInstance { config, rpc, client_id, routes: Arc::default(), suggested: Arc::default() }, incoming)
     }
 

@@ -4,7 +4,10 @@
 //! offset) comes from `rmq-client-core`; this crate only moves bytes and timers.
 //!
 //! Configure with NameServer addresses and a group, in code, from a properties file or from
-//! the environment ([`ClientConfig`]), as the Spring Boot starter does.
+//! the environment ([`ClientConfig`]), as the Spring Boot starter does. With credentials
+//! (`ClientConfig::credentials`, `rocketmq.<role>.access-key`/`secret-key`, or
+//! `ROCKETMQ_ACCESS_KEY`/`ROCKETMQ_SECRET_KEY`) every request is signed for brokers and
+//! NameServers that run with `aclEnable=true`, as RocketMQ's `AclClientRPCHook` does.
 //!
 //! # Layout
 //! - [`config`]: [`ClientConfig`] and its sources.
@@ -21,9 +24,11 @@ pub mod push;
 
 pub use config::{ClientConfig, ConsumeFromWhere, MessageModel};
 pub use error::{ClientError, SendError};
+pub use instance::signing_hook;
 pub use producer::{Message, Producer, SendResult};
 pub use pull::{PullConsumer, PullResult, PullStatus};
 pub use push::{ConsumeResult, PushConsumer};
+pub use rmq_acl::Credentials;
 pub use rmq_client_core::retry::SendStatus;
 pub use rmq_proto::body::MessageQueue;
 pub use rmq_proto::message::MessageExt;

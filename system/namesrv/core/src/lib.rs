@@ -20,6 +20,10 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rmq_acl::PlainAcl;
 
 use rmq_proto::body::{
     from_json, to_json, BrokerData, ClusterInfo, QueueData, RegisterBrokerBody, TopicConfig, TopicList, TopicRouteData,
@@ -40,11 +44,14 @@ pub struct NamesrvConfig {
     pub scan_interval_ms: u64,
     /// Most brokers tracked; registrations beyond it are refused.
     pub brokers_max: usize,
+    /// aclEnable + aclFile: every request is checked against this ACL first (see
+    /// [`NamesrvCore::handle`]); `None`: no access control.
+    pub acl: Option<Arc<PlainAcl>>,
 }
 
 impl Default for NamesrvConfig {
     fn default() -> Self {
-        NamesrvConfig { broker_expiry_ms: 120_000, scan_interval_ms: 5_000, brokers_max: 4_096 }
+        NamesrvConfig { broker_expiry_ms: 120_000, scan_interval_ms: 5_000, brokers_max: 4_096, acl: None }
     }
 }
 
@@ -98,6 +105,9 @@ pub struct NamesrvCore {
     broker_live_table: BTreeMap<String, BrokerLive>,
     /// namespace → key → value.
     kv_table: BTreeMap<String, BTreeMap<String, String>>,
+    /// Connection → peer IP, for the ACL's white addresses (one entry per open connection, so
+    /// bounded by the driver's connection cap).
+    peers: BTreeMap<ConnId, IpAddr>,
     next_scan_ms: u64,
     events: Vec<Event>,
 }
@@ -113,12 +123,32 @@ impl NamesrvCore {
             cluster_addr_table: BTreeMap::new(),
             broker_live_table: BTreeMap::new(),
             kv_table: BTreeMap::new(),
+            peers: BTreeMap::new(),
             events: Vec::new(),
         }
     }
 
+    /// A connection opened from `peer` (needed only for the ACL's white addresses: a
+    /// connection never reported here matches none).
+    pub fn on_conn_opened(&mut self, _now_ms: u64, conn: ConnId, peer: SocketAddr) {
+        self.peers.insert(conn, peer.ip());
+    }
+
     /// Handles one request; returns the response (`None` for one-way requests).
+    ///
+    /// With an ACL configured, the request is checked first ([`rmq_acl::check`]): writes
+    /// (REGISTER_BROKER, UNREGISTER_BROKER, topic and KV changes, broker heartbeats) need an
+    /// admin account or a global white address, reads (routes, cluster info, topic lists, KV
+    /// reads) any signed account. A refused request is answered NO_PERMISSION and changes
+    /// nothing.
     pub fn handle(&mut self, now_ms: u64, conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
+        if let Some(acl) = &self.config.acl {
+            if let Err(denied) = acl.check(self.peers.get(&conn).copied(), req) {
+                let resp =
+                    RemotingCommand::response_to(req, ResponseCode::NoPermission).with_remark(denied.to_string());
+                return (!req.is_oneway()).then_some(resp);
+            }
+        }
         let resp = match req.request_code() {
             RequestCode::RegisterBroker => self.register_broker(now_ms, conn, req),
             RequestCode::UnregisterBroker => self.unregister_broker(req),
@@ -143,6 +173,7 @@ impl NamesrvCore {
 
     /// A connection closed: brokers registered over it are removed at once.
     pub fn on_conn_closed(&mut self, _now_ms: u64, conn: ConnId) {
+        self.peers.remove(&conn);
         let gone: Vec<String> =
             self.broker_live_table.iter().filter(|(_, l)| l.conn == conn).map(|(a, _)| a.clone()).collect();
         for addr in gone {

@@ -275,3 +275,81 @@ fn unsafe_topic_names_never_enter_the_routes() {
     .unwrap();
     assert_eq!(list.topic_list, vec!["Good".to_string()]);
 }
+
+mod acl {
+    use super::*;
+    use rmq_acl::{Credentials, PlainAcl};
+
+    const ACL: &str = "
+globalWhiteRemoteAddresses: ['10.0.0.*']
+accounts:
+  - accessKey: broker-a1
+    secretKey: broker-secret
+    admin: true
+  - accessKey: client01
+    secretKey: client-secret
+    defaultTopicPerm: PUB|SUB
+    defaultGroupPerm: SUB
+";
+
+    fn ns() -> NamesrvCore {
+        let acl = std::sync::Arc::new(PlainAcl::parse(ACL).unwrap());
+        let mut ns = NamesrvCore::new(NamesrvConfig { acl: Some(acl), ..NamesrvConfig::default() });
+        ns.on_conn_opened(0, ConnId(1), "127.0.0.1:5000".parse().unwrap());
+        ns.on_conn_opened(0, ConnId(2), "10.0.0.9:5000".parse().unwrap());
+        ns
+    }
+
+    fn reg_req(name: &str, addr: &str) -> RemotingCommand {
+        let h = RegisterBrokerRequestHeader {
+            broker_name: name.into(),
+            broker_addr: addr.into(),
+            cluster_name: "DefaultCluster".into(),
+            ha_server_addr: String::new(),
+            broker_id: 0,
+            compressed: Some(false),
+            body_crc32: None,
+        };
+        let body = RegisterBrokerBody {
+            topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+                topic_config_table: BTreeMap::from([("T".to_string(), TopicConfig::new("T", 4))]),
+                data_version: DataVersion::default(),
+            },
+            filter_server_list: vec![],
+        };
+        RemotingCommand::request_with(RequestCode::RegisterBroker, 1, &h).with_body(to_json(&body))
+    }
+
+    fn route_req() -> RemotingCommand {
+        RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 2).with_ext("topic", "T")
+    }
+
+    #[test]
+    fn writes_need_an_admin_and_reads_a_signature() {
+        let mut ns = ns();
+        let r = ns.handle(0, ConnId(1), &reg_req("b", "127.0.0.1:10911")).unwrap();
+        assert_eq!(r.code, 16, "an unsigned registration from a non-white peer");
+        assert!(ns.live_brokers().is_empty());
+        let client = Credentials::new("client01", "client-secret");
+        let r = ns.handle(0, ConnId(1), &client.signed(reg_req("b", "127.0.0.1:10911"))).unwrap();
+        assert_eq!(r.code, 16, "{:?}", r.remark);
+        assert!(r.remark.unwrap().contains("admin"));
+        let broker = Credentials::new("broker-a1", "broker-secret");
+        let r = ns.handle(0, ConnId(1), &broker.signed(reg_req("b", "127.0.0.1:10911"))).unwrap();
+        assert_eq!(r.code, 0, "{:?}", r.remark);
+        assert_eq!(ns.handle(0, ConnId(1), &route_req()).unwrap().code, 16, "unsigned route query");
+        assert_eq!(ns.handle(0, ConnId(1), &client.signed(route_req())).unwrap().code, 0);
+        let wrong = Credentials::new("client01", "not-the-secret");
+        assert_eq!(ns.handle(0, ConnId(1), &wrong.signed(route_req())).unwrap().code, 16);
+    }
+
+    #[test]
+    fn a_white_peer_needs_no_signature_and_an_unknown_peer_is_not_white() {
+        let mut ns = ns();
+        assert_eq!(ns.handle(0, ConnId(2), &reg_req("b", "10.0.0.9:10911")).unwrap().code, 0);
+        assert_eq!(ns.handle(0, ConnId(2), &route_req()).unwrap().code, 0);
+        assert_eq!(ns.handle(0, ConnId(3), &route_req()).unwrap().code, 16, "a connection never opened");
+        ns.on_conn_closed(0, ConnId(2));
+        assert_eq!(ns.handle(0, ConnId(2), &route_req()).unwrap().code, 16, "its address is forgotten");
+    }
+}

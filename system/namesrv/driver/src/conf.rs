@@ -9,6 +9,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "listenPort",
     "scanNotActiveBrokerInterval",
     "brokerExpiredMillis",
+    // Access control: the ACL this NameServer enforces.
+    "aclEnable",
+    "aclFile",
     // Recognised but not implemented: refused by name (see `UNIMPLEMENTED`).
     "rocketmqHome",
     "kvConfigPath",
@@ -45,8 +48,15 @@ impl Default for NamesrvOptions {
     }
 }
 
-/// Applies namesrv.conf properties on top of `opts`.
+/// Applies namesrv.conf properties on top of `opts`; a relative `aclFile` is taken from the
+/// working directory (see [`apply_in`]).
 pub fn apply(props: &Props, opts: &mut NamesrvOptions) -> Result<(), ConfError> {
+    apply_in(props, None, opts)
+}
+
+/// Applies namesrv.conf properties on top of `opts`; `conf_dir` is the directory of the file
+/// they came from, where a relative `aclFile` (default `plain_acl.yml`) is looked up.
+pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut NamesrvOptions) -> Result<(), ConfError> {
     debug_assert!(SERVER_LIMIT_KEYS.iter().all(|k| KNOWN_KEYS.contains(k)));
     for (key, why) in UNIMPLEMENTED {
         if props.str(key).is_some() {
@@ -62,6 +72,9 @@ pub fn apply(props: &Props, opts: &mut NamesrvOptions) -> Result<(), ConfError> 
     if let Some(ms) = props.ranged("brokerExpiredMillis", 1_000, 86_400_000, "milliseconds in 1000..=86400000")? {
         opts.core.broker_expiry_ms = ms;
     }
+    let acl = rmq_acl::from_settings(props.str("aclEnable"), props.str("aclFile"), conf_dir)
+        .map_err(|e| props.unusable(e.key, e.reason))?;
+    opts.core.acl = acl.map(std::sync::Arc::new);
     apply_server_limits(props, &mut opts.limits)
 }
 
@@ -95,6 +108,8 @@ mod tests {
             ("serverChannelMaxIdleTimeSeconds=0", "1..=86400"),
             ("kvConfigPath=/tmp/kv.json", "not implemented"),
             ("rocketmqHome=/opt/rocketmq", "not implemented"),
+            ("aclEnable=true\naclFile=/nonexistent/plain_acl.yml", "line 2: aclFile=/nonexistent/plain_acl.yml"),
+            ("aclFile=/etc/plain_acl.yml", "unless aclEnable=true"),
         ] {
             let err = apply_text(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}: {err}");

@@ -97,7 +97,10 @@ async fn node_loop<E: Env>(
                 let Some(ev) = ev else { break };
                 let now = env.now_ms();
                 match ev {
-                    ServerEvent::Accepted { conn, outbox, .. } => { conns.insert(conn, outbox); }
+                    ServerEvent::Accepted { conn, outbox, peer } => {
+                        conns.insert(conn, outbox);
+                        core.on_conn_opened(now, conn, peer);
+                    }
                     ServerEvent::Frame { conn, cmd } => {
                         if let Some(resp) = core.handle(now, conn, &cmd) {
                             if let Some(out) = conns.get(&conn) {

@@ -139,7 +139,7 @@ fn lock(code: RequestCode, group: &str, topic: &str) -> RemotingCommand {
     RemotingCommand::request(code, 0).with_body(serde_json::to_vec(&body).unwrap())
 }
 
-fn create_topic(topic: &str) -> RemotingCommand {
+pub(super) fn create_topic(topic: &str) -> RemotingCommand {
     let hdr = CreateTopicRequestHeader {
         topic: topic.into(),
         default_topic: "TBW102".into(),
