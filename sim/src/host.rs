@@ -509,8 +509,10 @@ impl<'a> Plan<'a> {
         let k = topo.consumers.iter().position(|n| n == name).expect("every host is in the topology");
         let env = self.env::<N>(name, 200 + k as u64);
         let cfg = client_config(&topo.namesrv_addrs(), "G", name);
-        let (idempotent, body_bytes) = (self.s.idempotent, self.s.body_bytes);
-        Arc::new(move || Box::pin(run_consumer(env.clone(), cfg.clone(), k as u32, idempotent, body_bytes)))
+        let mut cfg = cfg;
+        cfg.max_reconsume_times = self.s.max_reconsume;
+        let s = Arc::new(self.s.clone());
+        Arc::new(move || Box::pin(run_consumer(env.clone(), cfg.clone(), k as u32, s.clone())))
     }
 
     /// Power loss of broker host `node` (if it is one): its disk keeps only what the crash
@@ -695,25 +697,36 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
     }
 }
 
-async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, idempotent: bool, body_bytes: u32) {
+async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: Arc<Scenario>) {
     rmq_rt::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
     let (node, shared) = (env.node.clone(), env.lab.clone());
     let (listener_lab, listener_node) = (shared.clone(), node.clone());
     let started = PushConsumer::start(env, cfg, &[(TOPIC, "*")], move |msgs| {
         let mut l = lab(&listener_lab);
         let t = N::now_ms();
+        let mut result = ConsumeResult::Success;
         for m in msgs {
             let key = message_key(&m.properties);
-            l.history.check_body(&key, &m.body, body_bytes);
+            l.history.check_body(&key, &m.body, s.body_bytes);
             l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64, t);
-            let fresh = !idempotent || l.processing_log.insert(key.clone());
+            // The application fails some messages (`poison_pct`, `flaky_pct`): the client sends
+            // them back for a delayed retry.
+            let failed = s.consume_fails(&key, m.reconsume_times);
+            l.history.attempted(&key, m.reconsume_times, failed, t);
+            if failed {
+                result = ConsumeResult::ReconsumeLater;
+                let line = format!("key={key} reconsume={} failed=true", m.reconsume_times);
+                l.trace.line(t, &listener_node, "client.message.delivered", &line);
+                continue;
+            }
+            let fresh = !s.idempotent || l.processing_log.insert(key.clone());
             if fresh {
                 l.history.processed(&key);
             }
             let line = format!("key={key} queue={} offset={} processed={fresh}", m.queue_id, m.queue_offset);
             l.trace.line(t, &listener_node, "client.message.delivered", &line);
         }
-        ConsumeResult::Success
+        result
     })
     .await;
     match started {

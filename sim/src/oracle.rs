@@ -46,6 +46,8 @@ pub struct History {
     pub damaged_bodies: u64,
     /// SEND_OKs per (broker group, queue): how producers spread the load.
     pub acked_per_queue: BTreeMap<(String, i32), u64>,
+    /// Key → every consumption attempt: (simulated ms, reconsume times, failed).
+    pub attempts: BTreeMap<String, Vec<(u64, i32, bool)>>,
 }
 
 /// Where two bodies first differ, for a violation's text.
@@ -85,6 +87,12 @@ impl History {
         *self.deliveries.entry(key.to_string()).or_default() += 1;
         self.first_delivered_ms.entry(key.to_string()).or_insert(now_ms);
         self.delivered_total += 1;
+    }
+
+    /// A consumer's listener was handed message `key` (its `reconsume`th retry) at `now_ms`
+    /// and consumed it, or failed to.
+    pub fn attempted(&mut self, key: &str, reconsume: i32, failed: bool, now_ms: u64) {
+        self.attempts.entry(key.to_string()).or_default().push((now_ms, reconsume, failed));
     }
 
     /// The consumer's application processed a message.
@@ -156,6 +164,39 @@ pub struct Promise {
     pub body_bytes: u32,
     /// Broker groups whose every queue must receive traffic.
     pub routed: Option<Routed>,
+    /// Consumption fails for some messages: retries and the dead-letter queue are judged.
+    pub retry: Option<Retry>,
+}
+
+/// The retry promise (RocketMQ's): a message whose consumption failed comes back after the
+/// delay of level 3 + its reconsume count, and after `max_reconsume` retries it is moved to
+/// `%DLQ%<group>` and never delivered again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Share of messages that always fail.
+    pub poison_pct: u32,
+    /// Share of messages that fail once.
+    pub flaky_pct: u32,
+    /// Retries before the DLQ.
+    pub max_reconsume: i32,
+    /// The broker's delay levels (level 1 first), ms.
+    pub levels_ms: Vec<u64>,
+    /// The consumer group (its retry and DLQ topics).
+    pub group: String,
+    /// End of the run: a retry due later is not judged.
+    pub end_ms: u64,
+}
+
+/// How late a retry may come after its delay: the retry topic's route appears at the broker's
+/// next registration (10 s in the simulations) and a held pull answers within its suspension.
+pub const RETRY_SLACK_MS: u64 = 15_000;
+
+impl Retry {
+    /// The delay of the retry after a failure at reconsume count `r`.
+    pub fn delay_ms(&self, r: i32) -> u64 {
+        let level = (r + 3).clamp(1, self.levels_ms.len() as i32);
+        self.levels_ms[(level - 1) as usize]
+    }
 }
 
 /// A routing property: every queue of every broker group no fault touches receives traffic
@@ -193,6 +234,14 @@ impl Promise {
             timely: s.timeliness(),
             body_bytes: s.body_bytes,
             routed: s.routed_groups(),
+            retry: (s.poison_pct > 0 || s.flaky_pct > 0).then(|| Retry {
+                poison_pct: s.poison_pct,
+                flaky_pct: s.flaky_pct,
+                max_reconsume: s.max_reconsume,
+                levels_ms: rmq_broker_core::BrokerConfig::default().delay_levels_ms,
+                group: crate::world::GROUP.to_string(),
+                end_ms: s.duration_ms,
+            }),
         }
     }
 }
@@ -303,7 +352,147 @@ pub fn check_run<D: Directory>(
             }
         }
     }
-    judge(h, &stored, problems, kinds, promise)
+    let mut dead: BTreeSet<String> = BTreeSet::new();
+    if let Some(r) = &promise.retry {
+        let dlq = format!("%DLQ%{}", r.group);
+        for (_, store) in stores {
+            let mut off = store.min_queue_offset(&dlq, 0);
+            let max = store.max_queue_offset(&dlq, 0);
+            while off < max {
+                let got = store.get_messages(&dlq, 0, off, 32, u32::MAX, &|_| true);
+                if got.messages.is_empty() {
+                    break;
+                }
+                for raw in &got.messages {
+                    if let Ok((m, _)) = decode_message(raw, true) {
+                        dead.insert(message_key(&m.properties));
+                    }
+                    off += 1;
+                }
+            }
+        }
+    }
+    let mut f = judge(h, &stored, problems, kinds, promise);
+    if let Some(r) = &promise.retry {
+        judge_retries(h, &stored, &dead, r, &mut f);
+    }
+    f
+}
+
+/// The retry promise: every failure is retried after its level's delay (not sooner, not much
+/// later), a message that failed `max_reconsume` retries is in the dead-letter queue and is
+/// not delivered again, nothing else is there, and every other message is consumed.
+fn judge_retries(h: &History, stored: &BTreeSet<String>, dead: &BTreeSet<String>, r: &Retry, f: &mut Findings) {
+    let mut early = Vec::new();
+    let mut late = Vec::new();
+    let mut not_dead = Vec::new();
+    let mut never_consumed = Vec::new();
+    for key in h.acked.keys().filter(|k| stored.contains(*k)) {
+        let attempts = h.attempts.get(key).map(Vec::as_slice).unwrap_or_default();
+        for (i, &(t, reconsume, failed)) in attempts.iter().enumerate() {
+            if !failed {
+                continue;
+            }
+            if reconsume >= r.max_reconsume {
+                // Spent: the DLQ holds it and it is not delivered again.
+                if !dead.contains(key) {
+                    not_dead.push(key.clone());
+                }
+                if let Some(&(t2, _, _)) = attempts[i + 1..].iter().find(|a| a.1 > reconsume) {
+                    late.push(format!("{key} delivered again at {t2} ms after its last retry failed"));
+                }
+                continue;
+            }
+            let due = t + r.delay_ms(reconsume);
+            match attempts[i + 1..].iter().find(|a| a.1 > reconsume) {
+                Some(&(t2, _, _)) if t2 + 50 < due => early.push(format!(
+                    "{key} failed at {t} ms (reconsume {reconsume}) and came back at {t2} ms, before its {} ms delay",
+                    r.delay_ms(reconsume)
+                )),
+                Some(&(t2, _, _)) if t2 > due + RETRY_SLACK_MS => {
+                    late.push(format!("{key} failed at {t} ms, retry due at {due} ms, came at {t2} ms"))
+                }
+                Some(_) => {}
+                None if due + RETRY_SLACK_MS < r.end_ms => {
+                    late.push(format!("{key} failed at {t} ms, retry due at {due} ms, never came"))
+                }
+                None => {}
+            }
+        }
+        let consumed = attempts.iter().any(|a| !a.2);
+        let spent = attempts.iter().any(|a| a.2 && a.1 >= r.max_reconsume);
+        if !consumed && !spent && !attempts.is_empty() {
+            let last = attempts.iter().map(|a| a.0).max().unwrap_or(0);
+            // Still between retries at the end of the run: not judged.
+            let pending = attempts.last().is_some_and(|a| a.2 && last + r.delay_ms(a.1) + RETRY_SLACK_MS >= r.end_ms);
+            if !pending {
+                never_consumed.push(key.clone());
+            }
+        }
+    }
+    let wrongly_dead: Vec<&String> = dead
+        .iter()
+        .filter(|k| !h.attempts.get(*k).is_some_and(|a| a.iter().any(|x| x.2 && x.1 >= r.max_reconsume)))
+        .collect();
+    let mut add = |what: &'static str, safety: bool, text: String| {
+        f.problems.push(text);
+        if !f.kinds.contains(&what) {
+            f.kinds.push(what);
+            f.kinds.sort_unstable();
+        }
+        f.verdict = match (f.verdict, safety) {
+            (_, true) | (Verdict::Safety, _) => Verdict::Safety,
+            _ => Verdict::Liveness,
+        };
+    };
+    if !early.is_empty() {
+        add(
+            "early-retry",
+            true,
+            format!("{} retries came before their delay, e.g. {:?}", early.len(), &early[..early.len().min(3)]),
+        );
+    }
+    if !wrongly_dead.is_empty() {
+        add(
+            "wrongly-dead",
+            true,
+            format!(
+                "{} messages in the DLQ never spent their retries, e.g. {:?}",
+                wrongly_dead.len(),
+                &wrongly_dead[..wrongly_dead.len().min(3)]
+            ),
+        );
+    }
+    if !late.is_empty() {
+        add(
+            "late-retry",
+            false,
+            format!("{} retries late, missing or after the DLQ, e.g. {:?}", late.len(), &late[..late.len().min(3)]),
+        );
+    }
+    not_dead.dedup();
+    if !not_dead.is_empty() {
+        add(
+            "dlq-missing",
+            false,
+            format!(
+                "{} messages spent their retries but are not in the DLQ, e.g. {:?}",
+                not_dead.len(),
+                &not_dead[..not_dead.len().min(3)]
+            ),
+        );
+    }
+    if !never_consumed.is_empty() {
+        add(
+            "never-consumed",
+            false,
+            format!(
+                "{} messages neither consumed nor dead, e.g. {:?}",
+                never_consumed.len(),
+                &never_consumed[..never_consumed.len().min(3)]
+            ),
+        );
+    }
 }
 
 /// Judges a history, from the simulator or recorded from real processes: `stored` holds the
@@ -317,6 +506,7 @@ pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed:
         timely: None,
         body_bytes: 0,
         routed: None,
+        retry: None,
     };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
@@ -498,6 +688,7 @@ mod tests {
             timely: None,
             body_bytes: 0,
             routed: Some(routed.clone()),
+            retry: None,
         };
         let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
         assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);

@@ -57,6 +57,17 @@ pub enum Fault {
     Wipe(String),
 }
 
+/// How consuming a message goes in a scenario with failures (`poison_pct`, `flaky_pct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeClass {
+    /// Always consumed.
+    Healthy,
+    /// The first consumption fails; the retry succeeds.
+    Flaky,
+    /// Every consumption fails: the message ends in the dead-letter queue.
+    Poison,
+}
+
 /// Master/slave replication of every broker group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Replication {
@@ -179,6 +190,13 @@ pub struct Scenario {
     /// Small store files (`small_segments = true`): 64 KiB CommitLog segments and 128-entry
     /// ConsumeQueue files, so runs roll segments over and recovery crosses file boundaries.
     pub small_segments: bool,
+    /// Share of messages whose consumption always fails (`poison_pct`): retried with growing
+    /// delays, then moved to the group's dead-letter queue.
+    pub poison_pct: u32,
+    /// Share of messages whose first consumption fails (`flaky_pct`), retried once.
+    pub flaky_pct: u32,
+    /// The consumers' `maxReconsumeTimes` (`max_reconsume`): retries before the DLQ.
+    pub max_reconsume: i32,
 }
 
 /// A progress floor: a share or an absolute count.
@@ -263,6 +281,9 @@ impl Default for Scenario {
             body_bytes: 0,
             hot_pct: 0,
             small_segments: false,
+            poison_pct: 0,
+            flaky_pct: 0,
+            max_reconsume: 16,
         }
     }
 }
@@ -393,6 +414,24 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                     return Err(format!("hot_pct = {v}: a percentage, 0 to 100"));
                 }
                 s.hot_pct = n as u32;
+            }
+            "poison_pct" | "flaky_pct" => {
+                let n = num()?;
+                if n > 100 {
+                    return Err(format!("{k} = {v}: a percentage, 0 to 100"));
+                }
+                if k == "poison_pct" {
+                    s.poison_pct = n as u32;
+                } else {
+                    s.flaky_pct = n as u32;
+                }
+            }
+            "max_reconsume" => {
+                let n = num()?;
+                if !(1..=16).contains(&n) {
+                    return Err(format!("max_reconsume = {v}: 1 to 16 (the delay levels a retry walks)"));
+                }
+                s.max_reconsume = n as i32;
             }
             "small_segments" => {
                 s.small_segments = match v.as_str() {
@@ -558,6 +597,15 @@ impl Scenario {
         if self.small_segments {
             out.push_str("small_segments = true\n");
         }
+        if self.poison_pct > 0 {
+            out.push_str(&format!("poison_pct = {}\n", self.poison_pct));
+        }
+        if self.flaky_pct > 0 {
+            out.push_str(&format!("flaky_pct = {}\n", self.flaky_pct));
+        }
+        if self.max_reconsume != 16 {
+            out.push_str(&format!("max_reconsume = {}\n", self.max_reconsume));
+        }
         for (at, f) in &self.faults {
             let f = match f {
                 Fault::Crash(n) => format!("crash {n}"),
@@ -618,6 +666,9 @@ pub fn swarm(seed: u64) -> Scenario {
         body_bytes: 0,
         hot_pct: 0,
         small_segments: false,
+        poison_pct: 0,
+        flaky_pct: 0,
+        max_reconsume: 16,
     };
     if rng.gen_bool(0.3) {
         s.clock_skew_ms.insert("broker".into(), rng.gen_range(-60_000..=60_000));
@@ -748,6 +799,30 @@ impl Scenario {
         (!groups.is_empty()).then_some(crate::oracle::Routed { groups, queues: self.queues, hot_pct: self.hot_pct })
     }
 
+    /// Whether consuming message `key` fails at its delivery number `reconsume` (0 first, then
+    /// each retry): poison messages always fail, flaky ones the first time only. Decided by the
+    /// key, so every lane and every consumer agrees.
+    pub fn consume_fails(&self, key: &str, reconsume: i32) -> bool {
+        match self.consume_class(key) {
+            ConsumeClass::Poison => true,
+            ConsumeClass::Flaky => reconsume == 0,
+            ConsumeClass::Healthy => false,
+        }
+    }
+
+    /// How consuming message `key` goes (`poison_pct`, `flaky_pct`).
+    pub fn consume_class(&self, key: &str) -> ConsumeClass {
+        // A hash stream of its own, so the hot-queue choice does not pick the same keys.
+        let h = crate::oracle::key_hash(&format!("consume:{key}")) % 100;
+        if h < u64::from(self.poison_pct) {
+            ConsumeClass::Poison
+        } else if h < u64::from(self.poison_pct + self.flaky_pct) {
+            ConsumeClass::Flaky
+        } else {
+            ConsumeClass::Healthy
+        }
+    }
+
     /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
     pub fn is_hot(&self, key: &str) -> bool {
         self.hot_pct > 0 && crate::oracle::key_hash(key) % 100 < u64::from(self.hot_pct)
@@ -782,6 +857,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("cluster-broker-pause", include_str!("../scenarios/cluster-broker-pause.sim")),
     ("store-stress", include_str!("../scenarios/store-stress.sim")),
     ("uneven-group", include_str!("../scenarios/uneven-group.sim")),
+    ("retry-dlq", include_str!("../scenarios/retry-dlq.sim")),
     ("checkpoint-crash-writeback", include_str!("../scenarios/checkpoint-crash-writeback.sim")),
     ("replica-master-crash-sync", include_str!("../scenarios/replica-master-crash-sync.sim")),
     ("replica-master-crash-async", include_str!("../scenarios/replica-master-crash-async.sim")),

@@ -27,6 +27,8 @@ use crate::trace::Trace;
 pub const EPOCH_MS: u64 = 1_700_000_000_000;
 /// The topic every scenario uses.
 pub const TOPIC: &str = "SimTopic";
+/// The consumer group of every simulation.
+pub const GROUP: &str = "G";
 /// Master-side connection ids of HA links start here (below: remoting peers by node index).
 const HA_CONN_BASE: u64 = 1 << 32;
 

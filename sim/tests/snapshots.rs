@@ -29,6 +29,10 @@ const KEPT: &[&str] = &[
 fn hand_written_scenarios_match_their_trace_snapshots() {
     for (name, text) in CATALOGUE {
         let mut s = parse(text).unwrap();
+        // Snapshots are of the fast lane; a scenario it refuses has none.
+        if rmq_sim::Lane::Fast.refusal(&s).is_some() {
+            continue;
+        }
         s.producers = 1;
         s.messages = 4;
         s.consumers = 1;
