@@ -290,6 +290,13 @@ fn write_html(path: &std::path::Path, r: &RunReport, cmds: &Commands) -> anyhow:
 }
 
 fn main() -> ExitCode {
+    // `mqsim … | head` ends quietly, as command-line tools do, instead of panicking on the
+    // closed pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match real_main() {
         Ok(c) => ExitCode::from(c),
         Err(e) => {
