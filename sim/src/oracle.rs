@@ -102,6 +102,12 @@ impl History {
 
     /// A broker event: committed group offsets never move backward within one broker life.
     pub fn broker_event(&mut self, broker: usize, epoch: u64, e: &Event) {
+        if let Event::ReplicaTruncated { .. } = e {
+            // A slave cut back to its master's history lowers the group offsets that pointed
+            // into the cut tail, as recovery does: its offsets start over from there.
+            self.committed.retain(|(b, ep, ..), _| (*b, *ep) != (broker, epoch));
+            return;
+        }
         if let Event::ConsumerOffsetCommitted { group, topic, queue_id, offset } = e {
             let slot = self.committed.entry((broker, epoch, group.clone(), topic.clone(), *queue_id)).or_insert(0);
             if *offset < *slot {

@@ -26,9 +26,12 @@ use crate::host::{lab, Plan, Shared, SimNet, Topology};
 use crate::scenario::{Fault, Scenario, Trigger};
 use crate::RunReport;
 
-/// Turmoil's step: every host runs once per step. 2 ms halves the per-step cost of 1 ms (the
-/// lane's main cost) and keeps every scenario's verdict; latencies are rounded up to a step.
-const TICK_MS: u64 = 2;
+/// Turmoil's step: every host runs once per step, the lane's main cost. 4 ms runs the catalogue
+/// at ~300× (2 ms: 165–180×) and keeps every verdict the other lanes give; latencies are
+/// rounded up to a step. The coarser step changed timings enough to expose two bugs the 2 ms
+/// step never met (a slave's group offsets left pointing into a cut tail; a client frozen by
+/// one dead peer's connect), both fixed.
+const TICK_MS: u64 = 4;
 /// Simulated time the run goes on after the scenario's end while turmoil winds down (unused
 /// steps are never taken).
 const SIM_SLACK_MS: u64 = 10_000;

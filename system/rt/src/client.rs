@@ -3,6 +3,7 @@
 //! CHECK_TRANSACTION_STATE) go to an optional [`Incoming`] channel.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub struct Incoming {
 
 type Pending = Arc<Mutex<BTreeMap<i32, oneshot::Sender<RemotingCommand>>>>;
 
+/// How long a connect may take (RocketMQ's `connectTimeoutMillis`), and never longer than the
+/// request's own timeout.
+pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+
 #[derive(Debug)]
 struct Conn {
     outbox: mpsc::Sender<Bytes>,
@@ -62,6 +67,12 @@ struct Conn {
     closed: Arc<AtomicBool>,
     /// The reader and writer tasks: aborted (closing the socket) when the connection is dropped.
     tasks: Vec<crate::task::JoinHandle<()>>,
+}
+
+impl Conn {
+    fn alive(&self) -> bool {
+        !self.outbox.is_closed() && !self.closed.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Conn {
@@ -143,7 +154,7 @@ impl<E: Env> RemotingClient<E> {
         if let Some(hook) = &self.hook {
             (hook.0)(&mut cmd);
         }
-        let conn = self.conn(addr).await?;
+        let conn = self.conn(addr, timeout_ms.min(CONNECT_TIMEOUT_MS)).await?;
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending map lock is never held across a panic").insert(cmd.opaque, tx);
         if conn.outbox.send(encode(&cmd)).await.is_err() {
@@ -171,7 +182,7 @@ impl<E: Env> RemotingClient<E> {
         if let Some(hook) = &self.hook {
             (hook.0)(&mut cmd);
         }
-        let conn = self.conn(addr).await?;
+        let conn = self.conn(addr, CONNECT_TIMEOUT_MS).await?;
         if conn.outbox.send(encode(&cmd)).await.is_err() {
             self.forget(addr, &conn).await;
             return Err(RpcError::Closed { addr: addr.to_string() });
@@ -191,16 +202,22 @@ impl<E: Env> RemotingClient<E> {
         }
     }
 
-    async fn conn(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
-            if !c.outbox.is_closed() && !c.closed.load(Ordering::Acquire) {
-                return Ok(c.clone());
-            }
-            conns.remove(addr);
+    /// The live connection to `addr`, or a new one. The connection table is not locked while
+    /// connecting: a peer that never answers the handshake (powered off, a partition eating
+    /// SYNs) costs the requests to it their connect timeout, never every other address's.
+    async fn conn(&self, addr: &str, connect_timeout_ms: u64) -> Result<Arc<Conn>, RpcError> {
+        if let Some(c) = self.live(addr).await {
+            return Ok(c);
         }
-        let stream =
-            self.env.connect(addr).await.map_err(|source| RpcError::Connect { addr: addr.to_string(), source })?;
+        let stream = match crate::time::timeout(Duration::from_millis(connect_timeout_ms), self.env.connect(addr)).await
+        {
+            Ok(connected) => connected.map_err(|source| RpcError::Connect { addr: addr.to_string(), source })?,
+            Err(_) => {
+                let source =
+                    io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {connect_timeout_ms} ms"));
+                return Err(RpcError::Connect { addr: addr.to_string(), source });
+            }
+        };
         let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel(CONN_OUTBOX_MAX);
         let (pending, closed): (Pending, Arc<AtomicBool>) = (Arc::default(), Arc::default());
@@ -215,8 +232,26 @@ impl<E: Env> RemotingClient<E> {
             self.max_frame_bytes,
         ));
         let conn = Arc::new(Conn { outbox: tx, pending, closed, tasks: vec![writer, reader] });
+        let mut conns = self.conns.lock().await;
+        // Another request connected meanwhile: use its connection (dropping this one closes it).
+        if let Some(c) = conns.get(addr).filter(|c| c.alive()) {
+            return Ok(c.clone());
+        }
         conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
+    }
+
+    /// The cached connection to `addr` if it is still open (a dead one is forgotten).
+    async fn live(&self, addr: &str) -> Option<Arc<Conn>> {
+        let mut conns = self.conns.lock().await;
+        match conns.get(addr) {
+            Some(c) if c.alive() => Some(c.clone()),
+            Some(_) => {
+                conns.remove(addr);
+                None
+            }
+            None => None,
+        }
     }
 }
 
@@ -247,4 +282,95 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
     closed.store(true, Ordering::Release);
     // Dropping the waiters fails their requests with `Closed`.
     pending.lock().expect("pending map lock is never held across a panic").clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::net::SocketAddr;
+
+    /// An Env whose connects to `blackhole` never complete (a powered-off peer whose SYNs go
+    /// unanswered) and whose other connects are refused at once.
+    #[derive(Clone)]
+    struct Blackhole;
+
+    struct NoListener;
+
+    impl crate::Listener for NoListener {
+        type Stream = tokio::io::DuplexStream;
+        async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
+            std::future::pending().await
+        }
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+    }
+
+    impl Env for Blackhole {
+        type Stream = tokio::io::DuplexStream;
+        type Listener = NoListener;
+        type Dir = rmq_store::MemDirectory;
+        async fn bind(&self, _addr: &str) -> io::Result<NoListener> {
+            Ok(NoListener)
+        }
+        fn connect(&self, addr: &str) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+            let blackhole = addr == "blackhole:1";
+            async move {
+                if blackhole {
+                    std::future::pending().await
+                } else {
+                    Err(io::ErrorKind::ConnectionRefused.into())
+                }
+            }
+        }
+        fn now_ms(&self) -> u64 {
+            0
+        }
+        fn seed(&self) -> u64 {
+            0
+        }
+        fn open_dir(&self, _root: &str) -> io::Result<Self::Dir> {
+            Ok(rmq_store::MemDirectory::default())
+        }
+        async fn offload<F, R>(&self, work: F) -> R
+        where
+            F: FnOnce() -> R + Send + 'static,
+            R: Send + 'static,
+        {
+            work()
+        }
+        fn process_id(&self) -> u32 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_peer_that_never_answers_the_handshake_costs_its_requests_their_timeout_and_no_one_else_anything() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let client = Arc::new(RemotingClient::new(Blackhole));
+            let stuck = {
+                let client = client.clone();
+                spawn(async move { client.invoke("blackhole:1", RemotingCommand::request(11, 0), 60_000).await })
+            };
+            tokio::task::yield_now().await;
+            // Another address is not held up by the connect in flight.
+            let other = crate::time::timeout(
+                Duration::from_millis(10),
+                client.invoke("other:1", RemotingCommand::request(11, 0), 60_000),
+            )
+            .await
+            .expect("a request to another address does not wait for the stuck connect");
+            assert!(matches!(other, Err(RpcError::Connect { .. })), "{other:?}");
+            // The stuck one gives up after the connect timeout, not the request's 60 s.
+            let started = tokio::time::Instant::now();
+            let stuck = stuck.await.unwrap();
+            assert!(
+                matches!(&stuck, Err(RpcError::Connect { source, .. }) if source.kind() == io::ErrorKind::TimedOut),
+                "{stuck:?}"
+            );
+            assert_eq!(started.elapsed(), Duration::from_millis(CONNECT_TIMEOUT_MS));
+        });
+    }
 }

@@ -393,6 +393,12 @@ impl<D: Directory> BrokerCore<D> {
                         self.truncations += 1;
                         self.flush_requested_to = self.flushed_offset();
                         self.event(|| Event::ReplicaTruncated { from, to: offset });
+                        // Group offsets committed here while the master was away may point
+                        // into the cut tail; new records reuse those queue offsets, so a group
+                        // resuming from such an offset would skip them. Lower them to the new
+                        // queue ends, as recovery does.
+                        let store = &self.store;
+                        self.offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
                         // Consumers parked past a queue's new end had read what was cut:
                         // answer them now (OFFSET_MOVED to the end), before new records reuse
                         // those queue offsets and they would skip them.

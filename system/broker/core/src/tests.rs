@@ -819,6 +819,45 @@ fn a_slave_cuts_its_log_back_to_the_masters_end_and_answers_parked_readers() {
 }
 
 #[test]
+fn a_slave_cut_back_lowers_group_offsets_that_pointed_into_the_cut_tail() {
+    // Found by the madsim lane (replica-crash-churn seed 6): a group committed offset 5 on the
+    // slave while the master was down; the master came back without that tail, the slave was
+    // cut back to it, new messages reused offset 4, and a consumer resuming from 5 skipped it.
+    let mut r = replica(BrokerRole::AsyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
+    for i in 0..4 {
+        r.send(i, &format!("m{i}"));
+    }
+    r.attach();
+    let commit = RemotingCommand::request(RequestCode::UpdateConsumerOffset, 700)
+        .with_ext("consumerGroup", "G")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", 4);
+    r.slave.on_request(r.now, ConnId(1), commit);
+    let query = || {
+        RemotingCommand::request(RequestCode::QueryConsumerOffset, 701)
+            .with_ext("consumerGroup", "G")
+            .with_ext("topic", "T")
+            .with_ext("queueId", 0)
+    };
+    let offset_now = |r: &mut Replica| {
+        r.slave.on_request(r.now, ConnId(1), query());
+        std::iter::from_fn(|| r.slave.poll_output())
+            .find_map(|o| match o {
+                Output::Transmit { cmd, .. } if cmd.opaque == 701 => cmd.ext("offset").map(str::to_string),
+                _ => None,
+            })
+            .expect("the query is answered")
+    };
+    assert_eq!(offset_now(&mut r), "4");
+    let third = r.master.store().get_messages("T", 0, 2, 1, u32::MAX, &|_| true);
+    let cut = rmq_proto::message::decode_message(&third.messages[0], true).unwrap().0.commit_log_offset as u64;
+    r.slave.on_ha_master_data(r.now, cut, &[]);
+    assert_eq!(r.slave.store().max_queue_offset("T", 0), 2);
+    assert_eq!(offset_now(&mut r), "2", "lowered to the queue's new end: redelivery, never a skip");
+}
+
+#[test]
 fn an_empty_master_fences_itself_against_a_slave_that_holds_more() {
     let (dir, mut config) = small_mmap_store();
     config.broker_role = BrokerRole::SyncMaster;
