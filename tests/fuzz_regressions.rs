@@ -50,3 +50,8 @@ fn fuzz_regressions_store_recovery() {
 fn fuzz_regressions_broker_core() {
     assert!(replay("broker_core", harness::broker_core) > 0, "the broker corpus is in the repository");
 }
+
+#[test]
+fn fuzz_regressions_acl() {
+    assert!(replay("acl", harness::acl) > 0, "the acl corpus has seeds");
+}

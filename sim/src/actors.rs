@@ -48,6 +48,9 @@ pub struct Producer {
     seq: u32,
     route: Option<PublishInfo>,
     route_asked: Option<i32>,
+    /// When the route was last asked for (refreshed every [`ROUTE_REFRESH_MS`], as RocketMQ's
+    /// producer polls the NameServer, so a broker the NameServer dropped leaves its queues).
+    route_asked_at: u64,
     pending: BTreeMap<i32, PendingSend>,
     next_opaque: i32,
 }
@@ -55,7 +58,16 @@ pub struct Producer {
 impl Producer {
     /// A producer.
     pub fn new(idx: u32, total: u32) -> Self {
-        Producer { idx, total, seq: 0, route: None, route_asked: None, pending: BTreeMap::new(), next_opaque: 1 }
+        Producer {
+            idx,
+            total,
+            seq: 0,
+            route: None,
+            route_asked: None,
+            route_asked_at: 0,
+            pending: BTreeMap::new(),
+            next_opaque: 1,
+        }
     }
 
     fn opaque(&mut self) -> i32 {
@@ -72,6 +84,7 @@ impl Producer {
             seq: self.seq,
             route: None,
             route_asked: None,
+            route_asked_at: 0,
             pending: BTreeMap::new(),
             next_opaque: self.next_opaque + 1_000,
         }
@@ -195,7 +208,9 @@ pub fn on_tick(w: &mut World, me: usize) {
 }
 
 fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
-    if p.route.is_none() {
+    let refresh = p.route.is_some() && p.route_asked.is_none() && w.now >= p.route_asked_at + ROUTE_REFRESH_MS;
+    if p.route.is_none() || refresh {
+        p.route_asked_at = w.now;
         let o = p.opaque();
         p.route_asked = Some(o);
         let mut cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, o).with_ext("topic", TOPIC);
@@ -219,6 +234,7 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
         let key = format!("p{}-{}", p.idx, p.seq);
         p.seq += 1;
         w.history.sent.insert(key.clone());
+        w.history.send_began(&key, w.now);
         send_attempt(w, me, p, key, 1, None);
     }
     let busy = p.seq < p.total || !p.pending.is_empty() || p.route.is_none();
@@ -272,7 +288,7 @@ fn retry_or_fail(w: &mut World, me: usize, p: &mut Producer, s: PendingSend, why
     if s.attempt < SEND_ATTEMPTS_MAX {
         send_attempt(w, me, p, s.key, s.attempt + 1, Some(&s.mq.broker_name));
     } else {
-        w.history.failed += 1;
+        w.history.send_failed(&s.key, w.now);
         w.trace.line(w.now, &w.nodes[me].name.clone(), "client.send.failed", &format!("key={} cause={why}", s.key));
     }
 }

@@ -666,6 +666,7 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
             let key = format!("p{k}-{seq}");
             *seq += 1;
             l.history.sent.insert(key.clone());
+            l.history.send_began(&key, N::now_ms());
             l.trace.line(N::now_ms(), &node, "client.send.began", &format!("key={key}"));
             key
         };
@@ -687,7 +688,7 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
                     l.trace.line(t, &node, "client.send.unconfirmed", &format!("key={key} status={:?}", r.status));
                 }
                 Err(e) => {
-                    l.history.failed += 1;
+                    l.history.send_failed(&key, t);
                     let cause = e.to_string().replace(' ', "_");
                     l.trace.line(t, &node, "client.send.failed", &format!("key={key} cause={cause}"));
                 }

@@ -48,6 +48,10 @@ pub struct History {
     pub acked_per_queue: BTreeMap<(String, i32), u64>,
     /// Key → every consumption attempt: (simulated ms, reconsume times, failed).
     pub attempts: BTreeMap<String, Vec<(u64, i32, bool)>>,
+    /// Key → when its producer began sending it.
+    pub send_began_ms: BTreeMap<String, u64>,
+    /// Key → when its producer gave up on it.
+    pub send_failed_ms: BTreeMap<String, u64>,
 }
 
 /// Where two bodies first differ, for a violation's text.
@@ -87,6 +91,17 @@ impl History {
         *self.deliveries.entry(key.to_string()).or_default() += 1;
         self.first_delivered_ms.entry(key.to_string()).or_insert(now_ms);
         self.delivered_total += 1;
+    }
+
+    /// A producer began sending `key` at `now_ms`.
+    pub fn send_began(&mut self, key: &str, now_ms: u64) {
+        self.send_began_ms.entry(key.to_string()).or_insert(now_ms);
+    }
+
+    /// A producer gave up sending `key` at `now_ms`.
+    pub fn send_failed(&mut self, key: &str, now_ms: u64) {
+        self.failed += 1;
+        self.send_failed_ms.insert(key.to_string(), now_ms);
     }
 
     /// A consumer's listener was handed message `key` (its `reconsume`th retry) at `now_ms`
@@ -172,6 +187,22 @@ pub struct Promise {
     pub routed: Option<Routed>,
     /// Consumption fails for some messages: retries and the dead-letter queue are judged.
     pub retry: Option<Retry>,
+    /// A broker silent for longer than the NameServer's expiry leaves the routes in time.
+    pub silence: Option<Silence>,
+}
+
+/// A timing property: a broker that stops answering (paused longer than the NameServer's
+/// broker expiry) is dropped from the routes, so once the expiry, the NameServer's scan, the
+/// broker's last registration and the producers' route refresh have passed, no send waits on
+/// it any more: every send begun in `[from_ms, to_ms)` is answered within `within_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    /// When sends must no longer meet the silent broker.
+    pub from_ms: u64,
+    /// When the broker comes back.
+    pub to_ms: u64,
+    /// Longest a send may take once the broker is out of the routes.
+    pub within_ms: u64,
 }
 
 /// The retry promise (RocketMQ's): a message whose consumption failed comes back after the
@@ -240,6 +271,7 @@ impl Promise {
             timely: s.timeliness(),
             body_bytes: s.body_bytes,
             routed: s.routed_groups(),
+            silence: s.silence(),
             retry: (s.poison_pct > 0 || s.flaky_pct > 0).then(|| Retry {
                 poison_pct: s.poison_pct,
                 flaky_pct: s.flaky_pct,
@@ -513,6 +545,7 @@ pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed:
         body_bytes: 0,
         routed: None,
         retry: None,
+        silence: None,
     };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
@@ -626,9 +659,32 @@ fn judge(
         ));
         kinds.insert("unrouted-queue");
     }
+    let mut stuck: Vec<String> = Vec::new();
+    if let Some(sl) = promise.silence {
+        for (key, began) in h.send_began_ms.iter().filter(|(_, b)| (sl.from_ms..sl.to_ms).contains(*b)) {
+            let done = h.acked_at_ms.get(key).or_else(|| h.send_failed_ms.get(key));
+            match done {
+                Some(d) if d.saturating_sub(*began) <= sl.within_ms && !h.send_failed_ms.contains_key(key) => {}
+                Some(d) => stuck.push(format!("{key} began at {began} ms, ended at {d} ms")),
+                None => stuck.push(format!("{key} began at {began} ms, never answered")),
+            }
+        }
+    }
+    if !stuck.is_empty() {
+        let sl = promise.silence.expect("stuck sends come from a silence window");
+        problems.push(format!(
+            "{} sends begun after a silent broker should have left the routes ({}..{} ms) took longer than {} ms or failed: the NameServer kept routing it, e.g. {:?}",
+            stuck.len(),
+            sl.from_ms,
+            sl.to_ms,
+            sl.within_ms,
+            &stuck[..stuck.len().min(3)]
+        ));
+        kinds.insert("silent-broker-routed");
+    }
     let verdict = if safety {
         Verdict::Safety
-    } else if !undelivered.is_empty() || below_floor || !late.is_empty() || !unrouted.is_empty() {
+    } else if !undelivered.is_empty() || below_floor || !late.is_empty() || !unrouted.is_empty() || !stuck.is_empty() {
         Verdict::Liveness
     } else {
         Verdict::Pass
@@ -695,6 +751,7 @@ mod tests {
             body_bytes: 0,
             routed: Some(routed.clone()),
             retry: None,
+            silence: None,
         };
         let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
         assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);

@@ -541,6 +541,11 @@ impl Scenario {
         // as the real client may need to notice a dead connection (a held pull times out after
         // suspend + 8 s, then waits 3 s); with no fault, 2 s for the group to form.
         let mut from_ms = if self.faults.is_empty() { 2_000 } else { last_fault + SETTLE_MS };
+        // A broker the NameServer dropped (silent past the expiry) is routed again only after
+        // it registers (10 s) and the clients poll their routes (30 s).
+        if self.silence().is_some() {
+            from_ms += 10_000 + 30_000;
+        }
         if self.drop_pct > 0 || self.dup_pct > 0 {
             from_ms = from_ms.max(self.net_faults_end_ms() + SETTLE_MS);
         }
@@ -823,6 +828,23 @@ impl Scenario {
         }
     }
 
+    /// The silent-broker property: when a master of a cluster of several groups is paused
+    /// longer than the NameServer's broker expiry (120 s) plus its scan (5 s), the broker's
+    /// registration period (10 s) and the producers' route refresh (30 s) and some slack, the
+    /// sends begun from then until it resumes must not wait on it.
+    pub fn silence(&self) -> Option<crate::oracle::Silence> {
+        const EXPIRY_MS: u64 = 120_000 + 5_000 + 10_000 + 30_000 + 5_000;
+        if self.brokers < 2 {
+            return None;
+        }
+        self.faults.iter().find_map(|(at, f)| match f {
+            Fault::Pause(n, ms) if n.starts_with("broker") && *ms > EXPIRY_MS => {
+                Some(crate::oracle::Silence { from_ms: at + EXPIRY_MS, to_ms: at + ms, within_ms: 1_500 })
+            }
+            _ => None,
+        })
+    }
+
     /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
     pub fn is_hot(&self, key: &str) -> bool {
         self.hot_pct > 0 && crate::oracle::key_hash(key) % 100 < u64::from(self.hot_pct)
@@ -855,6 +877,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("cluster", include_str!("../scenarios/cluster.sim")),
     ("cluster-broker-crash", include_str!("../scenarios/cluster-broker-crash.sim")),
     ("cluster-broker-pause", include_str!("../scenarios/cluster-broker-pause.sim")),
+    ("broker-silent-expiry", include_str!("../scenarios/broker-silent-expiry.sim")),
     ("store-stress", include_str!("../scenarios/store-stress.sim")),
     ("uneven-group", include_str!("../scenarios/uneven-group.sim")),
     ("retry-dlq", include_str!("../scenarios/retry-dlq.sim")),

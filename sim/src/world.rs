@@ -269,6 +269,9 @@ impl World {
     fn boot(&mut self) {
         for i in self.namesrvs.clone() {
             self.nodes[i].role = Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())));
+            // Its scan for silent brokers runs from the start (before, only a restarted
+            // NameServer ever scanned, so a silent broker stayed routed for good).
+            self.schedule_timer(i, self.now + 1);
         }
         for b in self.brokers.clone() {
             self.start_broker(b);
