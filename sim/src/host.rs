@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::actors::HOT_KEY;
 use crate::disk::{CrashMode, SimDisk};
 use crate::oracle::{check_run, message_key, History, Promise};
-use crate::scenario::{node_name, Replication, Scenario};
+use crate::scenario::{node_name, Replication, Scenario, Trigger};
 use crate::trace::Trace;
 use crate::world::{EPOCH_MS, TOPIC};
 use crate::{Lane, RunReport};
@@ -547,6 +547,54 @@ impl<'a> Plan<'a> {
     pub fn checkpointing(&self, node: &str) -> bool {
         let k = self.topo.brokers.iter().position(|b| b == node);
         k.is_some_and(|k| lab(&self.lab).checkpointing.contains(&k))
+    }
+
+    /// `at T crash NODE on WHAT`: arms it, marked with the SEND_OKs counted so far (for
+    /// `ack`) or 0 until the next restart (for `recovery`).
+    pub fn arm_trigger(&self, armed: &mut BTreeMap<String, (Trigger, u64)>, node: String, what: Trigger, now: u64) {
+        let mut l = lab(&self.lab);
+        l.trace.line(now, &node, "sim.trigger.armed", &format!("on={}", what.word()));
+        let mark = if what == Trigger::Recovery { 0 } else { l.acks };
+        armed.insert(node, (what, mark));
+    }
+
+    /// A restart of `node` (`was_down`: it had crashed and now starts again): an aimed crash
+    /// that found no moment before a restart of a running node is withdrawn; one aimed at
+    /// recovery fires from 1 ms after this restart.
+    pub fn on_restart(&self, armed: &mut BTreeMap<String, (Trigger, u64)>, node: &str, was_down: bool, now: u64) {
+        if !was_down {
+            if let Some((what, _)) = armed.remove(node) {
+                lab(&self.lab).trace.line(now, node, "sim.trigger.expired", &format!("on={}", what.word()));
+            }
+            return;
+        }
+        lab(&self.lab).trace.line(now, node, "sim.node.restarted", "");
+        if let Some((Trigger::Recovery, at)) = armed.get_mut(node) {
+            *at = now + 1;
+        }
+    }
+
+    /// The armed crashes (`crash NODE on …`) whose moment has come, taken out of `armed`
+    /// (node → what it waits for, and the SEND_OK count when armed or, for `recovery`, the
+    /// restart time + 1 ms once the node restarted), each traced as fired.
+    pub fn due_triggers(&self, armed: &mut BTreeMap<String, (Trigger, u64)>, now: u64) -> Vec<String> {
+        let acks = lab(&self.lab).acks;
+        let due: Vec<String> = armed
+            .iter()
+            .filter(|(node, (what, mark))| match what {
+                Trigger::Flush => self.flushing(node),
+                Trigger::Checkpoint => self.checkpointing(node),
+                Trigger::Ack => acks > *mark,
+                // The node has begun its recovery and not finished settling.
+                Trigger::Recovery => *mark > 0 && now >= *mark,
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in &due {
+            let (what, _) = armed.remove(node).expect("due triggers are armed");
+            lab(&self.lab).trace.line(now, node, "sim.trigger.fired", &format!("on={}", what.word()));
+        }
+        due
     }
 
     /// Judges the finished run with the shared oracle: the history, and the stores of the

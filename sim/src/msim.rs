@@ -171,20 +171,7 @@ async fn supervise(s: Scenario, seed: u64, keep_trace: bool) -> Result<RunReport
             }
         }
         // Armed crashes whose moment has come.
-        let acks = lab(&shared).acks;
-        let due: Vec<String> = armed
-            .iter()
-            .filter(|(node, (what, acks_then))| match what {
-                Trigger::Flush => plan.flushing(node),
-                Trigger::Checkpoint => plan.checkpointing(node),
-                Trigger::Ack => acks > *acks_then,
-                Trigger::Recovery => *acks_then > 0 && now >= *acks_then,
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in due {
-            let (what, _) = armed.remove(&node).expect("due triggers are armed");
-            lab(&shared).trace.line(now, &node, "sim.trigger.fired", &format!("on={}", what.word()));
+        for node in plan.due_triggers(&mut armed, now) {
             crash(&node, &mut down, &mut crash_rng, now);
         }
         while faults.peek().is_some_and(|(at, _)| *at <= now) {
@@ -194,26 +181,13 @@ async fn supervise(s: Scenario, seed: u64, keep_trace: bool) -> Result<RunReport
                 Fault::Wipe(node) => plan.wipe(&node, &down, now),
                 Fault::Crash(node) => crash(&node, &mut down, &mut crash_rng, now),
                 Fault::Restart(node) => {
-                    if !down.contains(&node) {
-                        if let Some((what, _)) = armed.remove(&node) {
-                            lab(&shared).trace.line(now, &node, "sim.trigger.expired", &format!("on={}", what.word()));
-                        }
+                    let was_down = down.remove(&node);
+                    if let Some(node_id) = id(&node).filter(|_| was_down) {
+                        handle.restart(node_id);
                     }
-                    if down.remove(&node) {
-                        if let Some(node_id) = id(&node) {
-                            handle.restart(node_id);
-                        }
-                        lab(&shared).trace.line(now, &node, "sim.node.restarted", "");
-                        if let Some((Trigger::Recovery, at)) = armed.get_mut(&node) {
-                            *at = now + 1;
-                        }
-                    }
+                    plan.on_restart(&mut armed, &node, was_down, now);
                 }
-                Fault::CrashOn(node, what) => {
-                    lab(&shared).trace.line(now, &node, "sim.trigger.armed", &format!("on={}", what.word()));
-                    let mark = if what == Trigger::Recovery { 0 } else { lab(&shared).acks };
-                    armed.insert(node, (what, mark));
-                }
+                Fault::CrashOn(node, what) => plan.arm_trigger(&mut armed, node, what, now),
                 Fault::Pause(node, ms) => {
                     if let Some(node_id) = id(&node) {
                         handle.pause(node_id);

@@ -668,12 +668,7 @@ pub fn swarm(seed: u64) -> Scenario {
         net_faults_until_ms: None,
         delivery_within_ms: None,
         floors: Floors::default(),
-        body_bytes: 0,
-        hot_pct: 0,
-        small_segments: false,
-        poison_pct: 0,
-        flaky_pct: 0,
-        max_reconsume: 16,
+        ..Scenario::default()
     };
     if rng.gen_bool(0.3) {
         s.clock_skew_ms.insert("broker".into(), rng.gen_range(-60_000..=60_000));

@@ -145,22 +145,7 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             break;
         }
         // Armed crashes whose moment has come.
-        let acks = lab(&shared).acks;
-        let due: Vec<String> = armed
-            .iter()
-            .filter(|(node, (what, acks_then))| match what {
-                Trigger::Flush => plan.flushing(node),
-                Trigger::Checkpoint => plan.checkpointing(node),
-                Trigger::Ack => acks > *acks_then,
-                // Set to the restart time + 1 ms when the node restarts: it has begun its
-                // recovery and not finished settling.
-                Trigger::Recovery => *acks_then > 0 && now >= *acks_then,
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in due {
-            let (what, _) = armed.remove(&node).expect("due triggers are armed");
-            lab(&shared).trace.line(now, &node, "sim.trigger.fired", &format!("on={}", what.word()));
+        for node in plan.due_triggers(&mut armed, now) {
             crash(&mut sim, &plan, &mut down, &node, mode, &mut crash_rng, now);
         }
         while faults.peek().is_some_and(|(at, _)| *at <= now) {
@@ -171,27 +156,13 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
                 Fault::Wipe(node) => plan.wipe(&node, &down, now),
                 Fault::Crash(node) => crash(&mut sim, &plan, &mut down, &node, mode, &mut crash_rng, now),
                 Fault::Restart(node) => {
-                    if !down.contains(&node) {
-                        // An aimed crash that found no moment before this restart is withdrawn.
-                        if let Some((what, _)) = armed.remove(&node) {
-                            lab(&shared).trace.line(now, &node, "sim.trigger.expired", &format!("on={}", what.word()));
-                        }
-                    }
-                    if down.remove(&node) {
+                    let was_down = down.remove(&node);
+                    if was_down {
                         sim.bounce(node.as_str());
-                        lab(&shared).trace.line(now, &node, "sim.node.restarted", "");
-                        if let Some((Trigger::Recovery, at)) = armed.get_mut(&node) {
-                            *at = now + 1;
-                        }
                     }
+                    plan.on_restart(&mut armed, &node, was_down, now);
                 }
-                Fault::CrashOn(node, what) => {
-                    lab(&shared).trace.line(now, &node, "sim.trigger.armed", &format!("on={}", what.word()));
-                    // For `ack`: the acknowledgements counted so far; for `recovery`: when the
-                    // next restart happened (0 until then).
-                    let mark = if what == Trigger::Recovery { 0 } else { lab(&shared).acks };
-                    armed.insert(node, (what, mark));
-                }
+                Fault::CrashOn(node, what) => plan.arm_trigger(&mut armed, node, what, now),
                 Fault::Partition(a, b) => {
                     sim.partition(a.as_str(), b.as_str());
                     lab(&shared).trace.line(now, "sim", "sim.net.partitioned", &format!("a={a} b={b}"));
