@@ -66,7 +66,11 @@ impl History {
     /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset) of
     /// broker group `broker`.
     pub fn acked(&mut self, key: &str, broker: &str, queue: i32, offset: u64, now_ms: u64) {
-        *self.acked_per_queue.entry((broker.to_string(), queue)).or_default() += 1;
+        // Routing is judged on sends begun once the routes settled: before the operator's
+        // topic reaches the NameServer a producer may rightly use the default topic's route.
+        if self.send_began_ms.get(key).is_some_and(|b| *b >= ROUTES_SETTLED_MS) {
+            *self.acked_per_queue.entry((broker.to_string(), queue)).or_default() += 1;
+        }
         self.acked.insert(key.to_string(), (queue, offset));
         self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
     }
@@ -283,6 +287,10 @@ impl Promise {
         }
     }
 }
+
+/// When the routes of a run have settled: the operator's topic registered and every client
+/// polled its route at least once since (the host lanes poll every second).
+pub const ROUTES_SETTLED_MS: u64 = 2_000;
 
 /// FNV-1a of a message key: the seed-free choices a key decides (its body size, whether it
 /// goes to the hot queue).
@@ -639,7 +647,8 @@ fn judge(
     let mut unrouted: Vec<String> = Vec::new();
     if let Some(r) = &promise.routed {
         // Only when enough messages spread over the queues that each should have had some.
-        let spread = h.acked.len() as u64 * u64::from(100 - r.hot_pct.min(100)) / 100;
+        let settled: u64 = h.acked_per_queue.values().sum();
+        let spread = settled * u64::from(100 - r.hot_pct.min(100)) / 100;
         if spread >= 8 * r.groups.len() as u64 * r.queues as u64 {
             for g in &r.groups {
                 for q in 0..r.queues {
@@ -652,9 +661,9 @@ fn judge(
     }
     if !unrouted.is_empty() {
         problems.push(format!(
-            "{} queue(s) of untouched brokers acknowledged nothing of {} spread messages: routing or queue selection skipped them, e.g. {:?}",
+            "{} queue(s) of untouched brokers acknowledged nothing of {} messages sent once the routes settled: routing or queue selection skipped them, e.g. {:?}",
             unrouted.len(),
-            h.acked.len(),
+            h.acked_per_queue.values().sum::<u64>(),
             &unrouted[..unrouted.len().min(4)]
         ));
         kinds.insert("unrouted-queue");
@@ -739,6 +748,7 @@ mod tests {
         for i in 0..64 {
             let key = format!("k{i}");
             h.sent.insert(key.clone());
+            h.send_began(&key, ROUTES_SETTLED_MS);
             h.acked(&key, "broker-a", i % 2, u64::from(i as u32 / 2), 10);
             h.delivered(0, &key, i % 2, 0, 20);
         }
