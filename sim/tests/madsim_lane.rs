@@ -6,17 +6,12 @@
 //! ```
 #![cfg(madsim)]
 
+mod common;
+
+use common::small;
 use rmq_sim::msim::{run_madsim, run_madsim_checked};
 use rmq_sim::scenario::{builtin, parse, resolve, Fault, CATALOGUE};
 use rmq_sim::{Lane, Verdict};
-
-fn small(name: &str) -> rmq_sim::Scenario {
-    let mut s = builtin(name).unwrap();
-    s.producers = 1;
-    s.messages = 30;
-    s.consumers = 1;
-    s
-}
 
 #[test]
 fn this_build_runs_the_fast_and_madsim_lanes_and_refuses_the_stack_lane_by_name() {
@@ -27,10 +22,7 @@ fn this_build_runs_the_fast_and_madsim_lanes_and_refuses_the_stack_lane_by_name(
 
 #[test]
 fn steady_state_on_the_real_drivers_delivers_everything() {
-    let r = run_madsim(&small("steady"), 1, false).unwrap();
-    assert_eq!(r.findings.verdict, Verdict::Pass, "{:?}", r.findings.problems);
-    assert_eq!((r.sent, r.acked), (30, 30), "every send acknowledged");
-    assert!(r.delivered >= 30);
+    let r = common::steady_state_delivers_everything(run_madsim);
     assert_eq!(r.lane, "madsim");
 }
 
@@ -65,7 +57,8 @@ fn a_paused_broker_stops_and_resumes_where_turmoil_can_only_refuse() {
         (2_100..22_000).contains(&t)
     });
     assert!(!stored_while_paused, "a paused broker does nothing");
-    assert!(r.failed > 0 || r.acked == r.sent, "sends to the paused broker time out and are retried");
+    assert!(r.failed > 0, "sends to the paused broker time out while it is stopped");
+    assert!(r.acked > r.sent / 2, "the other broker takes the load meanwhile");
     assert_eq!(r.findings.verdict, Verdict::Pass, "{:?}", r.findings.problems);
 }
 
@@ -80,13 +73,7 @@ fn a_run_that_acknowledges_nothing_fails() {
 
 #[test]
 fn broker_power_loss_under_sync_flush_keeps_every_acknowledged_message() {
-    for seed in 1..=3 {
-        let r = run_madsim(&small("broker-crash-sync"), seed, false).unwrap();
-        assert_eq!(r.crashes, 1);
-        assert!(r.acked > 0, "seed {seed}: some sends acknowledged");
-        assert_eq!(r.findings.acked_lost, 0, "seed {seed}: {:?}", r.findings.problems);
-        assert_eq!(r.findings.verdict, Verdict::Pass, "seed {seed}: {:?}", r.findings.problems);
-    }
+    common::sync_flush_power_loss_keeps_every_acked_message(run_madsim);
 }
 
 #[test]

@@ -3,35 +3,21 @@
 //! (The `--cfg madsim` build has no stack lane; its tests are in `madsim_lane.rs`.)
 #![cfg(not(madsim))]
 
+mod common;
+
+use common::small;
 use rmq_sim::scenario::{builtin, parse, CATALOGUE};
 use rmq_sim::stack::run_stack;
 use rmq_sim::{Lane, Verdict};
 
-fn small(name: &str) -> rmq_sim::Scenario {
-    let mut s = builtin(name).unwrap();
-    s.producers = 1;
-    s.messages = 30;
-    s.consumers = 1;
-    s
-}
-
 #[test]
 fn steady_state_on_the_real_drivers_delivers_everything() {
-    let r = run_stack(&small("steady"), 1, false).unwrap();
-    assert_eq!(r.findings.verdict, Verdict::Pass, "{:?}", r.findings.problems);
-    assert_eq!((r.sent, r.acked), (30, 30), "every send acknowledged");
-    assert!(r.delivered >= 30);
+    common::steady_state_delivers_everything(run_stack);
 }
 
 #[test]
 fn broker_power_loss_under_sync_flush_keeps_every_acknowledged_message() {
-    for seed in 1..=3 {
-        let r = run_stack(&small("broker-crash-sync"), seed, false).unwrap();
-        assert_eq!(r.crashes, 1);
-        assert!(r.acked > 0, "seed {seed}: some sends acknowledged");
-        assert_eq!(r.findings.acked_lost, 0, "seed {seed}: {:?}", r.findings.problems);
-        assert_eq!(r.findings.verdict, Verdict::Pass, "seed {seed}: {:?}", r.findings.problems);
-    }
+    common::sync_flush_power_loss_keeps_every_acked_message(run_stack);
 }
 
 #[test]

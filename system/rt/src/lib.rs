@@ -96,9 +96,9 @@ where
 /// `--cfg madsim` build). Drivers name these, never a runtime's own.
 pub mod task {
     #[cfg(madsim)]
-    pub use madsim::task::{JoinError, JoinHandle};
+    pub use madsim::task::JoinHandle;
     #[cfg(not(madsim))]
-    pub use tokio::task::{JoinError, JoinHandle};
+    pub use tokio::task::JoinHandle;
 }
 
 /// Timers of whichever runtime the build runs on: tokio's, or madsim's simulated clock in a
@@ -107,9 +107,9 @@ pub mod task {
 /// madsim's.
 pub mod time {
     #[cfg(madsim)]
-    pub use madsim::time::{error::Elapsed, interval, sleep, timeout, Interval, MissedTickBehavior};
+    pub use madsim::time::{interval, sleep, timeout};
     #[cfg(not(madsim))]
-    pub use tokio::time::{error::Elapsed, interval, sleep, timeout, Interval, MissedTickBehavior};
+    pub use tokio::time::{interval, sleep, timeout};
 }
 
 /// Sleeps until the given wall-clock deadline of `env` (ms), using the runtime's timer.
