@@ -55,6 +55,11 @@ pub enum Slot {
 }
 
 impl<S: Segment> CommitLog<S> {
+    /// Each open segment with its relative path.
+    pub fn segment_files(&self) -> impl Iterator<Item = (String, &S)> {
+        self.segments.iter().map(|(start, seg)| (segment_path(*start), seg))
+    }
+
     /// An empty log.
     pub fn new(segment_bytes: u64) -> Self {
         CommitLog { segments: Vec::new(), segment_bytes, write_offset: 0, flushed_offset: 0 }

@@ -89,6 +89,11 @@ impl<S: Segment> ConsumeQueue<S> {
         self.entries_per_segment * ENTRY_BYTES
     }
 
+    /// Each open segment with its relative path.
+    pub fn segment_files(&self) -> impl Iterator<Item = (String, &S)> {
+        self.segments.iter().map(|(first, seg)| (self.segment_path(*first), seg))
+    }
+
     fn segment_path(&self, first_offset: u64) -> String {
         format!("{}/{:020}", queue_dir(&self.topic, self.queue_id), first_offset * ENTRY_BYTES)
     }

@@ -72,7 +72,7 @@ pub mod segment;
 pub mod store;
 
 pub use error::StoreError;
-pub use mem::{MemDirectory, MemSegment};
+pub use mem::{DurableSegment, MemDirectory, MemDisk, MemSegment};
 pub use mmap::{MmapDirectory, MmapSegment};
 pub use segment::{Directory, FlushJob, Segment};
 pub use store::{GetResult, GetStatus, MessageStore, PendingCheckpoint, PutResult, RecoveryReport, StoreConfig};

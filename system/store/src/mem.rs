@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::segment::{bounds, Directory, Segment};
-use crate::StoreError;
+use crate::{MessageStore, StoreError};
 
 /// A segment held in a `Vec`; every flush completes at once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -90,6 +90,121 @@ impl Directory for MemDirectory {
     }
 }
 
+/// A segment that remembers what was flushed: reads see `live`; a power cut keeps `durable`.
+/// Plain values, like [`MemSegment`], so a model checker can clone, compare and hash it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurableSegment {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+}
+
+impl DurableSegment {
+    /// What survives a power cut: the bytes of every completed flush, zeros elsewhere.
+    pub fn durable_bytes(&self) -> &[u8] {
+        &self.durable
+    }
+}
+
+impl Segment for DurableSegment {
+    fn capacity_bytes(&self) -> u64 {
+        self.live.len() as u64
+    }
+
+    fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), StoreError> {
+        let (start, end) = bounds(pos, data.len() as u64, self.capacity_bytes())?;
+        self.live[start..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let (start, end) = bounds(pos, buf.len() as u64, self.capacity_bytes())?;
+        buf.copy_from_slice(&self.live[start..end]);
+        Ok(())
+    }
+
+    fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError> {
+        let (start, end) = bounds(pos, len, self.capacity_bytes())?;
+        self.durable[start..end].copy_from_slice(&self.live[start..end]);
+        Ok(())
+    }
+}
+
+/// An in-memory disk that outlives the store opened over it: small files are durable when
+/// written (as the seam requires), segments are durable as far as they were flushed. While a
+/// store holds a segment open, the disk only records that the file exists; its bytes live in
+/// the store's [`DurableSegment`], and [`MemDisk::after_power_cut`] takes their durable part.
+/// A value (no shared handles): cloning a broker over it clones its disk, which is what a
+/// model checker exploring crash sequences needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct MemDisk {
+    /// Small files by relative path.
+    files: BTreeMap<String, Vec<u8>>,
+    /// Segment files by relative path: their durable bytes when no store holds them open,
+    /// empty while one does.
+    segments: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemDisk {
+    /// The disk as a power cut leaves it under `store`: small files as written, and each
+    /// open segment's flushed bytes (nothing written after its last flush survives).
+    pub fn after_power_cut(store: &MessageStore<MemDisk>) -> MemDisk {
+        let mut disk = store.directory().clone();
+        for (path, seg) in store.segment_files() {
+            disk.segments.insert(path, seg.durable_bytes().to_vec());
+        }
+        disk
+    }
+
+    /// Segment and small-file paths, sorted (for tests and traces).
+    pub fn paths(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.files.keys().chain(self.segments.keys()).cloned().collect();
+        out.sort();
+        out
+    }
+}
+
+impl Directory for MemDisk {
+    type Seg = DurableSegment;
+
+    fn open_segment(&mut self, path: &str, size: u64) -> Result<DurableSegment, StoreError> {
+        let size = usize::try_from(size).expect("a memory segment fits the address space");
+        // The file exists from now on; its bytes move into the segment.
+        let mut image = std::mem::take(self.segments.entry(path.to_string()).or_default());
+        image.resize(size, 0);
+        Ok(DurableSegment { live: image.clone(), durable: image })
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut names: Vec<String> = self
+            .files
+            .keys()
+            .chain(self.segments.keys())
+            .filter_map(|path| path.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split('/').next())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), StoreError> {
+        self.files.remove(path);
+        self.segments.remove(path);
+        Ok(())
+    }
+
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.files.get(path).cloned())
+    }
+
+    fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.files.insert(path.to_string(), bytes.to_vec());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +233,35 @@ mod tests {
         dir.remove("d/c").unwrap();
         assert_eq!(dir.read_file("d/c").unwrap(), None);
         assert_eq!(dir.read_file("e/z").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn a_power_cut_keeps_what_was_flushed_and_nothing_after() {
+        use crate::StoreConfig;
+        use rmq_proto::message::MessageExt;
+        let config =
+            StoreConfig { commit_log_segment_bytes: 4096, consume_queue_segment_entries: 8, ..StoreConfig::default() };
+        let (mut store, report) = MessageStore::open(MemDisk::default(), config.clone()).unwrap();
+        assert!(report.fresh);
+        let put = |store: &mut MessageStore<MemDisk>, body: &[u8]| {
+            let mut msg = MessageExt { topic: "T".into(), body: body.to_vec().into(), ..MessageExt::default() };
+            store.put(&mut msg).unwrap()
+        };
+        put(&mut store, b"flushed");
+        let flushed = store.flush().unwrap();
+        put(&mut store, b"only in the page cache");
+        assert_eq!(store.max_queue_offset("T", 0), 2);
+
+        let disk = MemDisk::after_power_cut(&store);
+        let (store2, report) = MessageStore::open(disk.clone(), config.clone()).unwrap();
+        assert!(!report.fresh, "the segment files survive");
+        assert_eq!(store2.commit_log_max_offset(), flushed);
+        assert_eq!(store2.max_queue_offset("T", 0), 1);
+        assert_eq!(&store2.read_message(0).unwrap().body[..], b"flushed");
+
+        // A value: the first store is untouched, and the disk reopens the same way twice.
+        assert_eq!(store.max_queue_offset("T", 0), 2);
+        let (store3, _) = MessageStore::open(disk, config).unwrap();
+        assert_eq!(store3, store2);
     }
 }

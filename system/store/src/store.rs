@@ -495,6 +495,17 @@ impl<D: Directory> MessageStore<D> {
         self.queues.keys().cloned().collect()
     }
 
+    /// Every segment the store holds open (CommitLog, then ConsumeQueues), with its relative
+    /// path: what a power cut would leave of them is each one's durable part (see
+    /// [`crate::mem::MemDisk::after_power_cut`]).
+    pub fn segment_files(&self) -> Vec<(String, &D::Seg)> {
+        let mut out: Vec<(String, &D::Seg)> = self.commit_log.segment_files().collect();
+        for queue in self.queues.values() {
+            out.extend(queue.segment_files());
+        }
+        out
+    }
+
     /// The directory: the broker keeps its config JSON beside the data.
     pub fn directory(&self) -> &D {
         &self.dir

@@ -51,21 +51,31 @@ pub const FLOOR_PATH: &str = "config/haFloor.json";
 struct Floor {
     /// Unconfirmed floor, if any.
     floor: Option<u64>,
+    /// A life since the last confirmation opened with no CommitLog at all (a lost disk). Kept
+    /// until a slave confirms this master's history: a crash of that empty life leaves a
+    /// segment file behind, and the next open would otherwise look like an ordinary restart
+    /// and cut a slave that holds the only copy of acknowledged messages (found by the
+    /// `no-loss` model: disk lost, a send stored, a power cut, then the slave cut to zero).
+    #[serde(default)]
+    fresh: bool,
 }
 
 /// The history floor of a master opening with `commit_log_end`: the lowest end at open since
-/// a slave last confirmed this master's history, recorded at once.
-pub(crate) fn open_floor<D: Directory>(dir: &mut D, commit_log_end: u64) -> Result<u64, String> {
+/// a slave last confirmed this master's history, recorded at once; and whether any life since
+/// then opened on an empty store (`fresh` says whether this one did).
+pub(crate) fn open_floor<D: Directory>(dir: &mut D, commit_log_end: u64, fresh: bool) -> Result<(u64, bool), String> {
     let prev = match dir.read_file(FLOOR_PATH).map_err(|e| e.to_string())? {
         None => None,
-        Some(bytes) => serde_json::from_slice::<Floor>(&bytes).map_err(|e| e.to_string())?.floor,
+        Some(bytes) => Some(serde_json::from_slice::<Floor>(&bytes).map_err(|e| e.to_string())?),
     };
-    let floor = prev.map_or(commit_log_end, |p| p.min(commit_log_end));
-    if prev != Some(floor) {
-        let body = serde_json::to_vec(&Floor { floor: Some(floor) }).expect("a floor serializes");
+    let floor = prev.as_ref().and_then(|p| p.floor).map_or(commit_log_end, |p| p.min(commit_log_end));
+    let fresh = fresh || prev.as_ref().is_some_and(|p| p.fresh);
+    let now = Floor { floor: Some(floor), fresh };
+    if prev.as_ref() != Some(&now) {
+        let body = serde_json::to_vec(&now).expect("a floor serializes");
         dir.write_file(FLOOR_PATH, &body).map_err(|e| e.to_string())?;
     }
-    Ok(floor)
+    Ok((floor, fresh))
 }
 
 /// Bytes streamed to a slave beyond its last report before the master waits for it.
@@ -277,9 +287,10 @@ impl<D: Directory> BrokerCore<D> {
         link.acked = link.acked.max(offset);
         if self.ha.floor_pending && offset >= floor {
             // A slave holds this life's history past the floor: earlier lives no longer matter.
-            let body = serde_json::to_vec(&Floor { floor: None }).expect("a floor serializes");
+            let body = serde_json::to_vec(&Floor { floor: None, fresh: false }).expect("a floor serializes");
             if self.store.directory_mut().write_file(FLOOR_PATH, &body).is_ok() {
                 self.ha.floor_pending = false;
+                self.ha.fresh = false;
             }
         }
         self.release_slave_waiters();

@@ -265,7 +265,8 @@ pub enum OpenError {
     },
 }
 
-/// The broker.
+/// The broker. A value over a value directory: `BrokerCore<MemDisk>` clones, compares and
+/// hashes (see [`value_impls`]), so a model checker can hold it (see `models/`).
 #[derive(Debug)]
 pub struct BrokerCore<D: Directory> {
     config: BrokerConfig,
@@ -314,6 +315,74 @@ pub struct BrokerCore<D: Directory> {
     events: Vec<Event>,
 }
 
+/// `Clone`, `PartialEq`, `Eq` and `Hash` for [`BrokerCore`] wherever its store has them
+/// (`#[derive]` would ask them of `D` alone, not of `D::Seg`). One field list serves all
+/// three: `Clone` builds the struct from it, so a field missing from it does not compile.
+macro_rules! value_impls {
+    ($($field:ident),* $(,)?) => {
+        impl<D: Directory> Clone for BrokerCore<D>
+        where
+            MessageStore<D>: Clone,
+        {
+            fn clone(&self) -> Self {
+                BrokerCore { $($field: self.$field.clone()),* }
+            }
+        }
+
+        impl<D: Directory> PartialEq for BrokerCore<D>
+        where
+            MessageStore<D>: PartialEq,
+        {
+            fn eq(&self, other: &Self) -> bool {
+                true $(&& self.$field == other.$field)*
+            }
+        }
+
+        impl<D: Directory> Eq for BrokerCore<D> where MessageStore<D>: Eq {}
+
+        impl<D: Directory> std::hash::Hash for BrokerCore<D>
+        where
+            MessageStore<D>: std::hash::Hash,
+        {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                $(self.$field.hash(state);)*
+            }
+        }
+    };
+}
+
+value_impls!(
+    config,
+    store,
+    topics,
+    offsets,
+    clients,
+    holds,
+    flush_waiters,
+    ha,
+    sync,
+    delay,
+    peers,
+    flushes_in_flight,
+    flush_targets,
+    truncations,
+    checkpoint_generation,
+    flush_requested_to,
+    next_flush_ms,
+    next_register_ms,
+    next_persist_ms,
+    next_checkpoint_ms,
+    checkpoint_in_flight,
+    checkpoints_since_thorough,
+    topics_dirty,
+    last_checkpoint_error,
+    next_client_scan_ms,
+    queue_rotor,
+    store_host,
+    outputs,
+    events,
+);
+
 impl<D: Directory> BrokerCore<D> {
     /// Opens the store (running recovery) and loads persisted topics, offsets and delay progress.
     pub fn open(dir: D, config: BrokerConfig, now_ms: u64) -> Result<Self, OpenError> {
@@ -336,13 +405,13 @@ impl<D: Directory> BrokerCore<D> {
         let fenced =
             ha::load_fence(store.directory()).map_err(|reason| OpenError::Config { path: ha::FENCE_PATH, reason })?;
         let end = store.commit_log_max_offset();
-        let floor = if config.broker_role == BrokerRole::Slave {
-            end
+        let (floor, fresh) = if config.broker_role == BrokerRole::Slave {
+            (end, report.fresh)
         } else {
-            ha::open_floor(store.directory_mut(), end)
+            ha::open_floor(store.directory_mut(), end, report.fresh)
                 .map_err(|reason| OpenError::Config { path: ha::FLOOR_PATH, reason })?
         };
-        let ha = Ha::opened(floor, report.fresh, fenced);
+        let ha = Ha::opened(floor, fresh, fenced);
         Ok(BrokerCore {
             store,
             topics,

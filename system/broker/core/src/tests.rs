@@ -896,6 +896,33 @@ fn an_empty_master_fences_itself_against_a_slave_that_holds_more() {
 }
 
 #[test]
+fn an_empty_master_that_crashed_before_its_slave_returned_still_fences_itself() {
+    // Found by the no-loss model (models/): the master's disk is lost; it restarts empty,
+    // stores a send (no slave yet: SLAVE_NOT_AVAILABLE), loses power before flushing it, and
+    // restarts over a segment file that holds nothing. That open is not "fresh" any more, so
+    // the slave, which holds the only copy of acknowledged messages, used to be cut to zero.
+    let (dir, mut config) = small_mmap_store();
+    config.broker_role = BrokerRole::SyncMaster;
+    config.flush_disk_type = FlushDiskType::SyncFlush;
+    let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config.clone(), 10).unwrap();
+    m.on_conn_opened(10, ConnId(1), "127.0.0.1:1".parse().unwrap());
+    send_to(&mut m, 11, 1, "m");
+    assert_eq!(answered(&drain(&mut m), 1), Some(ResponseCode::SlaveNotAvailable.code()));
+    drop(m); // A power cut: nothing was flushed, the segment file stays.
+    let mut m = BrokerCore::open(MmapDirectory::new(dir.path()), config, 20).unwrap();
+    m.on_ha_slave_opened(20, HA_CONN);
+    m.on_ha_slave_report(20, HA_CONN, 4_096);
+    let outs = drain(&mut m);
+    assert!(
+        !outs.iter().any(
+            |o| matches!(o, Output::HaTransmit { conn, offset: 0, bytes } if *conn == HA_CONN && bytes.is_empty())
+        ),
+        "the slave must not be cut back: {outs:?}"
+    );
+    assert!(outs.iter().any(|o| matches!(o, Output::HaClose { conn, .. } if *conn == HA_CONN)), "{outs:?}");
+}
+
+#[test]
 fn a_slave_refuses_sends_and_serves_what_it_replicated() {
     let mut r = replica(BrokerRole::AsyncMaster, FlushDiskType::AsyncFlush, FlushDiskType::AsyncFlush);
     for i in 0..5 {
