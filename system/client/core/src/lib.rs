@@ -7,6 +7,7 @@
 //! - [`retry`]: which send outcomes are retried.
 //! - [`rebalance`]: AVG and circle allocation.
 //! - [`ProcessQueue`]: in-flight messages of one queue; the committable offset.
+//! - [`idempotent`]: the dedup rule of idempotent consumption (strong and weak).
 //!
 //! # Calling contract
 //! ```
@@ -30,6 +31,7 @@
 //! assert_eq!(pq.committable(8), 5); // offset 5 is still in flight
 //! ```
 
+pub mod idempotent;
 pub mod rebalance;
 pub mod retry;
 

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod idempotent;
 pub mod instance;
 pub mod producer;
 pub mod pull;
