@@ -2,7 +2,7 @@
 # Cores must stay sans-IO: no async runtime and no simulator in their dependency trees.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cores=(rmq-proto rmq-acl rmq-store rmq-namesrv-core rmq-broker-core rmq-client-core)
+cores=(rmq-proto rmq-acl rmq-store rmq-namesrv-core rmq-broker-core rmq-client-core rmq-models)
 status=0
 for c in "${cores[@]}"; do
     bad=$(cargo tree -p "$c" -e normal --prefix none 2>/dev/null | grep -E '^(tokio|turmoil|madsim|async-std|mio) ' | sort -u || true)

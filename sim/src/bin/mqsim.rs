@@ -10,8 +10,12 @@
 //! mqsim sweep all --seeds 200
 //! mqsim run swarm --seed 9                   # a random fault mix drawn from the seed, printed
 //! mqsim shrink my.sim --file my.sim --seed 3   # minimal failing scenario written to a file
+//! mqsim check no-loss                         # stateright over the real cores (models/)
+//! mqsim check no-loss --variant async-master  # fails, printing the counterexample's steps
+//! mqsim check --list
 //! ```
-//! Exit codes: 0 pass, 1 safety violation, 2 liveness violation, 3 nondeterminism, 4 usage,
+//! Exit codes: 0 pass (for `check`: the properties hold), 1 safety violation (for `check`: a
+//! counterexample, or a `sometimes` property never reached), 2 liveness violation, 3 nondeterminism, 4 usage,
 //! 5 the scenario cannot run in the chosen lane (refused before anything ran), 6 the lane is
 //! not in this build (the madsim lane needs `scripts/madsim-lane.sh`, the `--cfg madsim` build).
 
@@ -75,6 +79,38 @@ enum Cmd {
         /// Where to write the minimal scenario (default: ./<name>-shrunk-seed<N>.sim).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+    },
+    /// Model-check a delivery guarantee over the real cores with stateright (see models/).
+    Check {
+        /// `no-loss` or `exactly-once` (see `--list`).
+        model: Option<String>,
+        /// A variant (default: the sound one); the others must fail.
+        #[arg(long, default_value = "")]
+        variant: String,
+        /// Explore no deeper than this many steps.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Checker threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Change a bound of the model, e.g. `--bound losses=1 --bound messages=3` (the report
+        /// lists every bound with its value).
+        #[arg(long = "bound", value_name = "NAME=VALUE")]
+        bounds: Vec<String>,
+        /// Breadth first (more memory) instead of depth first.
+        #[arg(long)]
+        bfs: bool,
+        /// Stop after this many seconds (the verdict is then FAILS: the search is incomplete).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+        #[arg(long)]
+        json: bool,
+        /// Serve stateright's Explorer on this loopback address instead of checking.
+        #[arg(long)]
+        explorer: Option<String>,
+        /// Name the models and their variants.
+        #[arg(long)]
+        list: bool,
     },
     /// Run seeds 1..=N of one scenario (or `all`) in one lane or every lane, and summarise;
     /// with `--lane all` the lanes' verdicts are compared seed by seed.
@@ -428,7 +464,69 @@ fn real_main() -> anyhow::Result<u8> {
             Ok(lanes) => sweep(&name, seeds, &lanes, json),
             Err(code) => Ok(code),
         },
+        Cmd::Check { model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list } => {
+            cmd_check(model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list)
+        }
     }
+}
+
+/// `mqsim check`: exit 0 when the properties hold, 1 with a counterexample, 4 for usage.
+#[allow(clippy::too_many_arguments)]
+fn cmd_check(
+    model: Option<String>,
+    variant: String,
+    depth: Option<usize>,
+    threads: usize,
+    bounds: Vec<String>,
+    bfs: bool,
+    timeout_secs: Option<u64>,
+    json: bool,
+    explorer: Option<String>,
+    list: bool,
+) -> anyhow::Result<u8> {
+    let bounds = bounds
+        .iter()
+        .map(|b| {
+            let (name, value) = b.split_once('=').with_context(|| format!("--bound {b:?}: expected NAME=VALUE"))?;
+            let value = value.parse::<u64>().with_context(|| format!("--bound {b:?}: {value:?} is not a count"))?;
+            Ok((name.to_string(), value))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if list {
+        for (name, variants, what) in rmq_models::CATALOGUE {
+            println!("{name:<13} {what}");
+            println!("{:<13} variants: {} (the first holds; the others must fail)", "", variants.join(", "));
+        }
+        return Ok(0);
+    }
+    let Some(model) = model else {
+        anyhow::bail!("name a model (`mqsim check --list`)");
+    };
+    if let Some(addr) = explorer {
+        if !bounds.is_empty() || depth.is_some() {
+            anyhow::bail!("--explorer serves the model at its default bounds; drop --bound and --depth");
+        }
+        eprintln!("# serving stateright's Explorer for {model} on http://{addr}/ (Ctrl-C to stop)");
+        rmq_models::explore(&model, &variant, &addr)?;
+        return Ok(0);
+    }
+    let opts = rmq_models::CheckOptions {
+        depth,
+        threads,
+        bounds,
+        timeout: timeout_secs.map(std::time::Duration::from_secs),
+        bfs,
+    };
+    let report = rmq_models::check(&model, &variant, &opts)?;
+    if json {
+        println!("{}", serde_json::to_string(&report).expect("reports serialize"));
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(match report.verdict {
+        rmq_models::Verdict::Holds => 0,
+        rmq_models::Verdict::Fails => 1,
+    })
 }
 
 /// One scenario's results in one lane.
