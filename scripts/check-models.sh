@@ -9,6 +9,9 @@ mqsim=(cargo run --quiet --release --bin mqsim --)
 for m in no-loss exactly-once; do
     "${mqsim[@]}" check "$m"
 done
+# The network's faults (a lost and a duplicated client frame) with a power cut, one message.
+"${mqsim[@]}" check no-loss --bound messages=1 --bound crashes=1 --bound disk-losses=0 \
+    --bound duplicates=1 --bound losses=1
 for mv in no-loss:async-flush no-loss:async-master exactly-once:no-dedup exactly-once:weak-dedup; do
     model=${mv%%:*} variant=${mv#*:}
     set +e

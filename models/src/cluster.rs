@@ -344,6 +344,12 @@ impl Cluster {
         }
     }
 
+    /// Client `client` puts a request to the master in flight.
+    pub fn send_to_master(&mut self, client: u8, cmd: RemotingCommand) {
+        self.net.push(Envelope { to: Dest::Master, client, cmd });
+        self.net.sort_by_key(Envelope::sort_key);
+    }
+
     /// A request from client `client` reaches the master (nothing happens if it is down).
     pub fn deliver_request(&mut self, cfg: &GroupConfig, client: u8, cmd: RemotingCommand) {
         let conn = ConnId(CLIENT_CONN_BASE + u64::from(client));
@@ -432,6 +438,26 @@ impl Cluster {
         self.pump(cfg);
         Ok(())
     }
+}
+
+/// A SEND_MESSAGE of the model's topic and queue: body and UNIQ_KEY `id`, and KEYS `id` too
+/// when `keyed`.
+pub fn send_request(id: &str, opaque: i32, keyed: bool) -> RemotingCommand {
+    let mut props: std::collections::BTreeMap<String, String> = [(prop::UNIQ_KEY.to_string(), id.to_string())].into();
+    if keyed {
+        props.insert(prop::KEYS.to_string(), id.to_string());
+    }
+    let h = rmq_proto::header::SendMessageRequestHeader {
+        producer_group: "PG".into(),
+        topic: TOPIC.into(),
+        default_topic: "TBW102".into(),
+        default_topic_queue_nums: 1,
+        queue_id: 0,
+        properties: Some(rmq_proto::message::encode_properties(&props)),
+        ..Default::default()
+    };
+    RemotingCommand::request_with(rmq_proto::codes::RequestCode::SendMessage, opaque, &h)
+        .with_body(id.as_bytes().to_vec())
 }
 
 /// The message at `queue_offset` of the model's queue in `store`, if one is there.

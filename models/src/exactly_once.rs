@@ -20,14 +20,13 @@ use rmq_broker_core::{BrokerRole, FlushDiskType};
 use rmq_client_core::idempotent::{dedup_key, process_once, DedupTxn, ExpiringClaims, Outcome};
 use rmq_proto::codes::{pull_flag, RequestCode};
 use rmq_proto::header::{
-    PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, SendMessageRequestHeader,
-    UpdateConsumerOffsetRequestHeader,
+    PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use rmq_proto::message::{decode_messages, encode_properties, prop};
+use rmq_proto::message::{decode_messages, prop};
 use rmq_proto::{RemotingCommand, ResponseCode};
 use stateright::{Model, Property};
 
-use crate::cluster::{Cluster, Dest, Envelope, GroupConfig, Node, Role, TOPIC};
+use crate::cluster::{Cluster, Dest, GroupConfig, Node, Role, TOPIC};
 
 /// How the consumer deduplicates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,8 +218,7 @@ impl ExactlyOnce {
         let opaque = s.next_opaque;
         s.next_opaque += 1;
         s.consumer.waiting = Some(waiting(opaque));
-        s.cluster.net.push(Envelope { to: Dest::Master, client: 0, cmd: h(opaque) });
-        s.cluster.net.sort_by_key(|e| (e.to, e.client, e.cmd.opaque, e.cmd.code));
+        s.cluster.send_to_master(0, h(opaque));
     }
 
     fn on_answer(&self, s: &mut State, cmd: &RemotingCommand) {
@@ -290,17 +288,7 @@ impl Model for ExactlyOnce {
         let mut cluster = Cluster::start(&self.cfg);
         // The producer's sends, already answered: each record stored and flushed.
         for (i, id) in self.stored_ids().into_iter().enumerate() {
-            let props = [(prop::UNIQ_KEY.to_string(), id.clone())].into_iter().collect();
-            let h = SendMessageRequestHeader {
-                producer_group: "PG".into(),
-                topic: TOPIC.into(),
-                default_topic: "TBW102".into(),
-                default_topic_queue_nums: 1,
-                queue_id: 0,
-                properties: Some(encode_properties(&props)),
-                ..Default::default()
-            };
-            let cmd = header_request(RequestCode::SendMessage, -1 - i as i32, &h).with_body(id.into_bytes());
+            let cmd = crate::cluster::send_request(&id, -1 - i as i32, false);
             cluster.deliver_request(&self.cfg, 0, cmd);
             while cluster.can_flush(Role::Master) {
                 cluster.flush(&self.cfg, Role::Master);
@@ -495,6 +483,54 @@ impl crate::Explain for ExactlyOnce {
             Action::BrokerCrash => "the broker loses power".into(),
             Action::BrokerRestart => "the broker restarts and recovers".into(),
         }
+    }
+
+    fn scenario(&self, path: &[(State, Option<Action>)], property: &str) -> Result<String, String> {
+        if property != "each effect applied at most once" {
+            return Err("only a repeated effect has a fast-lane counterpart".into());
+        }
+        let idempotent =
+            match self.variant {
+                Variant::NoDedup => false,
+                Variant::Dedup => true,
+                Variant::WeakDedup => return Err(
+                    "the fast lane's consumers deduplicate strongly or not at all; it has no expiring-claim consumer"
+                        .into(),
+                ),
+            };
+        // Duplicates in the model come from a message stored twice (a producer's retry) and
+        // from redelivery after a consumer crash: the fast lane gets both from duplicated frames
+        // and the same crash.
+        let mut faults = String::new();
+        if path.iter().any(|(_, a)| matches!(a, Some(Action::ConsumerCrash))) {
+            faults.push_str("at 1500 crash c0\nat 3000 restart c0\n");
+        }
+        if path.iter().any(|(_, a)| matches!(a, Some(Action::BrokerCrash))) {
+            faults.push_str("at 2000 crash broker\nat 4000 restart broker\n");
+        }
+        let steps: String = path
+            .iter()
+            .filter_map(|(st, a)| a.as_ref().map(|a| self.describe(st, a)))
+            .enumerate()
+            .map(|(i, s)| format!("#   {}. {s}\n", i + 1))
+            .collect();
+        let variant = if idempotent { "dedup" } else { "no-dedup" };
+        Ok(format!(
+            "# goal: exported from `mqsim check exactly-once --variant {variant}`: a counterexample to\n\
+             # \"{property}\". The model's steps:\n{steps}\
+             name = model-exactly-once-{variant}\n\
+             flush = sync\n\
+             producers = 1\n\
+             messages = 200\n\
+             consumers = 1\n\
+             queues = 1\n\
+             idempotent = {idempotent}\n\
+             dup_pct = 10\n\
+             duration_ms = 20000\n\
+             {faults}\
+             expect acked_loss = none\n\
+             expect processed_twice = none\n"
+        ))
     }
 
     fn diagnose(&self, s: &State, property: &str) -> Option<String> {

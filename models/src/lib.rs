@@ -41,6 +41,11 @@ pub trait Explain: Model {
     fn diagnose(&self, _state: &Self::State, _property: &str) -> Option<String> {
         None
     }
+    /// The counterexample as a fast-lane scenario (`mqsim run --file F`) that reproduces the
+    /// same violation, or why it cannot be expressed there.
+    fn scenario(&self, _path: &[(Self::State, Option<Self::Action>)], _property: &str) -> Result<String, String> {
+        Err("this model has no scenario export".into())
+    }
 }
 
 /// A model's bounds, settable by name.
@@ -117,6 +122,8 @@ pub struct Counterexample {
     pub steps: Vec<String>,
     /// What is wrong in the last state.
     pub diagnosis: Option<String>,
+    /// The counterexample as a fast-lane scenario file, or why the fast lane cannot express it.
+    pub scenario: Result<String, String>,
 }
 
 /// What a check found.
@@ -183,6 +190,9 @@ impl Report {
             }
             if let Some(d) = &c.diagnosis {
                 out.push_str(&format!("    => {d}\n"));
+            }
+            if let Err(why) = &c.scenario {
+                out.push_str(&format!("    (no fast-lane scenario: {why})\n"));
             }
         }
         out.push_str(match self.verdict {
@@ -359,6 +369,7 @@ where
                     property: p.name.to_string(),
                     steps,
                     diagnosis: m.diagnose(last, p.name),
+                    scenario: m.scenario(&pairs, p.name),
                 });
             }
             (_, None) => {}

@@ -19,13 +19,10 @@
 
 use rmq_broker_core::{BrokerRole, FlushDiskType};
 use rmq_client_core::retry::{is_retryable, RETRY_TIMES_WHEN_SEND_FAILED};
-use rmq_proto::codes::RequestCode;
-use rmq_proto::header::SendMessageRequestHeader;
-use rmq_proto::message::{encode_properties, prop};
 use rmq_proto::{RemotingCommand, ResponseCode};
 use stateright::{Model, Property};
 
-use crate::cluster::{key_of, message_at, readable_store, Cluster, Dest, GroupConfig, Node, Role, TOPIC};
+use crate::cluster::{key_of, message_at, readable_store, Cluster, Dest, GroupConfig, Node, Role};
 
 /// Which configuration is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,22 +216,19 @@ pub enum Action {
 }
 
 fn send_request(msg: u8, opaque: i32) -> RemotingCommand {
-    let key = format!("m{msg}");
-    let props =
-        [(prop::KEYS.to_string(), key.clone()), (prop::UNIQ_KEY.to_string(), key.clone())].into_iter().collect();
-    let h = SendMessageRequestHeader {
-        producer_group: "PG".into(),
-        topic: TOPIC.into(),
-        default_topic: "TBW102".into(),
-        default_topic_queue_nums: 1,
-        queue_id: 0,
-        properties: Some(encode_properties(&props)),
-        ..Default::default()
-    };
-    RemotingCommand::request_with(RequestCode::SendMessage, opaque, &h).with_body(key.into_bytes())
+    crate::cluster::send_request(&format!("m{msg}"), opaque, true)
 }
 
 impl NoLoss {
+    /// The variant's name on the command line.
+    pub fn variant_name(&self) -> &'static str {
+        match self.variant {
+            Variant::Sound => "sync",
+            Variant::AsyncFlush => "async-flush",
+            Variant::AsyncMaster => "async-master",
+        }
+    }
+
     /// Whether an acknowledged message is held by some broker (running, or on its disk).
     pub fn ack_survives(&self, s: &State, ack: &Ack) -> bool {
         let want = format!("m{}", ack.msg);
@@ -250,10 +244,8 @@ impl NoLoss {
         let Some(a) = s.sending.take() else { return };
         if retry && u32::from(a.tries) <= RETRY_TIMES_WHEN_SEND_FAILED {
             s.sending = Some(Attempt { tries: a.tries + 1, opaque: s.next_opaque, lost: false, ..a });
-            let cmd = send_request(a.msg, s.next_opaque);
+            s.cluster.send_to_master(0, send_request(a.msg, s.next_opaque));
             s.next_opaque += 1;
-            s.cluster.net.push(crate::cluster::Envelope { to: Dest::Master, client: 0, cmd });
-            s.cluster.net.sort_by_key(|e| (e.to, e.client, e.cmd.opaque, e.cmd.code));
         } else {
             s.next_msg += 1;
         }
@@ -352,10 +344,8 @@ impl Model for NoLoss {
         match action {
             Action::Send { msg } => {
                 s.sending = Some(Attempt { msg, opaque: s.next_opaque, tries: 1, lost: false });
-                let cmd = send_request(msg, s.next_opaque);
+                s.cluster.send_to_master(0, send_request(msg, s.next_opaque));
                 s.next_opaque += 1;
-                s.cluster.net.push(crate::cluster::Envelope { to: Dest::Master, client: 0, cmd });
-                s.cluster.net.sort_by_key(|e| (e.to, e.client, e.cmd.opaque, e.cmd.code));
             }
             Action::Deliver { index } | Action::Duplicate { index } => {
                 let env = if matches!(action, Action::Duplicate { .. }) {
@@ -479,6 +469,116 @@ impl crate::Explain for NoLoss {
             Action::Restart(role) => format!("the {role:?} restarts and recovers from its disk"),
             Action::LoseDisk => "the master's disk is lost (it will restart empty)".into(),
         }
+    }
+
+    fn scenario(&self, path: &[(State, Option<Action>)], property: &str) -> Result<String, String> {
+        if property == "recovery succeeds" {
+            return Err("a recovery failure is a store bug: replay it with the model's steps".into());
+        }
+        let (flush, replication) = match self.variant {
+            Variant::Sound => ("sync", "sync"),
+            Variant::AsyncFlush => ("async", "sync"),
+            Variant::AsyncMaster => ("sync", "async"),
+        };
+        let node = |r: &Role| match r {
+            Role::Master => "broker",
+            Role::Slave => "slave",
+        };
+        // The model's faults in order, on a timeline under steady load. A power cut that came
+        // right after a SEND_OK in the model is aimed the same way (`on ack`), unless its disk
+        // is lost next (a wipe needs the node down at a known time: that cut is at a fixed time,
+        // where the load keeps recent answers unreplicated). Power cuts with nothing flushed or
+        // restarted between them in the model fire together, on the same ack.
+        let mut lines: Vec<String> = Vec::new();
+        let (mut at, mut acked_since_fault, mut down) = (1_000u64, false, std::collections::BTreeSet::new());
+        let mut last_crash: Option<(u64, &'static str)> = None;
+        let mut partitioned = false;
+        let actions: Vec<(&State, &Action)> = path.iter().filter_map(|(st, a)| a.as_ref().map(|a| (st, a))).collect();
+        for (i, (state, a)) in actions.iter().enumerate() {
+            match a {
+                Action::Deliver { index } | Action::Duplicate { index }
+                    if state.cluster.net[*index].cmd.is_response() && state.cluster.net[*index].cmd.code == 0 =>
+                {
+                    acked_since_fault = true;
+                }
+                Action::FlushDone(_) | Action::Restart(_) | Action::LoseDisk => last_crash = None,
+                _ => {}
+            }
+            match a {
+                Action::Crash(r) => {
+                    let wiped_next = actions[i + 1..]
+                        .iter()
+                        .find(|(_, b)| matches!(b, Action::LoseDisk | Action::Restart(_) | Action::Crash(_)))
+                        .is_some_and(|(_, b)| matches!(b, Action::LoseDisk));
+                    let (t, aim) = match last_crash {
+                        Some((t, aim)) => (t, aim),
+                        None if acked_since_fault && !wiped_next => (at, " on ack"),
+                        None => (at, ""),
+                    };
+                    // The model held acknowledged bytes back from the slave: on a timeline,
+                    // a partition of the HA link before the cut does that.
+                    let held_back = *r == Role::Master
+                        && state.cluster.node(Role::Slave).and_then(Node::core).is_some_and(|sl| {
+                            let m = state.cluster.master.core().map_or(0, |m| m.store().commit_log_max_offset());
+                            sl.store().commit_log_max_offset() < m
+                        });
+                    if held_back && !partitioned {
+                        lines.push(format!("at {} partition broker slave", t.saturating_sub(500)));
+                        partitioned = true;
+                    }
+                    lines.push(format!("at {t} crash {}{aim}", node(r)));
+                    down.insert(node(r));
+                    last_crash = Some((t, aim));
+                    (at, acked_since_fault) = (t + 20, false);
+                }
+                Action::LoseDisk => {
+                    lines.push(format!("at {at} wipe broker"));
+                    at += 20;
+                }
+                Action::Restart(r) => {
+                    at += 2_000;
+                    lines.push(format!("at {at} restart {}", node(r)));
+                    down.remove(node(r));
+                    at += 1_000;
+                }
+                Action::HaBreak => {
+                    lines.push(format!("at {at} partition broker slave"));
+                    lines.push(format!("at {} heal", at + 1_000));
+                    at += 1_000;
+                }
+                _ => {}
+            }
+        }
+        // Whatever the model left down comes back, so the run can judge what survived.
+        at += 3_000;
+        if partitioned {
+            lines.push(format!("at {at} heal"));
+        }
+        for n in down {
+            lines.push(format!("at {at} restart {n}"));
+        }
+        let steps: Vec<String> = path.iter().filter_map(|(st, a)| a.as_ref().map(|a| self.describe(st, a))).collect();
+        Ok(format!(
+            "# goal: exported from `mqsim check no-loss --variant {variant}`: a counterexample to\n\
+             # \"{property}\". The model's steps:\n{steps}\
+             name = model-no-loss-{variant}\n\
+             flush = {flush}\n\
+             replication = {replication}\n\
+             producers = 4\n\
+             messages = 400\n\
+             send_interval_ms = 2\n\
+             consumers = 1\n\
+             queues = 1\n\
+             flush_lag_ms = 3\n\
+             duration_ms = {duration}\n\
+             {faults}\n\
+             expect acked_loss = none\n\
+             expect acked >= 1\n",
+            variant = self.variant_name(),
+            steps = steps.iter().enumerate().map(|(i, s)| format!("#   {}. {s}\n", i + 1)).collect::<String>(),
+            duration = at + 20_000,
+            faults = lines.join("\n"),
+        ))
     }
 
     fn diagnose(&self, s: &State, property: &str) -> Option<String> {

@@ -270,7 +270,7 @@ impl Promise {
     pub fn of(s: &Scenario) -> Self {
         Promise {
             acked_loss_allowed: s.acked_loss_allowed,
-            idempotent: s.idempotent,
+            idempotent: s.idempotent || s.processed_once,
             floors: s.floors,
             timely: s.timeliness(),
             body_bytes: s.body_bytes,
@@ -582,7 +582,8 @@ fn judge(
     }
     let processed_duplicates: u64 = h.processed.values().map(|n| u64::from(n.saturating_sub(1))).sum();
     if idempotent && processed_duplicates > 0 {
-        problems.push(format!("idempotent consumers processed {processed_duplicates} messages twice"));
+        problems
+            .push(format!("consumers processed {processed_duplicates} messages twice (each must be processed once)"));
         kinds.insert("processed-twice");
     }
     let safety = !problems.is_empty();

@@ -111,6 +111,10 @@ enum Cmd {
         /// Name the models and their variants.
         #[arg(long)]
         list: bool,
+        /// Write the first counterexample as a fast-lane scenario file (replay it with
+        /// `mqsim run --file FILE`).
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
     },
     /// Run seeds 1..=N of one scenario (or `all`) in one lane or every lane, and summarise;
     /// with `--lane all` the lanes' verdicts are compared seed by seed.
@@ -464,8 +468,8 @@ fn real_main() -> anyhow::Result<u8> {
             Ok(lanes) => sweep(&name, seeds, &lanes, json),
             Err(code) => Ok(code),
         },
-        Cmd::Check { model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list } => {
-            cmd_check(model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list)
+        Cmd::Check { model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list, export } => {
+            cmd_check(model, variant, depth, threads, bounds, bfs, timeout_secs, json, explorer, list, export)
         }
     }
 }
@@ -483,6 +487,7 @@ fn cmd_check(
     json: bool,
     explorer: Option<String>,
     list: bool,
+    export: Option<std::path::PathBuf>,
 ) -> anyhow::Result<u8> {
     let bounds = bounds
         .iter()
@@ -503,8 +508,8 @@ fn cmd_check(
         anyhow::bail!("name a model (`mqsim check --list`)");
     };
     if let Some(addr) = explorer {
-        if !bounds.is_empty() || depth.is_some() {
-            anyhow::bail!("--explorer serves the model at its default bounds; drop --bound and --depth");
+        if !bounds.is_empty() || depth.is_some() || export.is_some() {
+            anyhow::bail!("--explorer serves the model at its default bounds; drop --bound, --depth and --export");
         }
         eprintln!("# serving stateright's Explorer for {model} on http://{addr}/ (Ctrl-C to stop)");
         rmq_models::explore(&model, &variant, &addr)?;
@@ -522,6 +527,14 @@ fn cmd_check(
         println!("{}", serde_json::to_string(&report).expect("reports serialize"));
     } else {
         print!("{}", report.render());
+    }
+    if let Some(path) = export {
+        let Some(c) = report.counterexamples.first() else {
+            anyhow::bail!("--export: no counterexample to export (the properties hold)");
+        };
+        let text = c.scenario.as_ref().map_err(|why| anyhow::anyhow!("--export: {why}"))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("# counterexample written as a scenario: mqsim run --file {} --seed 1", path.display());
     }
     Ok(match report.verdict {
         rmq_models::Verdict::Holds => 0,

@@ -61,18 +61,7 @@ impl Directory for MemDirectory {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let mut names: Vec<String> = self
-            .files
-            .keys()
-            .filter_map(|path| path.strip_prefix(&prefix))
-            .filter_map(|rest| rest.split('/').next())
-            .map(str::to_string)
-            .collect();
-        // Keys sort by full path, not by first component ("a-b" < "a/x"): sort before dedup.
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(names_under(self.files.keys(), dir))
     }
 
     fn remove(&mut self, path: &str) -> Result<(), StoreError> {
@@ -137,8 +126,8 @@ impl Segment for DurableSegment {
 /// model checker exploring crash sequences needs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct MemDisk {
-    /// Small files by relative path.
-    files: BTreeMap<String, Vec<u8>>,
+    /// Small files.
+    files: MemDirectory,
     /// Segment files by relative path: their durable bytes when no store holds them open,
     /// empty while one does.
     segments: BTreeMap<String, Vec<u8>>,
@@ -157,7 +146,7 @@ impl MemDisk {
 
     /// Segment and small-file paths, sorted (for tests and traces).
     pub fn paths(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.files.keys().chain(self.segments.keys()).cloned().collect();
+        let mut out: Vec<String> = self.files.files.keys().chain(self.segments.keys()).cloned().collect();
         out.sort();
         out
     }
@@ -175,34 +164,35 @@ impl Directory for MemDisk {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = format!("{}/", dir.trim_end_matches('/'));
-        let mut names: Vec<String> = self
-            .files
-            .keys()
-            .chain(self.segments.keys())
-            .filter_map(|path| path.strip_prefix(&prefix))
-            .filter_map(|rest| rest.split('/').next())
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        Ok(names_under(self.files.files.keys().chain(self.segments.keys()), dir))
     }
 
     fn remove(&mut self, path: &str) -> Result<(), StoreError> {
-        self.files.remove(path);
         self.segments.remove(path);
-        Ok(())
+        self.files.remove(path)
     }
 
     fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.files.get(path).cloned())
+        self.files.read_file(path)
     }
 
     fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.files.insert(path.to_string(), bytes.to_vec());
-        Ok(())
+        self.files.write_file(path, bytes)
     }
+}
+
+/// Names (first path components) directly under `dir` among `paths`, sorted, deduplicated.
+fn names_under<'a>(paths: impl Iterator<Item = &'a String>, dir: &str) -> Vec<String> {
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    let mut names: Vec<String> = paths
+        .filter_map(|path| path.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split('/').next())
+        .map(str::to_string)
+        .collect();
+    // Keys sort by full path, not by first component ("a-b" < "a/x"): sort before dedup.
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
