@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! use rmq_client::idempotent::{IdempotentDb, Outcome};
-//! use redb::TableDefinition;
+//! use redb::{ReadableTable, TableDefinition};
 //! const BALANCES: TableDefinition<&str, i64> = TableDefinition::new("balances");
 //! # fn f(msg: &rmq_client::MessageExt) -> Result<(), redb::Error> {
 //! let db = IdempotentDb::open(std::path::Path::new("/var/lib/app/consumer.redb"))?;
