@@ -102,3 +102,37 @@ fn a_run_can_be_drawn_as_a_timeline_page() {
     assert!(html.contains("crash-at-flush") && html.contains("stack"), "the page names the run");
     assert!(html.contains("sim.trigger.fired"), "the trace is in the page");
 }
+
+#[test]
+fn check_exits_0_when_the_properties_hold_1_with_a_counterexample_4_for_usage() {
+    let (code, out) = mqsim(&["check", "exactly-once"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict: the properties hold") && out.contains("unique"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("cx.sim");
+    let (code, out) =
+        mqsim(&["check", "exactly-once", "--variant", "no-dedup", "--export", dest.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("--json prints one JSON report");
+    assert_eq!(report["verdict"], "fails");
+    assert!(report["counterexamples"][0]["steps"].as_array().is_some_and(|s| !s.is_empty()), "{out}");
+    // The exported counterexample replays as a failing simulation.
+    let (code, out) = mqsim(&["run", "x", "--file", dest.to_str().unwrap(), "--seed", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("processed") && out.contains("twice"), "{out}");
+    for bad in [
+        &["check", "exactly-once", "--bound", "bogus=1"][..],
+        &["check", "exactly-once", "--threads", "0"],
+        &["check", "no-such-model"],
+        &["check", "no-loss", "--variant", "maybe"],
+        &["check", "no-loss", "--explorer", "192.0.2.1:3000"],
+    ] {
+        let (code, out) = mqsim(bad);
+        assert_eq!(code, 4, "{bad:?}: {out}");
+    }
+    let (code, list) = mqsim(&["check", "--list"]);
+    assert_eq!(code, 0);
+    for v in ["no-loss", "exactly-once", "async-flush", "async-master", "no-dedup"] {
+        assert!(list.contains(v), "{list}");
+    }
+}

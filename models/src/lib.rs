@@ -262,6 +262,9 @@ fn build(model: &str, variant: &str, bounds: &[(String, u64)]) -> Result<(Built,
 
 /// Checks `model` in `variant` (an empty variant: the sound one).
 pub fn check(model: &str, variant: &str, opts: &CheckOptions) -> Result<Report, UnknownModel> {
+    if opts.threads == 0 || opts.depth == Some(0) {
+        return Err(UnknownModel("threads and depth must be at least 1".into()));
+    }
     let (built, variant) = build(model, variant, &opts.bounds)?;
     Ok(match built {
         Built::NoLoss(m) => {
@@ -309,7 +312,7 @@ where
     (checker.state_count(), checker.unique_state_count(), checker.max_depth(), checker.is_done(), found)
 }
 
-/// Runs the checker over `m` (depth first unless `opts.bfs`), then shortens a counterexample
+/// Runs the checker over `m` (depth first unless `opts.bfs`; at least one thread), then shortens a counterexample
 /// with a breadth-first search bounded by its length.
 pub fn run<M>(model: &str, variant: &str, m: M, opts: &CheckOptions) -> Report
 where

@@ -507,6 +507,12 @@ fn cmd_check(
     let Some(model) = model else {
         anyhow::bail!("name a model (`mqsim check --list`)");
     };
+    if threads == 0 {
+        anyhow::bail!("--threads 0: the checker needs at least one thread");
+    }
+    if depth == Some(0) {
+        anyhow::bail!("--depth 0: the search needs at least the initial state (depth 1)");
+    }
     if let Some(addr) = explorer {
         if !bounds.is_empty() || depth.is_some() || export.is_some() {
             anyhow::bail!("--explorer serves the model at its default bounds; drop --bound, --depth and --export");
