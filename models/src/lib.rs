@@ -90,9 +90,9 @@ pub struct CheckOptions {
     /// Bounds to change from the model's defaults, by name (`messages`, `crashes`, …; see
     /// [`Bounded::set`]). A name the model does not have is refused.
     pub bounds: Vec<(String, u64)>,
-    /// Breadth first (short counterexamples, memory grows with the frontier) instead of
-    /// depth first (memory grows with the depth only). Either way, a counterexample found is
-    /// shortened by a breadth-first search bounded by its length.
+    /// Breadth first (memory grows with the frontier) instead of depth first (memory grows
+    /// with the depth only). Either way, a counterexample found is replaced by a shortest one
+    /// (a breadth-first search bounded by its length).
     pub bfs: bool,
 }
 
@@ -312,8 +312,72 @@ where
     (checker.state_count(), checker.unique_state_count(), checker.max_depth(), checker.is_done(), found)
 }
 
-/// Runs the checker over `m` (depth first unless `opts.bfs`; at least one thread), then shortens a counterexample
-/// with a breadth-first search bounded by its length.
+/// The shortest path (at most `max_len` actions) to a state where `condition` fails.
+fn shortest<M>(
+    m: &M,
+    condition: fn(&M, &M::State) -> bool,
+    max_len: usize,
+) -> Option<stateright::Path<M::State, M::Action>>
+where
+    M: Model,
+    M::State: Clone + Hash + PartialEq,
+    M::Action: Clone + PartialEq,
+{
+    use std::hash::Hasher;
+    // `DefaultHasher::new()` has fixed keys: the same fingerprints on every run.
+    let fingerprint = |s: &M::State| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        s.hash(&mut h);
+        h.finish()
+    };
+    let inits = m.init_states();
+    // Visited states: fingerprint → node; a node is (parent node and the action from it, or
+    // the initial state it is).
+    let mut seen: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    let mut tree: Vec<Result<(usize, M::Action), usize>> = Vec::new();
+    let mut frontier = std::collections::VecDeque::new();
+    for (k, init) in inits.iter().enumerate() {
+        if seen.insert(fingerprint(init), tree.len()).is_none() {
+            frontier.push_back((init.clone(), tree.len(), 0usize));
+            tree.push(Err(k));
+        }
+    }
+    while let Some((state, node, depth)) = frontier.pop_front() {
+        if !condition(m, &state) {
+            let mut actions = Vec::new();
+            let mut i = node;
+            let root = loop {
+                match &tree[i] {
+                    Ok((parent, a)) => {
+                        actions.push(a.clone());
+                        i = *parent;
+                    }
+                    Err(k) => break *k,
+                }
+            };
+            actions.reverse();
+            return stateright::Path::from_actions(m, inits[root].clone(), actions.iter());
+        }
+        if depth >= max_len {
+            continue;
+        }
+        let mut actions = Vec::new();
+        m.actions(&state, &mut actions);
+        for a in actions {
+            let Some(next) = m.next_state(&state, a.clone()) else { continue };
+            let fp = fingerprint(&next);
+            if let std::collections::btree_map::Entry::Vacant(v) = seen.entry(fp) {
+                v.insert(tree.len());
+                frontier.push_back((next, tree.len(), depth + 1));
+                tree.push(Ok((node, a)));
+            }
+        }
+    }
+    None
+}
+
+/// Runs the checker over `m` (depth first unless `opts.bfs`; at least one thread), then
+/// replaces each counterexample by a shortest one.
 pub fn run<M>(model: &str, variant: &str, m: M, opts: &CheckOptions) -> Report
 where
     M: Explain + Send + Sync + Clone + 'static,
@@ -341,14 +405,15 @@ where
         .filter_map(|p| discoveries.get(p.name))
         .map(|path| path.clone().into_actions().len())
         .min();
-    if let (Some(len), false) = (failure_len, opts.bfs) {
-        // Shorten: the shortest counterexample is at most this long (the initial state is at
-        // depth 1, and states at the target depth are not checked). One thread, so the path
-        // found (the first in breadth-first order) is the same on every run.
-        let shortest = m.clone().checker().target_max_depth(len + 2);
-        let shortest = shortest.finish_when(HasDiscoveries::AnyFailures).spawn_bfs().join();
-        for (name, path) in shortest.discoveries() {
-            discoveries.insert(name, path);
+    if let Some(len) = failure_len {
+        // Shorten: a breadth-first search of our own, bounded by the length found, in the
+        // model's action order on one thread: the path is a shortest one, the same every run.
+        for p in props.iter().filter(|p| p.expectation == Expectation::Always) {
+            if discoveries.contains_key(p.name) {
+                if let Some(path) = shortest(&m, p.condition, len) {
+                    discoveries.insert(p.name, path);
+                }
+            }
         }
     }
     let seconds = started.elapsed().as_secs_f64();
