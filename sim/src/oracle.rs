@@ -270,7 +270,7 @@ impl Promise {
     pub fn of(s: &Scenario) -> Self {
         Promise {
             acked_loss_allowed: s.acked_loss_allowed,
-            idempotent: s.idempotent || s.processed_once,
+            idempotent: s.idempotent || s.processed_once == Some(true),
             floors: s.floors,
             timely: s.timeliness(),
             body_bytes: s.body_bytes,

@@ -27,7 +27,8 @@
 //! at 5000 wipe broker     # a crashed broker's disk is lost: it restarts empty
 //! at 6000 heal
 //! expect acked_loss = none   # none | allowed
-//! expect processed_twice = none  # none | allowed (default: none when idempotent)
+//! expect processed_twice = none  # none | allowed (default: none when idempotent; allowed
+//!                                 # beside idempotent = true is refused)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,10 +170,11 @@ pub struct Scenario {
     pub faults: Vec<(u64, Fault)>,
     /// Whether acknowledged messages may be lost (ASYNC_FLUSH crashes).
     pub acked_loss_allowed: bool,
-    /// Each message must be processed once even without `idempotent` (`expect
-    /// processed_twice = none`): what a model's `no-dedup` counterexample, exported, claims and
-    /// breaks. Idempotent scenarios always expect it.
-    pub processed_once: bool,
+    /// `expect processed_twice = none` (`Some(true)`) or `= allowed` (`Some(false)`): each
+    /// message must be processed once even without `idempotent`, which is what a model's
+    /// `no-dedup` counterexample, exported, claims and breaks. Idempotent scenarios always
+    /// expect it; `allowed` beside `idempotent = true` is refused.
+    pub processed_once: Option<bool>,
     /// Per-node wall-clock skew, ms (message timestamps, expiry).
     pub clock_skew_ms: BTreeMap<String, i64>,
     /// When random frame loss and duplication stop (`net_faults_until_ms`); by default a
@@ -279,7 +281,7 @@ impl Default for Scenario {
             duration_ms: 30_000,
             faults: Vec::new(),
             acked_loss_allowed: false,
-            processed_once: false,
+            processed_once: None,
             clock_skew_ms: BTreeMap::new(),
             net_faults_until_ms: None,
             delivery_within_ms: None,
@@ -352,8 +354,8 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             match compact.as_str() {
                 "acked_loss=none" => s.acked_loss_allowed = false,
                 "acked_loss=allowed" => s.acked_loss_allowed = true,
-                "processed_twice=none" => s.processed_once = true,
-                "processed_twice=allowed" => s.processed_once = false,
+                "processed_twice=none" => s.processed_once = Some(true),
+                "processed_twice=allowed" => s.processed_once = Some(false),
                 _ => {
                     let floor = |v: &str| Floor::parse(v).ok_or_else(|| err("bad floor (N or N%, at most 100%)"));
                     if let Some(v) = compact.strip_prefix("acked>=") {
@@ -450,6 +452,9 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             }
             _ => return Err(format!("unknown key {k}")),
         }
+    }
+    if s.idempotent && s.processed_once == Some(false) {
+        return Err("expect processed_twice = allowed contradicts idempotent = true (idempotent consumers process each message once)".into());
     }
     s.faults.sort_by_key(|f| f.0);
     Ok(s)
@@ -636,8 +641,10 @@ impl Scenario {
             out.push_str(&format!("skew {node} {ms}\n"));
         }
         out.push_str(&format!("expect acked_loss = {}\n", if self.acked_loss_allowed { "allowed" } else { "none" }));
-        if self.processed_once {
-            out.push_str("expect processed_twice = none\n");
+        match self.processed_once {
+            Some(true) => out.push_str("expect processed_twice = none\n"),
+            Some(false) => out.push_str("expect processed_twice = allowed\n"),
+            None => {}
         }
         out.push_str(&format!("expect acked >= {}\n", self.floors.acked.dsl()));
         out.push_str(&format!("expect delivered >= {}\n", self.floors.delivered.dsl()));

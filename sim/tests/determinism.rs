@@ -120,6 +120,20 @@ fn idempotent_consumers_process_each_message_once_despite_duplicates() {
 }
 
 #[test]
+fn processed_twice_is_judged_when_the_scenario_expects_once_and_a_contradiction_is_refused() {
+    let plain = builtin("duplicate-delivery").unwrap();
+    let expecting = rmq_sim::scenario::parse(&format!("{}expect processed_twice = none\n", plain.to_dsl())).unwrap();
+    let r = run(&expecting, 1, false);
+    assert!(r.findings.processed_duplicates > 0);
+    assert_eq!(r.findings.verdict, rmq_sim::Verdict::Safety, "{:?}", r.findings.problems);
+    assert!(r.findings.kinds.contains(&"processed-twice"), "{:?}", r.findings.kinds);
+    assert_eq!(run(&plain, 1, false).findings.verdict, rmq_sim::Verdict::Pass, "duplicates alone are allowed");
+    let idem = builtin("duplicate-delivery-idempotent").unwrap().to_dsl();
+    let e = rmq_sim::scenario::parse(&format!("{idem}expect processed_twice = allowed\n")).unwrap_err();
+    assert!(e.contains("contradicts idempotent"), "{e}");
+}
+
+#[test]
 fn the_timing_property_checks_real_deliveries_in_quiet_stretches() {
     // Held pulls are answered when a message arrives, not at their deadline: on a healthy
     // network a message reaches a consumer within two round trips, a flush and 500 ms. A broker
