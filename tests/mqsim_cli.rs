@@ -126,6 +126,9 @@ fn check_exits_0_when_the_properties_hold_1_with_a_counterexample_4_for_usage() 
         &["check", "no-such-model"],
         &["check", "no-loss", "--variant", "maybe"],
         &["check", "no-loss", "--explorer", "192.0.2.1:3000"],
+        &["check", "no-loss", "--explorer", "127.0.0.1:0", "--threads", "4"],
+        &["check", "--list", "no-loss"],
+        &["check", "exactly-once", "--bound", "messages=0"],
     ] {
         let (code, out) = mqsim(bad);
         assert_eq!(code, 4, "{bad:?}: {out}");
@@ -135,4 +138,9 @@ fn check_exits_0_when_the_properties_hold_1_with_a_counterexample_4_for_usage() 
     for v in ["no-loss", "exactly-once", "async-flush", "async-master", "no-dedup"] {
         assert!(list.contains(v), "{list}");
     }
+    let (code, list) = mqsim(&["check", "--list", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(list.trim()).expect("--list --json prints JSON");
+    assert_eq!(list[0]["model"], "no-loss");
+    assert_eq!(list[0]["variants"][0], "sync");
 }

@@ -74,13 +74,13 @@ impl Node {
     }
 }
 
-/// Where an envelope goes.
+/// Where an envelope goes (the client is the envelope's `client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dest {
     /// A request to the master.
     Master,
-    /// A response to client `i`.
-    Client(u8),
+    /// A response to the client.
+    Client,
 }
 
 /// A remoting frame in flight between a client and the master.
@@ -200,7 +200,7 @@ impl Cluster {
         if c.slave.is_some() {
             c.restart(cfg, Role::Slave).expect("an empty slave opens");
             // The slave connects on its first timer.
-            c.tick(cfg, Role::Slave);
+            c.tick(Role::Slave);
         }
         c
     }
@@ -237,16 +237,16 @@ impl Cluster {
     }
 
     /// Runs `f` on a running core at its clock, then routes every output.
-    fn with_core(&mut self, cfg: &GroupConfig, role: Role, f: impl FnOnce(&mut BrokerCore<MemDisk>, u64)) {
+    fn with_core(&mut self, role: Role, f: impl FnOnce(&mut BrokerCore<MemDisk>, u64)) {
         let now = self.clock[Self::idx(role)];
         if let Some(core) = self.node_mut(role).and_then(Node::core_mut) {
             f(core, now);
         }
-        self.pump(cfg);
+        self.pump();
     }
 
     /// Routes outputs of both cores until none is left.
-    fn pump(&mut self, cfg: &GroupConfig) {
+    fn pump(&mut self) {
         loop {
             let mut outs = Vec::new();
             for role in self.roles() {
@@ -260,18 +260,18 @@ impl Cluster {
                 break;
             }
             for (role, o) in outs {
-                self.route(cfg, role, o);
+                self.route(role, o);
             }
         }
         self.net.sort_by_key(Envelope::sort_key);
     }
 
-    fn route(&mut self, cfg: &GroupConfig, from: Role, out: Output) {
+    fn route(&mut self, from: Role, out: Output) {
         let now = self.clock[Self::idx(from)];
         match out {
             Output::Transmit { conn, cmd } => {
                 if let Some(client) = conn.0.checked_sub(CLIENT_CONN_BASE).and_then(|c| u8::try_from(c).ok()) {
-                    self.net.push(Envelope { to: Dest::Client(client), client, cmd });
+                    self.net.push(Envelope { to: Dest::Client, client, cmd });
                 }
             }
             Output::Flush => {
@@ -305,7 +305,7 @@ impl Cluster {
                     }
                 }
             }
-            Output::HaClose { .. } => self.break_ha(cfg),
+            Output::HaClose { .. } => self.break_ha(),
             Output::HaConnect { .. } => {
                 let master_up = self.master.core().is_some();
                 if master_up && self.ha.is_none() {
@@ -326,12 +326,12 @@ impl Cluster {
                     link.to_master.push_back(offset);
                 }
             }
-            Output::HaDisconnect { .. } => self.break_ha(cfg),
+            Output::HaDisconnect { .. } => self.break_ha(),
         }
     }
 
     /// The HA connection breaks: both ends are told (the slave reconnects on a later timer).
-    pub fn break_ha(&mut self, _cfg: &GroupConfig) {
+    pub fn break_ha(&mut self) {
         if self.ha.take().is_none() {
             return;
         }
@@ -351,9 +351,9 @@ impl Cluster {
     }
 
     /// A request from client `client` reaches the master (nothing happens if it is down).
-    pub fn deliver_request(&mut self, cfg: &GroupConfig, client: u8, cmd: RemotingCommand) {
+    pub fn deliver_request(&mut self, client: u8, cmd: RemotingCommand) {
         let conn = ConnId(CLIENT_CONN_BASE + u64::from(client));
-        self.with_core(cfg, Role::Master, |core, now| core.on_request(now, conn, cmd));
+        self.with_core(Role::Master, |core, now| core.on_request(now, conn, cmd));
     }
 
     /// Whether `role` has a flush the disk can complete.
@@ -362,7 +362,7 @@ impl Cluster {
     }
 
     /// The disk completes one flush of `role`.
-    pub fn flush(&mut self, cfg: &GroupConfig, role: Role) {
+    pub fn flush(&mut self, role: Role) {
         let now = self.clock[Self::idx(role)];
         if let Some(Node::Up { core, flushes }) = self.node_mut(role) {
             *flushes = flushes.saturating_sub(1);
@@ -371,7 +371,7 @@ impl Cluster {
                 Err(_) => core.on_flush_failed(now),
             }
         }
-        self.pump(cfg);
+        self.pump();
     }
 
     /// When `role`'s next timer is due, if it is running.
@@ -381,37 +381,37 @@ impl Cluster {
     }
 
     /// Moves `role`'s clock to its next timer and runs it.
-    pub fn tick(&mut self, cfg: &GroupConfig, role: Role) {
+    pub fn tick(&mut self, role: Role) {
         if let Some(at) = self.next_timer(role) {
             self.clock[Self::idx(role)] = at;
-            self.with_core(cfg, role, |core, now| core.on_timer(now));
+            self.with_core(role, |core, now| core.on_timer(now));
         }
     }
 
     /// The next HA frame reaches the slave.
-    pub fn ha_to_slave(&mut self, cfg: &GroupConfig) {
+    pub fn ha_to_slave(&mut self) {
         let Some((offset, bytes)) = self.ha.as_mut().and_then(|l| l.to_slave.pop_front()) else { return };
-        self.with_core(cfg, Role::Slave, |core, now| core.on_ha_master_data(now, offset, &bytes));
+        self.with_core(Role::Slave, |core, now| core.on_ha_master_data(now, offset, &bytes));
     }
 
     /// The next HA report reaches the master.
-    pub fn ha_to_master(&mut self, cfg: &GroupConfig) {
+    pub fn ha_to_master(&mut self) {
         let Some(offset) = self.ha.as_mut().and_then(|l| l.to_master.pop_front()) else { return };
-        self.with_core(cfg, Role::Master, |core, now| core.on_ha_slave_report(now, HA_CONN, offset));
+        self.with_core(Role::Master, |core, now| core.on_ha_slave_report(now, HA_CONN, offset));
     }
 
     /// A power cut on `role`: it keeps what it flushed; its connections break. Returns false if
     /// it was already down.
-    pub fn crash(&mut self, cfg: &GroupConfig, role: Role) -> bool {
+    pub fn crash(&mut self, role: Role) -> bool {
         let Some(Node::Up { core, .. }) = self.node(role) else { return false };
         let disk = MemDisk::after_power_cut(core.store());
-        self.break_ha(cfg);
+        self.break_ha();
         *self.node_mut(role).expect("present") = Node::Down { disk };
         if role == Role::Master {
             // Every client connection to the master breaks with it.
             self.net.clear();
         }
-        self.pump(cfg);
+        self.pump();
         true
     }
 
@@ -432,10 +432,10 @@ impl Cluster {
         if role == Role::Master {
             for i in 0..cfg.clients {
                 let conn = ConnId(CLIENT_CONN_BASE + u64::from(i));
-                self.with_core(cfg, role, |core, now| core.on_conn_opened(now, conn, client_peer(i)));
+                self.with_core(role, |core, now| core.on_conn_opened(now, conn, client_peer(i)));
             }
         }
-        self.pump(cfg);
+        self.pump();
         Ok(())
     }
 }

@@ -74,6 +74,7 @@ impl crate::Bounded for Bounds {
     fn set(&mut self, name: &str, value: u64) -> Result<(), String> {
         let small = |name: &str, v: u64| u8::try_from(v).map_err(|_| format!("bound {name}={v} is above 255"));
         match name {
+            "messages" if value == 0 => return Err("bound messages=0: a model needs a message to check".into()),
             "messages" => self.messages = small(name, value)?,
             "consumer-crashes" => self.consumer_crashes = small(name, value)?,
             "broker-crashes" => self.broker_crashes = small(name, value)?,
@@ -145,6 +146,19 @@ pub struct Consumer {
     pub claims: ExpiringClaims,
 }
 
+/// Faults spent so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Spent {
+    /// Consumer crashes.
+    pub consumer_crashes: u8,
+    /// Broker power cuts.
+    pub broker_crashes: u8,
+    /// Duplicated frames.
+    pub duplicates: u8,
+    /// Lost frames.
+    pub losses: u8,
+}
+
 /// One state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct State {
@@ -156,8 +170,8 @@ pub struct State {
     pub db: Db,
     /// Next opaque.
     pub next_opaque: i32,
-    /// Faults spent: consumer crashes, broker crashes, duplicates, losses.
-    pub spent: [u8; 4],
+    /// Faults spent.
+    pub spent: Spent,
     /// A delivery was skipped as a duplicate.
     pub skipped_duplicate: bool,
     /// The consumer crashed with processed messages not committed.
@@ -194,10 +208,6 @@ pub enum Action {
 }
 
 const GROUP: &str = "CG";
-
-fn header_request(code: RequestCode, opaque: i32, h: &impl rmq_proto::header::CommandHeader) -> RemotingCommand {
-    RemotingCommand::request_with(code, opaque, h)
-}
 
 impl ExactlyOnce {
     /// The model of `variant` within `bounds`.
@@ -289,9 +299,9 @@ impl Model for ExactlyOnce {
         // The producer's sends, already answered: each record stored and flushed.
         for (i, id) in self.stored_ids().into_iter().enumerate() {
             let cmd = crate::cluster::send_request(&id, -1 - i as i32, false);
-            cluster.deliver_request(&self.cfg, 0, cmd);
+            cluster.deliver_request(0, cmd);
             while cluster.can_flush(Role::Master) {
-                cluster.flush(&self.cfg, Role::Master);
+                cluster.flush(Role::Master);
             }
         }
         cluster.net.clear(); // The producer has its answers.
@@ -300,7 +310,7 @@ impl Model for ExactlyOnce {
             consumer: Consumer { claims: ExpiringClaims::new(60_000), ..Consumer::default() },
             db: Db::default(),
             next_opaque: 1,
-            spent: [0; 4],
+            spent: Spent::default(),
             skipped_duplicate: false,
             crash_before_commit: false,
             open_failed: None,
@@ -317,7 +327,8 @@ impl Model for ExactlyOnce {
         if up && c.waiting.is_none() {
             match c.next {
                 None => actions.push(Action::QueryOffset),
-                Some(n) if c.pending.is_empty() && n < self.stored_ids().len() as u64 => actions.push(Action::Pull),
+                // The records stored: every message once, the first twice.
+                Some(n) if c.pending.is_empty() && n < u64::from(b.messages) + 1 => actions.push(Action::Pull),
                 _ => {}
             }
             if c.done_to.is_some() && c.done_to != c.committed {
@@ -329,21 +340,21 @@ impl Model for ExactlyOnce {
         }
         for i in 0..s.cluster.net.len() {
             actions.push(Action::Deliver(i));
-            if s.spent[2] < b.duplicates {
+            if s.spent.duplicates < b.duplicates {
                 actions.push(Action::Duplicate(i));
             }
-            if s.spent[3] < b.losses {
+            if s.spent.losses < b.losses {
                 actions.push(Action::Lose(i));
             }
         }
-        if s.spent[0] < b.consumer_crashes {
+        if s.spent.consumer_crashes < b.consumer_crashes {
             actions.push(Action::ConsumerCrash);
         }
         if s.cluster.can_flush(Role::Master) {
             actions.push(Action::FlushDone);
         }
         match s.cluster.master {
-            Node::Up { .. } if s.spent[1] < b.broker_crashes => actions.push(Action::BrokerCrash),
+            Node::Up { .. } if s.spent.broker_crashes < b.broker_crashes => actions.push(Action::BrokerCrash),
             Node::Down { .. } => actions.push(Action::BrokerRestart),
             _ => {}
         }
@@ -356,7 +367,7 @@ impl Model for ExactlyOnce {
             Action::QueryOffset => self.request(&mut s, Waiting::Offset, &|o| {
                 let h =
                     QueryConsumerOffsetRequestHeader { consumer_group: GROUP.into(), topic: TOPIC.into(), queue_id: 0 };
-                header_request(RequestCode::QueryConsumerOffset, o, &h)
+                RemotingCommand::request_with(RequestCode::QueryConsumerOffset, o, &h)
             }),
             Action::Pull => {
                 let next = s.consumer.next.unwrap_or(0);
@@ -376,7 +387,7 @@ impl Model for ExactlyOnce {
                         max_msg_bytes: None,
                         broker_name: None,
                     };
-                    header_request(RequestCode::PullMessage, o, &h)
+                    RemotingCommand::request_with(RequestCode::PullMessage, o, &h)
                 })
             }
             Action::Process => self.process(&mut s),
@@ -390,36 +401,36 @@ impl Model for ExactlyOnce {
                         queue_id: 0,
                         commit_offset: to as i64,
                     };
-                    header_request(RequestCode::UpdateConsumerOffset, o, &h)
+                    RemotingCommand::request_with(RequestCode::UpdateConsumerOffset, o, &h)
                 })
             }
             Action::Deliver(i) | Action::Duplicate(i) => {
                 let env = if matches!(action, Action::Duplicate(_)) {
-                    s.spent[2] += 1;
+                    s.spent.duplicates += 1;
                     s.cluster.net[i].clone()
                 } else {
                     s.cluster.net.remove(i)
                 };
                 match env.to {
-                    Dest::Master => s.cluster.deliver_request(cfg, 0, env.cmd),
-                    Dest::Client(_) => self.on_answer(&mut s, &env.cmd),
+                    Dest::Master => s.cluster.deliver_request(0, env.cmd),
+                    Dest::Client => self.on_answer(&mut s, &env.cmd),
                 }
             }
             Action::Lose(i) => {
-                s.spent[3] += 1;
+                s.spent.losses += 1;
                 s.cluster.net.remove(i);
                 s.consumer.waiting = None; // Its request times out; it asks again.
             }
             Action::ConsumerCrash => {
-                s.spent[0] += 1;
+                s.spent.consumer_crashes += 1;
                 s.crash_before_commit |= s.consumer.done_to.is_some() && s.consumer.done_to != s.consumer.committed;
                 s.consumer = Consumer { claims: ExpiringClaims::new(60_000), ..Consumer::default() };
                 s.cluster.net.clear(); // Its connection broke.
             }
-            Action::FlushDone => s.cluster.flush(cfg, Role::Master),
+            Action::FlushDone => s.cluster.flush(Role::Master),
             Action::BrokerCrash => {
-                s.spent[1] += 1;
-                s.cluster.crash(cfg, Role::Master);
+                s.spent.broker_crashes += 1;
+                s.cluster.crash(Role::Master);
                 s.consumer.waiting = None;
             }
             Action::BrokerRestart => {

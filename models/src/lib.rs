@@ -28,7 +28,7 @@ pub mod no_loss;
 
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
@@ -38,14 +38,10 @@ pub trait Explain: Model {
     /// One line for `action` taken in `state`.
     fn describe(&self, state: &Self::State, action: &Self::Action) -> String;
     /// What was found wrong (or notable) in the last state of a counterexample.
-    fn diagnose(&self, _state: &Self::State, _property: &str) -> Option<String> {
-        None
-    }
+    fn diagnose(&self, state: &Self::State, property: &str) -> Option<String>;
     /// The counterexample as a fast-lane scenario (`mqsim run --file F`) that reproduces the
     /// same violation, or why it cannot be expressed there.
-    fn scenario(&self, _path: &[(Self::State, Option<Self::Action>)], _property: &str) -> Result<String, String> {
-        Err("this model has no scenario export".into())
-    }
+    fn scenario(&self, path: &[(Self::State, Option<Self::Action>)], property: &str) -> Result<String, String>;
 }
 
 /// A model's bounds, settable by name.
@@ -139,8 +135,9 @@ pub struct Report {
     pub unique_states: usize,
     /// Deepest level explored.
     pub max_depth: usize,
-    /// Wall time.
-    pub seconds: f64,
+    /// Wall time, when the caller measured it (the library reads no clock; `mqsim check`
+    /// times the run with the real Env's stopwatch).
+    pub seconds: Option<f64>,
     /// The verdict.
     pub verdict: Verdict,
     /// `always` properties that failed.
@@ -153,6 +150,10 @@ pub struct Report {
     pub timed_out: bool,
     /// The bounds checked, by name.
     pub bounds: Vec<(String, u64)>,
+    /// The machine's own limit, when the caller measured it: how many of this model's states
+    /// one thread can clone and hash per second ([`state_cost`]), the least work a checker
+    /// does per state.
+    pub baseline_states_per_s: Option<f64>,
 }
 
 impl Report {
@@ -163,14 +164,21 @@ impl Report {
 
     /// A human-readable summary.
     pub fn render(&self) -> String {
+        let mut time = self.seconds.map_or(String::new(), |s| format!(", {s:.2} s"));
+        if let (Some(secs), Some(base)) = (self.seconds, self.baseline_states_per_s) {
+            let rate = self.unique_states as f64 / secs.max(1e-9);
+            time.push_str(&format!(
+                " ({rate:.0} unique states/s; one thread clones and hashes {base:.0} states/s: {:.2}× that)",
+                rate / base
+            ));
+        }
         let mut out = format!(
-            "model {} variant {}: {} states, {} unique, depth {}, {:.2} s{}\n",
+            "model {} variant {}: {} states, {} unique, depth {}{time}{}\n",
             self.model,
             self.variant,
             self.states,
             self.unique_states,
             self.max_depth,
-            self.seconds,
             if self.timed_out { " (timed out: incomplete)" } else { "" }
         );
         if !self.bounds.is_empty() {
@@ -275,6 +283,32 @@ pub fn check(model: &str, variant: &str, opts: &CheckOptions) -> Result<Report, 
             let b = m.bounds;
             run(model, variant, m, opts).with_bounds(&b)
         }
+    })
+}
+
+/// The least work a checker does per state of `model`: clones its initial state and hashes
+/// the clone, `n` times (returns a checksum, so the work is not optimised away). The caller
+/// times it: states per second of this is the machine's own limit for the model.
+pub fn state_cost(model: &str, variant: &str, n: u32) -> Result<u64, UnknownModel> {
+    fn work<M: Model>(m: &M, n: u32) -> u64
+    where
+        M::State: Clone + Hash,
+    {
+        use std::hash::Hasher;
+        let init = m.init_states().remove(0);
+        let mut sum = 0u64;
+        for _ in 0..n {
+            let copy = std::hint::black_box(init.clone());
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            copy.hash(&mut h);
+            sum = sum.wrapping_add(h.finish());
+        }
+        sum
+    }
+    let (built, _) = build(model, variant, &[])?;
+    Ok(match built {
+        Built::NoLoss(m) => work(&m, n),
+        Built::ExactlyOnce(m) => work(&m, n),
     })
 }
 
@@ -385,9 +419,6 @@ where
     M::Action: Clone + Debug + PartialEq + Send + Sync + 'static,
 {
     let props = m.properties();
-    // Wall time is a figure the report prints (states per second), never an input to a model.
-    #[allow(clippy::disallowed_methods)]
-    let started = Instant::now();
     let mut builder = m.clone().checker().threads(opts.threads.max(1));
     if let Some(d) = opts.depth {
         builder = builder.target_max_depth(d);
@@ -416,7 +447,6 @@ where
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
     let mut counterexamples = Vec::new();
     let (mut reached, mut unreached) = (Vec::new(), Vec::new());
     for p in &props {
@@ -443,7 +473,9 @@ where
             (_, None) => {}
         }
     }
-    let timed_out = opts.timeout.is_some_and(|t| started.elapsed() >= t) && !done;
+    // A run that stopped at a counterexample is not done either; only a run with nothing
+    // found and states left unexplored was cut short.
+    let timed_out = opts.timeout.is_some() && !done && counterexamples.is_empty();
     // An early stop at a counterexample leaves `sometimes` properties unexplored: they only
     // count against a run that found nothing wrong.
     let verdict =
@@ -454,12 +486,13 @@ where
         states,
         unique_states,
         max_depth,
-        seconds,
+        seconds: None,
         verdict,
         counterexamples,
         unreached,
         reached,
         timed_out,
         bounds: Vec::new(),
+        baseline_states_per_s: None,
     }
 }

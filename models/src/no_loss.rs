@@ -76,6 +76,7 @@ impl crate::Bounded for Bounds {
     fn set(&mut self, name: &str, value: u64) -> Result<(), String> {
         let small = |name: &str, v: u64| u8::try_from(v).map_err(|_| format!("bound {name}={v} is above 255"));
         match name {
+            "messages" if value == 0 => return Err("bound messages=0: a model needs a message to check".into()),
             "messages" => self.messages = small(name, value)?,
             "crashes" => self.crashes = small(name, value)?,
             "disk-losses" => self.disk_losses = small(name, value)?,
@@ -355,8 +356,8 @@ impl Model for NoLoss {
                     s.cluster.net.remove(index)
                 };
                 match env.to {
-                    Dest::Master => s.cluster.deliver_request(cfg, env.client, env.cmd),
-                    Dest::Client(_) => self.on_answer(&mut s, &env.cmd),
+                    Dest::Master => s.cluster.deliver_request(env.client, env.cmd),
+                    Dest::Client => self.on_answer(&mut s, &env.cmd),
                 }
             }
             Action::Lose { index } => {
@@ -367,18 +368,18 @@ impl Model for NoLoss {
                 }
             }
             Action::SendTimeout => self.give_up_or_retry(&mut s, true),
-            Action::HaToSlave => s.cluster.ha_to_slave(cfg),
-            Action::HaToMaster => s.cluster.ha_to_master(cfg),
+            Action::HaToSlave => s.cluster.ha_to_slave(),
+            Action::HaToMaster => s.cluster.ha_to_master(),
             Action::HaBreak => {
                 s.spent.ha_breaks += 1;
-                s.cluster.break_ha(cfg);
+                s.cluster.break_ha();
             }
-            Action::FlushDone(role) => s.cluster.flush(cfg, role),
-            Action::Timer(role) => s.cluster.tick(cfg, role),
+            Action::FlushDone(role) => s.cluster.flush(role),
+            Action::Timer(role) => s.cluster.tick(role),
             Action::Crash(role) => {
                 s.spent.crashes += 1;
                 s.crash_after_ack |= last.just_acked;
-                s.cluster.crash(cfg, role);
+                s.cluster.crash(role);
                 if role == Role::Master {
                     // The producer's connection broke: its send fails (a timeout, or at once).
                     if let Some(a) = s.sending.as_mut() {

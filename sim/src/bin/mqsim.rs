@@ -90,9 +90,9 @@ enum Cmd {
         /// Explore no deeper than this many steps.
         #[arg(long)]
         depth: Option<usize>,
-        /// Checker threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Checker threads (default 2).
+        #[arg(long)]
+        threads: Option<usize>,
         /// Change a bound of the model, e.g. `--bound losses=1 --bound messages=3` (the report
         /// lists every bound with its value).
         #[arg(long = "bound", value_name = "NAME=VALUE")]
@@ -480,7 +480,7 @@ fn cmd_check(
     model: Option<String>,
     variant: String,
     depth: Option<usize>,
-    threads: usize,
+    threads: Option<usize>,
     bounds: Vec<String>,
     bfs: bool,
     timeout_secs: Option<u64>,
@@ -498,6 +498,26 @@ fn cmd_check(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if list {
+        let other = model.is_some()
+            || !variant.is_empty()
+            || depth.is_some()
+            || threads.is_some()
+            || !bounds.is_empty()
+            || bfs
+            || timeout_secs.is_some()
+            || explorer.is_some()
+            || export.is_some();
+        if other {
+            anyhow::bail!("--list names the models; it takes no model or other option (except --json)");
+        }
+        if json {
+            let models: Vec<serde_json::Value> = rmq_models::CATALOGUE
+                .iter()
+                .map(|(name, variants, what)| serde_json::json!({"model": name, "variants": variants, "what": what}))
+                .collect();
+            println!("{}", serde_json::Value::Array(models));
+            return Ok(0);
+        }
         for (name, variants, what) in rmq_models::CATALOGUE {
             println!("{name:<13} {what}");
             println!("{:<13} variants: {} (the first holds; the others must fail)", "", variants.join(", "));
@@ -507,15 +527,24 @@ fn cmd_check(
     let Some(model) = model else {
         anyhow::bail!("name a model (`mqsim check --list`)");
     };
-    if threads == 0 {
+    if threads == Some(0) {
         anyhow::bail!("--threads 0: the checker needs at least one thread");
     }
     if depth == Some(0) {
         anyhow::bail!("--depth 0: the search needs at least the initial state (depth 1)");
     }
     if let Some(addr) = explorer {
-        if !bounds.is_empty() || depth.is_some() || export.is_some() {
-            anyhow::bail!("--explorer serves the model at its default bounds; drop --bound, --depth and --export");
+        let checking_only = !bounds.is_empty()
+            || depth.is_some()
+            || export.is_some()
+            || threads.is_some()
+            || bfs
+            || timeout_secs.is_some()
+            || json;
+        if checking_only {
+            anyhow::bail!(
+                "--explorer serves the model at its default bounds and explores on demand; it takes none of --bound, --depth, --export, --threads, --bfs, --timeout-secs, --json"
+            );
         }
         eprintln!("# serving stateright's Explorer for {model} on http://{addr}/ (Ctrl-C to stop)");
         rmq_models::explore(&model, &variant, &addr)?;
@@ -523,12 +552,21 @@ fn cmd_check(
     }
     let opts = rmq_models::CheckOptions {
         depth,
-        threads,
+        threads: threads.unwrap_or(2),
         bounds,
         timeout: timeout_secs.map(std::time::Duration::from_secs),
         bfs,
     };
-    let report = rmq_models::check(&model, &variant, &opts)?;
+    // The machine's own limit for this model, measured in the same run: one thread cloning
+    // and hashing a state (the least a checker does per state).
+    const PROBE: u32 = 20_000;
+    let watch = rmq_rt::RealEnv::stopwatch();
+    std::hint::black_box(rmq_models::state_cost(&model, &variant, PROBE)?);
+    let baseline = f64::from(PROBE) / watch.elapsed().as_secs_f64().max(1e-9);
+    let watch = rmq_rt::RealEnv::stopwatch();
+    let mut report = rmq_models::check(&model, &variant, &opts)?;
+    report.seconds = Some(watch.elapsed().as_secs_f64());
+    report.baseline_states_per_s = Some(baseline);
     if json {
         println!("{}", serde_json::to_string(&report).expect("reports serialize"));
     } else {
