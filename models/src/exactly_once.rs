@@ -418,8 +418,14 @@ impl Model for ExactlyOnce {
             }
             Action::Lose(i) => {
                 s.spent.losses += 1;
-                s.cluster.net.remove(i);
-                s.consumer.waiting = None; // Its request times out; it asks again.
+                let lost = s.cluster.net.remove(i);
+                let waited = match s.consumer.waiting {
+                    Some(Waiting::Offset(o) | Waiting::Pull(o) | Waiting::Commit(o)) => o == lost.cmd.opaque,
+                    None => false,
+                };
+                if waited {
+                    s.consumer.waiting = None; // Its request times out; it asks again.
+                }
             }
             Action::ConsumerCrash => {
                 s.spent.consumer_crashes += 1;

@@ -189,7 +189,11 @@ impl Report {
             out.push_str(&format!("  reached: {p}\n"));
         }
         for p in &self.unreached {
-            out.push_str(&format!("  NOT reached: {p}\n"));
+            if self.counterexamples.is_empty() {
+                out.push_str(&format!("  NOT reached: {p}\n"));
+            } else {
+                out.push_str(&format!("  not reached before the search stopped at a counterexample: {p}\n"));
+            }
         }
         for c in &self.counterexamples {
             out.push_str(&format!("  COUNTEREXAMPLE to \"{}\" in {} steps:\n", c.property, c.steps.len()));

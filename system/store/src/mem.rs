@@ -143,13 +143,6 @@ impl MemDisk {
         }
         disk
     }
-
-    /// Segment and small-file paths, sorted (for tests and traces).
-    pub fn paths(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.files.files.keys().chain(self.segments.keys()).cloned().collect();
-        out.sort();
-        out
-    }
 }
 
 impl Directory for MemDisk {
