@@ -3,15 +3,21 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::VecDeque;
+
+use rmq_client_core::producer::{
+    ProducerCore, ProducerOutput, ProducerSettings, RouteAnswer, Selection, SendFailure, SendId, SendRequest,
+};
 use rmq_client_core::rebalance::allocate_averagely;
-use rmq_client_core::retry::is_retryable;
+use rmq_client_core::retry::SendStatus;
 use rmq_client_core::PublishInfo;
 use rmq_proto::body::{
-    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, SubscriptionData, TopicRouteData,
+    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
+    TopicRouteData,
 };
 use rmq_proto::codes::{pull_flag, RequestCode};
-use rmq_proto::header::{PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, SendMessageRequestHeader};
-use rmq_proto::message::{decode_messages, encode_properties, prop};
+use rmq_proto::header::{PullMessageRequestHeader, QueryConsumerOffsetRequestHeader};
+use rmq_proto::message::{decode_messages, prop};
 use rmq_proto::{RemotingCommand, ResponseCode};
 
 use crate::world::{Role, World, EPOCH_MS, TOPIC};
@@ -32,27 +38,36 @@ pub const REBALANCE_MS: u64 = 1_000;
 /// refreshes the route at once.
 pub const ROUTE_REFRESH_MS: u64 = 30_000;
 
+/// Why a producer request is outstanding.
 #[derive(Debug, Clone)]
-struct PendingSend {
-    key: String,
-    attempt: u32,
-    sent_at: u64,
-    mq: MessageQueue,
+enum Ticket {
+    Route { topic: String, ask: String },
+    Attempt { send: SendId, attempt: u32 },
 }
 
-/// A producer sending `total` messages keyed `p<idx>-<seq>`.
+/// A producer sending `total` messages keyed `p<idx>-<seq>`: an application over the client's
+/// [`ProducerCore`], which makes every decision (route, queue, timeout, retry, heartbeat).
 #[derive(Debug)]
 pub struct Producer {
     idx: u32,
     total: u32,
     seq: u32,
-    route: Option<PublishInfo>,
-    route_asked: Option<i32>,
-    /// When the route was last asked for (refreshed every [`ROUTE_REFRESH_MS`], as RocketMQ's
-    /// producer polls the NameServer, so a broker the NameServer dropped leaves its queues).
-    route_asked_at: u64,
-    pending: BTreeMap<i32, PendingSend>,
+    core: ProducerCore,
+    /// The application's key of each send the core holds.
+    keys: BTreeMap<SendId, String>,
+    tickets: BTreeMap<i32, Ticket>,
     next_opaque: i32,
+}
+
+/// The fast lane's producer settings: RocketMQ's defaults, with a 3 s deadline per attempt.
+fn producer_settings() -> ProducerSettings {
+    ProducerSettings {
+        send_timeout_ms: REQUEST_TIMEOUT_MS * SEND_ATTEMPTS_MAX as u64,
+        attempt_timeout_ms: REQUEST_TIMEOUT_MS,
+        retry_times: SEND_ATTEMPTS_MAX - 1,
+        route_refresh_ms: ROUTE_REFRESH_MS,
+        heartbeat_interval_ms: ROUTE_REFRESH_MS,
+    }
 }
 
 impl Producer {
@@ -62,10 +77,9 @@ impl Producer {
             idx,
             total,
             seq: 0,
-            route: None,
-            route_asked: None,
-            route_asked_at: 0,
-            pending: BTreeMap::new(),
+            core: ProducerCore::new(producer_settings(), 0),
+            keys: BTreeMap::new(),
+            tickets: BTreeMap::new(),
             next_opaque: 1,
         }
     }
@@ -75,17 +89,17 @@ impl Producer {
         self.next_opaque
     }
 
-    /// The producer after a process restart: unanswered sends are forgotten (their callers
-    /// died); it resumes with the next message, as an application replaying its input would.
-    pub fn restarted(&self) -> Self {
+    /// The producer after a process restart at `now`: unanswered sends are forgotten (their
+    /// callers died); it resumes with the next message, as an application replaying its input
+    /// would.
+    pub fn restarted(&self, now: u64) -> Self {
         Producer {
             idx: self.idx,
             total: self.total,
             seq: self.seq,
-            route: None,
-            route_asked: None,
-            route_asked_at: 0,
-            pending: BTreeMap::new(),
+            core: ProducerCore::new(producer_settings(), now),
+            keys: BTreeMap::new(),
+            tickets: BTreeMap::new(),
             next_opaque: self.next_opaque + 1_000,
         }
     }
@@ -208,39 +222,24 @@ pub fn on_tick(w: &mut World, me: usize) {
 }
 
 fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
-    let refresh = p.route.is_some() && p.route_asked.is_none() && w.now >= p.route_asked_at + ROUTE_REFRESH_MS;
-    if p.route.is_none() || refresh {
-        p.route_asked_at = w.now;
-        let o = p.opaque();
-        p.route_asked = Some(o);
-        let mut cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, o).with_ext("topic", TOPIC);
-        cmd.opaque = o;
-        let ns = w.namesrv_for(me);
-        w.send(me, ns, &cmd);
-    }
-    let expired: Vec<i32> =
-        p.pending.iter().filter(|(_, s)| w.now >= s.sent_at + REQUEST_TIMEOUT_MS).map(|(o, _)| *o).collect();
-    for o in expired {
-        let s = p.pending.remove(&o).expect("listed above");
-        w.trace.line(
-            w.now,
-            &w.nodes[me].name.clone(),
-            "client.send.timed_out",
-            &format!("key={} attempt={}", s.key, s.attempt),
-        );
-        retry_or_fail(w, me, p, s, "timeout");
-    }
-    if p.route.is_some() && p.seq < p.total && p.pending.len() < PRODUCER_INFLIGHT_MAX {
+    let out = p.core.tick(w.now);
+    apply_producer(w, me, p, out);
+    if p.seq < p.total && p.core.pending_len() < PRODUCER_INFLIGHT_MAX {
         let key = format!("p{}-{}", p.idx, p.seq);
         p.seq += 1;
         w.history.sent.insert(key.clone());
         w.history.send_began(&key, w.now);
-        send_attempt(w, me, p, key, 1, None);
+        // A hot message goes keyed to one queue (and stays there on a retry, as an orderly
+        // send does); the rest rotate over every queue.
+        let selection = if w.scenario.is_hot(&key) { Selection::ByKey(HOT_KEY.into()) } else { Selection::RoundRobin };
+        let (send, out) = p.core.submit(TOPIC, selection, None, false, w.now);
+        p.keys.insert(send, key);
+        apply_producer(w, me, p, out);
     }
-    let busy = p.seq < p.total || !p.pending.is_empty() || p.route.is_none();
-    let next = if p.route.is_none() { 500 } else { w.scenario.send_interval_ms };
+    let busy = p.seq < p.total || p.core.pending_len() > 0;
+    let next = if p.core.publish_info(TOPIC).is_none() { 500 } else { w.scenario.send_interval_ms };
     if busy {
-        w.schedule_timer(me, w.now + next);
+        w.schedule_timer(me, (w.now + next).min(p.core.next_wakeup()));
     }
 }
 
@@ -248,48 +247,106 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
 /// selects.
 pub const HOT_KEY: &str = "hot";
 
-fn send_attempt(w: &mut World, me: usize, p: &mut Producer, key: String, attempt: u32, avoid: Option<&str>) {
-    // A hot message goes keyed to one queue (and stays there on a retry, as an orderly send
-    // does); the rest rotate over every queue.
-    let hot = w.scenario.is_hot(&key);
-    let Some(mq) = p.route.as_mut().and_then(|r| if hot { r.select_by_key(HOT_KEY) } else { r.select(avoid) }).cloned()
-    else {
-        return;
-    };
-    let Some(broker) = w.broker_node(&mq.broker_name) else { return };
-    let mut props = BTreeMap::new();
-    props.insert(prop::UNIQ_KEY.to_string(), key.clone());
-    props.insert(prop::WAIT.to_string(), "true".to_string());
-    let h = SendMessageRequestHeader {
-        producer_group: "PG".into(),
-        topic: TOPIC.into(),
-        default_topic: "TBW102".into(),
-        default_topic_queue_nums: 4,
-        queue_id: mq.queue_id,
-        born_timestamp: (EPOCH_MS + w.now) as i64,
-        properties: Some(encode_properties(&props)),
-        ..Default::default()
-    };
-    let o = p.opaque();
-    let body = crate::oracle::body_for(&key, w.scenario.body_bytes);
-    let mut cmd = RemotingCommand::request(RequestCode::SendMessageV2, o).with_body(body);
-    cmd.ext_fields = h.to_ext_v2();
-    p.pending.insert(o, PendingSend { key: key.clone(), attempt, sent_at: w.now, mq: mq.clone() });
-    w.trace.line(
-        w.now,
-        &w.nodes[me].name.clone(),
-        "client.message.sent",
-        &format!("key={key} queue={} attempt={attempt}", mq.queue_id),
-    );
-    w.send(me, broker, &cmd);
-}
-
-fn retry_or_fail(w: &mut World, me: usize, p: &mut Producer, s: PendingSend, why: &str) {
-    if s.attempt < SEND_ATTEMPTS_MAX {
-        send_attempt(w, me, p, s.key, s.attempt + 1, Some(&s.mq.broker_name));
-    } else {
-        w.history.send_failed(&s.key, w.now);
-        w.trace.line(w.now, &w.nodes[me].name.clone(), "client.send.failed", &format!("key={} cause={why}", s.key));
+/// Carries out what the producer core decided.
+fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerOutput>) {
+    let name = w.nodes[me].name.clone();
+    let mut todo: VecDeque<ProducerOutput> = out.into();
+    while let Some(o) = todo.pop_front() {
+        match o {
+            ProducerOutput::FetchRoute { topic, ask } => {
+                let o = p.opaque();
+                let mut cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, o).with_ext("topic", &ask);
+                cmd.opaque = o;
+                p.tickets.insert(o, Ticket::Route { topic, ask });
+                let ns = w.namesrv_for(me);
+                w.send(me, ns, &cmd);
+            }
+            ProducerOutput::Attempt { send, attempt, mq, addr, .. } => {
+                let key = p.keys.get(&send).cloned().unwrap_or_default();
+                w.trace.line(
+                    w.now,
+                    &name,
+                    "client.message.sent",
+                    &format!("key={key} queue={} attempt={attempt}", mq.queue_id),
+                );
+                let Some(broker) = w.node_at(&addr) else {
+                    todo.extend(p.core.on_error(send, attempt, "no node at the route's address", w.now));
+                    continue;
+                };
+                let mut props = BTreeMap::new();
+                props.insert(prop::UNIQ_KEY.to_string(), key.clone());
+                props.insert(prop::WAIT.to_string(), "true".to_string());
+                let request = SendRequest {
+                    group: "PG",
+                    mq: &mq,
+                    born_ms: (EPOCH_MS + w.now) as i64,
+                    flag: 0,
+                    properties: &props,
+                    body: crate::oracle::body_for(&key, w.scenario.body_bytes).into(),
+                    batch: false,
+                };
+                let mut cmd = request.command();
+                cmd.opaque = p.opaque();
+                p.tickets.insert(cmd.opaque, Ticket::Attempt { send, attempt });
+                w.send(me, broker, &cmd);
+            }
+            ProducerOutput::TimedOut { send, attempt } => {
+                let key = p.keys.get(&send).cloned().unwrap_or_default();
+                w.trace.line(w.now, &name, "client.send.timed_out", &format!("key={key} attempt={attempt}"));
+            }
+            ProducerOutput::Done { send, outcome } => {
+                p.tickets.retain(|_, t| !matches!(t, Ticket::Attempt { send: s, .. } if *s == send));
+                let key = p.keys.remove(&send).unwrap_or_default();
+                match outcome {
+                    Ok(s) if s.status == SendStatus::SendOk => {
+                        let (queue, offset) = (s.queue.queue_id, s.queue_offset.max(0) as u64);
+                        w.history.acked(&key, &s.queue.broker_name, queue, offset, w.now);
+                        w.check_replicated_ack(&s.queue.broker_name, &key, queue, offset);
+                        w.on_client_acked();
+                        w.trace.line(
+                            w.now,
+                            &name,
+                            "client.send.acked",
+                            &format!("key={key} queue={queue} offset={offset}"),
+                        );
+                    }
+                    Ok(s) => {
+                        // FLUSH_DISK_TIMEOUT and friends: stored, durability unconfirmed; not
+                        // counted as acked.
+                        w.history.unconfirmed += 1;
+                        w.trace.line(
+                            w.now,
+                            &name,
+                            "client.send.unconfirmed",
+                            &format!("key={key} status={:?}", s.status),
+                        );
+                    }
+                    Err(f) => {
+                        w.history.send_failed(&key, w.now);
+                        let cause = match f {
+                            SendFailure::NoRoute { .. } => "no-route",
+                            SendFailure::Rejected { .. } => "rejected",
+                            SendFailure::Exhausted { .. } => "exhausted",
+                        };
+                        w.trace.line(w.now, &name, "client.send.failed", &format!("key={key} cause={cause}"));
+                    }
+                }
+            }
+            ProducerOutput::Heartbeat { addrs } => {
+                let hb = HeartbeatData {
+                    client_id: format!("10.0.1.{}@p{}", p.idx, p.idx),
+                    producer_data_set: vec![ProducerData { group_name: "PG".into() }],
+                    ..Default::default()
+                };
+                let body = to_json(&hb);
+                for a in addrs {
+                    if let Some(node) = w.node_at(&a) {
+                        let cmd = RemotingCommand::request(RequestCode::HeartBeat, p.opaque()).with_body(body.clone());
+                        w.send(me, node, &cmd);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -297,35 +354,22 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
     if !cmd.is_response() {
         return;
     }
-    if p.route_asked == Some(cmd.opaque) {
-        p.route_asked = None;
-        if cmd.code == 0 {
-            if let Ok(route) = from_json::<TopicRouteData>(&cmd.body) {
-                let info = PublishInfo::from_route(TOPIC, &route);
-                if !info.queues.is_empty() {
-                    p.route = Some(info);
-                }
-            }
+    let Some(ticket) = p.tickets.remove(&cmd.opaque) else { return };
+    let out = match ticket {
+        Ticket::Route { topic, ask } => {
+            let answer = match ResponseCode::from_code(cmd.code) {
+                ResponseCode::Success => match from_json::<TopicRouteData>(&cmd.body) {
+                    Ok(route) => RouteAnswer::Found(route),
+                    Err(e) => RouteAnswer::Unreachable(e.to_string()),
+                },
+                ResponseCode::TopicNotExist => RouteAnswer::NotExist,
+                _ => RouteAnswer::Unreachable(format!("code {}", cmd.code)),
+            };
+            p.core.on_route(&topic, &ask, answer, w.now)
         }
-        return;
-    }
-    let Some(s) = p.pending.remove(&cmd.opaque) else { return };
-    let code = ResponseCode::from_code(cmd.code);
-    let name = w.nodes[me].name.clone();
-    if code == ResponseCode::Success {
-        let queue: i32 = cmd.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(-1);
-        let offset: u64 = cmd.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(0);
-        w.history.acked(&s.key, &s.mq.broker_name, queue, offset, w.now);
-        w.check_replicated_ack(&s.mq.broker_name, &s.key, queue, offset);
-        w.on_client_acked();
-        w.trace.line(w.now, &name, "client.send.acked", &format!("key={} queue={queue} offset={offset}", s.key));
-    } else if is_retryable(code) {
-        retry_or_fail(w, me, p, s, "retryable");
-    } else {
-        // FLUSH_DISK_TIMEOUT and friends: stored, durability unconfirmed; not counted as acked.
-        w.history.unconfirmed += 1;
-        w.trace.line(w.now, &name, "client.send.unconfirmed", &format!("key={} code={}", s.key, cmd.code));
-    }
+        Ticket::Attempt { send, attempt } => p.core.on_response(send, attempt, &cmd, w.now),
+    };
+    apply_producer(w, me, p, out);
 }
 
 fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {

@@ -835,7 +835,7 @@ impl World {
                     Role::Broker(_) => None,
                     Role::Namesrv(_) => Some(Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())))),
                     // A restarted client starts from scratch, as a new process would.
-                    Role::Producer(p) => Some(Role::Producer(p.restarted())),
+                    Role::Producer(p) => Some(Role::Producer(p.restarted(self.now))),
                     Role::Consumer(c) => Some(Role::Consumer(Consumer::new(c.index()))),
                 };
                 match restarted {

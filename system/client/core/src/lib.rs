@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`PublishInfo`]: a topic's writable queues and the round-robin / avoid-failed selection.
+//! - [`producer`]: the producer's state machine (routes, attempts, timeouts, retries, heartbeats).
 //! - [`retry`]: which send outcomes are retried.
 //! - [`rebalance`]: AVG and circle allocation.
 //! - [`ProcessQueue`]: in-flight messages of one queue; the committable offset.
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod idempotent;
+pub mod producer;
 pub mod rebalance;
 pub mod retry;
 

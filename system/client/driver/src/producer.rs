@@ -1,5 +1,7 @@
 //! The producer: synchronous, asynchronous (future or callback), one-way, key-ordered and batch
-//! sends, with retry on another broker and periodic route refresh.
+//! sends. Every decision (route requests and refreshes, queue selection, attempt deadlines, retry
+//! on another broker, heartbeats) is the client core's [`ProducerCore`]; this driver carries
+//! its outputs out over the network and hands each send's outcome to its caller.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -7,21 +9,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rmq_client_core::retry::{is_retryable, stored_status, SendStatus};
-use rmq_client_core::PublishInfo;
+use rmq_client_core::producer::{
+    ProducerCore, ProducerOutput, ProducerSettings, RouteAnswer, Selection, SendFailure, SendId, SendRequest,
+};
+use rmq_client_core::retry::SendStatus;
 use rmq_proto::body::{HeartbeatData, MessageQueue, ProducerData};
 use rmq_proto::codes::RequestCode;
-use rmq_proto::header::SendMessageRequestHeader;
-use rmq_proto::message::{encode_batch, encode_properties, prop, uniq_msg_id, BatchItem};
-use rmq_proto::{RemotingCommand, ResponseCode};
+use rmq_proto::message::{encode_batch, prop, uniq_msg_id, BatchItem};
+use rmq_proto::RemotingCommand;
 use rmq_rt::{spawn, Env};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::instance::ClientInstance;
 use crate::{ClientConfig, ClientError, SendError};
 
-/// Queues per topic asked for when a topic is auto-created.
-pub const DEFAULT_TOPIC_QUEUE_NUMS: i32 = 4;
+pub use rmq_client_core::producer::DEFAULT_TOPIC_QUEUE_NUMS;
 
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -76,10 +78,22 @@ pub struct SendResult {
     pub queue_offset: i64,
 }
 
+/// A send the core holds: what to put on the wire for each attempt, and who waits.
+struct Waiter {
+    msg: Message,
+    batch: bool,
+    reply: oneshot::Sender<Result<Option<SendResult>, SendError>>,
+}
+
 struct Inner<E: Env> {
     inst: ClientInstance<E>,
-    publish: Mutex<BTreeMap<String, PublishInfo>>,
+    core: Mutex<ProducerCore>,
+    waiters: Mutex<BTreeMap<SendId, Waiter>>,
     counter: AtomicU16,
+    /// Rings when the core's next deadline may have moved earlier (a new send).
+    wake: Notify,
+    /// Rings when a route answer reached the core.
+    routed: Notify,
     stop: watch::Sender<bool>,
 }
 
@@ -96,12 +110,30 @@ impl<E: Env> std::fmt::Debug for Producer<E> {
 }
 
 impl<E: Env> Producer<E> {
-    /// Starts a producer: route refresh and broker heartbeats run in the background.
+    /// Starts a producer: route refresh, attempt deadlines and broker heartbeats run in the
+    /// background.
     pub fn start(env: E, config: ClientConfig) -> Self {
+        let settings = ProducerSettings {
+            send_timeout_ms: config.send_timeout_ms,
+            attempt_timeout_ms: config.send_timeout_ms,
+            retry_times: config.retry_times_when_send_failed,
+            route_refresh_ms: config.poll_namesrv_interval_ms.max(100),
+            heartbeat_interval_ms: config.heartbeat_interval_ms.max(100),
+        };
+        let core = ProducerCore::new(settings, env.now_ms());
         let (inst, _incoming) = ClientInstance::new(env, config);
         let (stop, _) = watch::channel(false);
-        let p =
-            Producer { inner: Arc::new(Inner { inst, publish: Mutex::default(), counter: AtomicU16::new(0), stop }) };
+        let p = Producer {
+            inner: Arc::new(Inner {
+                inst,
+                core: Mutex::new(core),
+                waiters: Mutex::default(),
+                counter: AtomicU16::new(0),
+                wake: Notify::new(),
+                routed: Notify::new(),
+                stop,
+            }),
+        };
         let bg = p.clone();
         spawn(async move { bg.background().await });
         p
@@ -125,23 +157,137 @@ impl<E: Env> Producer<E> {
         inst.rpc.close_all().await;
     }
 
+    fn core(&self) -> std::sync::MutexGuard<'_, ProducerCore> {
+        self.inner.core.lock().expect("producer core lock is never poisoned")
+    }
+
+    fn now(&self) -> u64 {
+        self.inner.inst.env().now_ms()
+    }
+
+    /// Ticks the core by its own deadlines.
     async fn background(&self) {
         let mut stop = self.inner.stop.subscribe();
-        let cfg = &self.inner.inst.config;
-        let period = cfg.poll_namesrv_interval_ms.min(cfg.heartbeat_interval_ms).max(100);
         loop {
+            let wait = self.core().next_wakeup().saturating_sub(self.now()).clamp(1, 60_000);
             tokio::select! {
                 biased;
                 _ = stop.changed() => return,
-                _ = rmq_rt::time::sleep(Duration::from_millis(period)) => {}
+                _ = self.inner.wake.notified() => continue,
+                _ = rmq_rt::time::sleep(Duration::from_millis(wait)) => {}
             }
-            let topics: Vec<String> =
-                self.inner.publish.lock().expect("publish lock is never poisoned").keys().cloned().collect();
-            for t in topics {
-                let _ = self.refresh(&t).await;
-            }
-            self.inner.inst.heartbeat_all(&self.heartbeat_data()).await;
+            let out = {
+                let now = self.now();
+                self.core().tick(now)
+            };
+            self.carry_out(out);
         }
+    }
+
+    /// Carries out what the core decided.
+    fn carry_out(&self, out: Vec<ProducerOutput>) {
+        for o in out {
+            match o {
+                ProducerOutput::FetchRoute { topic, ask } => {
+                    let this = self.clone();
+                    spawn(async move {
+                        let answer = match this.inner.inst.fetch_route(&ask).await {
+                            Ok(route) => RouteAnswer::Found(route),
+                            Err(ClientError::NoRoute { .. }) => RouteAnswer::NotExist,
+                            Err(e) => RouteAnswer::Unreachable(e.to_string()),
+                        };
+                        let out = {
+                            let now = this.now();
+                            this.core().on_route(&topic, &ask, answer, now)
+                        };
+                        this.inner.routed.notify_waiters();
+                        this.carry_out(out);
+                    });
+                }
+                ProducerOutput::Attempt { send, attempt, mq, addr, timeout_ms, oneway } => {
+                    let Some(req) = self.request(send, &mq) else { continue };
+                    let this = self.clone();
+                    spawn(async move {
+                        if oneway {
+                            let r = this.inner.inst.rpc.invoke_oneway(&addr, req).await;
+                            let r =
+                                r.map(|()| None).map_err(|e| SendError::Exhausted { attempts: 1, last: e.to_string() });
+                            this.finish(send, r);
+                            return;
+                        }
+                        let answer = this.inner.inst.rpc.invoke(&addr, req, timeout_ms).await;
+                        let out = {
+                            let now = this.now();
+                            let mut core = this.core();
+                            match answer {
+                                Ok(resp) => core.on_response(send, attempt, &resp, now),
+                                Err(e) => core.on_error(send, attempt, &e.to_string(), now),
+                            }
+                        };
+                        this.carry_out(out);
+                    });
+                }
+                ProducerOutput::TimedOut { send, attempt } => tracing::debug!(send, attempt, "send attempt timed out"),
+                ProducerOutput::Done { send, outcome } => {
+                    let r = match outcome {
+                        Ok(stored) => {
+                            let uniq = self.waiter_uniq(send);
+                            Ok(Some(SendResult {
+                                status: stored.status,
+                                msg_id: uniq.unwrap_or_else(|| stored.offset_msg_id.clone()),
+                                offset_msg_id: stored.offset_msg_id,
+                                queue: stored.queue,
+                                queue_offset: stored.queue_offset,
+                            }))
+                        }
+                        Err(SendFailure::NoRoute { topic, cause }) => Err(SendError::NoRoute { topic, cause }),
+                        Err(SendFailure::Rejected { broker, code, remark }) => {
+                            Err(SendError::Broker { broker, code, remark })
+                        }
+                        Err(SendFailure::Exhausted { attempts, last }) => Err(SendError::Exhausted { attempts, last }),
+                    };
+                    self.finish(send, r);
+                }
+                ProducerOutput::Heartbeat { .. } => {
+                    let this = self.clone();
+                    spawn(async move { this.inner.inst.heartbeat_all(&this.heartbeat_data()).await });
+                }
+            }
+        }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, BTreeMap<SendId, Waiter>> {
+        self.inner.waiters.lock().expect("waiter lock is never poisoned")
+    }
+
+    fn waiter_uniq(&self, send: SendId) -> Option<String> {
+        self.waiters().get(&send).and_then(|w| w.msg.properties.get(prop::UNIQ_KEY).cloned())
+    }
+
+    fn finish(&self, send: SendId, r: Result<Option<SendResult>, SendError>) {
+        if let Some(w) = self.waiters().remove(&send) {
+            let _ = w.reply.send(r);
+        }
+    }
+
+    /// The wire request for an attempt of `send` to `mq`.
+    fn request(&self, send: SendId, mq: &MessageQueue) -> Option<RemotingCommand> {
+        let waiters = self.waiters();
+        let w = waiters.get(&send)?;
+        let mut props = w.msg.properties.clone();
+        if !w.batch {
+            props.entry(prop::WAIT.into()).or_insert_with(|| "true".into());
+        }
+        let req = SendRequest {
+            group: &self.inner.inst.config.group,
+            mq,
+            born_ms: self.now() as i64,
+            flag: w.msg.flag,
+            properties: &props,
+            body: w.msg.body.clone(),
+            batch: w.batch,
+        };
+        Some(req.command())
     }
 
     fn heartbeat_data(&self) -> HeartbeatData {
@@ -152,50 +298,34 @@ impl<E: Env> Producer<E> {
         }
     }
 
-    /// Refreshes a topic's route; an unknown topic falls back to TBW102 for auto-creation.
-    async fn refresh(&self, topic: &str) -> Result<PublishInfo, ClientError> {
-        let route = match self.inner.inst.fetch_route(topic).await {
-            Ok(r) => r,
-            Err(ClientError::NoRoute { .. }) => {
-                let mut r = self.inner.inst.fetch_route("TBW102").await?;
-                for qd in r.queue_datas.iter_mut() {
-                    qd.write_queue_nums = qd.write_queue_nums.min(DEFAULT_TOPIC_QUEUE_NUMS);
-                    qd.read_queue_nums = qd.read_queue_nums.min(DEFAULT_TOPIC_QUEUE_NUMS);
-                }
-                r
-            }
-            Err(e) => return Err(e),
+    /// Hands a send to the core and waits for its outcome.
+    async fn submit(
+        &self,
+        msg: Message,
+        batch: bool,
+        selection: Selection,
+        attempts: Option<u32>,
+        oneway: bool,
+    ) -> Result<Option<SendResult>, SendError> {
+        let (reply, outcome) = oneshot::channel();
+        let topic = msg.topic.clone();
+        let out = {
+            // Both locks, core first (as everywhere): the waiter is in place before any
+            // output of this send can be carried out.
+            let mut core = self.core();
+            let now = self.now();
+            let (send, out) = core.submit(&topic, selection, attempts, oneway, now);
+            self.waiters().insert(send, Waiter { msg, batch, reply });
+            out
         };
-        let mut info = PublishInfo::from_route(topic, &route);
-        let mut table = self.inner.publish.lock().expect("publish lock is never poisoned");
-        if let Some(old) = table.get(topic) {
-            info.rotor = old.rotor;
-        }
-        table.insert(topic.to_string(), info.clone());
-        Ok(info)
-    }
-
-    async fn publish_info(&self, topic: &str) -> Result<PublishInfo, SendError> {
-        let cached = self.inner.publish.lock().expect("publish lock is never poisoned").get(topic).cloned();
-        match cached {
-            Some(i) if !i.queues.is_empty() => Ok(i),
-            _ => {
-                self.refresh(topic).await.map_err(|e| SendError::NoRoute { topic: topic.into(), cause: e.to_string() })
-            }
-        }
-    }
-
-    fn select(&self, topic: &str, avoid: Option<&str>) -> Option<(MessageQueue, String)> {
-        let mut table = self.inner.publish.lock().expect("publish lock is never poisoned");
-        let info = table.get_mut(topic)?;
-        let mq = info.select(avoid)?.clone();
-        let addr = info.masters.get(&mq.broker_name)?.clone();
-        Some((mq, addr))
+        self.inner.wake.notify_one();
+        self.carry_out(out);
+        outcome.await.unwrap_or_else(|_| Err(SendError::Exhausted { attempts: 0, last: "producer stopped".into() }))
     }
 
     /// Sends and waits for the broker's answer, retrying another broker on failure.
     pub async fn send(&self, msg: Message) -> Result<SendResult, SendError> {
-        self.send_inner(msg, None).await
+        self.send_inner(msg, false, Selection::RoundRobin, None).await
     }
 
     /// Sends without waiting: the returned task resolves to the result.
@@ -214,25 +344,16 @@ impl<E: Env> Producer<E> {
     }
 
     /// Sends one-way: no answer, no retry.
-    pub async fn send_oneway(&self, msg: Message) -> Result<(), SendError> {
+    pub async fn send_oneway(&self, mut msg: Message) -> Result<(), SendError> {
         validate(&msg)?;
-        self.publish_info(&msg.topic).await?;
-        let (mq, addr) = self.select(&msg.topic, None).ok_or_else(|| no_queue(&msg.topic))?;
-        let req = self.request(&msg, &mq, None);
-        self.inner
-            .inst
-            .rpc
-            .invoke_oneway(&addr, req)
-            .await
-            .map_err(|e| SendError::Exhausted { attempts: 1, last: e.to_string() })
+        msg.properties.entry(prop::UNIQ_KEY.into()).or_insert_with(|| self.next_uniq_id());
+        self.submit(msg, false, Selection::RoundRobin, Some(1), true).await.map(|_| ())
     }
 
     /// Sends to the queue `hash(key) mod queues`: same key, same queue, in send order. One
     /// attempt, no retry on another queue (that would break the order).
     pub async fn send_orderly(&self, msg: Message, key: &str) -> Result<SendResult, SendError> {
-        let info = self.publish_info(&msg.topic).await?;
-        let mq = info.select_by_key(key).cloned().ok_or_else(|| no_queue(&msg.topic))?;
-        self.send_to(msg, mq).await
+        self.send_inner(msg, false, Selection::ByKey(key.to_string()), Some(1)).await
     }
 
     /// Sends to a queue chosen by `selector` from the topic's writable queues. One attempt.
@@ -240,25 +361,46 @@ impl<E: Env> Producer<E> {
     where
         F: FnOnce(&[MessageQueue], &Message) -> usize,
     {
-        let info = self.publish_info(&msg.topic).await?;
-        if info.queues.is_empty() {
-            return Err(no_queue(&msg.topic));
+        validate(&msg)?;
+        let queues = self.writable_queues(&msg.topic).await?;
+        let i = selector(&queues, &msg) % queues.len();
+        self.send_to(msg, queues[i].clone()).await
+    }
+
+    /// The topic's writable queues, asking the core to learn the route when it has none.
+    async fn writable_queues(&self, topic: &str) -> Result<Vec<MessageQueue>, SendError> {
+        let deadline = self.now() + self.inner.inst.config.send_timeout_ms;
+        loop {
+            let routed = self.inner.routed.notified();
+            let out = {
+                let now = self.now();
+                let mut core = self.core();
+                if let Some(info) = core.publish_info(topic) {
+                    return Ok(info.queues.clone());
+                }
+                core.want_route(topic, now)
+            };
+            self.carry_out(out);
+            let left = deadline.saturating_sub(self.now());
+            if left == 0 {
+                return Err(no_queue(topic));
+            }
+            tokio::select! {
+                _ = routed => {}
+                _ = rmq_rt::time::sleep(Duration::from_millis(left)) => {}
+            }
         }
-        let i = selector(&info.queues, &msg) % info.queues.len();
-        self.send_to(msg, info.queues[i].clone()).await
     }
 
     /// Sends to one given queue, once.
     pub async fn send_to(&self, msg: Message, mq: MessageQueue) -> Result<SendResult, SendError> {
-        validate(&msg)?;
-        let addr = self
-            .inner
-            .inst
-            .resolve(&mq, true)
-            .await
-            .map_err(|e| SendError::NoRoute { topic: msg.topic.clone(), cause: e.to_string() })?;
-        let req = self.request(&msg, &mq, None);
-        self.attempt(&addr, &mq, req, self.inner.inst.config.send_timeout_ms).await.map_err(|(e, _)| e)
+        if mq.topic != msg.topic {
+            return Err(SendError::InvalidMessage(format!(
+                "queue of topic {} for a message of {}",
+                mq.topic, msg.topic
+            )));
+        }
+        self.send_inner(msg, false, Selection::Queue(mq), Some(1)).await
     }
 
     /// Sends several messages of one topic as one SEND_BATCH_MESSAGE.
@@ -280,80 +422,26 @@ impl<E: Env> Producer<E> {
             .collect();
         let batch =
             Message { topic: first.topic.clone(), body: Bytes::from(encode_batch(&items)), ..Default::default() };
-        self.send_inner(batch, Some(())).await
+        self.send_inner(batch, true, Selection::RoundRobin, None).await
     }
 
-    async fn send_inner(&self, mut msg: Message, batch: Option<()>) -> Result<SendResult, SendError> {
+    async fn send_inner(
+        &self,
+        mut msg: Message,
+        batch: bool,
+        selection: Selection,
+        attempts: Option<u32>,
+    ) -> Result<SendResult, SendError> {
         validate(&msg)?;
-        if batch.is_none() {
+        if !batch {
             // One UNIQ_KEY for every attempt, so a retried duplicate is recognisable.
             msg.properties.entry(prop::UNIQ_KEY.into()).or_insert_with(|| self.next_uniq_id());
         }
-        self.publish_info(&msg.topic).await?;
-        let cfg = &self.inner.inst.config;
-        let env = self.inner.inst.env().clone();
-        let deadline = env.now_ms() + cfg.send_timeout_ms;
-        let attempts = 1 + cfg.retry_times_when_send_failed;
-        let mut avoid: Option<String> = None;
-        let mut last = String::new();
-        for n in 1..=attempts {
-            let now = env.now_ms();
-            if now >= deadline {
-                return Err(SendError::Exhausted {
-                    attempts: n - 1,
-                    last: format!("send timeout of {} ms spent; {last}", cfg.send_timeout_ms),
-                });
-            }
-            let (mq, addr) = self.select(&msg.topic, avoid.as_deref()).ok_or_else(|| no_queue(&msg.topic))?;
-            let req = self.request(&msg, &mq, batch);
-            match self.attempt(&addr, &mq, req, deadline - now).await {
-                Ok(r) => return Ok(r),
-                Err((e, retry)) => {
-                    if !retry {
-                        return Err(e);
-                    }
-                    last = e.to_string();
-                    avoid = Some(mq.broker_name.clone());
-                    let _ = self.refresh(&msg.topic).await;
-                }
-            }
-        }
-        Err(SendError::Exhausted { attempts, last })
-    }
-
-    /// One attempt; the bool says whether the failure is worth retrying elsewhere.
-    async fn attempt(
-        &self,
-        addr: &str,
-        mq: &MessageQueue,
-        req: RemotingCommand,
-        timeout_ms: u64,
-    ) -> Result<SendResult, (SendError, bool)> {
-        let uniq = req.ext("i").map(rmq_proto::message::decode_properties).and_then(|p| p.get(prop::UNIQ_KEY).cloned());
-        let resp = match self.inner.inst.rpc.invoke(addr, req, timeout_ms).await {
-            Ok(r) => r,
-            Err(e) => return Err((SendError::Exhausted { attempts: 1, last: e.to_string() }, true)),
-        };
-        let code = ResponseCode::from_code(resp.code);
-        if let Some(status) = stored_status(code) {
-            let offset_msg_id = resp.ext("msgId").unwrap_or_default().to_string();
-            return Ok(SendResult {
-                status,
-                msg_id: uniq.unwrap_or_else(|| offset_msg_id.clone()),
-                offset_msg_id,
-                queue: MessageQueue {
-                    queue_id: resp.ext("queueId").and_then(|q| q.parse().ok()).unwrap_or(mq.queue_id),
-                    ..mq.clone()
-                },
-                queue_offset: resp.ext("queueOffset").and_then(|q| q.parse().ok()).unwrap_or(-1),
-            });
-        }
-        let err = SendError::Broker {
-            broker: mq.broker_name.clone(),
-            code: resp.code,
-            remark: resp.remark.unwrap_or_default(),
-        };
-        Err((err, is_retryable(code)))
+        let r = self.submit(msg, batch, selection, attempts, false).await?;
+        r.ok_or_else(|| SendError::Exhausted {
+            attempts: 1,
+            last: "the core ended a two-way send without an answer".into(),
+        })
     }
 
     fn next_uniq_id(&self) -> String {
@@ -361,36 +449,6 @@ impl<E: Env> Producer<E> {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let ip = self.inner.inst.config.client_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         uniq_msg_id(ip, env.process_id() as u16, env.seed() as i32, env.now_ms() as i64, n)
-    }
-
-    fn request(&self, msg: &Message, mq: &MessageQueue, batch: Option<()>) -> RemotingCommand {
-        let mut props = msg.properties.clone();
-        if batch.is_none() {
-            props.entry(prop::UNIQ_KEY.into()).or_insert_with(|| self.next_uniq_id());
-            props.entry(prop::WAIT.into()).or_insert_with(|| "true".into());
-        }
-        let h = SendMessageRequestHeader {
-            producer_group: self.inner.inst.config.group.clone(),
-            topic: msg.topic.clone(),
-            default_topic: "TBW102".into(),
-            default_topic_queue_nums: DEFAULT_TOPIC_QUEUE_NUMS,
-            queue_id: mq.queue_id,
-            sys_flag: 0,
-            born_timestamp: self.inner.inst.env().now_ms() as i64,
-            flag: msg.flag,
-            properties: Some(encode_properties(&props)),
-            reconsume_times: Some(0),
-            unit_mode: Some(false),
-            batch: Some(batch.is_some()),
-            max_reconsume_times: None,
-            broker_name: Some(mq.broker_name.clone()),
-        };
-        let code = if batch.is_some() { RequestCode::SendBatchMessage } else { RequestCode::SendMessageV2 };
-        let mut cmd = RemotingCommand::request(code, 0).with_body(msg.body.clone());
-        cmd.ext_fields = h.to_ext_v2();
-        // The compact ROCKETMQ header costs both sides less than JSON; the broker answers in kind.
-        cmd.serialize_type = rmq_proto::SerializeType::RocketMq;
-        cmd
     }
 }
 
