@@ -332,13 +332,11 @@ impl ProducerCore {
                     }
                 }
                 t.addrs = route.broker_datas.iter().flat_map(|b| b.broker_addrs.values().cloned()).collect();
+                // A route without a writable queue replaces the last one too (as RocketMQ's
+                // does): the next send asks again rather than waiting out a dead master.
                 let mut info = PublishInfo::from_route(topic, &route);
-                // A route that lost every writable queue keeps the last that had some: the
-                // brokers come back, and a send failing there is retried elsewhere.
-                if !info.queues.is_empty() {
-                    info.rotor = t.info.rotor;
-                    t.info = info;
-                }
+                info.rotor = t.info.rotor;
+                t.info = info;
                 "no writable queue on a broker with a live master".to_string()
             }
             RouteAnswer::NotExist if ask != DEFAULT_TOPIC => {
@@ -502,7 +500,11 @@ impl ProducerCore {
         p.last = why;
         let avoid = p.current.take().map(|(mq, _)| mq.broker_name);
         let topic = p.topic.clone();
-        if p.attempt >= p.attempts_max || now_ms >= p.deadline_ms {
+        let spent = p.attempt >= p.attempts_max || now_ms >= p.deadline_ms;
+        // The route may be what failed (a broker gone): learn it again, whether or not this
+        // send retries, so the next send does not wait out the same dead broker.
+        self.ask(&topic, &topic, now_ms, out);
+        if spent {
             let p = self.pending.remove(&send).expect("present");
             let last = if now_ms >= p.deadline_ms && p.attempt < p.attempts_max {
                 format!("send timeout of {} ms spent; {}", self.settings.send_timeout_ms, p.last)
@@ -512,8 +514,6 @@ impl ProducerCore {
             out.push(ProducerOutput::Done { send, outcome: Err(SendFailure::Exhausted { attempts: p.attempt, last }) });
             return;
         }
-        // The route may be what failed (a broker gone): learn it again beside the retry.
-        self.ask(&topic, &topic, now_ms, out);
         self.attempt(send, avoid.as_deref(), now_ms, out);
     }
 
@@ -701,6 +701,28 @@ mod tests {
         assert_eq!((n, timeout), (3, 1_000), "the last attempt gets what is left of the send's time");
         let out = core.tick(5_000);
         assert!(matches!(done(&out), Some(Err(SendFailure::Exhausted { attempts: 3, .. }))), "{out:?}");
+        core.assert_invariants();
+    }
+
+    #[test]
+    fn a_send_that_fails_for_good_still_refreshes_the_route_for_the_next_one() {
+        // One broker, one attempt that times out: the send ends, and the route is asked again
+        // so the next send learns the master is gone instead of waiting it out too.
+        let settings = ProducerSettings { send_timeout_ms: 3_000, attempt_timeout_ms: 3_000, ..Default::default() };
+        let mut core = ProducerCore::new(settings, 0);
+        core.submit("T", Selection::RoundRobin, None, false, 0);
+        core.on_route("T", "T", RouteAnswer::Found(route(&["a"])), 0);
+        let out = core.tick(3_000);
+        assert!(matches!(done(&out), Some(Err(SendFailure::Exhausted { attempts: 1, .. }))), "{out:?}");
+        assert!(out.contains(&ProducerOutput::FetchRoute { topic: "T".into(), ask: "T".into() }), "{out:?}");
+        let mut gone = route(&["a"]);
+        gone.broker_datas[0].broker_addrs = [(1, "a-slave:1".to_string())].into();
+        core.on_route("T", "T", RouteAnswer::Found(gone.clone()), 3_001);
+        assert!(core.publish_info("T").is_none(), "a route without a master replaces the last one");
+        let (_, out) = core.submit("T", Selection::RoundRobin, None, false, 3_002);
+        assert_eq!(out, vec![ProducerOutput::FetchRoute { topic: "T".into(), ask: "T".into() }]);
+        let out = core.on_route("T", "T", RouteAnswer::Found(gone), 3_010);
+        assert!(matches!(done(&out), Some(Err(SendFailure::NoRoute { .. }))), "{out:?}");
         core.assert_invariants();
     }
 
