@@ -5,22 +5,28 @@ use std::collections::BTreeMap;
 
 use std::collections::VecDeque;
 
+use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, PullAnswer, ReqId, StartFrom};
 use rmq_client_core::producer::{
     ProducerCore, ProducerOutput, ProducerSettings, RouteAnswer, Selection, SendFailure, SendId, SendRequest,
 };
-use rmq_client_core::rebalance::allocate_averagely;
 use rmq_client_core::retry::SendStatus;
-use rmq_client_core::PublishInfo;
 use rmq_proto::body::{
     from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
     TopicRouteData,
 };
 use rmq_proto::codes::{pull_flag, RequestCode};
-use rmq_proto::header::{PullMessageRequestHeader, QueryConsumerOffsetRequestHeader};
-use rmq_proto::message::{decode_messages, prop};
+use rmq_proto::header::{
+    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, QueueRequestHeader,
+    UpdateConsumerOffsetRequestHeader,
+};
+use rmq_proto::message::{decode_messages, prop, MessageExt};
 use rmq_proto::{RemotingCommand, ResponseCode};
 
+use crate::oracle::message_key;
 use crate::world::{Role, World, EPOCH_MS, TOPIC};
+
+/// The group's retry topic, which a CLUSTERING member subscribes to beside its own.
+const RETRY_TOPIC: &str = "%RETRY%G";
 
 /// Sends in flight per producer.
 pub const PRODUCER_INFLIGHT_MAX: usize = 8;
@@ -105,38 +111,42 @@ impl Producer {
     }
 }
 
+/// What a consumer request is for (to decode its answer).
 #[derive(Debug, Clone)]
-enum Req {
+enum Asked {
     Route,
     Members,
-    QueryOffset(MessageQueue),
+    Committed,
+    QueueOffset,
     Pull(MessageQueue),
-    Heartbeat,
+    SendBack,
 }
 
-#[derive(Debug, Default, Clone)]
-struct QueueState {
-    next: Option<u64>,
-    inflight: Option<i32>,
-}
-
-/// A CLUSTERING consumer of group `G`, subscribed to the topic with `*`.
+/// A CLUSTERING consumer of group `G`, subscribed to the topic with `*`: an application over
+/// the client's [`ConsumerCore`], which makes every decision (rebalance, start offsets, pulls,
+/// replica choice, commits, re-seating after a failure).
 #[derive(Debug)]
 pub struct Consumer {
     idx: u32,
-    client_id: String,
-    queues: Vec<MessageQueue>,
-    owned: BTreeMap<MessageQueue, QueueState>,
-    pending: BTreeMap<i32, (Req, u64)>,
+    core: ConsumerCore,
+    tickets: BTreeMap<i32, (ReqId, Asked)>,
+    /// Messages handed over by a pull and not finished yet.
+    held: BTreeMap<(MessageQueue, u64), MessageExt>,
     next_opaque: i32,
-    last_rebalance: u64,
-    /// Broker name → broker id → address, from the last route: a group's master (id 0) while
-    /// the NameServer lists it, otherwise its slave.
-    addrs: BTreeMap<String, BTreeMap<i64, String>>,
-    /// When the route was last asked for (`None`: ask now).
-    route_asked_at: Option<u64>,
-    /// Broker name → the broker id its last pull answer suggested (suggestWhichBrokerId).
-    suggested: BTreeMap<String, i64>,
+}
+
+/// The fast lane's consumer settings: a 1 s long poll, heartbeat and rebalance every second.
+fn consumer_settings(idx: u32) -> ConsumerSettings {
+    let mut s = ConsumerSettings::new(&format!("10.0.2.{idx}@c{idx}"), &[TOPIC, RETRY_TOPIC]);
+    s.start_from = StartFrom::First;
+    s.pull_hold_ms = PULL_HOLD_MS;
+    s.request_timeout_ms = REQUEST_TIMEOUT_MS;
+    s.pull_retry_delay_ms = CONSUMER_TICK_MS;
+    s.rebalance_ms = REBALANCE_MS;
+    s.heartbeat_ms = REBALANCE_MS;
+    s.route_refresh_ms = ROUTE_REFRESH_MS;
+    s.members_rotor = idx as usize;
+    s
 }
 
 impl Consumer {
@@ -144,58 +154,32 @@ impl Consumer {
     pub fn new(idx: u32) -> Self {
         Consumer {
             idx,
-            client_id: format!("10.0.2.{idx}@c{idx}"),
-            queues: Vec::new(),
-            owned: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            core: ConsumerCore::new(consumer_settings(idx), 0),
+            tickets: BTreeMap::new(),
+            held: BTreeMap::new(),
             next_opaque: 1,
-            last_rebalance: 0,
-            addrs: BTreeMap::new(),
-            route_asked_at: None,
-            suggested: BTreeMap::new(),
         }
     }
 
-    /// The node to read a group's queues from: the broker id the last pull answer suggested
-    /// if the route lists it, else the master, else the lowest-numbered slave (RocketMQ's
-    /// findBrokerAddressInSubscribe).
-    fn read_node(&self, w: &World, broker_name: &str) -> Option<usize> {
-        let ids = self.addrs.get(broker_name);
-        let suggested = self.suggested.get(broker_name).and_then(|id| ids.and_then(|ids| ids.get(id)));
-        match suggested.or_else(|| ids.and_then(|ids| ids.values().next())) {
-            Some(addr) => w.node_at(addr),
-            None => w.broker_node(broker_name),
-        }
+    /// The consumer after a process restart at `now`: it starts from scratch, as a new process
+    /// would.
+    pub fn restarted(&self, now: u64) -> Self {
+        Consumer { core: ConsumerCore::new(consumer_settings(self.idx), now), ..Consumer::new(self.idx) }
     }
 
-    /// Every broker node of the route, masters and slaves (heartbeats go to all of them).
-    fn route_nodes(&self, w: &World) -> Vec<usize> {
-        if self.addrs.is_empty() {
-            let mut v: Vec<usize> = self.queues.iter().filter_map(|q| w.broker_node(&q.broker_name)).collect();
-            v.dedup();
-            return v;
-        }
-        self.addrs.values().flat_map(|ids| ids.values()).filter_map(|a| w.node_at(a)).collect()
-    }
-
-    /// One node per group: where the group's queues are read.
-    fn read_nodes(&self, w: &World) -> Vec<usize> {
-        let mut names: Vec<&str> = self.queues.iter().map(|q| q.broker_name.as_str()).collect();
-        names.dedup();
-        names.into_iter().filter_map(|n| self.read_node(w, n)).collect()
-    }
-
-    /// The consumer's index (c0, c1...).
-    pub fn index(&self) -> u32 {
-        self.idx
-    }
-
-    fn request(&mut self, w: &mut World, me: usize, to: usize, req: Req, mut cmd: RemotingCommand) -> i32 {
+    fn request(
+        &mut self,
+        w: &mut World,
+        me: usize,
+        to: Option<usize>,
+        ticket: (ReqId, Asked),
+        mut cmd: RemotingCommand,
+    ) {
         self.next_opaque += 1;
         cmd.opaque = self.next_opaque;
-        self.pending.insert(cmd.opaque, (req, w.now));
+        let Some(to) = to else { return };
+        self.tickets.insert(cmd.opaque, ticket);
         w.send(me, to, &cmd);
-        cmd.opaque
     }
 }
 
@@ -373,190 +357,209 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
 }
 
 fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
-    let stale: Vec<i32> = c
-        .pending
-        .iter()
-        .filter(|(_, (_, at))| w.now >= at + REQUEST_TIMEOUT_MS + PULL_HOLD_MS)
-        .map(|(o, _)| *o)
-        .collect();
-    for o in stale {
-        if let Some((Req::Pull(mq) | Req::QueryOffset(mq), _)) = c.pending.remove(&o) {
-            // The broker may be gone: learn the route again (a slave may now serve the group).
-            c.route_asked_at = None;
-            if let Some(q) = c.owned.get_mut(&mq) {
-                // The broker may have restarted and lost the tail this position points past:
-                // re-seat from the group's committed offset (redelivery, never a skip).
-                q.inflight = None;
-                q.next = None;
+    let out = c.core.tick(w.now);
+    apply_consumer(w, me, c, out);
+    w.schedule_timer(me, (w.now + CONSUMER_TICK_MS).min(c.core.next_wakeup()));
+}
+
+/// Carries out what the consumer core decided.
+fn apply_consumer(w: &mut World, me: usize, c: &mut Consumer, out: Vec<ConsumerOutput>) {
+    let name = w.nodes[me].name.clone();
+    let mut todo: VecDeque<ConsumerOutput> = out.into();
+    while let Some(o) = todo.pop_front() {
+        match o {
+            ConsumerOutput::FetchRoute { req, topic } => {
+                let cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 0).with_ext("topic", &topic);
+                let ns = w.namesrv_for(me);
+                c.request(w, me, Some(ns), (req, Asked::Route), cmd);
+            }
+            ConsumerOutput::Heartbeat { addrs } => {
+                let hb = HeartbeatData {
+                    client_id: c.core.settings().client_id.clone(),
+                    consumer_data_set: vec![ConsumerData {
+                        group_name: "G".into(),
+                        consume_type: "CONSUME_PASSIVELY".into(),
+                        message_model: "CLUSTERING".into(),
+                        consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
+                        subscription_data_set: vec![
+                            SubscriptionData::tag(TOPIC, "*"),
+                            SubscriptionData::tag(RETRY_TOPIC, "*"),
+                        ],
+                        unit_mode: false,
+                    }],
+                    ..Default::default()
+                };
+                let body = to_json(&hb);
+                for a in addrs {
+                    if let Some(node) = w.node_at(&a) {
+                        let cmd = RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(body.clone());
+                        c.next_opaque += 1;
+                        w.send(me, node, &RemotingCommand { opaque: c.next_opaque, ..cmd });
+                    }
+                }
+            }
+            ConsumerOutput::QueryMembers { req, addr } => {
+                let cmd =
+                    RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
+                c.request(w, me, w.node_at(&addr), (req, Asked::Members), cmd);
+            }
+            ConsumerOutput::QueryCommitted { req, mq, addr } => {
+                let h = QueryConsumerOffsetRequestHeader {
+                    consumer_group: "G".into(),
+                    topic: mq.topic.clone(),
+                    queue_id: mq.queue_id,
+                };
+                let cmd = RemotingCommand::request_with(RequestCode::QueryConsumerOffset, 0, &h);
+                c.request(w, me, w.node_at(&addr), (req, Asked::Committed), cmd);
+            }
+            ConsumerOutput::QueryQueueOffset { req, mq, addr, max } => {
+                let h = QueueRequestHeader { topic: mq.topic.clone(), queue_id: mq.queue_id };
+                let code = if max { RequestCode::GetMaxOffset } else { RequestCode::GetMinOffset };
+                let cmd = RemotingCommand::request_with(code, 0, &h);
+                c.request(w, me, w.node_at(&addr), (req, Asked::QueueOffset), cmd);
+            }
+            ConsumerOutput::Pull { req, mq, addr, offset, commit, max_nums, hold_ms, .. } => {
+                let mut sys_flag = pull_flag::SUSPEND | pull_flag::SUBSCRIPTION;
+                if commit.is_some() {
+                    sys_flag |= pull_flag::COMMIT_OFFSET;
+                }
+                let h = PullMessageRequestHeader {
+                    consumer_group: "G".into(),
+                    topic: mq.topic.clone(),
+                    queue_id: mq.queue_id,
+                    queue_offset: offset as i64,
+                    max_msg_nums: max_nums,
+                    sys_flag,
+                    commit_offset: commit.unwrap_or(0) as i64,
+                    suspend_timeout_millis: hold_ms as i64,
+                    subscription: Some("*".into()),
+                    sub_version: 0,
+                    expression_type: Some("TAG".into()),
+                    max_msg_bytes: None,
+                    broker_name: None,
+                };
+                let cmd = RemotingCommand::request_with(RequestCode::PullMessage, 0, &h);
+                c.request(w, me, w.node_at(&addr), (req, Asked::Pull(mq)), cmd);
+            }
+            ConsumerOutput::Consume { mq, offsets } => {
+                // The application: some messages fail (`poison_pct`, `flaky_pct`) and go back
+                // for a delayed retry; idempotent scenarios skip a message id seen before
+                // instead of processing it.
+                let (mut done, mut failed) = (Vec::new(), Vec::new());
+                for o in &offsets {
+                    let Some(m) = c.held.get(&(mq.clone(), *o)) else { continue };
+                    let key = message_key(&m.properties);
+                    w.history.check_body(&key, &m.body, w.scenario.body_bytes);
+                    w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
+                    let fails = w.scenario.consume_fails(&key, m.reconsume_times);
+                    w.history.attempted(&key, m.reconsume_times, fails, w.now);
+                    let line = if fails {
+                        failed.push(*o);
+                        format!("key={key} reconsume={} failed=true", m.reconsume_times)
+                    } else {
+                        done.push(*o);
+                        if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
+                            w.history.processed(&key);
+                        }
+                        format!("key={key} queue={} offset={}", m.queue_id, m.queue_offset)
+                    };
+                    w.trace.line(w.now, &name, "client.message.consumed", &line);
+                }
+                if !failed.is_empty() {
+                    todo.extend(c.core.on_consumed(&mq, &failed, false, w.now));
+                }
+                todo.extend(c.core.on_consumed(&mq, &done, true, w.now));
+            }
+            ConsumerOutput::SendBack { req, mq, queue_offset, addr } => {
+                let Some(m) = c.held.get(&(mq.clone(), queue_offset)) else { continue };
+                let h = ConsumerSendMsgBackRequestHeader {
+                    offset: m.commit_log_offset,
+                    group: "G".into(),
+                    delay_level: 0,
+                    origin_msg_id: Some(m.msg_id()),
+                    origin_topic: Some(m.topic.clone()),
+                    max_reconsume_times: Some(w.scenario.max_reconsume),
+                };
+                let cmd = RemotingCommand::request_with(RequestCode::ConsumerSendMsgBack, 0, &h);
+                c.request(w, me, w.node_at(&addr), (req, Asked::SendBack), cmd);
+            }
+            ConsumerOutput::Commit { mq, addr, offset } => {
+                let h = UpdateConsumerOffsetRequestHeader {
+                    consumer_group: "G".into(),
+                    topic: mq.topic.clone(),
+                    queue_id: mq.queue_id,
+                    commit_offset: offset as i64,
+                };
+                if let Some(node) = w.node_at(&addr) {
+                    c.next_opaque += 1;
+                    let cmd =
+                        RemotingCommand::request_with(RequestCode::UpdateConsumerOffset, c.next_opaque, &h).oneway();
+                    w.send(me, node, &cmd);
+                }
+            }
+            ConsumerOutput::Rebalanced { queues } => {
+                let ids: Vec<String> = queues
+                    .iter()
+                    .map(|q| if q.topic == TOPIC { q.queue_id.to_string() } else { format!("retry{}", q.queue_id) })
+                    .collect();
+                w.trace.line(w.now, &name, "client.queues.rebalanced", &format!("queues=[{}]", ids.join(", ")));
             }
         }
     }
-    let route_due = c.route_asked_at.is_none_or(|at| w.now >= at + ROUTE_REFRESH_MS);
-    if c.queues.is_empty() || route_due {
-        c.route_asked_at = Some(w.now);
-        let cmd = RemotingCommand::request(RequestCode::GetRouteinfoByTopic, 0).with_ext("topic", TOPIC);
-        let ns = w.namesrv_for(me);
-        c.request(w, me, ns, Req::Route, cmd);
-    }
-    if w.now >= c.last_rebalance + REBALANCE_MS {
-        c.last_rebalance = w.now;
-        let hb = HeartbeatData {
-            client_id: c.client_id.clone(),
-            consumer_data_set: vec![ConsumerData {
-                group_name: "G".into(),
-                consume_type: "CONSUME_PASSIVELY".into(),
-                message_model: "CLUSTERING".into(),
-                consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
-                subscription_data_set: vec![SubscriptionData::tag(TOPIC, "*")],
-                unit_mode: false,
-            }],
-            ..Default::default()
-        };
-        // Every broker of the route (slaves too) learns the member; one of the nodes the group
-        // is read from answers who the group is.
-        let brokers = c.read_nodes(w);
-        let body = to_json(&hb);
-        for b in &c.route_nodes(w) {
-            c.request(
-                w,
-                me,
-                *b,
-                Req::Heartbeat,
-                RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(body.clone()),
-            );
-        }
-        if let Some(b) = brokers.get(c.idx as usize % brokers.len().max(1)) {
-            let list = RemotingCommand::request(RequestCode::GetConsumerListByGroup, 0).with_ext("consumerGroup", "G");
-            c.request(w, me, *b, Req::Members, list);
-        }
-    }
-    let queues: Vec<MessageQueue> = c.owned.keys().cloned().collect();
-    for mq in queues {
-        poll_queue(w, me, c, &mq);
-    }
-    w.schedule_timer(me, w.now + CONSUMER_TICK_MS);
-}
-
-fn poll_queue(w: &mut World, me: usize, c: &mut Consumer, mq: &MessageQueue) {
-    let Some(q) = c.owned.get(mq).cloned() else { return };
-    if q.inflight.is_some() {
-        return;
-    }
-    let (req, cmd) = match q.next {
-        None => {
-            let h = QueryConsumerOffsetRequestHeader {
-                consumer_group: "G".into(),
-                topic: TOPIC.into(),
-                queue_id: mq.queue_id,
-            };
-            (Req::QueryOffset(mq.clone()), RemotingCommand::request_with(RequestCode::QueryConsumerOffset, 0, &h))
-        }
-        Some(next) => {
-            let h = PullMessageRequestHeader {
-                consumer_group: "G".into(),
-                topic: TOPIC.into(),
-                queue_id: mq.queue_id,
-                queue_offset: next as i64,
-                max_msg_nums: 32,
-                sys_flag: pull_flag::SUSPEND | pull_flag::COMMIT_OFFSET | pull_flag::SUBSCRIPTION,
-                commit_offset: next as i64,
-                suspend_timeout_millis: PULL_HOLD_MS as i64,
-                subscription: Some("*".into()),
-                sub_version: 0,
-                expression_type: Some("TAG".into()),
-                max_msg_bytes: None,
-                broker_name: None,
-            };
-            (Req::Pull(mq.clone()), RemotingCommand::request_with(RequestCode::PullMessage, 0, &h))
-        }
-    };
-    let Some(broker) = c.read_node(w, &mq.broker_name) else { return };
-    let o = c.request(w, me, broker, req, cmd);
-    if let Some(q) = c.owned.get_mut(mq) {
-        q.inflight = Some(o);
-    }
+    // Messages the core let go (finished, sent back, or of a released queue) are dropped.
+    c.held.retain(|(mq, o), _| c.core.holds(mq, *o));
 }
 
 fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingCommand) {
     if !cmd.is_response() {
         if cmd.request_code() == RequestCode::NotifyConsumerIdsChanged {
-            c.last_rebalance = 0;
-            w.schedule_timer(me, w.now);
+            let out = c.core.rebalance_now(w.now);
+            apply_consumer(w, me, c, out);
         }
         return;
     }
-    let Some((req, _)) = c.pending.remove(&cmd.opaque) else { return };
-    let name = w.nodes[me].name.clone();
-    match req {
-        Req::Heartbeat => {}
-        Req::Route => {
-            if let Ok(route) = from_json::<TopicRouteData>(&cmd.body) {
-                let queues = PublishInfo::readable_queues(TOPIC, &route);
-                let addrs: BTreeMap<String, BTreeMap<i64, String>> =
-                    route.broker_datas.iter().map(|b| (b.broker_name.clone(), b.broker_addrs.clone())).collect();
-                if addrs != c.addrs && !c.addrs.is_empty() {
-                    w.trace.line(w.now, &name, "client.route.changed", &format!("{addrs:?}"));
-                }
-                c.addrs = addrs;
-                // A route that lost a group's queues (its master and slave unregistered) keeps
-                // the queues known: the group comes back, and rebalance must not shuffle.
-                if !queues.is_empty() {
-                    c.queues = queues;
-                }
-            }
+    let Some((req, asked)) = c.tickets.remove(&cmd.opaque) else { return };
+    let code = ResponseCode::from_code(cmd.code);
+    let num = |k: &str| cmd.ext(k).and_then(|v| v.parse::<i64>().ok()).map(|v| v.max(0) as u64);
+    let now = w.now;
+    let out = match asked {
+        Asked::Route => {
+            c.core.on_route(req, from_json::<TopicRouteData>(&cmd.body).ok().filter(|_| cmd.code == 0), now)
         }
-        Req::Members => {
-            let Ok(list) = from_json::<ConsumerIdList>(&cmd.body) else { return };
-            let mine = allocate_averagely(&c.queues, &list.consumer_id_list, &c.client_id);
-            let before: Vec<i32> = c.owned.keys().map(|q| q.queue_id).collect();
-            c.owned.retain(|q, _| mine.contains(q));
-            for q in mine {
-                c.owned.entry(q).or_default();
-            }
-            let after: Vec<i32> = c.owned.keys().map(|q| q.queue_id).collect();
-            if before != after {
-                w.trace.line(w.now, &name, "client.queues.rebalanced", &format!("queues={after:?}"));
-            }
-        }
-        Req::QueryOffset(mq) => {
-            if let Some(q) = c.owned.get_mut(&mq) {
-                q.inflight = None;
-                q.next =
-                    Some(if cmd.code == 0 { cmd.ext("offset").and_then(|o| o.parse().ok()).unwrap_or(0) } else { 0 });
-            }
-            poll_queue(w, me, c, &mq);
-        }
-        Req::Pull(mq) => {
-            let Some(q) = c.owned.get_mut(&mq) else { return };
-            if q.inflight != Some(cmd.opaque) {
-                return;
-            }
-            q.inflight = None;
-            let next_begin: Option<u64> = cmd.ext("nextBeginOffset").and_then(|o| o.parse().ok());
-            if let Some(id) = cmd.ext("suggestWhichBrokerId").and_then(|s| s.parse::<i64>().ok()) {
-                c.suggested.insert(mq.broker_name.clone(), id);
-            }
-            if cmd.code == 0 {
-                for m in decode_messages(&cmd.body).unwrap_or_default() {
-                    let key = m.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
-                    w.history.check_body(&key, &m.body, w.scenario.body_bytes);
-                    w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
-                    // Idempotent consumption: a message id seen before is skipped, not processed.
-                    if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
-                        w.history.processed(&key);
+        Asked::Members => match from_json::<ConsumerIdList>(&cmd.body) {
+            Ok(list) if cmd.code == 0 => c.core.on_members(req, list.consumer_id_list, now),
+            _ => c.core.on_failed(req, now),
+        },
+        Asked::Committed => match (code, num("offset")) {
+            (ResponseCode::Success, Some(o)) => c.core.on_committed(req, Some(o), now),
+            (ResponseCode::QueryNotFound, _) => c.core.on_committed(req, None, now),
+            _ => c.core.on_failed(req, now),
+        },
+        Asked::QueueOffset => match (code, num("offset")) {
+            (ResponseCode::Success, Some(o)) => c.core.on_queue_offset(req, o, now),
+            _ => c.core.on_failed(req, now),
+        },
+        Asked::Pull(mq) => {
+            let suggested = cmd.ext("suggestWhichBrokerId").and_then(|s| s.parse::<i64>().ok());
+            let answer = match (code, num("nextBeginOffset")) {
+                (ResponseCode::Success, Some(next_begin)) => {
+                    let msgs = decode_messages(&cmd.body).unwrap_or_default();
+                    let mut offsets = Vec::new();
+                    for m in msgs {
+                        offsets.push(m.queue_offset as u64);
+                        c.held.insert((mq.clone(), m.queue_offset as u64), m);
                     }
-                    w.trace.line(
-                        w.now,
-                        &name,
-                        "client.message.consumed",
-                        &format!("key={key} queue={} offset={}", m.queue_id, m.queue_offset),
-                    );
+                    PullAnswer::Found { offsets, next_begin }
                 }
-            }
-            if let Some(nb) = next_begin {
-                q.next = Some(nb);
-            }
-            poll_queue(w, me, c, &mq);
+                (
+                    ResponseCode::PullNotFound | ResponseCode::PullRetryImmediately | ResponseCode::PullOffsetMoved,
+                    Some(next_begin),
+                ) => PullAnswer::Empty { next_begin },
+                _ => PullAnswer::Refused,
+            };
+            c.core.on_pulled(req, answer, suggested, now)
         }
-    }
+        Asked::SendBack => c.core.on_sent_back(req, cmd.code == 0, now),
+    };
+    apply_consumer(w, me, c, out);
 }

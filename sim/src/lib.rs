@@ -122,9 +122,6 @@ impl Lane {
             return Some(why);
         }
         match self {
-            Lane::Fast if s.poison_pct > 0 || s.flaky_pct > 0 => Some(
-                "consumption failures (poison_pct, flaky_pct): the fast lane's consumer actor does not send failed messages back; the stack and madsim lanes run the real client's retry path (issue #9 moves it into a core both drive)".into(),
-            ),
             Lane::Fast => None,
             #[cfg(not(madsim))]
             Lane::Stack => stack::refusal(s),

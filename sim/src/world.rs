@@ -836,7 +836,7 @@ impl World {
                     Role::Namesrv(_) => Some(Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())))),
                     // A restarted client starts from scratch, as a new process would.
                     Role::Producer(p) => Some(Role::Producer(p.restarted(self.now))),
-                    Role::Consumer(c) => Some(Role::Consumer(Consumer::new(c.index()))),
+                    Role::Consumer(c) => Some(Role::Consumer(c.restarted(self.now))),
                 };
                 match restarted {
                     None => self.start_broker(i),

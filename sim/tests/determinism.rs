@@ -70,18 +70,18 @@ fn messages_sent_after_an_async_crash_are_not_skipped() {
 fn shrink_keeps_the_violation_and_drops_what_does_not_matter() {
     // ASYNC_FLUSH with a power loss while promising no acknowledged loss: a real violation.
     let s = rmq_sim::scenario::parse(include_str!("wrong-promise.sim")).unwrap();
-    let before = run(&s, 5, false);
+    let before = run(&s, 3, false);
     assert_eq!(before.findings.verdict, Verdict::Safety);
-    let shrunk = rmq_sim::shrink::shrink(&s, 5).expect("the scenario fails, so it shrinks");
+    let shrunk = rmq_sim::shrink::shrink(&s, 3).expect("the scenario fails, so it shrinks");
     let m = &shrunk.scenario;
     assert_eq!(shrunk.verdict, Verdict::Safety);
-    assert_eq!(run(m, 5, false).findings.kinds, before.findings.kinds, "the same violation persists");
+    assert_eq!(run(m, 3, false).findings.kinds, before.findings.kinds, "the same violation persists");
     assert!(m.faults.len() < s.faults.len(), "the partition is irrelevant and dropped: {:?}", m.faults);
     assert!(m.faults.iter().any(|(_, f)| matches!(f, rmq_sim::scenario::Fault::Crash(_))));
     assert!(m.producers <= s.producers && m.consumers < s.consumers && m.queues < s.queues);
     // The written file reproduces it.
     let reparsed = rmq_sim::scenario::parse(&m.to_dsl()).unwrap();
-    assert_eq!(run(&reparsed, 5, false).findings.verdict, Verdict::Safety);
+    assert_eq!(run(&reparsed, 3, false).findings.verdict, Verdict::Safety);
 }
 
 #[test]

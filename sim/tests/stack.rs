@@ -137,15 +137,18 @@ fn the_madsim_lane_is_refused_by_name_in_this_build() {
 
 #[test]
 fn failed_messages_are_retried_after_their_delay_and_spent_ones_reach_the_dlq() {
-    // The real client's send-back path: poison messages fail every time, flaky ones once.
+    // The client core's send-back path, in both lanes: poison messages fail every time, flaky
+    // ones once.
     let s = builtin("retry-dlq").unwrap();
-    assert!(Lane::Fast.refusal(&s).is_some_and(|why| why.contains("send failed messages back")));
-    let r = run_stack(&s, 1, true).unwrap();
-    assert_eq!(r.findings.verdict, Verdict::Pass, "{:?}", r.findings.problems);
-    let fails = |n: &str| r.trace.iter().filter(|l| l.contains(&format!("reconsume={n} failed=true"))).count();
-    assert!(fails("0") > fails("1") && fails("1") > 0, "flaky messages fail once, poison ones again");
-    assert!(fails("2") > 0, "poison messages fail their last retry, then move to the DLQ");
-    assert_eq!(fails("3"), 0, "nothing is delivered after its last retry");
+    let fast = rmq_sim::run(&s, 1, true);
+    let stack = run_stack(&s, 1, true).unwrap();
+    for (lane, r) in [("fast", &fast), ("stack", &stack)] {
+        assert_eq!(r.findings.verdict, Verdict::Pass, "{lane}: {:?}", r.findings.problems);
+        let fails = |n: &str| r.trace.iter().filter(|l| l.contains(&format!("reconsume={n} failed=true"))).count();
+        assert!(fails("0") > fails("1") && fails("1") > 0, "{lane}: flaky messages fail once, poison ones again");
+        assert!(fails("2") > 0, "{lane}: poison messages fail their last retry, then move to the DLQ");
+        assert_eq!(fails("3"), 0, "{lane}: nothing is delivered after its last retry");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`PublishInfo`]: a topic's writable queues and the round-robin / avoid-failed selection.
+//! - [`consumer`]: the push consumer's state machine (rebalance, pulls, in-flight, commits, send-back).
 //! - [`producer`]: the producer's state machine (routes, attempts, timeouts, retries, heartbeats).
 //! - [`retry`]: which send outcomes are retried.
 //! - [`rebalance`]: AVG and circle allocation.
@@ -32,6 +33,7 @@
 //! assert_eq!(pq.committable(8), 5); // offset 5 is still in flight
 //! ```
 
+pub mod consumer;
 pub mod idempotent;
 pub mod producer;
 pub mod rebalance;

@@ -158,10 +158,15 @@ impl<E: Env> ClientInstance<E> {
 
     /// Sends a heartbeat to every known broker.
     pub async fn heartbeat_all(&self, hb: &HeartbeatData) {
+        self.heartbeat_to(&self.all_broker_addrs(), hb).await
+    }
+
+    /// Sends a heartbeat to each of `addrs`, in turn.
+    pub async fn heartbeat_to(&self, addrs: &[String], hb: &HeartbeatData) {
         let body = rmq_proto::body::to_json(hb);
-        for addr in self.all_broker_addrs() {
+        for addr in addrs {
             let req = RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(body.clone());
-            if let Err(e) = self.rpc.invoke(&addr, req, RPC_TIMEOUT_MS).await {
+            if let Err(e) = self.rpc.invoke(addr, req, RPC_TIMEOUT_MS).await {
                 tracing::debug!(%addr, error = %e, "heartbeat failed");
             }
         }

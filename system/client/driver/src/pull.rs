@@ -43,7 +43,8 @@ pub struct PullResult {
     pub messages: Vec<MessageExt>,
 }
 
-/// One PULL_MESSAGE round trip (with optional hold and piggy-backed commit).
+/// One PULL_MESSAGE round trip (with optional hold and piggy-backed commit) to the replica the
+/// route and the last pull answer point at.
 #[allow(clippy::too_many_arguments)]
 pub async fn pull_once<E: Env>(
     inst: &ClientInstance<E>,
@@ -55,34 +56,66 @@ pub async fn pull_once<E: Env>(
     suspend_ms: u64,
 ) -> Result<PullResult, ClientError> {
     let addr = inst.resolve(mq, false).await?;
+    let timeout_ms = suspend_ms + RPC_TIMEOUT_MS + 5_000;
+    let ask = PullAsk { offset, max_nums, subscription, commit_offset, suspend_ms, timeout_ms };
+    let (r, suggested) = pull_at(inst, &addr, mq, &ask).await?;
+    if let Some(id) = suggested {
+        inst.suggest(&mq.broker_name, id);
+    }
+    Ok(r)
+}
+
+/// What one pull asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PullAsk<'a> {
+    /// Offset to pull from.
+    pub offset: u64,
+    /// Most messages.
+    pub max_nums: i32,
+    /// Tag expression.
+    pub subscription: &'a str,
+    /// Offset to commit on the way (COMMIT_OFFSET flag).
+    pub commit_offset: Option<u64>,
+    /// Long-poll hold asked of the broker (0: none).
+    pub suspend_ms: u64,
+    /// Give up after this long.
+    pub timeout_ms: u64,
+}
+
+/// One PULL_MESSAGE round trip to `addr`; also returns the broker id the broker suggested
+/// reading from next (suggestWhichBrokerId).
+pub async fn pull_at<E: Env>(
+    inst: &ClientInstance<E>,
+    addr: &str,
+    mq: &MessageQueue,
+    ask: &PullAsk<'_>,
+) -> Result<(PullResult, Option<i64>), ClientError> {
     let mut sys_flag = pull_flag::SUBSCRIPTION;
-    if suspend_ms > 0 {
+    if ask.suspend_ms > 0 {
         sys_flag |= pull_flag::SUSPEND;
     }
-    if commit_offset.is_some() {
+    if ask.commit_offset.is_some() {
         sys_flag |= pull_flag::COMMIT_OFFSET;
     }
     let h = PullMessageRequestHeader {
         consumer_group: inst.config.group.clone(),
         topic: mq.topic.clone(),
         queue_id: mq.queue_id,
-        queue_offset: offset as i64,
-        max_msg_nums: max_nums,
+        queue_offset: ask.offset as i64,
+        max_msg_nums: ask.max_nums,
         sys_flag,
-        commit_offset: commit_offset.map_or(0, |o| o as i64),
-        suspend_timeout_millis: suspend_ms as i64,
-        subscription: Some(subscription.to_string()),
+        commit_offset: ask.commit_offset.map_or(0, |o| o as i64),
+        suspend_timeout_millis: ask.suspend_ms as i64,
+        subscription: Some(ask.subscription.to_string()),
         sub_version: 0,
         expression_type: Some("TAG".into()),
         max_msg_bytes: None,
         broker_name: Some(mq.broker_name.clone()),
     };
     let req = RemotingCommand::request_with(RequestCode::PullMessage, 0, &h);
-    let resp = inst.rpc.invoke(&addr, req, suspend_ms + RPC_TIMEOUT_MS + 5_000).await?;
+    let resp = inst.rpc.invoke(addr, req, ask.timeout_ms).await?;
     let num = |k: &str| resp.ext(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
-    if let Some(id) = resp.ext("suggestWhichBrokerId").and_then(|v| v.parse::<i64>().ok()) {
-        inst.suggest(&mq.broker_name, id);
-    }
+    let suggested = resp.ext("suggestWhichBrokerId").and_then(|v| v.parse::<i64>().ok());
     let status = match ResponseCode::from_code(resp.code) {
         ResponseCode::Success => PullStatus::Found,
         ResponseCode::PullNotFound => PullStatus::NoNewMsg,
@@ -96,15 +129,16 @@ pub async fn pull_once<E: Env>(
         Vec::new()
     };
     // The broker filters by tag hash; collisions are re-checked here by the tag string.
-    let sub = rmq_proto::body::SubscriptionData::tag(&mq.topic, subscription);
+    let sub = rmq_proto::body::SubscriptionData::tag(&mq.topic, ask.subscription);
     messages.retain(|m| sub.matches(m.tags()));
-    Ok(PullResult {
+    let result = PullResult {
         status: if status == PullStatus::Found && messages.is_empty() { PullStatus::NoMatchedMsg } else { status },
         next_begin_offset: num("nextBeginOffset"),
         min_offset: num("minOffset"),
         max_offset: num("maxOffset"),
         messages,
-    })
+    };
+    Ok((result, suggested))
 }
 
 /// A consumer that pulls explicitly.
@@ -161,6 +195,15 @@ impl<E: Env> PullConsumer<E> {
 /// QUERY_CONSUMER_OFFSET; `None` when the group has none.
 pub async fn committed_offset<E: Env>(inst: &ClientInstance<E>, mq: &MessageQueue) -> Result<Option<u64>, ClientError> {
     let addr = inst.resolve(mq, false).await?;
+    committed_offset_at(inst, &addr, mq).await
+}
+
+/// QUERY_CONSUMER_OFFSET to `addr`; `None` when the group has none.
+pub async fn committed_offset_at<E: Env>(
+    inst: &ClientInstance<E>,
+    addr: &str,
+    mq: &MessageQueue,
+) -> Result<Option<u64>, ClientError> {
     let h = QueryConsumerOffsetRequestHeader {
         consumer_group: inst.config.group.clone(),
         topic: mq.topic.clone(),
@@ -168,7 +211,7 @@ pub async fn committed_offset<E: Env>(inst: &ClientInstance<E>, mq: &MessageQueu
     };
     let resp = inst
         .rpc
-        .invoke(&addr, RemotingCommand::request_with(RequestCode::QueryConsumerOffset, 0, &h), RPC_TIMEOUT_MS)
+        .invoke(addr, RemotingCommand::request_with(RequestCode::QueryConsumerOffset, 0, &h), RPC_TIMEOUT_MS)
         .await?;
     match ResponseCode::from_code(resp.code) {
         ResponseCode::Success => {
@@ -188,6 +231,17 @@ pub async fn commit_offset<E: Env>(
     oneway: bool,
 ) -> Result<(), ClientError> {
     let addr = inst.resolve(mq, false).await?;
+    commit_offset_at(inst, &addr, mq, offset, oneway).await
+}
+
+/// UPDATE_CONSUMER_OFFSET to `addr` (one-way when `oneway`).
+pub async fn commit_offset_at<E: Env>(
+    inst: &ClientInstance<E>,
+    addr: &str,
+    mq: &MessageQueue,
+    offset: u64,
+    oneway: bool,
+) -> Result<(), ClientError> {
     let h = UpdateConsumerOffsetRequestHeader {
         consumer_group: inst.config.group.clone(),
         topic: mq.topic.clone(),
@@ -196,9 +250,9 @@ pub async fn commit_offset<E: Env>(
     };
     let req = RemotingCommand::request_with(RequestCode::UpdateConsumerOffset, 0, &h);
     if oneway {
-        inst.rpc.invoke_oneway(&addr, req).await?;
+        inst.rpc.invoke_oneway(addr, req).await?;
     } else {
-        inst.call(&addr, req).await?;
+        inst.call(addr, req).await?;
     }
     Ok(())
 }
@@ -210,8 +264,18 @@ pub async fn queue_offset<E: Env>(
     code: RequestCode,
 ) -> Result<u64, ClientError> {
     let addr = inst.resolve(mq, false).await?;
+    queue_offset_at(inst, &addr, mq, code).await
+}
+
+/// GET_MAX_OFFSET or GET_MIN_OFFSET to `addr`.
+pub async fn queue_offset_at<E: Env>(
+    inst: &ClientInstance<E>,
+    addr: &str,
+    mq: &MessageQueue,
+    code: RequestCode,
+) -> Result<u64, ClientError> {
     let h = QueueRequestHeader { topic: mq.topic.clone(), queue_id: mq.queue_id };
-    let resp = inst.call(&addr, RemotingCommand::request_with(code, 0, &h)).await?;
+    let resp = inst.call(addr, RemotingCommand::request_with(code, 0, &h)).await?;
     let o: OffsetResponseHeader = resp.decode_header().map_err(|e| ClientError::Malformed(e.to_string()))?;
     Ok(o.offset.max(0) as u64)
 }

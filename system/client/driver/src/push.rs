@@ -1,13 +1,17 @@
 //! The push consumer: owns queues through rebalance (CLUSTERING) or takes all of them
 //! (BROADCASTING), long-polls each owned queue, hands messages to the listener in queue order,
 //! sends failures back for a delayed retry, and commits the lowest unfinished offset.
+//!
+//! Every decision is the client core's [`ConsumerCore`] (the one the fast simulation lane
+//! drives too); this driver carries its requests out over the network, holds the pulled
+//! messages until the core lets them go, and runs the listener.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmq_client_core::rebalance::allocate_averagely;
-use rmq_client_core::{ProcessQueue, PublishInfo};
+use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, ReqId, StartFrom};
 use rmq_proto::body::{from_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, SubscriptionData};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader};
@@ -16,8 +20,8 @@ use rmq_proto::RemotingCommand;
 use rmq_rt::{spawn, Env};
 use tokio::sync::{watch, Notify};
 
-use crate::instance::ClientInstance;
-use crate::pull::{commit_offset, committed_offset, pull_once, queue_offset};
+use crate::instance::{ClientInstance, RPC_TIMEOUT_MS};
+use crate::pull::{commit_offset_at, committed_offset_at, pull_at, queue_offset_at, PullAsk};
 use crate::{ClientConfig, ClientError, ConsumeFromWhere, MessageModel, PullStatus};
 
 /// What the listener says about a batch.
@@ -25,7 +29,7 @@ use crate::{ClientConfig, ClientError, ConsumeFromWhere, MessageModel, PullStatu
 pub enum ConsumeResult {
     /// Done.
     Success,
-    /// Failed: deliver again later, with a growing delay.
+    /// Failed: deliver again later, with a growing delay. A listener that panics says this.
     ReconsumeLater,
 }
 
@@ -37,38 +41,20 @@ pub const PULL_RETRY_DELAY_MS: u64 = 3_000;
 /// Wait before consuming again locally when a send-back failed.
 pub const LOCAL_RETRY_DELAY_MS: u64 = 5_000;
 
-#[derive(Debug, Default)]
-struct Progress {
-    next_offset: u64,
-    in_flight: ProcessQueue,
-    last_committed: Option<u64>,
-    /// A pull failed on the broker's connection: the broker may have restarted and recovered
-    /// the queue shorter, so this position may point past messages stored since at the
-    /// recovered offsets. Until it is re-seated from the group's committed offset it is
-    /// neither committed (that would skip them) nor pulled from.
-    stale: bool,
-}
-
-impl Progress {
-    /// The offset to commit, if the position can be trusted.
-    fn committable(&self) -> Option<u64> {
-        (!self.stale).then(|| self.in_flight.committable(self.next_offset))
-    }
-}
-
-struct Owned {
-    progress: Arc<Mutex<Progress>>,
-    stop: watch::Sender<bool>,
-}
+type Held = BTreeMap<MessageQueue, BTreeMap<u64, MessageExt>>;
 
 struct Inner<E: Env> {
     inst: ClientInstance<E>,
     subs: BTreeMap<String, String>,
     listener: Listener,
-    owned: tokio::sync::Mutex<BTreeMap<MessageQueue, Owned>>,
-    /// Broadcasting offsets live in the client.
-    local_offsets: Mutex<BTreeMap<MessageQueue, u64>>,
-    rebalance_now: Notify,
+    core: Mutex<ConsumerCore>,
+    /// Pulled messages the core still holds (with the listener, being sent back, or waiting
+    /// for a local retry), by queue and offset.
+    held: Mutex<Held>,
+    /// Rings when the core's next deadline may have moved earlier.
+    wake: Notify,
+    /// Turns true once the first rebalance has had its answer (or the route was missing).
+    settled: watch::Sender<bool>,
     stop: watch::Sender<bool>,
 }
 
@@ -86,6 +72,8 @@ impl<E: Env> std::fmt::Debug for PushConsumer<E> {
 
 impl<E: Env> PushConsumer<E> {
     /// Subscribes to `(topic, tag expression)` pairs and starts consuming with `listener`.
+    /// Returns once the first rebalance has been answered (or a few seconds have passed
+    /// without one: the consumer keeps trying in the background).
     pub async fn start<F>(
         env: E,
         config: ClientConfig,
@@ -101,35 +89,39 @@ impl<E: Env> PushConsumer<E> {
         if inst.config.message_model == MessageModel::Clustering {
             subs.insert(format!("%RETRY%{}", inst.config.group), "*".into());
         }
+        let core = ConsumerCore::new(settings(&inst, &subs), inst.env().now_ms());
         let (stop, _) = watch::channel(false);
+        let (settled, _) = watch::channel(false);
         let c = PushConsumer {
             inner: Arc::new(Inner {
                 inst,
                 subs,
                 listener: Arc::new(listener),
-                owned: tokio::sync::Mutex::default(),
-                local_offsets: Mutex::default(),
-                rebalance_now: Notify::new(),
+                core: Mutex::new(core),
+                held: Mutex::default(),
+                wake: Notify::new(),
+                settled,
                 stop,
             }),
         };
-        for topic in c.inner.subs.keys() {
-            if let Err(e) = c.inner.inst.fetch_route(topic).await {
-                tracing::debug!(%topic, error = %e, "no route yet");
-            }
-        }
-        c.inner.inst.heartbeat_all(&c.heartbeat_data()).await;
-        c.rebalance().await;
         let notify = c.clone();
         spawn(async move {
             while let Some(inc) = incoming.recv().await {
                 if inc.cmd.request_code() == RequestCode::NotifyConsumerIdsChanged {
-                    notify.inner.rebalance_now.notify_one();
+                    let out = notify.apply(|core, now| core.rebalance_now(now));
+                    notify.carry_out(out);
                 }
             }
         });
+        let mut settled = c.inner.settled.subscribe();
         let bg = c.clone();
         spawn(async move { bg.background().await });
+        tokio::select! {
+            _ = settled.wait_for(|s| *s) => {}
+            _ = rmq_rt::time::sleep(Duration::from_millis(2 * RPC_TIMEOUT_MS)) => {
+                tracing::debug!("no rebalance answer yet; consuming starts when one comes");
+            }
+        }
         Ok(c)
     }
 
@@ -140,21 +132,24 @@ impl<E: Env> PushConsumer<E> {
 
     /// Queues this member owns now.
     pub async fn owned_queues(&self) -> Vec<MessageQueue> {
-        self.inner.owned.lock().await.keys().cloned().collect()
+        self.core().owned()
     }
 
     /// Stops pulling, commits offsets and leaves the group.
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
-        let owned = std::mem::take(&mut *self.inner.owned.lock().await);
-        for (mq, o) in owned {
-            let _ = o.stop.send(true);
-            let off = o.progress.lock().expect("progress lock is never poisoned").committable();
-            if let Some(off) = off {
-                self.persist_one(&mq, off, false).await;
+        let out = self.apply(|core, _| core.shutdown());
+        let inst = &self.inner.inst;
+        for o in out {
+            match o {
+                ConsumerOutput::Commit { mq, addr, offset } => {
+                    if let Err(e) = commit_offset_at(inst, &addr, &mq, offset, false).await {
+                        tracing::debug!(queue = ?mq, error = %e, "offset commit at shutdown failed");
+                    }
+                }
+                other => tracing::debug!(?other, "not carried out at shutdown"),
             }
         }
-        let inst = &self.inner.inst;
         for addr in inst.all_broker_addrs() {
             let req = RemotingCommand::request(RequestCode::UnregisterClient, 0)
                 .with_ext("clientID", &inst.client_id)
@@ -162,6 +157,296 @@ impl<E: Env> PushConsumer<E> {
             let _ = inst.rpc.invoke(&addr, req, 1_000).await;
         }
         inst.rpc.close_all().await;
+    }
+
+    fn core(&self) -> std::sync::MutexGuard<'_, ConsumerCore> {
+        self.inner.core.lock().expect("consumer core lock is never poisoned")
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner.held.lock().expect("held-message lock is never poisoned")
+    }
+
+    fn stopped(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// Feeds the core one input and drops the held messages it let go. Locks: core, then held.
+    fn apply(&self, f: impl FnOnce(&mut ConsumerCore, u64) -> Vec<ConsumerOutput>) -> Vec<ConsumerOutput> {
+        self.apply_pulled(None, f)
+    }
+
+    /// [`Self::apply`], holding the messages of a pull answer first. They are stored under the
+    /// core's lock, in the same step as the core takes them: stored earlier, a concurrent
+    /// `apply` would prune them as not (yet) the core's business.
+    fn apply_pulled(
+        &self,
+        pulled: Option<(&MessageQueue, Vec<MessageExt>)>,
+        f: impl FnOnce(&mut ConsumerCore, u64) -> Vec<ConsumerOutput>,
+    ) -> Vec<ConsumerOutput> {
+        let mut core = self.core();
+        let out = f(&mut core, self.inner.inst.env().now_ms());
+        let mut held = self.held();
+        if let Some((mq, msgs)) = pulled {
+            let queue = held.entry(mq.clone()).or_default();
+            for m in msgs {
+                queue.insert(m.queue_offset as u64, m);
+            }
+        }
+        held.retain(|mq, msgs| {
+            msgs.retain(|o, _| core.holds(mq, *o));
+            !msgs.is_empty()
+        });
+        out
+    }
+
+    /// Ticks the core by its own deadlines.
+    async fn background(&self) {
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            let now = self.inner.inst.env().now_ms();
+            let wait = self.core().next_wakeup().saturating_sub(now).clamp(1, 60_000);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return,
+                _ = self.inner.wake.notified() => continue,
+                _ = rmq_rt::time::sleep(Duration::from_millis(wait)) => {}
+            }
+            let out = self.apply(|core, now| core.tick(now));
+            self.carry_out(out);
+        }
+    }
+
+    /// Carries out what the core decided. Heartbeats go first: a member query of the same
+    /// batch waits for them, so the broker counts this member before it lists the group.
+    fn carry_out(&self, out: Vec<ConsumerOutput>) {
+        if self.stopped() || out.is_empty() {
+            return;
+        }
+        self.inner.wake.notify_one();
+        let (beats, rest): (Vec<_>, Vec<_>) =
+            out.into_iter().partition(|o| matches!(o, ConsumerOutput::Heartbeat { .. }));
+        let (members, rest): (Vec<_>, Vec<_>) =
+            rest.into_iter().partition(|o| matches!(o, ConsumerOutput::QueryMembers { .. }));
+        for o in rest {
+            self.carry_out_one(o);
+        }
+        if beats.is_empty() {
+            for o in members {
+                self.carry_out_one(o);
+            }
+            return;
+        }
+        let this = self.clone();
+        spawn(async move {
+            let hb = this.heartbeat_data();
+            for b in beats {
+                if let ConsumerOutput::Heartbeat { addrs } = b {
+                    this.inner.inst.heartbeat_to(&addrs, &hb).await;
+                }
+            }
+            for o in members {
+                this.carry_out_one(o);
+            }
+        });
+    }
+
+    fn carry_out_one(&self, o: ConsumerOutput) {
+        let this = self.clone();
+        match o {
+            ConsumerOutput::FetchRoute { req, topic } => {
+                spawn(async move {
+                    let route = match this.inner.inst.fetch_route(&topic).await {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            tracing::debug!(%topic, error = %e, "no route");
+                            this.settle();
+                            None
+                        }
+                    };
+                    let out = this.apply(|core, now| core.on_route(req, route, now));
+                    this.carry_out(out);
+                });
+            }
+            ConsumerOutput::Heartbeat { addrs } => {
+                spawn(async move { this.inner.inst.heartbeat_to(&addrs, &this.heartbeat_data()).await });
+            }
+            ConsumerOutput::QueryMembers { req, addr } => {
+                spawn(async move {
+                    let inst = &this.inner.inst;
+                    let h = ConsumerGroupRequestHeader { consumer_group: inst.config.group.clone() };
+                    let cmd = RemotingCommand::request_with(RequestCode::GetConsumerListByGroup, 0, &h);
+                    let members = match inst.call(&addr, cmd).await {
+                        Ok(resp) => from_json::<ConsumerIdList>(&resp.body).ok().map(|l| l.consumer_id_list),
+                        Err(e) => {
+                            tracing::debug!(%addr, error = %e, "member list failed");
+                            None
+                        }
+                    };
+                    let out = this.apply(|core, now| match members {
+                        Some(m) => core.on_members(req, m, now),
+                        None => core.on_failed(req, now),
+                    });
+                    this.carry_out(out);
+                    this.settle();
+                });
+            }
+            ConsumerOutput::QueryCommitted { req, mq, addr } => {
+                spawn(async move {
+                    let r = committed_offset_at(&this.inner.inst, &addr, &mq).await;
+                    let out = this.apply(|core, now| match r {
+                        Ok(o) => core.on_committed(req, o, now),
+                        Err(_) => core.on_failed(req, now),
+                    });
+                    this.carry_out(out);
+                });
+            }
+            ConsumerOutput::QueryQueueOffset { req, mq, addr, max } => {
+                spawn(async move {
+                    let code = if max { RequestCode::GetMaxOffset } else { RequestCode::GetMinOffset };
+                    let r = queue_offset_at(&this.inner.inst, &addr, &mq, code).await;
+                    let out = this.apply(|core, now| match r {
+                        Ok(o) => core.on_queue_offset(req, o, now),
+                        Err(_) => core.on_failed(req, now),
+                    });
+                    this.carry_out(out);
+                });
+            }
+            ConsumerOutput::Pull { req, mq, addr, offset, commit, max_nums, hold_ms, timeout_ms } => {
+                spawn(async move { this.pull(req, mq, addr, offset, commit, max_nums, hold_ms, timeout_ms).await });
+            }
+            ConsumerOutput::Consume { mq, offsets } => {
+                spawn(async move { this.consume(mq, offsets) });
+            }
+            ConsumerOutput::SendBack { req, mq, queue_offset, addr } => {
+                spawn(async move {
+                    let accepted = this.send_back(&mq, queue_offset, &addr).await;
+                    let out = this.apply(|core, now| core.on_sent_back(req, accepted, now));
+                    this.carry_out(out);
+                });
+            }
+            ConsumerOutput::Commit { mq, addr, offset } => {
+                spawn(async move {
+                    if let Err(e) = commit_offset_at(&this.inner.inst, &addr, &mq, offset, true).await {
+                        tracing::debug!(queue = ?mq, error = %e, "offset commit failed");
+                    }
+                });
+            }
+            ConsumerOutput::Rebalanced { queues } => {
+                tracing::debug!(?queues, "queues rebalanced");
+                self.settle();
+            }
+        }
+    }
+
+    fn settle(&self) {
+        self.inner.settled.send_replace(true);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pull(
+        &self,
+        req: ReqId,
+        mq: MessageQueue,
+        addr: String,
+        offset: u64,
+        commit: Option<u64>,
+        max_nums: i32,
+        hold_ms: u64,
+        timeout_ms: u64,
+    ) {
+        let subscription = self.inner.subs.get(&mq.topic).map_or("*", String::as_str);
+        let ask = PullAsk { offset, max_nums, subscription, commit_offset: commit, suspend_ms: hold_ms, timeout_ms };
+        let r = pull_at(&self.inner.inst, &addr, &mq, &ask).await;
+        let mut pulled = Vec::new();
+        let (answer, suggested) = match r {
+            Ok((r, suggested)) => {
+                let answer = match r.status {
+                    PullStatus::Found => {
+                        let offsets: Vec<u64> = r.messages.iter().map(|m| m.queue_offset as u64).collect();
+                        for mut m in r.messages {
+                            if let Some(t) =
+                                m.properties.get(prop::RETRY_TOPIC).filter(|_| m.topic.starts_with("%RETRY%"))
+                            {
+                                m.topic = t.clone();
+                            }
+                            pulled.push(m);
+                        }
+                        PullAnswer::Found { offsets, next_begin: r.next_begin_offset }
+                    }
+                    _ => PullAnswer::Empty { next_begin: r.next_begin_offset },
+                };
+                (Some(answer), suggested)
+            }
+            Err(ClientError::Server { code, remark }) => {
+                tracing::debug!(queue = ?mq, code, %remark, "pull refused");
+                (Some(PullAnswer::Refused), None)
+            }
+            Err(e) => {
+                tracing::debug!(queue = ?mq, error = %e, "pull failed");
+                (None, None)
+            }
+        };
+        let out = self.apply_pulled(Some((&mq, pulled)), |core, now| match answer {
+            Some(a) => core.on_pulled(req, a, suggested, now),
+            None => core.on_failed(req, now),
+        });
+        self.carry_out(out);
+    }
+
+    /// Hands the held messages at `offsets` of `mq` to the listener, batch by batch.
+    fn consume(&self, mq: MessageQueue, offsets: Vec<u64>) {
+        let msgs: Vec<MessageExt> = {
+            let held = self.held();
+            let queue = held.get(&mq);
+            offsets.iter().filter_map(|o| queue.and_then(|q| q.get(o)).cloned()).collect()
+        };
+        if msgs.len() != offsets.len() {
+            // Never expected: the core asked for messages the driver does not hold. They are
+            // reported failed (redelivered), never consumed by assumption.
+            tracing::error!(queue = ?mq, "{} of {} messages to consume are not held", offsets.len() - msgs.len(), offsets.len());
+            let missing: Vec<u64> =
+                offsets.iter().copied().filter(|o| !msgs.iter().any(|m| m.queue_offset as u64 == *o)).collect();
+            let out = self.apply(|core, now| core.on_consumed(&mq, &missing, false, now));
+            self.carry_out(out);
+        }
+        let batch_max = self.inner.inst.config.consume_batch_max.max(1);
+        for chunk in msgs.chunks(batch_max) {
+            if self.stopped() {
+                return;
+            }
+            let listener = &self.inner.listener;
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| listener(chunk))).unwrap_or_else(|_| {
+                tracing::warn!(queue = ?mq, "the listener panicked; the batch is consumed again later");
+                ConsumeResult::ReconsumeLater
+            });
+            let done: Vec<u64> = chunk.iter().map(|m| m.queue_offset as u64).collect();
+            let out = self.apply(|core, now| core.on_consumed(&mq, &done, result == ConsumeResult::Success, now));
+            self.carry_out(out);
+        }
+    }
+
+    /// CONSUMER_SEND_MSG_BACK of a held message; true when the broker took it.
+    async fn send_back(&self, mq: &MessageQueue, queue_offset: u64, addr: &str) -> bool {
+        let inst = &self.inner.inst;
+        let msg = self.held().get(mq).and_then(|q| q.get(&queue_offset)).cloned();
+        let Some(m) = msg else { return false };
+        let h = ConsumerSendMsgBackRequestHeader {
+            offset: m.commit_log_offset,
+            group: inst.config.group.clone(),
+            delay_level: 0,
+            origin_msg_id: Some(m.msg_id()),
+            origin_topic: Some(m.topic.clone()),
+            max_reconsume_times: Some(inst.config.max_reconsume_times),
+        };
+        let req = RemotingCommand::request_with(RequestCode::ConsumerSendMsgBack, 0, &h);
+        match inst.call(addr, req).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(queue = ?mq, queue_offset, error = %e, "send-back failed; consumed again here later");
+                false
+            }
+        }
     }
 
     fn heartbeat_data(&self) -> HeartbeatData {
@@ -183,260 +468,29 @@ impl<E: Env> PushConsumer<E> {
             ..Default::default()
         }
     }
+}
 
-    async fn background(&self) {
-        let mut stop = self.inner.stop.subscribe();
-        let cfg = self.inner.inst.config.clone();
-        let mut persist = rmq_rt::time::interval(Duration::from_millis(cfg.persist_offset_interval_ms.max(10)));
-        let mut heartbeat = rmq_rt::time::interval(Duration::from_millis(cfg.heartbeat_interval_ms.max(10)));
-        let mut rebalance = rmq_rt::time::interval(Duration::from_millis(cfg.rebalance_interval_ms.max(10)));
-        loop {
-            tokio::select! {
-                biased;
-                _ = stop.changed() => return,
-                _ = persist.tick() => self.persist_all().await,
-                _ = heartbeat.tick() => {
-                    for topic in self.inner.subs.keys() {
-                        let _ = self.inner.inst.fetch_route(topic).await;
-                    }
-                    self.inner.inst.heartbeat_all(&self.heartbeat_data()).await;
-                }
-                _ = rebalance.tick() => self.rebalance().await,
-                _ = self.inner.rebalance_now.notified() => self.rebalance().await,
-            }
-        }
-    }
-
-    async fn members(&self, route: &rmq_proto::body::TopicRouteData) -> Option<Vec<String>> {
-        let inst = &self.inner.inst;
-        for b in &route.broker_datas {
-            let Some(addr) = b.broker_addrs.values().next() else { continue };
-            let h = ConsumerGroupRequestHeader { consumer_group: inst.config.group.clone() };
-            let req = RemotingCommand::request_with(RequestCode::GetConsumerListByGroup, 0, &h);
-            if let Ok(resp) = inst.call(addr, req).await {
-                if let Ok(list) = from_json::<ConsumerIdList>(&resp.body) {
-                    return Some(list.consumer_id_list);
-                }
-            }
-        }
-        None
-    }
-
-    /// Recomputes owned queues; starts and stops queue tasks.
-    async fn rebalance(&self) {
-        let inst = &self.inner.inst;
-        let mut wanted = Vec::new();
-        for topic in self.inner.subs.keys() {
-            let route = match inst.fetch_route(topic).await {
-                Ok(r) => r,
-                Err(_) => match inst.cached_route(topic) {
-                    Some(r) => r,
-                    None => continue,
-                },
-            };
-            let queues = PublishInfo::readable_queues(topic, &route);
-            match inst.config.message_model {
-                MessageModel::Broadcasting => wanted.extend(queues),
-                MessageModel::Clustering => {
-                    let Some(members) = self.members(&route).await else { continue };
-                    wanted.extend(allocate_averagely(&queues, &members, &inst.client_id));
-                }
-            }
-        }
-        let mut owned = self.inner.owned.lock().await;
-        let gone: Vec<MessageQueue> = owned.keys().filter(|q| !wanted.contains(q)).cloned().collect();
-        for mq in gone {
-            if let Some(o) = owned.remove(&mq) {
-                let _ = o.stop.send(true);
-                let off = o.progress.lock().expect("progress lock is never poisoned").committable();
-                if let Some(off) = off {
-                    self.persist_one(&mq, off, false).await;
-                }
-                tracing::debug!(queue = ?mq, "queue released");
-            }
-        }
-        for mq in wanted {
-            if owned.contains_key(&mq) {
-                continue;
-            }
-            let Ok(start) = self.start_offset(&mq).await else { continue };
-            let progress = Arc::new(Mutex::new(Progress { next_offset: start, ..Default::default() }));
-            let (stop, stopped) = watch::channel(false);
-            let this = self.clone();
-            let (mq2, p2) = (mq.clone(), progress.clone());
-            spawn(async move { this.consume_queue(mq2, p2, stopped).await });
-            tracing::debug!(queue = ?mq, start, "queue taken");
-            owned.insert(mq, Owned { progress, stop });
-        }
-    }
-
-    async fn start_offset(&self, mq: &MessageQueue) -> Result<u64, ClientError> {
-        let inst = &self.inner.inst;
-        if inst.config.message_model == MessageModel::Broadcasting {
-            if let Some(o) = self.inner.local_offsets.lock().expect("offset lock is never poisoned").get(mq) {
-                return Ok(*o);
-            }
-        } else if let Some(o) = committed_offset(inst, mq).await? {
-            return Ok(o);
-        }
-        match inst.config.consume_from_where {
-            ConsumeFromWhere::FirstOffset => queue_offset(inst, mq, RequestCode::GetMinOffset).await,
-            ConsumeFromWhere::LastOffset => queue_offset(inst, mq, RequestCode::GetMaxOffset).await,
-        }
-    }
-
-    async fn consume_queue(
-        &self,
-        mq: MessageQueue,
-        progress: Arc<Mutex<Progress>>,
-        mut stopped: watch::Receiver<bool>,
-    ) {
-        let inst = &self.inner.inst;
-        let cfg = &inst.config;
-        let expr = self.inner.subs.get(&mq.topic).cloned().unwrap_or_else(|| "*".into());
-        let clustering = cfg.message_model == MessageModel::Clustering;
-        loop {
-            if *stopped.borrow() {
-                return;
-            }
-            let stale = progress.lock().expect("progress lock is never poisoned").stale;
-            if stale {
-                // Re-seat from the group's committed offset (redelivery, never a skip); the
-                // messages still in flight will be delivered again from there.
-                match committed_offset(inst, &mq).await {
-                    Ok(Some(o)) => {
-                        let mut p = progress.lock().expect("progress lock is never poisoned");
-                        p.next_offset = o;
-                        p.in_flight = ProcessQueue::default();
-                        p.last_committed = Some(o);
-                        p.stale = false;
-                    }
-                    _ => {
-                        rmq_rt::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
-                        continue;
-                    }
-                }
-            }
-            let (next, commit) = {
-                let p = progress.lock().expect("progress lock is never poisoned");
-                (p.next_offset, if clustering { p.committable() } else { None })
-            };
-            let pulled = tokio::select! {
-                biased;
-                _ = stopped.changed() => return,
-                r = pull_once(inst, &mq, next, cfg.pull_batch_size, &expr, commit, cfg.pull_suspend_ms) => r,
-            };
-            let r = match pulled {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(queue = ?mq, error = %e, "pull failed");
-                    if matches!(e, ClientError::Rpc(_)) && clustering {
-                        progress.lock().expect("progress lock is never poisoned").stale = true;
-                    }
-                    rmq_rt::time::sleep(Duration::from_millis(PULL_RETRY_DELAY_MS)).await;
-                    continue;
-                }
-            };
-            {
-                let mut p = progress.lock().expect("progress lock is never poisoned");
-                p.next_offset = r.next_begin_offset;
-                let offsets: Vec<u64> = r.messages.iter().map(|m| m.queue_offset as u64).collect();
-                p.in_flight.add(&offsets);
-            }
-            if r.status == PullStatus::Found {
-                self.consume(&mq, r.messages, &progress, &stopped).await;
-            }
-        }
-    }
-
-    /// Hands messages to the listener batch by batch; failures go back to the broker.
-    async fn consume(
-        &self,
-        mq: &MessageQueue,
-        mut msgs: Vec<MessageExt>,
-        progress: &Arc<Mutex<Progress>>,
-        stopped: &watch::Receiver<bool>,
-    ) {
-        for m in msgs.iter_mut() {
-            if let Some(t) = m.properties.get(prop::RETRY_TOPIC).filter(|_| m.topic.starts_with("%RETRY%")) {
-                m.topic = t.clone();
-            }
-        }
-        let batch_max = self.inner.inst.config.consume_batch_max.max(1);
-        for chunk in msgs.chunks(batch_max) {
-            loop {
-                let result = (self.inner.listener)(chunk);
-                if result == ConsumeResult::Success || self.send_back_all(mq, chunk).await {
-                    break;
-                }
-                // The broker did not take the retry: consume again here after a pause.
-                rmq_rt::time::sleep(Duration::from_millis(LOCAL_RETRY_DELAY_MS)).await;
-                if *stopped.borrow() {
-                    return;
-                }
-            }
-            let offsets: Vec<u64> = chunk.iter().map(|m| m.queue_offset as u64).collect();
-            progress.lock().expect("progress lock is never poisoned").in_flight.remove(&offsets);
-        }
-    }
-
-    /// Sends each failed message back for a delayed retry; true when all were accepted.
-    async fn send_back_all(&self, mq: &MessageQueue, msgs: &[MessageExt]) -> bool {
-        let inst = &self.inner.inst;
-        if inst.config.message_model == MessageModel::Broadcasting {
-            tracing::warn!("broadcasting consumption failed; the message is dropped (no retry in broadcasting)");
-            return true;
-        }
-        let Some(addr) = inst.master_addr(&mq.broker_name) else { return false };
-        for m in msgs {
-            let h = ConsumerSendMsgBackRequestHeader {
-                offset: m.commit_log_offset,
-                group: inst.config.group.clone(),
-                delay_level: 0,
-                origin_msg_id: Some(m.msg_id()),
-                origin_topic: Some(m.topic.clone()),
-                max_reconsume_times: Some(inst.config.max_reconsume_times),
-            };
-            let req = RemotingCommand::request_with(RequestCode::ConsumerSendMsgBack, 0, &h);
-            if inst.call(&addr, req).await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn persist_all(&self) {
-        let snapshot: Vec<(MessageQueue, u64, Option<u64>)> = {
-            let owned = self.inner.owned.lock().await;
-            owned
-                .iter()
-                .filter_map(|(mq, o)| {
-                    let p = o.progress.lock().expect("progress lock is never poisoned");
-                    p.committable().map(|off| (mq.clone(), off, p.last_committed))
-                })
-                .collect()
-        };
-        for (mq, off, last) in snapshot {
-            if last != Some(off) {
-                self.persist_one(&mq, off, true).await;
-                if let Some(o) = self.inner.owned.lock().await.get(&mq) {
-                    o.progress.lock().expect("progress lock is never poisoned").last_committed = Some(off);
-                }
-            }
-        }
-    }
-
-    async fn persist_one(&self, mq: &MessageQueue, offset: u64, oneway: bool) {
-        let inst = &self.inner.inst;
-        match inst.config.message_model {
-            MessageModel::Broadcasting => {
-                self.inner.local_offsets.lock().expect("offset lock is never poisoned").insert(mq.clone(), offset);
-            }
-            MessageModel::Clustering => {
-                if let Err(e) = commit_offset(inst, mq, offset, oneway).await {
-                    tracing::debug!(queue = ?mq, error = %e, "offset commit failed");
-                }
-            }
-        }
-    }
+/// The core's settings from the client's configuration.
+fn settings<E: Env>(inst: &ClientInstance<E>, subs: &BTreeMap<String, String>) -> ConsumerSettings {
+    let cfg = &inst.config;
+    let topics: Vec<&str> = subs.keys().map(String::as_str).collect();
+    let mut s = ConsumerSettings::new(&inst.client_id, &topics);
+    s.model = match cfg.message_model {
+        MessageModel::Clustering => Model::Clustering,
+        MessageModel::Broadcasting => Model::Broadcasting,
+    };
+    s.start_from = match cfg.consume_from_where {
+        ConsumeFromWhere::FirstOffset => StartFrom::First,
+        ConsumeFromWhere::LastOffset => StartFrom::Last,
+    };
+    s.pull_batch = cfg.pull_batch_size;
+    s.pull_hold_ms = cfg.pull_suspend_ms;
+    s.request_timeout_ms = RPC_TIMEOUT_MS;
+    s.pull_retry_delay_ms = PULL_RETRY_DELAY_MS;
+    s.local_retry_delay_ms = LOCAL_RETRY_DELAY_MS;
+    s.rebalance_ms = cfg.rebalance_interval_ms.max(10);
+    s.heartbeat_ms = cfg.heartbeat_interval_ms.max(10);
+    s.route_refresh_ms = cfg.poll_namesrv_interval_ms.max(10);
+    s.persist_ms = cfg.persist_offset_interval_ms.max(10);
+    s
 }
