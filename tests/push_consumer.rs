@@ -145,6 +145,7 @@ fn reconsume_later_redelivers_through_the_retry_topic() {
 #[test]
 fn broadcasting_gives_every_member_every_message() {
     let (ns, _broker, _store) = cluster("BcastT");
+    let offsets = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let counts: Arc<Mutex<BTreeMap<&'static str, usize>>> = Arc::default();
@@ -153,6 +154,7 @@ fn broadcasting_gives_every_member_every_message() {
             let mut cfg = fast(&ns.addr, "BcastG");
             cfg.message_model = MessageModel::Broadcasting;
             cfg.instance_name = Some(name.into());
+            cfg.local_offset_store_dir = Some(offsets.path().into());
             let counts = counts.clone();
             members.push(
                 PushConsumer::start(RealEnv::default(), cfg, &[("BcastT", "*")], move |msgs| {
@@ -175,6 +177,49 @@ fn broadcasting_gives_every_member_every_message() {
         for m in members {
             m.shutdown().await;
         }
+    });
+}
+
+#[test]
+fn a_restarted_broadcasting_member_resumes_from_its_saved_offsets() {
+    let (ns, _broker, _store) = cluster("BcastR");
+    let offsets = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut cfg = fast(&ns.addr, "BcastRG");
+        cfg.message_model = MessageModel::Broadcasting;
+        cfg.local_offset_store_dir = Some(offsets.path().into());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let start = |seen: Arc<Mutex<Vec<String>>>| {
+            PushConsumer::start(RealEnv::default(), cfg.clone(), &[("BcastR", "*")], move |msgs| {
+                seen.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+                ConsumeResult::Success
+            })
+        };
+        let p = Producer::start(RealEnv::default(), ClientConfig::new(&ns.addr, "BcastRP"));
+        let c = start(seen.clone()).await.unwrap();
+        assert_eq!(c.client_id(), "127.0.0.1@DEFAULT", "a broadcasting member keeps its client id across restarts");
+        for i in 0..10 {
+            p.send(Message::new("BcastR", format!("{i}").into_bytes())).await.unwrap();
+        }
+        wait_until("the first 10", || seen.lock().unwrap().len() == 10).await;
+        c.shutdown().await;
+        let file = offsets.path().join("127.0.0.1@DEFAULT").join("BcastRG").join("offsets.json");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("offsetTable") && text.contains("BcastR"), "{text}");
+        // Sent while the member is down; it starts from the first offset of a queue it has no
+        // saved offset for, so without the file it would read all 20 again.
+        for i in 10..20 {
+            p.send(Message::new("BcastR", format!("{i}").into_bytes())).await.unwrap();
+        }
+        let again: Arc<Mutex<Vec<String>>> = Arc::default();
+        let c = start(again.clone()).await.unwrap();
+        wait_until("the 10 sent while down", || again.lock().unwrap().len() >= 10).await;
+        c.shutdown().await;
+        let mut got: Vec<u32> = again.lock().unwrap().iter().map(|b| b.parse().unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, (10..20).collect::<Vec<_>>(), "resumes where it stopped, nothing read twice");
+        p.shutdown().await;
     });
 }
 

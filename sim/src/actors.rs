@@ -133,6 +133,10 @@ pub struct Consumer {
     /// Messages handed over by a pull and not finished yet.
     held: BTreeMap<(MessageQueue, u64), MessageExt>,
     next_opaque: i32,
+    /// The client's local offset store (broadcasting only; it survives a restart). The fast
+    /// lane's consumers cluster, so it stays empty; it is kept rather than dropped should the
+    /// core ever ask.
+    saved_offsets: BTreeMap<MessageQueue, u64>,
 }
 
 /// The fast lane's consumer settings: a 1 s long poll, heartbeat and rebalance every second.
@@ -158,13 +162,16 @@ impl Consumer {
             tickets: BTreeMap::new(),
             held: BTreeMap::new(),
             next_opaque: 1,
+            saved_offsets: BTreeMap::new(),
         }
     }
 
     /// The consumer after a process restart at `now`: it starts from scratch, as a new process
-    /// would.
+    /// would, with what its local offset store held.
     pub fn restarted(&self, now: u64) -> Self {
-        Consumer { core: ConsumerCore::new(consumer_settings(self.idx), now), ..Consumer::new(self.idx) }
+        let mut core = ConsumerCore::new(consumer_settings(self.idx), now);
+        core.restore_offsets(self.saved_offsets.clone());
+        Consumer { core, saved_offsets: self.saved_offsets.clone(), ..Consumer::new(self.idx) }
     }
 
     fn request(
@@ -504,6 +511,7 @@ fn apply_consumer(w: &mut World, me: usize, c: &mut Consumer, out: Vec<ConsumerO
                     .collect();
                 w.trace.line(w.now, &name, "client.queues.rebalanced", &format!("queues=[{}]", ids.join(", ")));
             }
+            ConsumerOutput::SaveOffsets { offsets } => c.saved_offsets = offsets,
         }
     }
     // Messages the core let go (finished, sent back, or of a released queue) are dropped.

@@ -236,6 +236,13 @@ pub enum ConsumerOutput {
         /// Owned queues now, sorted.
         queues: Vec<MessageQueue>,
     },
+    /// BROADCASTING: write these offsets (every queue this client ever consumed) to the
+    /// client's local offset store, replacing what it held; read them back into
+    /// [`ConsumerCore::restore_offsets`] when the client starts again.
+    SaveOffsets {
+        /// Next offset to consume, per queue.
+        offsets: BTreeMap<MessageQueue, u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -327,6 +334,8 @@ pub struct ConsumerCore {
     owned: BTreeMap<MessageQueue, QueueState>,
     /// Broadcasting offsets (clustering ones live on the broker).
     local_offsets: BTreeMap<MessageQueue, u64>,
+    /// The broadcasting offsets last handed out to be saved.
+    saved_offsets: BTreeMap<MessageQueue, u64>,
     pending: BTreeMap<ReqId, (Req, u64)>,
     next_req: ReqId,
     members_rotor: usize,
@@ -346,6 +355,7 @@ impl ConsumerCore {
             suggested: BTreeMap::new(),
             owned: BTreeMap::new(),
             local_offsets: BTreeMap::new(),
+            saved_offsets: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_req: 1,
             members_rotor,
@@ -393,7 +403,24 @@ impl ConsumerCore {
             self.release(&mq, &mut out);
         }
         self.pending.clear();
+        if self.settings.model == Model::Broadcasting {
+            self.saved_offsets = self.local_offsets.clone();
+            out.push(ConsumerOutput::SaveOffsets { offsets: self.local_offsets.clone() });
+        }
         out
+    }
+
+    /// BROADCASTING: the offsets the client's local store held at start (what an earlier run
+    /// handed out in [`ConsumerOutput::SaveOffsets`]); each queue resumes there instead of
+    /// asking the broker where to start. Call before the first input.
+    pub fn restore_offsets(&mut self, offsets: BTreeMap<MessageQueue, u64>) {
+        self.saved_offsets = offsets.clone();
+        self.local_offsets = offsets;
+    }
+
+    /// BROADCASTING: the offsets kept here, per queue.
+    pub fn local_offsets(&self) -> &BTreeMap<MessageQueue, u64> {
+        &self.local_offsets
     }
 
     /// A route answer (`None`: no NameServer had it).
@@ -756,6 +783,10 @@ impl ConsumerCore {
             self.owned.get_mut(&mq).expect("listed").committed = Some(offset);
             self.commit(&mq, offset, out);
         }
+        if self.settings.model == Model::Broadcasting && self.local_offsets != self.saved_offsets {
+            self.saved_offsets = self.local_offsets.clone();
+            out.push(ConsumerOutput::SaveOffsets { offsets: self.local_offsets.clone() });
+        }
     }
 
     fn sent_back(&mut self, mq: &MessageQueue, o: u64, accepted: bool, now_ms: u64, out: &mut Vec<ConsumerOutput>) {
@@ -1056,8 +1087,34 @@ mod tests {
         let out = core.on_consumed(&mq, &[0], false, 3);
         assert!(!out.iter().any(|o| matches!(o, ConsumerOutput::SendBack { .. })), "{out:?}");
         let persist = core.settings().persist_ms;
-        assert!(!core.tick(persist).iter().any(|o| matches!(o, ConsumerOutput::Commit { .. })));
-        assert_eq!(core.local_offsets.get(&mq), Some(&1));
+        let out = core.tick(persist);
+        assert!(!out.iter().any(|o| matches!(o, ConsumerOutput::Commit { .. })));
+        assert_eq!(core.local_offsets().get(&mq), Some(&1));
+        let saved: BTreeMap<MessageQueue, u64> = [(mq.clone(), 1)].into();
+        assert!(out.contains(&ConsumerOutput::SaveOffsets { offsets: saved.clone() }), "{out:?}");
+        assert!(
+            !core.tick(2 * persist).iter().any(|o| matches!(o, ConsumerOutput::SaveOffsets { .. })),
+            "nothing changed, nothing written"
+        );
+        assert!(core.shutdown().contains(&ConsumerOutput::SaveOffsets { offsets: saved.clone() }));
+    }
+
+    #[test]
+    fn a_restarted_broadcasting_consumer_resumes_from_its_saved_offsets() {
+        let mut settings = ConsumerSettings::new("a", &["T"]);
+        settings.model = Model::Broadcasting;
+        let mut core = ConsumerCore::new(settings, 0);
+        let mq = MessageQueue { topic: "T".into(), broker_name: "b".into(), queue_id: 0 };
+        core.restore_offsets([(mq.clone(), 7)].into());
+        let req = find(&core.tick(0), |o| match o {
+            ConsumerOutput::FetchRoute { req, .. } => Some(*req),
+            _ => None,
+        });
+        let out = core.on_route(req, Some(route(1, false)), 0);
+        assert!(!out.iter().any(|o| matches!(o, ConsumerOutput::QueryQueueOffset { .. })), "{out:?}");
+        let (_, pulled, offset, _) = pull_req(&out);
+        assert_eq!((pulled, offset), (mq, 7), "resumes where the last run stopped");
+        core.assert_invariants();
     }
 
     #[test]

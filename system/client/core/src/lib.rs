@@ -159,11 +159,12 @@ impl ProcessQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use rmq_proto::body::{BrokerData, QueueData};
 
-    fn route(brokers: &[(&str, bool)]) -> TopicRouteData {
+    /// A route of two queues per broker; a broker without master has only a slave (id 1).
+    pub(crate) fn route(brokers: &[(&str, bool)]) -> TopicRouteData {
         TopicRouteData {
             queue_datas: brokers
                 .iter()

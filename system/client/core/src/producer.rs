@@ -596,32 +596,10 @@ impl SendRequest<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmq_proto::body::{BrokerData, QueueData};
 
     fn route(brokers: &[&str]) -> TopicRouteData {
-        TopicRouteData {
-            queue_datas: brokers
-                .iter()
-                .map(|b| QueueData {
-                    broker_name: b.to_string(),
-                    read_queue_nums: 2,
-                    write_queue_nums: 2,
-                    perm: 6,
-                    topic_sys_flag: 0,
-                })
-                .collect(),
-            broker_datas: brokers
-                .iter()
-                .map(|b| BrokerData {
-                    cluster: "c".into(),
-                    broker_name: b.to_string(),
-                    broker_addrs: [(0, format!("{b}:1"))].into(),
-                    zone_name: None,
-                    enable_acting_master: false,
-                })
-                .collect(),
-            ..Default::default()
-        }
+        let with_master: Vec<(&str, bool)> = brokers.iter().map(|b| (*b, true)).collect();
+        crate::tests::route(&with_master)
     }
 
     fn resp(code: i32) -> RemotingCommand {

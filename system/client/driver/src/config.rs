@@ -5,6 +5,9 @@
 //! `rocketmq.producer.retry-times-when-send-failed`. Environment: `ROCKETMQ_NAME_SERVER` (or
 //! `NAMESRV_ADDR`), `ROCKETMQ_PRODUCER_GROUP`, `ROCKETMQ_CONSUMER_GROUP`.
 //!
+//! Broadcasting offsets: `rocketmq.consumer.local-offset-store-dir` or
+//! `ROCKETMQ_LOCAL_OFFSET_STORE_DIR` (default `$HOME/.rocketmq_offsets`).
+//!
 //! ACL credentials: `rocketmq.<role>.access-key` + `rocketmq.<role>.secret-key` (the starter's
 //! keys), or `ROCKETMQ_ACCESS_KEY` + `ROCKETMQ_SECRET_KEY`; one without the other is an error.
 
@@ -79,6 +82,9 @@ pub struct ClientConfig {
     pub consume_from_where: ConsumeFromWhere,
     /// ACL account every request is signed with; `None`: requests are not signed.
     pub credentials: Option<Credentials>,
+    /// Where BROADCASTING consumers keep their offsets (RocketMQ's `localOffsetStoreDir`);
+    /// `None`: `$HOME/.rocketmq_offsets`. See [`crate::offset_store`].
+    pub local_offset_store_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -101,6 +107,7 @@ impl Default for ClientConfig {
             message_model: MessageModel::Clustering,
             consume_from_where: ConsumeFromWhere::LastOffset,
             credentials: None,
+            local_offset_store_dir: None,
         }
     }
 }
@@ -155,6 +162,9 @@ impl ClientConfig {
                 }
             };
         }
+        if let Some(d) = props.get(&format!("rocketmq.{role}.local-offset-store-dir")) {
+            c.local_offset_store_dir = Some(d.into());
+        }
         let (ak, sk) = (format!("rocketmq.{role}.access-key"), format!("rocketmq.{role}.secret-key"));
         c.credentials = credentials(props.get(&ak).map(String::as_str), props.get(&sk).map(String::as_str), &ak, &sk)?;
         Ok(c)
@@ -168,7 +178,8 @@ impl ClientConfig {
         Self::from_properties(&props, role)
     }
 
-    /// Reads `ROCKETMQ_NAME_SERVER` (or `NAMESRV_ADDR`) and `ROCKETMQ_<ROLE>_GROUP`.
+    /// Reads `ROCKETMQ_NAME_SERVER` (or `NAMESRV_ADDR`), `ROCKETMQ_<ROLE>_GROUP`, the ACL keys
+    /// and `ROCKETMQ_LOCAL_OFFSET_STORE_DIR`.
     pub fn from_env(role: &str) -> Result<Self, ClientError> {
         let mut props = BTreeMap::new();
         if let Ok(v) = std::env::var("ROCKETMQ_NAME_SERVER").or_else(|_| std::env::var("NAMESRV_ADDR")) {
@@ -177,7 +188,11 @@ impl ClientConfig {
         if let Ok(v) = std::env::var(format!("ROCKETMQ_{}_GROUP", role.to_uppercase())) {
             props.insert(format!("rocketmq.{role}.group"), v);
         }
-        for (var, key) in [("ROCKETMQ_ACCESS_KEY", "access-key"), ("ROCKETMQ_SECRET_KEY", "secret-key")] {
+        for (var, key) in [
+            ("ROCKETMQ_ACCESS_KEY", "access-key"),
+            ("ROCKETMQ_SECRET_KEY", "secret-key"),
+            ("ROCKETMQ_LOCAL_OFFSET_STORE_DIR", "local-offset-store-dir"),
+        ] {
             if let Ok(v) = std::env::var(var) {
                 props.insert(format!("rocketmq.{role}.{key}"), v);
             }

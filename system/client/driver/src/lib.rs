@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod idempotent;
 pub mod instance;
+pub mod offset_store;
 pub mod producer;
 pub mod pull;
 pub mod push;

@@ -11,7 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, ReqId, StartFrom};
+use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, StartFrom};
 use rmq_proto::body::{from_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, SubscriptionData};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader};
@@ -21,6 +21,7 @@ use rmq_rt::{spawn, Env};
 use tokio::sync::{watch, Notify};
 
 use crate::instance::{ClientInstance, RPC_TIMEOUT_MS};
+use crate::offset_store::LocalOffsetStore;
 use crate::pull::{commit_offset_at, committed_offset_at, pull_at, queue_offset_at, PullAsk};
 use crate::{ClientConfig, ClientError, ConsumeFromWhere, MessageModel, PullStatus};
 
@@ -56,6 +57,8 @@ struct Inner<E: Env> {
     /// Turns true once the first rebalance has had its answer (or the route was missing).
     settled: watch::Sender<bool>,
     stop: watch::Sender<bool>,
+    /// BROADCASTING: this member's offsets on the local disk.
+    offsets: Option<LocalOffsetStore>,
 }
 
 /// A push consumer. Cheap to clone.
@@ -83,13 +86,29 @@ impl<E: Env> PushConsumer<E> {
     where
         F: Fn(&[MessageExt]) -> ConsumeResult + Send + Sync + 'static,
     {
+        let mut config = config;
+        if config.message_model == MessageModel::Broadcasting && config.instance_name.is_none() {
+            // As RocketMQ: a broadcasting member keeps the instance name DEFAULT (a clustering
+            // one takes its process id), so its client id, and with it the directory of its
+            // saved offsets, is the same after a restart.
+            config.instance_name = Some("DEFAULT".into());
+        }
         let (inst, mut incoming) = ClientInstance::new(env, config);
         let mut subs: BTreeMap<String, String> =
             subscriptions.iter().map(|(t, e)| (t.to_string(), e.to_string())).collect();
         if inst.config.message_model == MessageModel::Clustering {
             subs.insert(format!("%RETRY%{}", inst.config.group), "*".into());
         }
-        let core = ConsumerCore::new(settings(&inst, &subs), inst.env().now_ms());
+        let mut core = ConsumerCore::new(settings(&inst, &subs), inst.env().now_ms());
+        let offsets = match inst.config.message_model {
+            MessageModel::Clustering => None,
+            MessageModel::Broadcasting => {
+                let dir = inst.config.local_offset_store_dir.as_deref();
+                let store = LocalOffsetStore::new(dir, &inst.client_id, &inst.config.group)?;
+                core.restore_offsets(store.load()?);
+                Some(store)
+            }
+        };
         let (stop, _) = watch::channel(false);
         let (settled, _) = watch::channel(false);
         let c = PushConsumer {
@@ -102,6 +121,7 @@ impl<E: Env> PushConsumer<E> {
                 wake: Notify::new(),
                 settled,
                 stop,
+                offsets,
             }),
         };
         let notify = c.clone();
@@ -147,6 +167,7 @@ impl<E: Env> PushConsumer<E> {
                         tracing::debug!(queue = ?mq, error = %e, "offset commit at shutdown failed");
                     }
                 }
+                ConsumerOutput::SaveOffsets { offsets } => self.save_offsets(&offsets),
                 other => tracing::debug!(?other, "not carried out at shutdown"),
             }
         }
@@ -312,8 +333,8 @@ impl<E: Env> PushConsumer<E> {
                     this.carry_out(out);
                 });
             }
-            ConsumerOutput::Pull { req, mq, addr, offset, commit, max_nums, hold_ms, timeout_ms } => {
-                spawn(async move { this.pull(req, mq, addr, offset, commit, max_nums, hold_ms, timeout_ms).await });
+            order @ ConsumerOutput::Pull { .. } => {
+                spawn(async move { this.pull(order).await });
             }
             ConsumerOutput::Consume { mq, offsets } => {
                 spawn(async move { this.consume(mq, offsets) });
@@ -336,6 +357,21 @@ impl<E: Env> PushConsumer<E> {
                 tracing::debug!(?queues, "queues rebalanced");
                 self.settle();
             }
+            ConsumerOutput::SaveOffsets { offsets } => self.save_offsets(&offsets),
+        }
+    }
+
+    /// Writes the broadcasting offsets to the local store. A failed write is logged: the
+    /// next change writes the whole table again, and until then a restart resumes from the
+    /// last table written (redelivery, never a skip).
+    fn save_offsets(&self, offsets: &BTreeMap<MessageQueue, u64>) {
+        match &self.inner.offsets {
+            Some(store) => {
+                if let Err(e) = store.save(offsets) {
+                    tracing::warn!(path = %store.path().display(), error = %e, "broadcasting offsets not saved");
+                }
+            }
+            None => tracing::error!("the core asked to save broadcasting offsets of a clustering consumer"),
         }
     }
 
@@ -343,18 +379,11 @@ impl<E: Env> PushConsumer<E> {
         self.inner.settled.send_replace(true);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn pull(
-        &self,
-        req: ReqId,
-        mq: MessageQueue,
-        addr: String,
-        offset: u64,
-        commit: Option<u64>,
-        max_nums: i32,
-        hold_ms: u64,
-        timeout_ms: u64,
-    ) {
+    /// Carries out a [`ConsumerOutput::Pull`] and answers the core.
+    async fn pull(&self, order: ConsumerOutput) {
+        let ConsumerOutput::Pull { req, mq, addr, offset, commit, max_nums, hold_ms, timeout_ms } = order else {
+            return;
+        };
         let subscription = self.inner.subs.get(&mq.topic).map_or("*", String::as_str);
         let ask = PullAsk { offset, max_nums, subscription, commit_offset: commit, suspend_ms: hold_ms, timeout_ms };
         let r = pull_at(&self.inner.inst, &addr, &mq, &ask).await;
