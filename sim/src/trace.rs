@@ -66,6 +66,12 @@ impl Trace {
             }
             Event::PullHeld { topic, queue_id } => ("broker.pull.held", format!("topic={topic} queue={queue_id}")),
             Event::DelayedDelivered { topic } => ("broker.delayed.delivered", format!("topic={topic}")),
+            Event::TransactionRefused { code, reason } => {
+                ("broker.transaction.refused", format!("code={code} reason={reason}"))
+            }
+            Event::TransactionEnded { half_offset, commit } => {
+                ("broker.transaction.ended", format!("half_offset={half_offset} commit={commit}"))
+            }
             Event::CheckpointBegan { commit_log_offset } => {
                 ("broker.checkpoint.began", format!("clo={commit_log_offset}"))
             }

@@ -29,9 +29,9 @@ use std::net::IpAddr;
 
 use rmq_proto::body::{from_json, HeartbeatData};
 use rmq_proto::header::{
-    ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader,
-    QueryConsumerOffsetRequestHeader, SendMessageRequestHeader, TopicRequestHeader, UnregisterClientRequestHeader,
-    UpdateConsumerOffsetRequestHeader,
+    ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader, EndTransactionRequestHeader,
+    PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, SendMessageRequestHeader, TopicRequestHeader,
+    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use rmq_proto::names::RETRY_PREFIX;
 use rmq_proto::{CommandHeader, RemotingCommand};
@@ -184,6 +184,11 @@ pub fn needs(req: &RemotingCommand) -> Result<Needs, Denied> {
             let h: ConsumerSendMsgBackRequestHeader = header(req)?;
             n.groups.push((h.group, Perm::SUB));
         }
+        37 => {
+            // END_TRANSACTION publishes (commit) to the topic it names.
+            let h: EndTransactionRequestHeader = header(req)?;
+            n.topics.extend(h.topic.map(|t| (t, Perm::PUB)));
+        }
         38 => n.groups.push((header::<ConsumerGroupRequestHeader>(req)?.consumer_group, Perm::SUB)),
         _ => {}
     }
@@ -310,6 +315,25 @@ accounts:
         assert!(matches!(acl.check(local(), &unsigned), Err(Denied::BadSignature { .. })));
         let stranger = signed("nobody00", "whatever", send("Orders"));
         assert!(matches!(acl.check(local(), &stranger), Err(Denied::UnknownAccount { .. })));
+    }
+
+    #[test]
+    fn end_transaction_needs_pub_on_its_topic() {
+        let acl = acl();
+        let end = |topic: &str| {
+            let h = EndTransactionRequestHeader {
+                topic: Some(topic.into()),
+                producer_group: "pg".into(),
+                commit_or_rollback: 8,
+                msg_id: "x".into(),
+                ..Default::default()
+            };
+            RemotingCommand::request_with(RequestCode::EndTransaction, 1, &h)
+        };
+        let ok = signed("producer1", "producer-secret", end("Orders"));
+        assert_eq!(acl.check(local(), &ok), Ok(Allowed::Account("producer1".into())));
+        let denied = signed("producer1", "producer-secret", end("Secret"));
+        assert!(matches!(acl.check(local(), &denied), Err(Denied::NoResourcePerm { kind: "topic", .. })));
     }
 
     #[test]

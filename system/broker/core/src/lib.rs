@@ -50,6 +50,7 @@ pub mod clients;
 pub mod config;
 pub mod offsets;
 pub mod topics;
+pub mod transaction;
 
 mod access;
 mod admin;
@@ -218,6 +219,20 @@ pub enum Event {
         /// Queue.
         queue_id: i32,
     },
+    /// END_TRANSACTION resolved a half message.
+    TransactionEnded {
+        /// The half message's offset in `RMQ_SYS_TRANS_HALF_TOPIC`.
+        half_offset: u64,
+        /// Committed (else rolled back).
+        commit: bool,
+    },
+    /// END_TRANSACTION was refused (one-way, so this is where the reason shows).
+    TransactionRefused {
+        /// Response code.
+        code: i32,
+        /// Why.
+        reason: String,
+    },
     /// A delayed or retried message became deliverable.
     DelayedDelivered {
         /// Target topic.
@@ -281,6 +296,8 @@ pub struct BrokerCore<D: Directory> {
     /// Slave: what it learned about its master and the metadata copy in flight.
     sync: slave_sync::SlaveSync,
     delay: DelayProgress,
+    /// Half messages resolved by END_TRANSACTION.
+    transactions: transaction::Transactions,
     /// Connection → peer address (born host of messages, consumer connection lists).
     peers: BTreeMap<ConnId, SocketAddr>,
     /// Flush outputs emitted and not yet reported (at most `FLUSHES_IN_FLIGHT_MAX`).
@@ -362,6 +379,7 @@ value_impls!(
     ha,
     sync,
     delay,
+    transactions,
     peers,
     flushes_in_flight,
     flush_targets,
@@ -412,7 +430,9 @@ impl<D: Directory> BrokerCore<D> {
                 .map_err(|reason| OpenError::Config { path: ha::FLOOR_PATH, reason })?
         };
         let ha = Ha::opened(floor, fresh, fenced);
+        let transactions = transaction::Transactions::load(&store);
         Ok(BrokerCore {
+            transactions,
             store,
             topics,
             offsets,
@@ -496,6 +516,7 @@ impl<D: Directory> BrokerCore<D> {
             RequestCode::QueryConsumerOffset => self.query_consumer_offset(&req),
             RequestCode::UpdateConsumerOffset => self.update_consumer_offset(now_ms, &req),
             RequestCode::LockBatchMq => self.lock_batch(now_ms, &req),
+            RequestCode::EndTransaction => self.end_transaction(now_ms, &req),
             RequestCode::UnlockBatchMq => self.unlock_batch(&req),
             _ => self.admin(now_ms, conn, &req),
         };

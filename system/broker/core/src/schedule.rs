@@ -78,7 +78,8 @@ impl<D: Directory> BrokerCore<D> {
     pub(crate) fn apply_delay(&self, m: &mut MessageExt) {
         let levels = self.config.delay_levels_ms.len() as i32;
         let Some(level) = m.properties.get(prop::DELAY).and_then(|d| d.parse::<i32>().ok()) else { return };
-        if level <= 0 || levels == 0 || m.topic == SCHEDULE_TOPIC {
+        // A half message is delayed when it is committed, not before (RocketMQ issue #1540).
+        if level <= 0 || levels == 0 || m.topic == SCHEDULE_TOPIC || crate::transaction::is_prepared(m) {
             return;
         }
         let level = level.min(levels);

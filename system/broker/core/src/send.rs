@@ -13,7 +13,7 @@ use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::{Directory, PutResult, StoreError};
 
 use crate::topics::{DLQ_PREFIX, RETRY_PREFIX, SCHEDULE_TOPIC};
-use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event, FlushDiskType};
+use crate::{checks, ok, reply, transaction, BrokerCore, BrokerRole, Event, FlushDiskType};
 
 /// Most sends waiting for a flush; beyond it sends are refused with SYSTEM_BUSY.
 pub const FLUSH_WAITERS_MAX: usize = 100_000;
@@ -74,6 +74,16 @@ impl<D: Directory> BrokerCore<D> {
             Ok(m) => m,
             Err(resp) => return Some(resp),
         };
+        if msgs.iter().any(transaction::is_prepared) {
+            if msgs.len() > 1 {
+                return Some(reply(req, ResponseCode::MessageIllegal, "a batch cannot hold transactional messages"));
+            }
+            for m in msgs.iter_mut() {
+                if let Err((code, why)) = self.move_to_half(now_ms, m) {
+                    return Some(reply(req, code, why));
+                }
+            }
+        }
         let wait = msgs.iter().all(|m| m.properties.get(prop::WAIT).is_none_or(|w| w != "false"));
         let mut ids = Vec::with_capacity(msgs.len());
         let mut first: Option<PutResult> = None;

@@ -501,6 +501,7 @@ fn a_second_flush_overlaps_the_first_and_acks_wait_for_a_covering_report() {
 
 mod acl;
 mod names;
+mod transaction;
 
 // ---- replication ----
 
