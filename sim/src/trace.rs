@@ -66,6 +66,12 @@ impl Trace {
             }
             Event::PullHeld { topic, queue_id } => ("broker.pull.held", format!("topic={topic} queue={queue_id}")),
             Event::DelayedDelivered { topic } => ("broker.delayed.delivered", format!("topic={topic}")),
+            Event::TransactionChecked { half_offset, times, asked } => {
+                ("broker.transaction.checked", format!("half_offset={half_offset} times={times} asked={asked}"))
+            }
+            Event::TransactionDiscarded { half_offset } => {
+                ("broker.transaction.discarded", format!("half_offset={half_offset}"))
+            }
             Event::TransactionRefused { code, reason } => {
                 ("broker.transaction.refused", format!("code={code} reason={reason}"))
             }

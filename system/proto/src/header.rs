@@ -474,6 +474,25 @@ command_header! {
     }
 }
 
+command_header! {
+    /// CHECK_TRANSACTION_STATE (39) request header, broker → producer; the body is the half
+    /// message, encoded as stored.
+    pub struct CheckTransactionStateRequestHeader {
+        /// The real topic.
+        topic: Option<String> = "topic",
+        /// Queue offset of the half message.
+        tran_state_table_offset: i64 = "tranStateTableOffset",
+        /// Commit-log offset of the half message.
+        commit_log_offset: i64 = "commitLogOffset",
+        /// Message id (UNIQ_KEY).
+        msg_id: Option<String> = "msgId",
+        /// Transaction id.
+        transaction_id: Option<String> = "transactionId",
+        /// Broker-side offset message id.
+        offset_msg_id: Option<String> = "offsetMsgId",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

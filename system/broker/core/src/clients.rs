@@ -50,6 +50,12 @@ impl ClientManager {
         self.producers.entry(group.to_string()).or_default().insert(client_id.to_string(), (conn, now_ms));
     }
 
+    /// The connection of the producer of `group` heard from last (ties: the lowest client id).
+    pub fn live_producer(&self, group: &str) -> Option<ConnId> {
+        let members = self.producers.get(group)?;
+        members.values().rev().max_by_key(|(_, last)| *last).map(|(conn, _)| *conn)
+    }
+
     /// Removes a client from a consumer group; returns true when it was a member.
     pub fn unregister_consumer(&mut self, group: &str, client_id: &str) -> bool {
         let removed = self.consumers.get_mut(group).is_some_and(|g| g.remove(client_id).is_some());

@@ -74,6 +74,13 @@ pub struct BrokerConfig {
     pub delay_levels_ms: Vec<u64>,
     /// How often the delay service checks its queues.
     pub delay_poll_interval_ms: u64,
+    /// transactionTimeOut: a half message this old with no outcome is checked back.
+    pub transaction_timeout_ms: u64,
+    /// transactionCheckInterval: how often half messages are checked.
+    pub transaction_check_interval_ms: u64,
+    /// transactionCheckMax: checks before a half message is discarded to
+    /// TRANS_CHECK_MAX_TIME_TOPIC.
+    pub transaction_check_max: u32,
     /// Slave: the master's HA address (haMasterAddress), ip:port.
     pub ha_master_addr: Option<String>,
     /// haSendHeartbeatInterval: slave reports and master heartbeats at least this often.
@@ -121,6 +128,9 @@ impl Default for BrokerConfig {
             delay_levels_ms: parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
                 .expect("the default delay table parses"),
             delay_poll_interval_ms: 100,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 30_000,
+            transaction_check_max: 15,
             ha_master_addr: None,
             ha_heartbeat_interval_ms: 5_000,
             ha_housekeeping_ms: 20_000,

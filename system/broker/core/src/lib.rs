@@ -226,6 +226,21 @@ pub enum Event {
         /// Committed (else rolled back).
         commit: bool,
     },
+    /// A check round asked about a half message (`asked` false: no producer of its group
+    /// is connected; the check still counts).
+    TransactionChecked {
+        /// The half message's offset.
+        half_offset: u64,
+        /// Checks so far.
+        times: u32,
+        /// Whether a producer was asked.
+        asked: bool,
+    },
+    /// A half message checked `transactionCheckMax` times went to TRANS_CHECK_MAX_TIME_TOPIC.
+    TransactionDiscarded {
+        /// The half message's offset.
+        half_offset: u64,
+    },
     /// END_TRANSACTION was refused (one-way, so this is where the reason shows).
     TransactionRefused {
         /// Response code.
@@ -430,7 +445,8 @@ impl<D: Directory> BrokerCore<D> {
                 .map_err(|reason| OpenError::Config { path: ha::FLOOR_PATH, reason })?
         };
         let ha = Ha::opened(floor, fresh, fenced);
-        let transactions = transaction::Transactions::load(&store);
+        let mut transactions = transaction::Transactions::load(&store);
+        transactions.start(now_ms, config.transaction_check_interval_ms);
         Ok(BrokerCore {
             transactions,
             store,
@@ -643,6 +659,7 @@ impl<D: Directory> BrokerCore<D> {
         if self.config.broker_role != BrokerRole::Slave {
             // A slave's CommitLog is the master's, byte for byte: it never writes on its own.
             self.deliver_due_delayed(now_ms);
+            self.check_transactions(now_ms);
         }
         self.ha_timer(now_ms);
         self.slave_sync_timer(now_ms);
@@ -663,6 +680,9 @@ impl<D: Directory> BrokerCore<D> {
             d = d.min(t);
         }
         if let Some(t) = self.ha_deadline_ms() {
+            d = d.min(t);
+        }
+        if let Some(t) = self.transaction_deadline_ms() {
             d = d.min(t);
         }
         if let Some(t) = self.slave_sync_deadline_ms() {

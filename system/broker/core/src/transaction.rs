@@ -10,17 +10,18 @@
 //! The resolved set is rebuilt from the op queue when the broker opens, so it holds for a
 //! master that restarted or that was fed by its slave. A slave refuses END_TRANSACTION.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use rmq_proto::body::TopicConfig;
 use rmq_proto::codes::sys_flag;
-use rmq_proto::header::EndTransactionRequestHeader;
-use rmq_proto::message::{decode_message, prop, MessageExt};
+use rmq_proto::codes::RequestCode;
+use rmq_proto::header::{CheckTransactionStateRequestHeader, EndTransactionRequestHeader};
+use rmq_proto::message::{decode_message, encode_message, offset_msg_id, prop, MessageExt};
 use rmq_proto::{RemotingCommand, ResponseCode};
 use rmq_store::{Directory, MessageStore};
 
-use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event};
+use crate::{checks, ok, reply, BrokerCore, BrokerRole, Event, Output};
 
 /// Where prepared (half) messages wait for their outcome.
 pub const HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
@@ -41,10 +42,26 @@ pub(crate) fn is_prepared(m: &MessageExt) -> bool {
     kind(m.sys_flag) == sys_flag::TRANSACTION_PREPARED
 }
 
-/// Half messages resolved (by their queue offset in [`HALF_TOPIC`]).
+/// Where half messages go after `transactionCheckMax` checks without an outcome.
+pub const CHECK_MAX_TIME_TOPIC: &str = "TRANS_CHECK_MAX_TIME_TOPIC";
+/// Property: how many times a half message was checked back.
+pub const CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
+/// Most half messages looked at in one check round.
+pub const CHECKS_PER_ROUND_MAX: u64 = 1_000;
+
+/// Half messages resolved (by their queue offset in [`HALF_TOPIC`]) and the check-back's
+/// progress. Check counts live here, not in re-appended copies of the half message (RocketMQ
+/// 4.x): a restart starts them over, so a half message may be checked up to
+/// `transactionCheckMax` more times after one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub(crate) struct Transactions {
     resolved: BTreeSet<u64>,
+    /// Checks so far, per unresolved half offset.
+    checks: BTreeMap<u64, u32>,
+    /// Every half offset below this is resolved.
+    scan_from: u64,
+    /// The next check round.
+    next_check_ms: u64,
 }
 
 impl Transactions {
@@ -69,12 +86,36 @@ impl Transactions {
             }
             next = got.next_begin_offset.max(next + 1);
         }
-        Transactions { resolved }
+        let mut t = Transactions { resolved, ..Default::default() };
+        t.advance_scan();
+        t
+    }
+
+    /// Moves `scan_from` past resolved half offsets, forgetting their check counts.
+    fn advance_scan(&mut self) {
+        while self.resolved.contains(&self.scan_from) {
+            self.scan_from += 1;
+        }
+        let below = self.scan_from;
+        self.resolved = self.resolved.split_off(&below);
+        self.checks = self.checks.split_off(&below);
+    }
+
+    /// Records an outcome.
+    fn resolve(&mut self, half_offset: u64) {
+        self.resolved.insert(half_offset);
+        self.checks.remove(&half_offset);
+        self.advance_scan();
+    }
+
+    /// Schedules the first check round.
+    pub(crate) fn start(&mut self, now_ms: u64, interval_ms: u64) {
+        self.next_check_ms = now_ms + interval_ms;
     }
 
     /// Whether the half message at `queue_offset` has its outcome.
     pub(crate) fn is_resolved(&self, queue_offset: u64) -> bool {
-        self.resolved.contains(&queue_offset)
+        queue_offset < self.scan_from || self.resolved.contains(&queue_offset)
     }
 }
 
@@ -168,7 +209,15 @@ impl<D: Directory> BrokerCore<D> {
             self.apply_delay(&mut real);
             self.put_message(now_ms, &mut real).map_err(|(code, why)| reply(req, code, why))?;
         }
-        self.ensure_system_topic(now_ms, OP_TOPIC).map_err(|(code, why)| reply(req, code, why))?;
+        self.write_op(now_ms, &half).map_err(|(code, why)| reply(req, code, why))?;
+        self.event(|| Event::TransactionEnded { half_offset, commit });
+        Ok(ok(req))
+    }
+
+    /// Appends the op record that resolves `half`, and notes it.
+    fn write_op(&mut self, now_ms: u64, half: &MessageExt) -> Result<(), (ResponseCode, String)> {
+        let half_offset = half.queue_offset as u64;
+        self.ensure_system_topic(now_ms, OP_TOPIC)?;
         let mut op = MessageExt {
             topic: OP_TOPIC.into(),
             queue_id: 0,
@@ -181,10 +230,87 @@ impl<D: Directory> BrokerCore<D> {
             ..Default::default()
         };
         op.properties.insert(prop::TAGS.into(), REMOVE_TAG.into());
-        self.put_message(now_ms, &mut op).map_err(|(code, why)| reply(req, code, why))?;
-        self.transactions.resolved.insert(half_offset);
-        self.event(|| Event::TransactionEnded { half_offset, commit });
-        Ok(ok(req))
+        self.put_message(now_ms, &mut op)?;
+        self.transactions.resolve(half_offset);
+        Ok(())
+    }
+
+    /// When the next check round is due: only while a half message may be unresolved.
+    pub(crate) fn transaction_deadline_ms(&self) -> Option<u64> {
+        let pending = self.store.max_queue_offset(HALF_TOPIC, 0) > self.transactions.scan_from;
+        (pending && self.config.broker_role != BrokerRole::Slave).then_some(self.transactions.next_check_ms)
+    }
+
+    /// A check round: each half message older than `transactionTimeOut` with no outcome is
+    /// asked about (CHECK_TRANSACTION_STATE, one-way, to the producer of its group heard from
+    /// last), or, checked `transactionCheckMax` times already, moved to
+    /// [`CHECK_MAX_TIME_TOPIC`] and resolved.
+    pub(crate) fn check_transactions(&mut self, now_ms: u64) {
+        let Some(due) = self.transaction_deadline_ms() else { return };
+        if now_ms < due {
+            return;
+        }
+        self.transactions.next_check_ms = now_ms + self.config.transaction_check_interval_ms;
+        let max = self.store.max_queue_offset(HALF_TOPIC, 0);
+        let from = self.transactions.scan_from.max(self.store.min_queue_offset(HALF_TOPIC, 0));
+        for offset in from..max.min(from + CHECKS_PER_ROUND_MAX) {
+            if self.transactions.is_resolved(offset) {
+                continue;
+            }
+            let got = self.store.get_messages(HALF_TOPIC, 0, offset, 1, u32::MAX, &|_| true);
+            let Some(Ok((half, _))) = got.messages.first().map(|raw| decode_message(raw, false)) else {
+                // Unreadable: nothing can ever resolve it.
+                self.transactions.resolve(offset);
+                continue;
+            };
+            if now_ms.saturating_sub(half.store_timestamp.max(0) as u64) < self.config.transaction_timeout_ms {
+                break; // the rest are younger
+            }
+            let times = self.transactions.checks.get(&offset).copied().unwrap_or(0);
+            if times >= self.config.transaction_check_max {
+                self.discard(now_ms, &half);
+                continue;
+            }
+            self.transactions.checks.insert(offset, times + 1);
+            let group = half.properties.get(prop::PGROUP).cloned().unwrap_or_default();
+            let conn = self.clients.live_producer(&group);
+            self.event(|| Event::TransactionChecked { half_offset: offset, times: times + 1, asked: conn.is_some() });
+            if let Some(conn) = conn {
+                let cmd = self.check_request(&half);
+                self.outputs.push_back(Output::Transmit { conn, cmd });
+            }
+        }
+    }
+
+    fn check_request(&self, half: &MessageExt) -> RemotingCommand {
+        let uniq = half.properties.get(prop::UNIQ_KEY).cloned();
+        let h = CheckTransactionStateRequestHeader {
+            topic: half.properties.get(prop::REAL_TOPIC).cloned(),
+            tran_state_table_offset: half.queue_offset,
+            commit_log_offset: half.commit_log_offset,
+            msg_id: uniq.clone(),
+            transaction_id: uniq,
+            offset_msg_id: Some(offset_msg_id(self.store_host, half.commit_log_offset)),
+        };
+        let mut body = Vec::with_capacity(half.encoded_len());
+        // A message read back from the store encodes again.
+        let _ = encode_message(half, &mut body);
+        RemotingCommand::request_with(RequestCode::CheckTransactionState, 0, &h).with_body(body).oneway()
+    }
+
+    /// Gives up on a half message: a copy goes to [`CHECK_MAX_TIME_TOPIC`] (where an operator
+    /// can find it), and the op record resolves it.
+    fn discard(&mut self, now_ms: u64, half: &MessageExt) {
+        let half_offset = half.queue_offset as u64;
+        let mut copy = half.clone();
+        copy.topic = CHECK_MAX_TIME_TOPIC.into();
+        copy.queue_id = 0;
+        copy.properties.insert(CHECK_TIMES.into(), self.config.transaction_check_max.to_string());
+        let stored =
+            self.ensure_system_topic(now_ms, CHECK_MAX_TIME_TOPIC).and_then(|_| self.put_message(now_ms, &mut copy));
+        if stored.and_then(|_| self.write_op(now_ms, half)).is_ok() {
+            self.event(|| Event::TransactionDiscarded { half_offset });
+        }
     }
 
     fn ensure_topic_for(&mut self, now_ms: u64, topic: &str) -> Result<(), (ResponseCode, String)> {

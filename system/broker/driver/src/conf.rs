@@ -31,6 +31,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "messageDelayLevel",
     "registerNameServerPeriod",
     "flushConsumerOffsetInterval",
+    "transactionTimeOut",
+    "transactionCheckInterval",
+    "transactionCheckMax",
     // Access control: aclEnable + aclFile (the ACL this broker enforces), accessKey + secretKey
     // (the account this broker signs its own requests with).
     "aclEnable",
@@ -201,6 +204,15 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
     }
     if let Some(v) = props.ranged("flushConsumerOffsetInterval", 1, 3_600_000, "milliseconds in 1..=3600000")? {
         c.offset_persist_interval_ms = v;
+    }
+    if let Some(v) = props.ranged("transactionTimeOut", 1, 86_400_000, "milliseconds in 1..=86400000")? {
+        c.transaction_timeout_ms = v;
+    }
+    if let Some(v) = props.ranged("transactionCheckInterval", 1, 86_400_000, "milliseconds in 1..=86400000")? {
+        c.transaction_check_interval_ms = v;
+    }
+    if let Some(v) = props.ranged("transactionCheckMax", 1, 1_000, "an integer in 1..=1000")? {
+        c.transaction_check_max = v;
     }
     Ok(())
 }

@@ -575,7 +575,12 @@ impl SendRequest<'_> {
             default_topic: DEFAULT_TOPIC.into(),
             default_topic_queue_nums: DEFAULT_TOPIC_QUEUE_NUMS,
             queue_id: self.mq.queue_id,
-            sys_flag: 0,
+            // A message marked TRAN_MSG is a half message (RocketMQ's client does the same).
+            sys_flag: if self.properties.get(rmq_proto::message::prop::TRAN_MSG).is_some_and(|v| v == "true") {
+                rmq_proto::codes::sys_flag::TRANSACTION_PREPARED
+            } else {
+                0
+            },
             born_timestamp: self.born_ms,
             flag: self.flag,
             properties: Some(encode_properties(self.properties)),

@@ -12,7 +12,8 @@
 //! # Layout
 //! - [`config`]: [`ClientConfig`] and its sources.
 //! - [`instance`]: RPC connections and the route cache shared by one producer or consumer.
-//! - [`producer`], [`push`], [`pull`]: the three client kinds.
+//! - [`producer`], [`push`], [`pull`]: the three client kinds; [`transaction`]: the
+//!   transactional producer (half messages, local transaction, check-back).
 //! - [`error`]: one error type per operation.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod offset_store;
 pub mod producer;
 pub mod pull;
 pub mod push;
+pub mod transaction;
 
 pub use config::{ClientConfig, ConsumeFromWhere, MessageModel};
 pub use error::{ClientError, SendError};
@@ -34,3 +36,4 @@ pub use rmq_acl::Credentials;
 pub use rmq_client_core::retry::SendStatus;
 pub use rmq_proto::body::MessageQueue;
 pub use rmq_proto::message::MessageExt;
+pub use transaction::{LocalTransactionState, TransactionProducer, TransactionSendResult};

@@ -113,6 +113,12 @@ impl<E: Env> Producer<E> {
     /// Starts a producer: route refresh, attempt deadlines and broker heartbeats run in the
     /// background.
     pub fn start(env: E, config: ClientConfig) -> Self {
+        Self::start_with(env, config, None)
+    }
+
+    /// [`Self::start`]; with a checker, CHECK_TRANSACTION_STATE requests from brokers are
+    /// answered with its verdict (see [`crate::transaction`]).
+    pub(crate) fn start_with(env: E, config: ClientConfig, checker: Option<crate::transaction::Checker>) -> Self {
         let settings = ProducerSettings {
             send_timeout_ms: config.send_timeout_ms,
             attempt_timeout_ms: config.send_timeout_ms,
@@ -121,7 +127,7 @@ impl<E: Env> Producer<E> {
             heartbeat_interval_ms: config.heartbeat_interval_ms.max(100),
         };
         let core = ProducerCore::new(settings, env.now_ms());
-        let (inst, _incoming) = ClientInstance::new(env, config);
+        let (inst, incoming) = ClientInstance::new(env, config);
         let (stop, _) = watch::channel(false);
         let p = Producer {
             inner: Arc::new(Inner {
@@ -136,7 +142,15 @@ impl<E: Env> Producer<E> {
         };
         let bg = p.clone();
         spawn(async move { bg.background().await });
+        if let Some(checker) = checker {
+            let answering = p.clone();
+            spawn(async move { crate::transaction::answer_checks(answering, incoming, checker).await });
+        }
         p
+    }
+
+    pub(crate) fn instance(&self) -> &ClientInstance<E> {
+        &self.inner.inst
     }
 
     /// The client id.

@@ -162,3 +162,72 @@ fn a_slave_refuses_end_transaction_and_a_batch_cannot_be_transactional() {
     assert_eq!(resp.code, ResponseCode::MessageIllegal.code(), "{:?}", resp.remark);
     assert!(bodies(&mut h, HALF_TOPIC, 0).is_empty() && bodies(&mut h, "Tx", 0).is_empty());
 }
+
+fn producer_heartbeat(client_id: &str) -> RemotingCommand {
+    let hb = HeartbeatData {
+        client_id: client_id.into(),
+        producer_data_set: vec![rmq_proto::body::ProducerData { group_name: "pg".into() }],
+        ..Default::default()
+    };
+    RemotingCommand::request(RequestCode::HeartBeat, 0).with_body(to_json(&hb))
+}
+
+/// Advances time by `ms` in one step and returns the CHECK_TRANSACTION_STATE requests sent.
+fn checks_after<D: Directory>(h: &mut Harness<D>, ms: u64) -> Vec<(ConnId, RemotingCommand)> {
+    h.advance(ms);
+    h.drain().into_iter().filter(|(_, c)| c.request_code() == RequestCode::CheckTransactionState).collect()
+}
+
+#[test]
+fn an_open_half_message_is_checked_back_with_its_producer_and_resolved_by_the_answer() {
+    use rmq_proto::header::CheckTransactionStateRequestHeader;
+    let interval = BrokerConfig::default().transaction_check_interval_ms;
+    let config = BrokerConfig { transaction_timeout_ms: interval + interval / 2, ..Default::default() };
+    let mut h = mem(config);
+    assert_eq!(h.call(1, producer_heartbeat("p1")).code, 0);
+    let half = send_half(&mut h, "Tx", "maybe");
+    assert!(h.core.next_deadline_ms() <= h.now + interval, "an open half message asks for a check round");
+    // Younger than transactionTimeOut at the first round: not checked yet.
+    assert!(checks_after(&mut h, interval).is_empty());
+    let asked = checks_after(&mut h, interval);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    let (conn, req) = &asked[0];
+    assert_eq!(*conn, ConnId(1), "the producer's own connection is asked");
+    assert!(req.is_oneway());
+    let ch: CheckTransactionStateRequestHeader = req.decode_header().unwrap();
+    assert_eq!((ch.tran_state_table_offset, ch.commit_log_offset), half);
+    assert_eq!(ch.topic.as_deref(), Some("Tx"));
+    let body = decode_messages(&req.body).unwrap();
+    assert_eq!(body[0].body.as_ref(), b"maybe");
+    // The producer answers from its checker.
+    let mut answer = end("Tx", half, sys_flag::TRANSACTION_COMMIT, "pg");
+    answer.ext_fields.insert("fromTransactionCheck".into(), "true".into());
+    h.request(1, answer.oneway());
+    assert_eq!(bodies(&mut h, "Tx", 0), ["maybe"]);
+    assert!(checks_after(&mut h, 10 * interval).is_empty(), "resolved: never checked again");
+    assert!(h.core.next_deadline_ms() < h.now + interval, "other timers still run");
+}
+
+#[test]
+fn a_half_message_nobody_resolves_is_discarded_after_the_check_max() {
+    use crate::transaction::CHECK_MAX_TIME_TOPIC;
+    let config = BrokerConfig { transaction_check_max: 3, record_events: true, ..Default::default() };
+    let (timeout, interval) = (config.transaction_timeout_ms, config.transaction_check_interval_ms);
+    let mut h = mem(config);
+    assert_eq!(h.call(1, producer_heartbeat("p1")).code, 0);
+    let half = send_half(&mut h, "Tx", "orphan");
+    let mut asked = 0;
+    for _ in 0..6 {
+        asked += checks_after(&mut h, timeout + interval).len();
+        // The producer stays alive (heartbeats) but never knows the answer.
+        h.call(1, producer_heartbeat("p1"));
+    }
+    assert_eq!(asked, 3, "checked transactionCheckMax times, then no more");
+    assert!(bodies(&mut h, "Tx", 0).is_empty(), "never delivered");
+    assert_eq!(bodies(&mut h, CHECK_MAX_TIME_TOPIC, 0), ["orphan"]);
+    assert_eq!(bodies(&mut h, OP_TOPIC, 0), ["0"]);
+    assert!(h.core.drain_events().iter().any(|e| matches!(e, Event::TransactionDiscarded { half_offset: 0 })));
+    // A late answer changes nothing.
+    assert_eq!(h.call(1, end("Tx", half, sys_flag::TRANSACTION_COMMIT, "pg")).code, 0);
+    assert!(bodies(&mut h, "Tx", 0).is_empty());
+}
