@@ -196,6 +196,13 @@ fn a_restarted_broadcasting_member_resumes_from_its_saved_offsets() {
                 ConsumeResult::Success
             })
         };
+        let mut clustering = cfg.clone();
+        clustering.message_model = MessageModel::Clustering;
+        let refused =
+            PushConsumer::start(RealEnv::default(), clustering, &[("BcastR", "*")], |_| ConsumeResult::Success)
+                .await
+                .expect_err("a clustering consumer has no local offsets: the setting is refused, not ignored");
+        assert!(refused.to_string().contains("local_offset_store_dir"), "{refused}");
         let p = Producer::start(RealEnv::default(), ClientConfig::new(&ns.addr, "BcastRP"));
         let c = start(seen.clone()).await.unwrap();
         assert_eq!(c.client_id(), "127.0.0.1@DEFAULT", "a broadcasting member keeps its client id across restarts");

@@ -240,6 +240,15 @@ impl<D: Directory> BrokerCore<D> {
         Some(ok(req))
     }
 
+    /// Creates `topic` with `queues` queues unless it exists.
+    pub(crate) fn ensure_topic(&mut self, now_ms: u64, topic: &str, queues: i32) -> Result<(), (ResponseCode, String)> {
+        if self.topics.get(topic).is_none() {
+            self.create_topic(now_ms, TopicConfig::new(topic, queues))
+                .map_err(|e| (ResponseCode::SystemError, format!("cannot create {topic}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Creates or updates a topic, persists the table and schedules a registration. The one
     /// way into the topic table: an invalid name is refused here whatever the entry point.
     pub(crate) fn create_topic(&mut self, now_ms: u64, tc: TopicConfig) -> Result<(), TopicRefused> {

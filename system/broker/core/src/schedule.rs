@@ -162,11 +162,9 @@ impl<D: Directory> BrokerCore<D> {
         }
         let qid = msg.properties.remove(prop::REAL_QID).and_then(|q| q.parse::<i32>().ok()).unwrap_or(0);
         msg.properties.remove(prop::DELAY);
-        if self.topics.get(&topic).is_none() {
-            let queues = if topic.starts_with(RETRY_PREFIX) { 1 } else { self.config.default_topic_queue_nums };
-            if self.create_topic(now_ms, TopicConfig::new(&topic, queues)).is_err() {
-                return;
-            }
+        let queues = if topic.starts_with(RETRY_PREFIX) { 1 } else { self.config.default_topic_queue_nums };
+        if self.ensure_topic(now_ms, &topic, queues).is_err() {
+            return;
         }
         let queues = self.topics.get(&topic).map_or(1, |tc| tc.write_queue_nums.max(tc.read_queue_nums));
         msg.topic = topic.clone();

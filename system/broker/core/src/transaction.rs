@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use rmq_proto::body::TopicConfig;
 use rmq_proto::codes::sys_flag;
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{CheckTransactionStateRequestHeader, EndTransactionRequestHeader};
@@ -127,19 +126,11 @@ fn op_offsets(body: &[u8]) -> impl Iterator<Item = u64> + '_ {
 impl<D: Directory> BrokerCore<D> {
     /// Moves a half message to [`HALF_TOPIC`] (creating it), keeping its real address.
     pub(crate) fn move_to_half(&mut self, now_ms: u64, m: &mut MessageExt) -> Result<(), (ResponseCode, String)> {
-        self.ensure_system_topic(now_ms, HALF_TOPIC)?;
+        self.ensure_topic(now_ms, HALF_TOPIC, 1)?;
         m.properties.insert(prop::REAL_TOPIC.into(), m.topic.clone());
         m.properties.insert(prop::REAL_QID.into(), m.queue_id.to_string());
         m.topic = HALF_TOPIC.into();
         m.queue_id = 0;
-        Ok(())
-    }
-
-    fn ensure_system_topic(&mut self, now_ms: u64, topic: &str) -> Result<(), (ResponseCode, String)> {
-        if self.topics.get(topic).is_none() {
-            self.create_topic(now_ms, TopicConfig::new(topic, 1))
-                .map_err(|e| (ResponseCode::SystemError, format!("cannot create {topic}: {e}")))?;
-        }
         Ok(())
     }
 
@@ -201,7 +192,8 @@ impl<D: Directory> BrokerCore<D> {
         if commit {
             let mut real = committed(&half, now_ms)
                 .ok_or_else(|| reply(req, ResponseCode::SystemError, "the half message names no valid real topic"))?;
-            self.ensure_topic_for(now_ms, &real.topic).map_err(|(code, why)| reply(req, code, why))?;
+            self.ensure_topic(now_ms, &real.topic, self.config.default_topic_queue_nums.max(1))
+                .map_err(|(code, why)| reply(req, code, why))?;
             let queues = self.topics.get(&real.topic).map_or(1, |tc| tc.write_queue_nums.max(1));
             if !(0..queues).contains(&real.queue_id) {
                 real.queue_id = 0;
@@ -217,7 +209,7 @@ impl<D: Directory> BrokerCore<D> {
     /// Appends the op record that resolves `half`, and notes it.
     fn write_op(&mut self, now_ms: u64, half: &MessageExt) -> Result<(), (ResponseCode, String)> {
         let half_offset = half.queue_offset as u64;
-        self.ensure_system_topic(now_ms, OP_TOPIC)?;
+        self.ensure_topic(now_ms, OP_TOPIC, 1)?;
         let mut op = MessageExt {
             topic: OP_TOPIC.into(),
             queue_id: 0,
@@ -307,19 +299,10 @@ impl<D: Directory> BrokerCore<D> {
         copy.queue_id = 0;
         copy.properties.insert(CHECK_TIMES.into(), self.config.transaction_check_max.to_string());
         let stored =
-            self.ensure_system_topic(now_ms, CHECK_MAX_TIME_TOPIC).and_then(|_| self.put_message(now_ms, &mut copy));
+            self.ensure_topic(now_ms, CHECK_MAX_TIME_TOPIC, 1).and_then(|_| self.put_message(now_ms, &mut copy));
         if stored.and_then(|_| self.write_op(now_ms, half)).is_ok() {
             self.event(|| Event::TransactionDiscarded { half_offset });
         }
-    }
-
-    fn ensure_topic_for(&mut self, now_ms: u64, topic: &str) -> Result<(), (ResponseCode, String)> {
-        if self.topics.get(topic).is_none() {
-            let queues = self.config.default_topic_queue_nums.max(1);
-            self.create_topic(now_ms, TopicConfig::new(topic, queues))
-                .map_err(|e| (ResponseCode::SystemError, format!("cannot create {topic}: {e}")))?;
-        }
-        Ok(())
     }
 }
 

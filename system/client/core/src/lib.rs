@@ -38,6 +38,7 @@ pub mod idempotent;
 pub mod producer;
 pub mod rebalance;
 pub mod retry;
+pub mod transaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 

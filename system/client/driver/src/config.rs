@@ -163,6 +163,11 @@ impl ClientConfig {
             };
         }
         if let Some(d) = props.get(&format!("rocketmq.{role}.local-offset-store-dir")) {
+            if role != "consumer" {
+                return Err(ClientError::Config(format!(
+                    "rocketmq.{role}.local-offset-store-dir: only BROADCASTING consumers keep local offsets"
+                )));
+            }
             c.local_offset_store_dir = Some(d.into());
         }
         let (ak, sk) = (format!("rocketmq.{role}.access-key"), format!("rocketmq.{role}.secret-key"));
@@ -232,6 +237,18 @@ mod tests {
         assert_eq!(c.send_timeout_ms, 5000);
         assert!(ClientConfig::from_properties(&BTreeMap::new(), "producer").is_err());
         assert!(c.credentials.is_none());
+    }
+
+    #[test]
+    fn the_local_offset_store_is_a_consumer_setting() {
+        let text = "rocketmq.name-server=127.0.0.1:9876\nrocketmq.consumer.local-offset-store-dir=/tmp/o\n";
+        let props = rmq_rt::conf::parse_properties(text).unwrap();
+        let c = ClientConfig::from_properties(&props, "consumer").unwrap();
+        assert_eq!(c.local_offset_store_dir, Some("/tmp/o".into()));
+        let text = "rocketmq.name-server=127.0.0.1:9876\nrocketmq.producer.local-offset-store-dir=/tmp/o\n";
+        let props = rmq_rt::conf::parse_properties(text).unwrap();
+        let err = ClientConfig::from_properties(&props, "producer").unwrap_err().to_string();
+        assert!(err.contains("rocketmq.producer.local-offset-store-dir"), "{err}");
     }
 
     #[test]

@@ -101,6 +101,12 @@ impl<E: Env> PushConsumer<E> {
         }
         let mut core = ConsumerCore::new(settings(&inst, &subs), inst.env().now_ms());
         let offsets = match inst.config.message_model {
+            MessageModel::Clustering if inst.config.local_offset_store_dir.is_some() => {
+                return Err(ClientError::Config(
+                    "local_offset_store_dir is for BROADCASTING consumers; a CLUSTERING group's offsets live on the broker"
+                        .into(),
+                ))
+            }
             MessageModel::Clustering => None,
             MessageModel::Broadcasting => {
                 let dir = inst.config.local_offset_store_dir.as_deref();

@@ -11,38 +11,18 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use rmq_proto::codes::{sys_flag, RequestCode};
-use rmq_proto::header::{CheckTransactionStateRequestHeader, EndTransactionRequestHeader};
+use rmq_client_core::transaction;
+use rmq_proto::codes::RequestCode;
+use rmq_proto::header::CheckTransactionStateRequestHeader;
 use rmq_proto::message::{decode_message, prop, MessageExt};
-use rmq_proto::RemotingCommand;
 use rmq_rt::client::Incoming;
 use rmq_rt::Env;
 use tokio::sync::mpsc;
 
 use crate::producer::{Message, Producer, SendResult};
-use crate::{ClientConfig, SendError, SendStatus};
+use crate::{ClientConfig, SendError};
 
-/// What the local transaction (or the checker) decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LocalTransactionState {
-    /// Deliver the message.
-    CommitMessage,
-    /// Drop it.
-    RollbackMessage,
-    /// Not known yet: the broker checks back later.
-    Unknown,
-}
-
-impl LocalTransactionState {
-    /// END_TRANSACTION's commitOrRollback value.
-    pub fn code(self) -> i32 {
-        match self {
-            LocalTransactionState::CommitMessage => sys_flag::TRANSACTION_COMMIT,
-            LocalTransactionState::RollbackMessage => sys_flag::TRANSACTION_ROLLBACK,
-            LocalTransactionState::Unknown => 0,
-        }
-    }
-}
+pub use rmq_client_core::transaction::LocalTransactionState;
 
 /// Answers a check-back for a half message (the message as stored: its UNIQ_KEY is the
 /// transaction id, its properties are the application's).
@@ -93,14 +73,12 @@ impl<E: Env> TransactionProducer<E> {
         msg.properties.insert(prop::TRAN_MSG.into(), "true".into());
         msg.properties.insert(prop::PGROUP.into(), group.clone());
         let send = self.producer.send(msg.clone()).await?;
-        let state = if send.status == SendStatus::SendOk {
+        let state = transaction::outcome(send.status, || {
             std::panic::catch_unwind(AssertUnwindSafe(|| execute(&msg, &send))).unwrap_or_else(|_| {
                 tracing::warn!(msg_id = %send.msg_id, "the local transaction panicked; reported unknown");
                 LocalTransactionState::Unknown
             })
-        } else {
-            LocalTransactionState::RollbackMessage
-        };
+        });
         self.end(&group, &msg.topic, &send, state).await;
         Ok(TransactionSendResult { send, state })
     }
@@ -113,21 +91,12 @@ impl<E: Env> TransactionProducer<E> {
             tracing::warn!(broker = %send.queue.broker_name, "no master to end the transaction with; the check-back will");
             return;
         };
-        let Some(commit_log_offset) = commit_log_offset(&send.offset_msg_id) else {
+        let end =
+            transaction::end_after_send(group, topic, send.queue_offset, &send.offset_msg_id, &send.msg_id, state);
+        let Some(req) = end else {
             tracing::warn!(offset_msg_id = %send.offset_msg_id, "unreadable offset message id; the check-back will end it");
             return;
         };
-        let h = EndTransactionRequestHeader {
-            topic: Some(topic.into()),
-            producer_group: group.into(),
-            tran_state_table_offset: send.queue_offset,
-            commit_log_offset,
-            commit_or_rollback: state.code(),
-            from_transaction_check: Some(false),
-            msg_id: send.msg_id.clone(),
-            transaction_id: Some(send.msg_id.clone()),
-        };
-        let req = RemotingCommand::request_with(RequestCode::EndTransaction, 0, &h).oneway();
         if let Err(e) = inst.rpc.invoke_oneway(&addr, req).await {
             tracing::warn!(%addr, error = %e, "END_TRANSACTION not sent; the check-back will end it");
         }
@@ -137,12 +106,6 @@ impl<E: Env> TransactionProducer<E> {
     pub async fn shutdown(&self) {
         self.producer.shutdown().await
     }
-}
-
-/// The commit-log offset inside a broker's offset message id (its last 16 hex digits).
-fn commit_log_offset(offset_msg_id: &str) -> Option<i64> {
-    let hex = offset_msg_id.get(offset_msg_id.len().checked_sub(16)?..)?;
-    u64::from_str_radix(hex, 16).ok().map(|v| v as i64)
 }
 
 /// Answers CHECK_TRANSACTION_STATE requests with `checker`'s verdict (one-way
@@ -175,34 +138,9 @@ pub(crate) async fn answer_checks<E: Env>(
             tracing::warn!("the transaction checker panicked; reported unknown");
             LocalTransactionState::Unknown
         });
-        let group = producer.instance().config.group.clone();
-        let uniq = msg.properties.get(prop::UNIQ_KEY).cloned().unwrap_or_default();
-        let end = EndTransactionRequestHeader {
-            topic: h.topic.clone(),
-            producer_group: group,
-            tran_state_table_offset: h.tran_state_table_offset,
-            commit_log_offset: h.commit_log_offset,
-            commit_or_rollback: state.code(),
-            from_transaction_check: Some(true),
-            msg_id: uniq.clone(),
-            transaction_id: h.transaction_id.clone().or(Some(uniq)),
-        };
-        let req = RemotingCommand::request_with(RequestCode::EndTransaction, 0, &end).oneway();
+        let req = transaction::end_after_check(&producer.instance().config.group, &h, &msg, state);
         if let Err(e) = producer.instance().rpc.invoke_oneway(&inc.addr, req).await {
             tracing::debug!(addr = %inc.addr, error = %e, "check-back answer not sent; the broker asks again");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_offset_message_id_carries_the_commit_log_offset() {
-        let id = rmq_proto::message::offset_msg_id("127.0.0.1:10911".parse().unwrap(), 123_456_789);
-        assert_eq!(commit_log_offset(&id), Some(123_456_789));
-        assert_eq!(commit_log_offset("short"), None);
-        assert_eq!(commit_log_offset("zzzzzzzzzzzzzzzzzz"), None);
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 use bytes::Bytes;
 use rmq_proto::codes::sys_flag;
 use rmq_proto::header::EndTransactionRequestHeader;
-use rmq_proto::message::prop;
+use rmq_proto::message::{parse_offset_msg_id, prop};
 
 use crate::transaction::{HALF_TOPIC, OP_TOPIC, PREPARED_QUEUE_OFFSET};
 
@@ -21,8 +21,7 @@ fn send_half<D: Directory>(h: &mut Harness<D>, topic: &str, body: &str) -> (i64,
     req.ext_fields = header.to_ext_v2();
     let resp = h.call(1, req);
     assert_eq!(resp.code, 0, "{:?}", resp.remark);
-    let msg_id = resp.ext("msgId").unwrap().to_string();
-    let clo = i64::from_str_radix(&msg_id[msg_id.len() - 16..], 16).unwrap();
+    let (_, clo) = parse_offset_msg_id(resp.ext("msgId").unwrap()).unwrap();
     (resp.ext("queueOffset").unwrap().parse().unwrap(), clo)
 }
 
@@ -117,10 +116,7 @@ fn a_wrong_end_transaction_is_refused_and_changes_nothing() {
     let mut h = mem(BrokerConfig { record_events: true, ..Default::default() });
     let half = send_half(&mut h, "Tx", "a");
     let plain = h.send("Plain", 0, "p");
-    let plain_clo = {
-        let id = plain.ext("msgId").unwrap();
-        i64::from_str_radix(&id[id.len() - 16..], 16).unwrap()
-    };
+    let (_, plain_clo) = parse_offset_msg_id(plain.ext("msgId").unwrap()).unwrap();
     for (req, why) in [
         (end("Tx", half, sys_flag::TRANSACTION_COMMIT, "other"), "the producer group wrong"),
         (end("Tx", (half.0 + 1, half.1), sys_flag::TRANSACTION_COMMIT, "pg"), "state table offset wrong"),
