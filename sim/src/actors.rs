@@ -10,16 +10,17 @@ use rmq_client_core::producer::{
     ProducerCore, ProducerOutput, ProducerSettings, RouteAnswer, Selection, SendFailure, SendId, SendRequest,
 };
 use rmq_client_core::retry::SendStatus;
+use rmq_client_core::transaction::{self, LocalTransactionState};
 use rmq_proto::body::{
-    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, ProducerData, SubscriptionData,
-    TopicRouteData,
+    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, LockBatchBody, LockBatchResult, MessageQueue,
+    ProducerData, SubscriptionData, TopicRouteData,
 };
 use rmq_proto::codes::{pull_flag, RequestCode};
 use rmq_proto::header::{
-    ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, QueryConsumerOffsetRequestHeader, QueueRequestHeader,
-    UpdateConsumerOffsetRequestHeader,
+    CheckTransactionStateRequestHeader, ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader,
+    QueryConsumerOffsetRequestHeader, QueueRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use rmq_proto::message::{decode_messages, prop, MessageExt};
+use rmq_proto::message::{decode_message, decode_messages, prop, MessageExt};
 use rmq_proto::{RemotingCommand, ResponseCode};
 
 use crate::oracle::message_key;
@@ -63,6 +64,9 @@ pub struct Producer {
     keys: BTreeMap<SendId, String>,
     tickets: BTreeMap<i32, Ticket>,
     next_opaque: i32,
+    /// Transactional: END_TRANSACTIONs waiting for their local transaction to finish (when,
+    /// to which broker node, the request).
+    ending: Vec<(u64, usize, RemotingCommand)>,
 }
 
 /// The fast lane's producer settings: RocketMQ's defaults, with a 3 s deadline per attempt.
@@ -87,6 +91,7 @@ impl Producer {
             keys: BTreeMap::new(),
             tickets: BTreeMap::new(),
             next_opaque: 1,
+            ending: Vec::new(),
         }
     }
 
@@ -107,6 +112,9 @@ impl Producer {
             keys: BTreeMap::new(),
             tickets: BTreeMap::new(),
             next_opaque: self.next_opaque + 1_000,
+            // Local transactions in progress died with the process: their half messages are
+            // left to the broker's check-back.
+            ending: Vec::new(),
         }
     }
 }
@@ -119,8 +127,13 @@ enum Asked {
     Committed,
     QueueOffset,
     Pull(MessageQueue),
-    SendBack,
+    /// The message (key, position) and whether it goes to the dead-letter queue.
+    SendBack(String, crate::oracle::Position, bool),
+    Lock,
 }
+
+/// A message with the application: (queue offset, key, whether it fails).
+type Processing = Vec<(u64, String, bool)>;
 
 /// A CLUSTERING consumer of group `G`, subscribed to the topic with `*`: an application over
 /// the client's [`ConsumerCore`], which makes every decision (rebalance, start offsets, pulls,
@@ -137,10 +150,15 @@ pub struct Consumer {
     /// lane's consumers cluster, so it stays empty; it is kept rather than dropped should the
     /// core ever ask.
     saved_offsets: BTreeMap<MessageQueue, u64>,
+    settings: ConsumerSettings,
+    /// Messages the application is working on (`consume_ms`): when it is done, the queue, and
+    /// what each will turn out to be.
+    processing: Vec<(u64, MessageQueue, Processing)>,
 }
 
-/// The fast lane's consumer settings: a 1 s long poll, heartbeat and rebalance every second.
-fn consumer_settings(idx: u32) -> ConsumerSettings {
+/// The fast lane's consumer settings: a 1 s long poll, heartbeat and rebalance every second;
+/// orderly as the scenario says (RocketMQ's lock periods).
+fn consumer_settings(idx: u32, sc: &crate::scenario::Scenario) -> ConsumerSettings {
     let mut s = ConsumerSettings::new(&format!("10.0.2.{idx}@c{idx}"), &[TOPIC, RETRY_TOPIC]);
     s.start_from = StartFrom::First;
     s.pull_hold_ms = PULL_HOLD_MS;
@@ -150,28 +168,44 @@ fn consumer_settings(idx: u32) -> ConsumerSettings {
     s.heartbeat_ms = REBALANCE_MS;
     s.route_refresh_ms = ROUTE_REFRESH_MS;
     s.members_rotor = idx as usize;
+    s.orderly = sc.orderly;
+    s.skip_queue_lock = !sc.queue_lock;
+    s.suspend_ms = crate::scenario::ORDERLY_SUSPEND_MS;
+    s.max_reconsume = sc.max_reconsume.max(0) as u32;
     s
 }
 
 impl Consumer {
     /// A consumer.
-    pub fn new(idx: u32) -> Self {
+    pub fn new(idx: u32, sc: &crate::scenario::Scenario) -> Self {
+        let settings = consumer_settings(idx, sc);
         Consumer {
             idx,
-            core: ConsumerCore::new(consumer_settings(idx), 0),
+            core: ConsumerCore::new(settings.clone(), 0),
             tickets: BTreeMap::new(),
             held: BTreeMap::new(),
             next_opaque: 1,
             saved_offsets: BTreeMap::new(),
+            settings,
+            processing: Vec::new(),
         }
     }
 
     /// The consumer after a process restart at `now`: it starts from scratch, as a new process
     /// would, with what its local offset store held.
     pub fn restarted(&self, now: u64) -> Self {
-        let mut core = ConsumerCore::new(consumer_settings(self.idx), now);
+        let mut core = ConsumerCore::new(self.settings.clone(), now);
         core.restore_offsets(self.saved_offsets.clone());
-        Consumer { core, saved_offsets: self.saved_offsets.clone(), ..Consumer::new(self.idx) }
+        Consumer {
+            idx: self.idx,
+            core,
+            tickets: BTreeMap::new(),
+            held: BTreeMap::new(),
+            next_opaque: 1,
+            saved_offsets: self.saved_offsets.clone(),
+            settings: self.settings.clone(),
+            processing: Vec::new(),
+        }
     }
 
     fn request(
@@ -191,10 +225,10 @@ impl Consumer {
 }
 
 /// A frame arrived at actor node `me` from node `from`.
-pub fn on_frame(w: &mut World, me: usize, _from: usize, cmd: RemotingCommand) {
+pub fn on_frame(w: &mut World, me: usize, from: usize, cmd: RemotingCommand) {
     let mut role = std::mem::replace(&mut w.nodes[me].role, Role::Namesrv(None));
     match &mut role {
-        Role::Producer(p) => producer_frame(w, me, p, cmd),
+        Role::Producer(p) => producer_frame(w, me, from, p, cmd),
         Role::Consumer(c) => consumer_frame(w, me, c, cmd),
         _ => {}
     }
@@ -213,6 +247,13 @@ pub fn on_tick(w: &mut World, me: usize) {
 }
 
 fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
+    let now = w.now;
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut p.ending).into_iter().partition(|e| e.0 <= now);
+    p.ending = later;
+    for (_, broker, mut end) in due {
+        end.opaque = p.opaque();
+        w.send(me, broker, &end);
+    }
     let out = p.core.tick(w.now);
     apply_producer(w, me, p, out);
     if p.seq < p.total && p.core.pending_len() < PRODUCER_INFLIGHT_MAX {
@@ -222,15 +263,24 @@ fn producer_tick(w: &mut World, me: usize, p: &mut Producer) {
         w.history.send_began(&key, w.now);
         // A hot message goes keyed to one queue (and stays there on a retry, as an orderly
         // send does); the rest rotate over every queue.
-        let selection = if w.scenario.is_hot(&key) { Selection::ByKey(HOT_KEY.into()) } else { Selection::RoundRobin };
+        // Orderly runs key every message (`order_keys`).
+        let selection = match crate::oracle::order_key(&key, w.scenario.order_keys) {
+            Some(ok) => Selection::ByKey(ok),
+            None if w.scenario.is_hot(&key) => Selection::ByKey(HOT_KEY.into()),
+            None => Selection::RoundRobin,
+        };
         let (send, out) = p.core.submit(TOPIC, selection, None, false, w.now);
         p.keys.insert(send, key);
         apply_producer(w, me, p, out);
     }
     let busy = p.seq < p.total || p.core.pending_len() > 0;
     let next = if p.core.publish_info(TOPIC).is_none() { 500 } else { w.scenario.send_interval_ms };
+    let ending = p.ending.iter().map(|e| e.0).min().unwrap_or(u64::MAX);
     if busy {
-        w.schedule_timer(me, (w.now + next).min(p.core.next_wakeup()));
+        w.schedule_timer(me, (w.now + next).min(p.core.next_wakeup()).min(ending));
+    } else if w.scenario.transactional {
+        // A transactional producer stays in its group (heartbeats) to answer check-backs.
+        w.schedule_timer(me, p.core.next_wakeup().min(ending));
     }
 }
 
@@ -267,6 +317,11 @@ fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerO
                 let mut props = BTreeMap::new();
                 props.insert(prop::UNIQ_KEY.to_string(), key.clone());
                 props.insert(prop::WAIT.to_string(), "true".to_string());
+                if w.scenario.transactional {
+                    // A half message (the request carries TRANSACTION_PREPARED).
+                    props.insert(prop::TRAN_MSG.to_string(), "true".to_string());
+                    props.insert(prop::PGROUP.to_string(), "PG".to_string());
+                }
                 let request = SendRequest {
                     group: "PG",
                     mq: &mq,
@@ -289,6 +344,32 @@ fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerO
                 p.tickets.retain(|_, t| !matches!(t, Ticket::Attempt { send: s, .. } if *s == send));
                 let key = p.keys.remove(&send).unwrap_or_default();
                 match outcome {
+                    Ok(s) if w.scenario.transactional => {
+                        // The half message is stored: the local transaction runs (only on
+                        // SEND_OK), and END_TRANSACTION follows once it is done.
+                        let state = transaction::outcome(s.status, || w.scenario.tx_local(&key));
+                        if s.status == SendStatus::SendOk {
+                            w.history.tx_ledger.insert(key.clone(), state);
+                            w.on_client_acked();
+                        }
+                        if state == LocalTransactionState::CommitMessage {
+                            w.history.tx_committed(&key, w.now);
+                            let (queue, offset) = (s.queue.queue_id, s.queue_offset.max(0) as u64);
+                            w.history.acked(&key, &s.queue.broker_name, queue, offset, w.now);
+                        }
+                        w.trace.line(
+                            w.now,
+                            &name,
+                            "client.transaction.local",
+                            &format!("key={key} status={:?} state={state:?}", s.status),
+                        );
+                        let end =
+                            transaction::end_after_send("PG", TOPIC, s.queue_offset, &s.offset_msg_id, &key, state);
+                        if let (Some(end), Some(broker)) = (end, w.broker_node(&s.queue.broker_name)) {
+                            p.ending.push((w.now + crate::scenario::TX_LOCAL_MS, broker, end));
+                            w.schedule_timer(me, w.now + crate::scenario::TX_LOCAL_MS);
+                        }
+                    }
                     Ok(s) if s.status == SendStatus::SendOk => {
                         let (queue, offset) = (s.queue.queue_id, s.queue_offset.max(0) as u64);
                         w.history.acked(&key, &s.queue.broker_name, queue, offset, w.now);
@@ -341,8 +422,11 @@ fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerO
     }
 }
 
-fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingCommand) {
+fn producer_frame(w: &mut World, me: usize, from: usize, p: &mut Producer, cmd: RemotingCommand) {
     if !cmd.is_response() {
+        if cmd.request_code() == RequestCode::CheckTransactionState {
+            answer_check(w, me, from, p, &cmd);
+        }
         return;
     }
     let Some(ticket) = p.tickets.remove(&cmd.opaque) else { return };
@@ -363,10 +447,70 @@ fn producer_frame(w: &mut World, me: usize, p: &mut Producer, cmd: RemotingComma
     apply_producer(w, me, p, out);
 }
 
+/// The checker: answers the broker's CHECK_TRANSACTION_STATE from the application's record.
+fn answer_check(w: &mut World, me: usize, from: usize, p: &mut Producer, cmd: &RemotingCommand) {
+    let name = w.nodes[me].name.clone();
+    let (Ok(h), Ok((half, _))) =
+        (cmd.decode_header::<CheckTransactionStateRequestHeader>(), decode_message(&cmd.body, true))
+    else {
+        w.trace.line(w.now, &name, "client.transaction.check_unreadable", "");
+        return;
+    };
+    let key = message_key(&half.properties);
+    let ran = w.history.tx_ledger.get(&key).copied();
+    let state = w.scenario.tx_checked(&key, ran);
+    if state == LocalTransactionState::CommitMessage {
+        w.history.tx_committed(&key, w.now);
+    }
+    w.history.tx_check_answered(&key, &format!("{state:?}"), w.now);
+    w.trace.line(w.now, &name, "client.transaction.checked", &format!("key={key} state={state:?}"));
+    let mut end = transaction::end_after_check("PG", &h, &half, state);
+    end.opaque = p.opaque();
+    w.send(me, from, &end);
+}
+
 fn consumer_tick(w: &mut World, me: usize, c: &mut Consumer) {
+    let now = w.now;
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut c.processing).into_iter().partition(|p| p.0 <= now);
+    c.processing = later;
+    for (_, mq, work) in due {
+        let out = finish_consume(w, me, c, &mq, work);
+        apply_consumer(w, me, c, out);
+    }
     let out = c.core.tick(w.now);
     apply_consumer(w, me, c, out);
-    w.schedule_timer(me, (w.now + CONSUMER_TICK_MS).min(c.core.next_wakeup()));
+    let busy_until = c.processing.iter().map(|p| p.0).min().unwrap_or(u64::MAX);
+    w.schedule_timer(me, (w.now + CONSUMER_TICK_MS).min(c.core.next_wakeup()).min(busy_until));
+}
+
+/// The application finished the messages of `work`: the oracle hears how each went (order
+/// judged), and the core is told.
+fn finish_consume(
+    w: &mut World,
+    me: usize,
+    c: &mut Consumer,
+    mq: &MessageQueue,
+    work: Processing,
+) -> Vec<ConsumerOutput> {
+    let name = w.nodes[me].name.clone();
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for (o, key, fails) in work {
+        w.history.processing_ended(&name, &key, !fails);
+        if fails {
+            failed.push(o);
+        } else {
+            done.push(o);
+            if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
+                w.history.processed(&key);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !failed.is_empty() {
+        out.extend(c.core.on_consumed(mq, &failed, false, w.now));
+    }
+    out.extend(c.core.on_consumed(mq, &done, true, w.now));
+    out
 }
 
 /// Carries out what the consumer core decided.
@@ -450,45 +594,74 @@ fn apply_consumer(w: &mut World, me: usize, c: &mut Consumer, out: Vec<ConsumerO
             }
             ConsumerOutput::Consume { mq, offsets } => {
                 // The application: some messages fail (`poison_pct`, `flaky_pct`) and go back
-                // for a delayed retry; idempotent scenarios skip a message id seen before
-                // instead of processing it.
-                let (mut done, mut failed) = (Vec::new(), Vec::new());
+                // for a delayed retry (orderly: are retried here); idempotent scenarios skip a
+                // message id seen before instead of processing it. It takes `consume_ms`.
+                let mut work = Vec::new();
                 for o in &offsets {
                     let Some(m) = c.held.get(&(mq.clone(), *o)) else { continue };
                     let key = message_key(&m.properties);
+                    // Orderly retries happen here: the core counts them, as RocketMQ does.
+                    let reconsume = m.reconsume_times + c.core.attempts(&mq, *o) as i32;
                     w.history.check_body(&key, &m.body, w.scenario.body_bytes);
                     w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
-                    let fails = w.scenario.consume_fails(&key, m.reconsume_times);
-                    w.history.attempted(&key, m.reconsume_times, fails, w.now);
+                    let at = (mq.broker_name.clone(), m.queue_id, m.queue_offset as u64);
+                    w.history.processing_began(&name, &key, at, w.now);
+                    let fails = w.scenario.consume_fails(&key, reconsume);
+                    w.history.attempted(&key, reconsume, fails, w.now);
                     let line = if fails {
-                        failed.push(*o);
-                        format!("key={key} reconsume={} failed=true", m.reconsume_times)
+                        format!("key={key} reconsume={reconsume} failed=true")
                     } else {
-                        done.push(*o);
-                        if !w.scenario.idempotent || w.processing_log.insert(key.clone()) {
-                            w.history.processed(&key);
-                        }
                         format!("key={key} queue={} offset={}", m.queue_id, m.queue_offset)
                     };
                     w.trace.line(w.now, &name, "client.message.consumed", &line);
+                    work.push((*o, key, fails));
                 }
-                if !failed.is_empty() {
-                    todo.extend(c.core.on_consumed(&mq, &failed, false, w.now));
+                if w.scenario.consume_ms == 0 {
+                    todo.extend(finish_consume(w, me, c, &mq, work));
+                } else {
+                    let at = w.now + w.scenario.consume_ms;
+                    c.processing.push((at, mq, work));
+                    w.schedule_timer(me, at);
                 }
-                todo.extend(c.core.on_consumed(&mq, &done, true, w.now));
             }
-            ConsumerOutput::SendBack { req, mq, queue_offset, addr } => {
+            ConsumerOutput::SendBack { req, mq, queue_offset, addr, to_dlq } => {
                 let Some(m) = c.held.get(&(mq.clone(), queue_offset)) else { continue };
                 let h = ConsumerSendMsgBackRequestHeader {
                     offset: m.commit_log_offset,
                     group: "G".into(),
-                    delay_level: 0,
+                    // -1: straight to the DLQ (an orderly message that spent its retries).
+                    delay_level: if to_dlq { -1 } else { 0 },
                     origin_msg_id: Some(m.msg_id()),
                     origin_topic: Some(m.topic.clone()),
                     max_reconsume_times: Some(w.scenario.max_reconsume),
                 };
+                let at = (mq.broker_name.clone(), m.queue_id, m.queue_offset as u64);
+                let asked = Asked::SendBack(message_key(&m.properties), at, to_dlq);
                 let cmd = RemotingCommand::request_with(RequestCode::ConsumerSendMsgBack, 0, &h);
-                c.request(w, me, w.node_at(&addr), (req, Asked::SendBack), cmd);
+                c.request(w, me, w.node_at(&addr), (req, asked), cmd);
+            }
+            ConsumerOutput::Lock { req, addr, mqs } => {
+                let body = to_json(&LockBatchBody {
+                    consumer_group: "G".into(),
+                    client_id: c.core.settings().client_id.clone(),
+                    only_this_broker: false,
+                    mq_set: mqs,
+                });
+                let cmd = RemotingCommand::request(RequestCode::LockBatchMq, 0).with_body(body);
+                c.request(w, me, w.node_at(&addr), (req, Asked::Lock), cmd);
+            }
+            ConsumerOutput::Unlock { addr, mqs } => {
+                let body = to_json(&LockBatchBody {
+                    consumer_group: "G".into(),
+                    client_id: c.core.settings().client_id.clone(),
+                    only_this_broker: false,
+                    mq_set: mqs,
+                });
+                if let Some(node) = w.node_at(&addr) {
+                    c.next_opaque += 1;
+                    let cmd = RemotingCommand::request(RequestCode::UnlockBatchMq, c.next_opaque).with_body(body);
+                    w.send(me, node, &cmd.oneway());
+                }
             }
             ConsumerOutput::Commit { mq, addr, offset } => {
                 let h = UpdateConsumerOffsetRequestHeader {
@@ -567,7 +740,16 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
             };
             c.core.on_pulled(req, answer, suggested, now)
         }
-        Asked::SendBack => c.core.on_sent_back(req, cmd.code == 0, now),
+        Asked::SendBack(key, at, to_dlq) => {
+            if to_dlq && cmd.code == 0 {
+                w.history.dead_lettered(&key, at);
+            }
+            c.core.on_sent_back(req, cmd.code == 0, now)
+        }
+        Asked::Lock => match from_json::<LockBatchResult>(&cmd.body) {
+            Ok(r) if cmd.code == 0 => c.core.on_locked(req, &r.lock_ok_mq_set, now),
+            _ => c.core.on_failed(req, now),
+        },
     };
     apply_consumer(w, me, c, out);
 }

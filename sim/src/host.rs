@@ -18,7 +18,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rmq_broker::BrokerOptions;
 use rmq_broker_core::{BrokerConfig, BrokerRole, FlushDiskType};
-use rmq_client::{ClientConfig, ConsumeFromWhere, ConsumeResult, Message, Producer, PushConsumer, SendStatus};
+use rmq_client::{
+    ClientConfig, ConsumeFromWhere, ConsumeResult, LocalTransactionState, Message, Producer, PushConsumer, SendStatus,
+    TransactionProducer,
+};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::RemotingCommand;
 use rmq_rt::{Env, Listener, RemotingClient};
@@ -83,11 +86,11 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
-    pub fn new(seed: u64, keep_trace: bool) -> Self {
+    pub fn new(seed: u64, keep_trace: bool, s: &Scenario) -> Self {
         Lab {
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x4e45_5446_4155_4c54),
             trace: Trace::new(keep_trace),
-            history: History::default(),
+            history: History::of(s),
             next_seq: BTreeMap::new(),
             processing_log: BTreeSet::new(),
             acks: 0,
@@ -410,6 +413,8 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
             Replication::None | Replication::Async => BrokerRole::AsyncMaster,
         },
         register_interval_ms: 10_000,
+        transaction_timeout_ms: crate::scenario::TX_TIMEOUT_MS,
+        transaction_check_interval_ms: crate::scenario::TX_CHECK_INTERVAL_MS,
         ..Default::default()
     };
     if k >= topo.groups {
@@ -426,6 +431,20 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
         limits: Default::default(),
         ha_listen: None,
     }
+}
+
+/// What neither host lane (stack, madsim) can express, whatever the runtime.
+///
+/// - `consume_ms`: the client library's listener is a plain function that returns when the
+///   message is consumed; the hosts' application cannot spend simulated time inside it, so a
+///   run with `consume_ms` would silently test instant processing (the fast lane runs it).
+pub(crate) fn refusal(s: &Scenario) -> Option<String> {
+    (s.consume_ms > 0).then(|| {
+        format!(
+            "consume_ms = {}: the client library's listener returns at once, it cannot take simulated time (the fast lane runs it)",
+            s.consume_ms
+        )
+    })
 }
 
 pub(crate) fn client_config(namesrvs: &[String], group: &str, instance: &str) -> ClientConfig {
@@ -457,7 +476,7 @@ impl<'a> Plan<'a> {
         Plan {
             s,
             topo,
-            lab: Arc::new(Mutex::new(Lab::new(seed, keep_trace))),
+            lab: Arc::new(Mutex::new(Lab::new(seed, keep_trace, s))),
             disks: Arc::new(Mutex::new((0..topo.brokers.len()).map(|_| SimDisk::default()).collect())),
         }
     }
@@ -703,13 +722,32 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
     // Clients start at 100 ms (plus a step per client), as in the fast lane.
     rmq_rt::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
     let (node, shared) = (env.node.clone(), env.lab.clone());
-    let producer = Producer::start(env, cfg);
+    let sender = if s.transactional {
+        // The checker reads the application's record of each local transaction.
+        let (lab_c, node_c, sc) = (shared.clone(), node.clone(), s.clone());
+        let checker = move |half: &rmq_client::MessageExt| {
+            let key = message_key(&half.properties);
+            let mut l = lab(&lab_c);
+            let t = N::now_ms();
+            let ran = l.history.tx_ledger.get(&key).copied();
+            let state = sc.tx_checked(&key, ran);
+            if state == LocalTransactionState::CommitMessage {
+                l.history.tx_committed(&key, t);
+            }
+            l.history.tx_check_answered(&key, &format!("{state:?}"), t);
+            l.trace.line(t, &node_c, "client.transaction.checked", &format!("key={key} state={state:?}"));
+            state
+        };
+        Sender::Transactional(TransactionProducer::start(env, cfg, checker))
+    } else {
+        Sender::Plain(Producer::start(env, cfg))
+    };
     loop {
         let key = {
             let mut l = lab(&shared);
             let seq = l.next_seq.entry(k).or_insert(0);
             if *seq >= messages {
-                return;
+                break;
             }
             let key = format!("p{k}-{seq}");
             *seq += 1;
@@ -720,7 +758,43 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
         };
         let msg = Message::new(TOPIC, crate::oracle::body_for(&key, body_bytes)).with_keys(&key);
         // A hot message goes keyed to one queue, as an orderly producer sends it (`hot_pct`).
-        let result = if hot(&key) { producer.send_orderly(msg, HOT_KEY).await } else { producer.send(msg).await };
+        // Orderly runs key every message (`order_keys`).
+        let result = match (&sender, crate::oracle::order_key(&key, s.order_keys)) {
+            (Sender::Transactional(tp), _) => {
+                // The local transaction runs on SEND_OK; its decision is the application's
+                // record, and a commit counts from before END_TRANSACTION leaves.
+                let local = |_: &Message, _: &rmq_client::SendResult| {
+                    let mut l = lab(&shared);
+                    let state = s.tx_local(&key);
+                    l.history.tx_ledger.insert(key.clone(), state);
+                    if state == LocalTransactionState::CommitMessage {
+                        l.history.tx_committed(&key, N::now_ms());
+                    }
+                    l.trace.line(N::now_ms(), &node, "client.transaction.local", &format!("key={key} state={state:?}"));
+                    state
+                };
+                match tp.send_in_transaction(msg, local).await {
+                    // Acknowledged: a half message whose transaction commits.
+                    Ok(r) if r.state == LocalTransactionState::CommitMessage => Ok(r.send),
+                    Ok(r) => {
+                        {
+                            let mut l = lab(&shared);
+                            if r.send.status == SendStatus::SendOk {
+                                l.acks += 1;
+                            }
+                            let line = format!("key={key} status={:?} state={:?}", r.send.status, r.state);
+                            l.trace.line(N::now_ms(), &node, "client.transaction.not_committed", &line);
+                        }
+                        rmq_rt::time::sleep(Duration::from_millis(interval_ms)).await;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Sender::Plain(p), Some(ok)) => p.send_orderly(msg, &ok).await,
+            (Sender::Plain(p), None) if hot(&key) => p.send_orderly(msg, HOT_KEY).await,
+            (Sender::Plain(p), None) => p.send(msg).await,
+        };
         {
             let mut l = lab(&shared);
             let t = N::now_ms();
@@ -744,13 +818,25 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
         }
         rmq_rt::time::sleep(Duration::from_millis(interval_ms)).await;
     }
+    if let Sender::Transactional(tp) = sender {
+        // It stays in its group to answer check-backs while the host lives.
+        std::future::pending::<()>().await;
+        drop(tp);
+    }
+}
+
+/// A host's producer: plain, or transactional (with its checker).
+enum Sender<E: Env> {
+    Plain(Producer<E>),
+    Transactional(TransactionProducer<E>),
 }
 
 async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: Arc<Scenario>) {
     rmq_rt::time::sleep(Duration::from_millis(100 + u64::from(k))).await;
     let (node, shared) = (env.node.clone(), env.lab.clone());
     let (listener_lab, listener_node) = (shared.clone(), node.clone());
-    let started = PushConsumer::start(env, cfg, &[(TOPIC, "*")], move |msgs| {
+    let orderly = s.orderly;
+    let listener = move |msgs: &[rmq_client::MessageExt]| {
         let mut l = lab(&listener_lab);
         let t = N::now_ms();
         let mut result = ConsumeResult::Success;
@@ -759,9 +845,16 @@ async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
             l.history.check_body(&key, &m.body, s.body_bytes);
             l.history.delivered(k, &key, m.queue_id, m.queue_offset as u64, t);
             // The application fails some messages (`poison_pct`, `flaky_pct`): the client sends
-            // them back for a delayed retry.
+            // them back for a delayed retry (orderly: retries them in place).
             let failed = s.consume_fails(&key, m.reconsume_times);
             l.history.attempted(&key, m.reconsume_times, failed, t);
+            // The broker group by name when there is one (as the producers' acks name it);
+            // else by the storing host (the order check then knows fewer earlier positions).
+            let broker = if s.brokers <= 1 { "broker-a".to_string() } else { m.store_host.to_string() };
+            l.history.processing_began(&listener_node, &key, (broker, m.queue_id, m.queue_offset as u64), t);
+            // The last failure is final: the client moves the message to the DLQ and its
+            // queue on.
+            l.history.processing_ended(&listener_node, &key, !failed || m.reconsume_times >= s.max_reconsume);
             if failed {
                 result = ConsumeResult::ReconsumeLater;
                 let line = format!("key={key} reconsume={} failed=true", m.reconsume_times);
@@ -776,8 +869,13 @@ async fn run_consumer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
             l.trace.line(t, &listener_node, "client.message.delivered", &line);
         }
         result
-    })
-    .await;
+    };
+    let subs = [(TOPIC, "*")];
+    let started = if orderly {
+        PushConsumer::start_orderly(env, cfg, &subs, listener).await
+    } else {
+        PushConsumer::start(env, cfg, &subs, listener).await
+    };
     match started {
         // The consumer lives as long as the host; a crash drops it with the host's runtime.
         Ok(c) => {

@@ -31,6 +31,9 @@ const TICK_MS: u64 = 1;
 /// Why a scenario cannot run in the madsim lane: nothing in the scenario language is beyond it
 /// (it pauses nodes, which turmoil cannot), except an aimed crash of a node that never flushes.
 pub fn refusal(s: &Scenario) -> Option<String> {
+    if let Some(why) = crate::host::refusal(s) {
+        return Some(why);
+    }
     for (at, f) in &s.faults {
         if let Fault::CrashOn(node, Trigger::Flush | Trigger::Checkpoint) = f {
             if !node.starts_with("broker") && !node.starts_with("slave") {
@@ -154,6 +157,7 @@ async fn supervise(s: Scenario, seed: u64, keep_trace: bool) -> Result<RunReport
         let detail = plan.crash_disk(node, mode, rng);
         let mut l = lab(&plan.lab);
         l.history.crashes += 1;
+        l.history.member_down(node);
         l.trace.line(now, node, "sim.node.crashed", &detail);
     };
     loop {

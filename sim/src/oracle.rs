@@ -52,6 +52,45 @@ pub struct History {
     pub send_began_ms: BTreeMap<String, u64>,
     /// Key → when its producer gave up on it.
     pub send_failed_ms: BTreeMap<String, u64>,
+    /// Orderly scenarios (`order_keys`): messages `p<i>-<seq>` share the order key
+    /// `p<i>-k<seq % order_keys>`; 0: no order is judged.
+    pub order_keys: u32,
+    /// Order key → the message being processed now: (member, key, position).
+    order_open: BTreeMap<String, (String, String, Position)>,
+    /// Order key → every position known to hold one of its messages (acknowledged there, or
+    /// delivered from there) → whether a member finished it (consumed, or dead-lettered).
+    order_known: BTreeMap<String, BTreeMap<Position, (String, bool)>>,
+    /// Per-key order broken: a message processed beside, or before, an earlier one of its key.
+    pub order_violations: Vec<String>,
+    /// Processings judged for order.
+    pub order_checked: u64,
+    /// Transactional producers: a message may reach a consumer only once its transaction
+    /// committed.
+    pub transactional: bool,
+    /// Key → when its transaction was decided to commit (by its producer, or by a checker
+    /// answering the broker's check-back).
+    pub tx_committed_at: BTreeMap<String, u64>,
+    /// Key → when a checker answered a check-back about it, and what.
+    pub tx_checked: BTreeMap<String, Vec<(u64, String)>>,
+    /// Half messages seen by a consumer before (or without) a commit.
+    pub tx_violations: Vec<String>,
+    /// The application's database: key → what its local transaction decided when it ran
+    /// (what a checker reads to answer a check-back).
+    pub tx_ledger: BTreeMap<String, crate::scenario::LocalTransactionState>,
+}
+
+/// Where a message is stored: (broker group, queue, queue offset).
+pub type Position = (String, i32, u64);
+
+/// The order key of message `key` (`p<i>-<seq>`) when messages share `order_keys` keys per
+/// producer.
+pub fn order_key(key: &str, order_keys: u32) -> Option<String> {
+    if order_keys == 0 {
+        return None;
+    }
+    let (producer, seq) = key.rsplit_once('-')?;
+    let seq: u32 = seq.parse().ok()?;
+    Some(format!("{producer}-k{}", seq % order_keys))
 }
 
 /// Where two bodies first differ, for a violation's text.
@@ -63,6 +102,21 @@ fn first_difference(got: &[u8], want: &[u8]) -> String {
 }
 
 impl History {
+    /// An empty history of a run of `s` (its order keys, its transactions).
+    pub fn of(s: &Scenario) -> Self {
+        History { order_keys: s.order_keys, transactional: s.transactional, ..History::default() }
+    }
+
+    /// The transaction of message `key` was decided to commit at `now_ms`.
+    pub fn tx_committed(&mut self, key: &str, now_ms: u64) {
+        self.tx_committed_at.entry(key.to_string()).or_insert(now_ms);
+    }
+
+    /// A checker answered the broker's check-back about `key` with `state` at `now_ms`.
+    pub fn tx_check_answered(&mut self, key: &str, state: &str, now_ms: u64) {
+        self.tx_checked.entry(key.to_string()).or_default().push((now_ms, state.to_string()));
+    }
+
     /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset) of
     /// broker group `broker`.
     pub fn acked(&mut self, key: &str, broker: &str, queue: i32, offset: u64, now_ms: u64) {
@@ -73,6 +127,66 @@ impl History {
         }
         self.acked.insert(key.to_string(), (queue, offset));
         self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
+        if let Some(ok) = order_key(key, self.order_keys) {
+            let known = self.order_known.entry(ok).or_default();
+            known.entry((broker.to_string(), queue, offset)).or_insert((key.to_string(), false));
+        }
+    }
+
+    /// Orderly: `member` starts processing message `key` stored at `at`. Judged: no other
+    /// message of its key is being processed (by any member), and every earlier message of its
+    /// key in the same queue that the run knows of has been finished.
+    pub fn processing_began(&mut self, member: &str, key: &str, at: Position, now_ms: u64) {
+        let Some(ok) = order_key(key, self.order_keys) else { return };
+        self.order_checked += 1;
+        if let Some((m, k, p)) = self.order_open.get(&ok) {
+            self.order_violations.push(format!(
+                "{now_ms} ms: {member} began {key} ({}:{}@{}) while {m} was still processing {k} ({}:{}@{}) of the same key {ok}",
+                at.0, at.1, at.2, p.0, p.1, p.2
+            ));
+        }
+        let known = self.order_known.entry(ok.clone()).or_default();
+        let earlier = known
+            .range((at.0.clone(), at.1, 0)..(at.0.clone(), at.1, at.2))
+            .find(|(_, (_, done))| !done)
+            .map(|(p, (k, _))| (p.2, k.clone()));
+        if let Some((offset, k)) = earlier {
+            self.order_violations.push(format!(
+                "{now_ms} ms: {member} began {key} ({}:{}@{}) before {k} (@{offset}) of the same key {ok} was finished",
+                at.0, at.1, at.2
+            ));
+        }
+        known.entry(at.clone()).or_insert((key.to_string(), false));
+        self.order_open.insert(ok, (member.to_string(), key.to_string(), at));
+    }
+
+    /// Orderly: `member` stopped processing message `key`: `finished` when it was consumed
+    /// (a failure leaves it unfinished: the queue must wait for its retry).
+    pub fn processing_ended(&mut self, member: &str, key: &str, finished: bool) {
+        let Some(ok) = order_key(key, self.order_keys) else { return };
+        if self.order_open.get(&ok).is_some_and(|(m, k, _)| m == member && k == key) {
+            let (_, _, at) = self.order_open.remove(&ok).expect("checked");
+            if finished {
+                self.finished(&ok, at);
+            }
+        }
+    }
+
+    /// Orderly: the message at `at` went to the dead-letter queue: its queue may move on.
+    pub fn dead_lettered(&mut self, key: &str, at: Position) {
+        if let Some(ok) = order_key(key, self.order_keys) {
+            self.finished(&ok, at);
+        }
+    }
+
+    fn finished(&mut self, ok: &str, at: Position) {
+        let known = self.order_known.entry(ok.to_string()).or_default();
+        known.entry(at).or_insert((String::new(), true)).1 = true;
+    }
+
+    /// A member died: whatever it was processing stopped with it.
+    pub fn member_down(&mut self, member: &str) {
+        self.order_open.retain(|_, (m, _, _)| m != member);
     }
 
     /// A consumer received message `key` with `body`: it must be byte for byte what the
@@ -92,6 +206,11 @@ impl History {
 
     /// A consumer received a message at `now_ms`.
     pub fn delivered(&mut self, _consumer: u32, key: &str, _queue: i32, _offset: u64, now_ms: u64) {
+        if self.transactional && !self.tx_committed_at.contains_key(key) {
+            self.tx_violations.push(format!(
+                "{now_ms} ms: {key} delivered, yet its transaction never committed (a half message or a rolled-back one)"
+            ));
+        }
         *self.deliveries.entry(key.to_string()).or_default() += 1;
         self.first_delivered_ms.entry(key.to_string()).or_insert(now_ms);
         self.delivered_total += 1;
@@ -193,6 +312,9 @@ pub struct Promise {
     pub retry: Option<Retry>,
     /// A broker silent for longer than the NameServer's expiry leaves the routes in time.
     pub silence: Option<Silence>,
+    /// Transactional runs: a commit decided before this time (by a producer or a checker)
+    /// must reach a consumer.
+    pub tx_commits_due_ms: Option<u64>,
 }
 
 /// A timing property: a broker that stops answering (paused longer than the NameServer's
@@ -226,6 +348,8 @@ pub struct Retry {
     pub group: String,
     /// End of the run: a retry due later is not judged.
     pub end_ms: u64,
+    /// Orderly consumers retry here, without the retry topic, after this pause.
+    pub orderly_suspend_ms: Option<u64>,
 }
 
 /// How late a retry may come after its delay: the retry topic's route appears at the broker's
@@ -235,6 +359,9 @@ pub const RETRY_SLACK_MS: u64 = 15_000;
 impl Retry {
     /// The delay of the retry after a failure at reconsume count `r`.
     pub fn delay_ms(&self, r: i32) -> u64 {
+        if let Some(ms) = self.orderly_suspend_ms {
+            return ms;
+        }
         let level = (r + 3).clamp(1, self.levels_ms.len() as i32);
         self.levels_ms[(level - 1) as usize]
     }
@@ -276,6 +403,7 @@ impl Promise {
             body_bytes: s.body_bytes,
             routed: s.routed_groups(),
             silence: s.silence(),
+            tx_commits_due_ms: s.transactional.then(|| s.duration_ms.saturating_sub(10_000)),
             retry: (s.poison_pct > 0 || s.flaky_pct > 0).then(|| Retry {
                 poison_pct: s.poison_pct,
                 flaky_pct: s.flaky_pct,
@@ -283,6 +411,7 @@ impl Promise {
                 levels_ms: rmq_broker_core::BrokerConfig::default().delay_levels_ms,
                 group: crate::world::GROUP.to_string(),
                 end_ms: s.duration_ms,
+                orderly_suspend_ms: s.orderly.then_some(crate::scenario::ORDERLY_SUSPEND_MS),
             }),
         }
     }
@@ -418,9 +547,57 @@ pub fn check_run<D: Directory>(
             }
         }
     }
+    if h.transactional {
+        let mut uncommitted: Vec<&String> = stored.iter().filter(|k| !h.tx_committed_at.contains_key(*k)).collect();
+        uncommitted.truncate(3);
+        if !uncommitted.is_empty() {
+            problems.push(format!(
+                "messages whose transaction never committed are stored in {TOPIC}, e.g. {uncommitted:?}"
+            ));
+            kinds.insert("uncommitted-visible");
+        }
+    }
+    if !h.tx_violations.is_empty() {
+        problems.push(format!(
+            "{} deliveries of uncommitted transactional messages, e.g. {:?}",
+            h.tx_violations.len(),
+            &h.tx_violations[..h.tx_violations.len().min(3)]
+        ));
+        kinds.insert("uncommitted-visible");
+    }
+    if !h.order_violations.is_empty() {
+        problems.push(format!(
+            "{} per-key order violations, e.g. {:?}",
+            h.order_violations.len(),
+            &h.order_violations[..h.order_violations.len().min(3)]
+        ));
+        kinds.insert("order-violation");
+    }
     let mut f = judge(h, &stored, problems, kinds, promise);
     if let Some(r) = &promise.retry {
         judge_retries(h, &stored, &dead, r, &mut f);
+    }
+    if let Some(due) = promise.tx_commits_due_ms {
+        // Liveness: a commit decided in time reaches a consumer (one the check-back decided
+        // is not among the acknowledged messages the judge already followed).
+        let mut never: Vec<&String> = h
+            .tx_committed_at
+            .iter()
+            .filter(|(k, at)| **at < due && !h.deliveries.contains_key(*k))
+            .map(|(k, _)| k)
+            .collect();
+        if !never.is_empty() {
+            let n = never.len();
+            never.truncate(3);
+            f.problems.push(format!("{n} committed transactional messages never delivered, e.g. {never:?}"));
+            if !f.kinds.contains(&"committed-undelivered") {
+                f.kinds.push("committed-undelivered");
+                f.kinds.sort_unstable();
+            }
+            if f.verdict == Verdict::Pass {
+                f.verdict = Verdict::Liveness;
+            }
+        }
     }
     f
 }
@@ -554,6 +731,7 @@ pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed:
         routed: None,
         retry: None,
         silence: None,
+        tx_commits_due_ms: None,
     };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
@@ -763,6 +941,7 @@ mod tests {
             routed: Some(routed.clone()),
             retry: None,
             silence: None,
+            tx_commits_due_ms: None,
         };
         let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
         assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);
@@ -770,5 +949,45 @@ mod tests {
         // Too few spread messages to expect every queue to have some: no finding.
         let hot = Promise { routed: Some(Routed { hot_pct: 90, ..routed }), ..promise };
         assert_eq!(judge(&h, &stored, Vec::new(), BTreeSet::new(), &hot).verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn per_key_order_is_judged_across_members() {
+        let s = Scenario { order_keys: 2, ..Scenario::default() };
+        let at = |o: u64| ("broker-a".to_string(), 0, o);
+        // p0-0 and p0-2 share key p0-k0; p0-1 is p0-k1.
+        let mut h = History::of(&s);
+        h.acked("p0-0", "broker-a", 0, 0, 1);
+        h.acked("p0-2", "broker-a", 0, 2, 1);
+        h.processing_began("c0", "p0-0", at(0), 10);
+        h.processing_began("c1", "p0-1", at(1), 11);
+        h.processing_ended("c0", "p0-0", true);
+        h.processing_ended("c1", "p0-1", true);
+        h.processing_began("c1", "p0-2", at(2), 12);
+        h.processing_ended("c1", "p0-2", true);
+        // A replay of a finished message after a later one is allowed (redelivery).
+        h.processing_began("c0", "p0-0", at(0), 13);
+        h.processing_ended("c0", "p0-0", true);
+        assert!(h.order_violations.is_empty(), "{:?}", h.order_violations);
+        // Two members on one key at once.
+        h.processing_began("c0", "p0-0", at(0), 20);
+        h.processing_began("c1", "p0-2", at(2), 21);
+        assert_eq!(h.order_violations.len(), 1, "{:?}", h.order_violations);
+        // A later message before an earlier one finished (failed, not retried yet).
+        let mut h = History::of(&s);
+        h.acked("p0-0", "broker-a", 0, 0, 1);
+        h.processing_began("c0", "p0-0", at(0), 10);
+        h.processing_ended("c0", "p0-0", false);
+        h.processing_began("c0", "p0-2", at(2), 11);
+        assert_eq!(h.order_violations.len(), 1, "{:?}", h.order_violations);
+        // Unless it went to the dead-letter queue; and a crash ends what a member was doing.
+        let mut h = History::of(&s);
+        h.processing_began("c0", "p0-0", at(0), 10);
+        h.processing_ended("c0", "p0-0", false);
+        h.dead_lettered("p0-0", at(0));
+        h.processing_began("c0", "p0-2", at(2), 11);
+        h.member_down("c0");
+        h.processing_began("c1", "p0-2", at(2), 12);
+        assert!(h.order_violations.is_empty(), "{:?}", h.order_violations);
     }
 }

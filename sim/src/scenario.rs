@@ -33,6 +33,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use rmq_client_core::transaction::LocalTransactionState;
+
 /// How long after the last fault the timing property starts to apply.
 pub const SETTLE_MS: u64 = 15_000;
 
@@ -204,7 +206,40 @@ pub struct Scenario {
     pub flaky_pct: u32,
     /// The consumers' `maxReconsumeTimes` (`max_reconsume`): retries before the DLQ.
     pub max_reconsume: i32,
+    /// Orderly consumers (`orderly = true`): each queue consumed one message at a time under
+    /// the broker's queue lock; failures retried in place, then dead-lettered.
+    pub orderly: bool,
+    /// Order keys per producer (`order_keys`): message `p<i>-<seq>` is sent to the queue of key
+    /// `p<i>-k<seq % order_keys>`, and per-key processing order is judged. 0: spread sends.
+    pub order_keys: u32,
+    /// How long the application takes over one message (`consume_ms`).
+    pub consume_ms: u64,
+    /// Fault injection (`queue_lock = false`): orderly consumers skip the broker's queue lock,
+    /// to show what the lock protects.
+    pub queue_lock: bool,
+    /// Transactional producers (`transactional = true`): every message is a half message
+    /// ended by the local transaction, or by the broker's check-back when the producer says
+    /// UNKNOW or dies first.
+    pub transactional: bool,
+    /// Share of transactions that roll back (`rollback_pct`).
+    pub rollback_pct: u32,
+    /// Share of transactions whose local outcome is UNKNOW (`unknown_pct`): the check-back
+    /// decides them (a third commit, a third roll back, a third stay unknown until the broker
+    /// gives up on them).
+    pub unknown_pct: u32,
 }
+
+/// Simulated brokers check back a half message this old (transactionTimeOut; RocketMQ: 6 s).
+pub const TX_TIMEOUT_MS: u64 = 3_000;
+/// Simulated brokers look for open half messages this often (transactionCheckInterval;
+/// RocketMQ: 30 s).
+pub const TX_CHECK_INTERVAL_MS: u64 = 2_000;
+/// How long the fast lane's local transaction takes between SEND_OK and END_TRANSACTION: a
+/// producer crash in this window leaves the half message to the check-back.
+pub const TX_LOCAL_MS: u64 = 30;
+
+/// The orderly consumers' pause after a failure (RocketMQ's suspendCurrentQueueTimeMillis).
+pub const ORDERLY_SUSPEND_MS: u64 = 1_000;
 
 /// A progress floor: a share or an absolute count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +327,13 @@ impl Default for Scenario {
             poison_pct: 0,
             flaky_pct: 0,
             max_reconsume: 16,
+            orderly: false,
+            order_keys: 0,
+            consume_ms: 0,
+            queue_lock: true,
+            transactional: false,
+            rollback_pct: 0,
+            unknown_pct: 0,
         }
     }
 }
@@ -443,6 +485,38 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 }
                 s.max_reconsume = n as i32;
             }
+            "orderly" | "queue_lock" => {
+                let b = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{k} = {v}: expected true or false")),
+                };
+                if k == "orderly" {
+                    s.orderly = b;
+                } else {
+                    s.queue_lock = b;
+                }
+            }
+            "order_keys" => s.order_keys = num()?.min(1_000) as u32,
+            "transactional" => {
+                s.transactional = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("transactional = {v}: expected true or false")),
+                }
+            }
+            "rollback_pct" | "unknown_pct" => {
+                let n = num()?;
+                if n > 100 {
+                    return Err(format!("{k} = {v}: a percentage, 0 to 100"));
+                }
+                if k == "rollback_pct" {
+                    s.rollback_pct = n as u32;
+                } else {
+                    s.unknown_pct = n as u32;
+                }
+            }
+            "consume_ms" => s.consume_ms = num()?.min(60_000),
             "small_segments" => {
                 s.small_segments = match v.as_str() {
                     "true" => true,
@@ -452,6 +526,24 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             }
             _ => return Err(format!("unknown key {k}")),
         }
+    }
+    if (s.rollback_pct > 0 || s.unknown_pct > 0) && !s.transactional {
+        return Err(
+            "rollback_pct / unknown_pct: only transactional producers have transactions (set transactional = true)"
+                .into(),
+        );
+    }
+    if s.rollback_pct + s.unknown_pct > 100 {
+        return Err("rollback_pct + unknown_pct: more than 100%".into());
+    }
+    if s.transactional && (s.hot_pct > 0 || s.order_keys > 0) {
+        return Err("transactional beside hot_pct or order_keys: a transactional send picks its queue itself (RocketMQ's TransactionMQProducer has no keyed send)".into());
+    }
+    if !s.queue_lock && !s.orderly {
+        return Err("queue_lock = false: only orderly consumers take queue locks (set orderly = true)".into());
+    }
+    if s.orderly && s.hot_pct > 0 {
+        return Err("hot_pct beside orderly: use order_keys to key an orderly run's messages".into());
     }
     if s.idempotent && s.processed_once == Some(false) {
         return Err("expect processed_twice = allowed contradicts idempotent = true (idempotent consumers process each message once)".into());
@@ -623,6 +715,27 @@ impl Scenario {
         }
         if self.max_reconsume != 16 {
             out.push_str(&format!("max_reconsume = {}\n", self.max_reconsume));
+        }
+        if self.orderly {
+            out.push_str("orderly = true\n");
+        }
+        if !self.queue_lock {
+            out.push_str("queue_lock = false\n");
+        }
+        if self.order_keys > 0 {
+            out.push_str(&format!("order_keys = {}\n", self.order_keys));
+        }
+        if self.consume_ms > 0 {
+            out.push_str(&format!("consume_ms = {}\n", self.consume_ms));
+        }
+        if self.transactional {
+            out.push_str("transactional = true\n");
+        }
+        if self.rollback_pct > 0 {
+            out.push_str(&format!("rollback_pct = {}\n", self.rollback_pct));
+        }
+        if self.unknown_pct > 0 {
+            out.push_str(&format!("unknown_pct = {}\n", self.unknown_pct));
         }
         for (at, f) in &self.faults {
             let f = match f {
@@ -814,7 +927,12 @@ impl Scenario {
             .filter(|k| !named.contains(node_name("broker", *k).as_str()))
             .map(|k| format!("broker-{}", (b'a' + k as u8) as char))
             .collect();
-        (!groups.is_empty()).then_some(crate::oracle::Routed { groups, queues: self.queues, hot_pct: self.hot_pct })
+        // Keyed sends reach the queues their keys hash to, not every queue.
+        (!groups.is_empty() && self.order_keys == 0 && !self.transactional).then_some(crate::oracle::Routed {
+            groups,
+            queues: self.queues,
+            hot_pct: self.hot_pct,
+        })
     }
 
     /// Whether consuming message `key` fails at its delivery number `reconsume` (0 first, then
@@ -856,6 +974,34 @@ impl Scenario {
             }
             _ => None,
         })
+    }
+
+    /// What the local transaction of message `key` decides (`rollback_pct`, `unknown_pct`).
+    pub fn tx_local(&self, key: &str) -> LocalTransactionState {
+        let h = crate::oracle::key_hash(&format!("tx:{key}")) % 100;
+        if h < u64::from(self.rollback_pct) {
+            LocalTransactionState::RollbackMessage
+        } else if h < u64::from(self.rollback_pct + self.unknown_pct) {
+            LocalTransactionState::Unknown
+        } else {
+            LocalTransactionState::CommitMessage
+        }
+    }
+
+    /// What the checker answers the broker's check-back about message `key`, reading the
+    /// application's record of its local transaction (`ran`): none (it never ran: the half
+    /// message's SEND_OK never reached the producer) is a rollback; a decided one stands; an
+    /// UNKNOW one commits, rolls back or stays unknown (a third each, from the key).
+    pub fn tx_checked(&self, key: &str, ran: Option<LocalTransactionState>) -> LocalTransactionState {
+        let Some(ran) = ran else { return LocalTransactionState::RollbackMessage };
+        match ran {
+            LocalTransactionState::Unknown => match crate::oracle::key_hash(&format!("check:{key}")) % 3 {
+                0 => LocalTransactionState::CommitMessage,
+                1 => LocalTransactionState::RollbackMessage,
+                _ => LocalTransactionState::Unknown,
+            },
+            decided => decided,
+        }
     }
 
     /// Whether message `key` goes keyed to the hot queue (`hot_pct`), decided by the key.
@@ -904,6 +1050,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("replica-master-restart-async", include_str!("../scenarios/replica-master-restart-async.sim")),
     ("replica-master-disk-loss", include_str!("../scenarios/replica-master-disk-loss.sim")),
     ("replica-crash-churn", include_str!("../scenarios/replica-crash-churn.sim")),
+    ("orderly-rebalance", include_str!("../scenarios/orderly-rebalance.sim")),
+    ("orderly-consumer-failure", include_str!("../scenarios/orderly-consumer-failure.sim")),
+    ("transaction-rollback", include_str!("../scenarios/transaction-rollback.sim")),
+    ("transaction-producer-crash", include_str!("../scenarios/transaction-producer-crash.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -43,6 +43,9 @@ const SIM_SLACK_MS: u64 = 10_000;
 ///   freeze, not a stopped process, and running it would silently test something else.
 /// - `crash … on flush|checkpoint` of a node that is not a broker: only brokers flush.
 pub fn refusal(s: &Scenario) -> Option<String> {
+    if let Some(why) = crate::host::refusal(s) {
+        return Some(why);
+    }
     for (at, f) in &s.faults {
         match f {
             Fault::Pause(node, _) => {
@@ -214,5 +217,6 @@ fn crash(
     let detail = plan.crash_disk(node, mode, rng);
     let mut l = lab(&plan.lab);
     l.history.crashes += 1;
+    l.history.member_down(node);
     l.trace.line(now, node, "sim.node.crashed", &detail);
 }

@@ -99,7 +99,7 @@ pub enum Role {
     /// A producer actor.
     Producer(Producer),
     /// A consumer actor.
-    Consumer(Consumer),
+    Consumer(Box<Consumer>),
 }
 
 /// One simulated process.
@@ -197,6 +197,8 @@ impl World {
                 broker_role: master_role,
                 record_events: true,
                 register_interval_ms: 10_000,
+                transaction_timeout_ms: crate::scenario::TX_TIMEOUT_MS,
+                transaction_check_interval_ms: crate::scenario::TX_CHECK_INTERVAL_MS,
                 ..Default::default()
             };
             (c.store.commit_log_segment_bytes, c.store.consume_queue_segment_entries) = scenario.segment_sizes();
@@ -234,7 +236,7 @@ impl World {
         }
         for k in 0..scenario.consumers {
             let name = format!("c{k}");
-            nodes.push(Node::new(name.clone(), Role::Consumer(Consumer::new(k)), skew(&name)));
+            nodes.push(Node::new(name.clone(), Role::Consumer(Box::new(Consumer::new(k, &scenario))), skew(&name)));
         }
         let disks = brokers.iter().chain(&slaves).map(|b| (*b, SimDisk::default())).collect();
         let mut w = World {
@@ -258,7 +260,7 @@ impl World {
             checkpoint_jobs: BTreeMap::new(),
             armed: BTreeMap::new(),
             processing_log: std::collections::BTreeSet::new(),
-            history: History::default(),
+            history: History::of(&scenario),
             trace: Trace::new(keep_trace),
             scenario,
         };
@@ -808,7 +810,8 @@ impl World {
                         self.disks.insert(i, survived);
                     }
                     Role::Namesrv(_) => self.nodes[i].role = Role::Namesrv(None),
-                    _ => {}
+                    Role::Consumer(_) => self.history.member_down(&name),
+                    Role::Producer(_) => {}
                 }
                 self.trace.line(self.now, &name, "sim.node.crashed", &detail);
                 self.close_connections_of(i);
@@ -836,7 +839,7 @@ impl World {
                     Role::Namesrv(_) => Some(Role::Namesrv(Some(NamesrvCore::new(NamesrvConfig::default())))),
                     // A restarted client starts from scratch, as a new process would.
                     Role::Producer(p) => Some(Role::Producer(p.restarted(self.now))),
-                    Role::Consumer(c) => Some(Role::Consumer(c.restarted(self.now))),
+                    Role::Consumer(c) => Some(Role::Consumer(Box::new(c.restarted(self.now)))),
                 };
                 match restarted {
                     None => self.start_broker(i),

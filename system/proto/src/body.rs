@@ -362,6 +362,31 @@ pub struct ConsumerIdList {
     pub consumer_id_list: Vec<String>,
 }
 
+/// LOCK_BATCH_MQ / UNLOCK_BATCH_MQ request body (RocketMQ's LockBatchRequestBody and
+/// UnlockBatchRequestBody share these fields).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LockBatchBody {
+    /// Consumer group.
+    pub consumer_group: String,
+    /// The member asking.
+    pub client_id: String,
+    /// Lock at this broker only (no forwarding to its peers).
+    #[serde(default)]
+    pub only_this_broker: bool,
+    /// Queues.
+    #[serde(default)]
+    pub mq_set: Vec<MessageQueue>,
+}
+
+/// LOCK_BATCH_MQ response body: the queues now locked for the member.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct LockBatchResult {
+    /// Locked queues.
+    #[serde(rename = "lockOKMQSet", default)]
+    pub lock_ok_mq_set: Vec<MessageQueue>,
+}
+
 /// A message queue: topic, broker name and queue id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use rmq_proto::body::{
-    from_json, to_json, ConsumeStats, ConsumerIdList, HeartbeatData, MessageQueue, QueueProgress, RegisterBrokerBody,
-    TopicConfig,
+    from_json, to_json, ConsumeStats, ConsumerIdList, HeartbeatData, LockBatchBody, LockBatchResult, MessageQueue,
+    QueueProgress, RegisterBrokerBody, TopicConfig,
 };
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{
@@ -16,30 +16,12 @@ use rmq_proto::header::{
 use rmq_proto::message::parse_offset_msg_id;
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
 use rmq_store::Directory;
-use serde::{Deserialize, Serialize};
 
 use crate::topics::TopicRefused;
 use crate::{checks, ok, reply, BrokerCore, Event, Output};
 
 /// Topic creations within this window share one persist and one registration.
 pub const TOPIC_COALESCE_MS: u64 = 100;
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LockBody {
-    consumer_group: String,
-    client_id: String,
-    #[serde(default)]
-    only_this_broker: bool,
-    #[serde(default)]
-    mq_set: Vec<MessageQueue>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LockResult {
-    lock_o_k_m_q_set: Vec<MessageQueue>,
-}
 
 impl<D: Directory> BrokerCore<D> {
     pub(crate) fn heartbeat(&mut self, now_ms: u64, conn: ConnId, req: &RemotingCommand) -> Option<RemotingCommand> {
@@ -217,19 +199,25 @@ impl<D: Directory> BrokerCore<D> {
     }
 
     pub(crate) fn lock_batch(&mut self, now_ms: u64, req: &RemotingCommand) -> Option<RemotingCommand> {
-        let body: LockBody = match from_json(&req.body) {
+        let body: LockBatchBody = match from_json(&req.body) {
             Ok(b) => b,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad lock body: {e}"))),
         };
         if let Err(resp) = check_lock_names(req, &body) {
             return Some(resp);
         }
-        let held = self.clients.lock(now_ms, &body.consumer_group, &body.client_id, &body.mq_set);
-        Some(ok(req).with_body(to_json(&LockResult { lock_o_k_m_q_set: held })))
+        let held = self.clients.lock(
+            now_ms,
+            self.config.rebalance_lock_max_live_ms,
+            &body.consumer_group,
+            &body.client_id,
+            &body.mq_set,
+        );
+        Some(ok(req).with_body(to_json(&LockBatchResult { lock_ok_mq_set: held })))
     }
 
     pub(crate) fn unlock_batch(&mut self, req: &RemotingCommand) -> Option<RemotingCommand> {
-        let body: LockBody = match from_json(&req.body) {
+        let body: LockBatchBody = match from_json(&req.body) {
             Ok(b) => b,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, format!("bad unlock body: {e}"))),
         };
@@ -502,7 +490,7 @@ fn check_heartbeat_names(req: &RemotingCommand, hb: &HeartbeatData) -> Result<()
 }
 
 /// The group and every queue's topic of a LOCK_BATCH_MQ / UNLOCK_BATCH_MQ body.
-fn check_lock_names(req: &RemotingCommand, body: &LockBody) -> Result<(), RemotingCommand> {
+fn check_lock_names(req: &RemotingCommand, body: &LockBatchBody) -> Result<(), RemotingCommand> {
     checks::consumer_group(req, &body.consumer_group)?;
     for mq in &body.mq_set {
         checks::topic(req, &mq.topic)?;

@@ -130,13 +130,20 @@ impl ClientManager {
     }
 
     /// Locks `mqs` for `client_id`; returns the queues it now holds.
-    pub fn lock(&mut self, now_ms: u64, group: &str, client_id: &str, mqs: &[MessageQueue]) -> Vec<MessageQueue> {
+    pub fn lock(
+        &mut self,
+        now_ms: u64,
+        max_live_ms: u64,
+        group: &str,
+        client_id: &str,
+        mqs: &[MessageQueue],
+    ) -> Vec<MessageQueue> {
         let locks = self.locks.entry(group.to_string()).or_default();
         let mut held = Vec::new();
         for mq in mqs {
             let free = match locks.get(mq) {
                 None => true,
-                Some((owner, at)) => owner == client_id || now_ms.saturating_sub(*at) > LOCK_MAX_LIVE_MS,
+                Some((owner, at)) => owner == client_id || now_ms.saturating_sub(*at) > max_live_ms,
             };
             if free {
                 locks.insert(mq.clone(), (client_id.to_string(), now_ms));

@@ -81,6 +81,9 @@ pub struct BrokerConfig {
     /// transactionCheckMax: checks before a half message is discarded to
     /// TRANS_CHECK_MAX_TIME_TOPIC.
     pub transaction_check_max: u32,
+    /// rebalanceLockMaxLiveTime (RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`): a
+    /// queue lock its orderly consumer has not renewed for this long may be taken by another.
+    pub rebalance_lock_max_live_ms: u64,
     /// Slave: the master's HA address (haMasterAddress), ip:port.
     pub ha_master_addr: Option<String>,
     /// haSendHeartbeatInterval: slave reports and master heartbeats at least this often.
@@ -131,6 +134,7 @@ impl Default for BrokerConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
+            rebalance_lock_max_live_ms: crate::clients::LOCK_MAX_LIVE_MS,
             ha_master_addr: None,
             ha_heartbeat_interval_ms: 5_000,
             ha_housekeeping_ms: 20_000,

@@ -34,6 +34,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "transactionTimeOut",
     "transactionCheckInterval",
     "transactionCheckMax",
+    "rebalanceLockMaxLiveTime",
     // Access control: aclEnable + aclFile (the ACL this broker enforces), accessKey + secretKey
     // (the account this broker signs its own requests with).
     "aclEnable",
@@ -213,6 +214,9 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
     }
     if let Some(v) = props.ranged("transactionCheckMax", 1, 1_000, "an integer in 1..=1000")? {
         c.transaction_check_max = v;
+    }
+    if let Some(v) = props.ranged("rebalanceLockMaxLiveTime", 1_000, 600_000, "milliseconds in 1000..=600000")? {
+        c.rebalance_lock_max_live_ms = v;
     }
     Ok(())
 }

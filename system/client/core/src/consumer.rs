@@ -97,6 +97,25 @@ pub struct ConsumerSettings {
     pub persist_ms: u64,
     /// Which broker group is asked for the member list first (members ask in turn).
     pub members_rotor: usize,
+    /// Orderly consumption [MessageListenerOrderly]: each queue's messages go to the listener
+    /// one at a time, in queue order; a CLUSTERING member consumes a queue only while it holds
+    /// the broker's lock on it (LOCK_BATCH_MQ), and a failure is retried here, without a
+    /// send-back, after [`Self::suspend_ms`], until [`Self::max_reconsume`] retries are spent
+    /// and the message goes to the dead-letter queue.
+    pub orderly: bool,
+    /// Lock renewal period [lockInterval, 20 s].
+    pub lock_renew_ms: u64,
+    /// How long the client trusts a lock it has not renewed [REBALANCE_LOCK_MAX_LIVE_TIME,
+    /// 30 s; the broker keeps it 60 s].
+    pub lock_live_ms: u64,
+    /// Pause of an orderly queue after a failure [suspendCurrentQueueTimeMillis].
+    pub suspend_ms: u64,
+    /// Orderly: local retries before the dead-letter queue [maxReconsumeTimes].
+    pub max_reconsume: u32,
+    /// Fault injection, never for applications: an orderly CLUSTERING member consumes without
+    /// taking the broker's queue locks. It exists to show what the lock protects (the
+    /// `orderly-rebalance` simulation fails with it).
+    pub skip_queue_lock: bool,
 }
 
 impl ConsumerSettings {
@@ -117,6 +136,12 @@ impl ConsumerSettings {
             route_refresh_ms: 30_000,
             persist_ms: 5_000,
             members_rotor: 0,
+            orderly: false,
+            lock_renew_ms: 20_000,
+            lock_live_ms: 30_000,
+            suspend_ms: 1_000,
+            max_reconsume: 16,
+            skip_queue_lock: false,
         }
     }
 }
@@ -221,6 +246,25 @@ pub enum ConsumerOutput {
         queue_offset: u64,
         /// The master's address.
         addr: String,
+        /// Straight to the dead-letter queue (delay level -1): an orderly message that spent
+        /// its local retries.
+        to_dlq: bool,
+    },
+    /// LOCK_BATCH_MQ at a master; answer with [`ConsumerCore::on_locked`].
+    Lock {
+        /// Request.
+        req: ReqId,
+        /// The master's address.
+        addr: String,
+        /// Queues to lock (or renew).
+        mqs: Vec<MessageQueue>,
+    },
+    /// UNLOCK_BATCH_MQ at a master, one-way: these queues are committed and let go.
+    Unlock {
+        /// The master's address.
+        addr: String,
+        /// Queues.
+        mqs: Vec<MessageQueue>,
     },
     /// UPDATE_CONSUMER_OFFSET, one-way.
     Commit {
@@ -267,6 +311,14 @@ struct QueueState {
     retry_at: BTreeMap<u64, u64>,
     /// The offset last committed.
     committed: Option<u64>,
+    /// Orderly: pulled offsets not handed to the listener yet.
+    waiting: BTreeSet<u64>,
+    /// Orderly: failed attempts per offset.
+    attempts: BTreeMap<u64, u32>,
+    /// Orderly CLUSTERING: when the broker last granted this member the queue's lock.
+    locked_at: Option<u64>,
+    /// Orderly CLUSTERING: the lock request outstanding.
+    locking: Option<ReqId>,
 }
 
 impl QueueState {
@@ -279,7 +331,37 @@ impl QueueState {
             consuming: BTreeSet::new(),
             retry_at: BTreeMap::new(),
             committed: None,
+            waiting: BTreeSet::new(),
+            attempts: BTreeMap::new(),
+            locked_at: None,
+            locking: None,
         }
+    }
+
+    fn lock_valid(&self, s: &ConsumerSettings, now_ms: u64) -> bool {
+        self.locked_at.is_some_and(|t| now_ms < t + s.lock_live_ms)
+    }
+
+    /// The lock is gone (refused, or not renewed in time): nothing more goes to the listener;
+    /// what was pulled or waits for a retry is dropped, to be pulled again from the safe
+    /// offset once the lock is back.
+    fn lose_lock(&mut self) {
+        self.locked_at = None;
+        self.drop_queued();
+    }
+
+    /// Orderly: drops what was pulled but not handed to the listener and what waits for a
+    /// local retry, and pulls again from the first of them (so the safe offset never passes
+    /// them).
+    fn drop_queued(&mut self) {
+        let dropped: Vec<u64> = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .chain(std::mem::take(&mut self.retry_at).into_keys())
+            .collect();
+        if let (Some(first), Seat::At(next)) = (dropped.iter().min(), &mut self.seat) {
+            *next = (*next).min(*first);
+        }
+        self.in_flight.remove(&dropped);
     }
 
     fn committable(&self) -> Option<u64> {
@@ -293,6 +375,8 @@ impl QueueState {
         self.seat = Seat::At(offset);
         self.in_flight = ProcessQueue::default();
         self.retry_at.clear();
+        self.waiting.clear();
+        self.attempts.clear();
     }
 }
 
@@ -304,6 +388,7 @@ enum Req {
     QueueOffset(MessageQueue),
     Pull(MessageQueue),
     SendBack(MessageQueue, u64),
+    Lock(Vec<MessageQueue>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -332,6 +417,11 @@ pub struct ConsumerCore {
     routes: BTreeMap<String, RouteView>,
     suggested: BTreeMap<String, i64>,
     owned: BTreeMap<MessageQueue, QueueState>,
+    /// Orderly CLUSTERING: queues let go by rebalance while a message is still with the
+    /// listener; committed and unlocked when it comes back.
+    draining: BTreeMap<MessageQueue, QueueState>,
+    /// Orderly CLUSTERING: the last lock renewal.
+    last_lock_renew: u64,
     /// Broadcasting offsets (clustering ones live on the broker).
     local_offsets: BTreeMap<MessageQueue, u64>,
     /// The broadcasting offsets last handed out to be saved.
@@ -354,6 +444,8 @@ impl ConsumerCore {
             routes,
             suggested: BTreeMap::new(),
             owned: BTreeMap::new(),
+            draining: BTreeMap::new(),
+            last_lock_renew: now_ms,
             local_offsets: BTreeMap::new(),
             saved_offsets: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -379,7 +471,21 @@ impl ConsumerCore {
     /// listener, with the broker for a send-back, or waiting to be consumed again here. A driver
     /// that holds pulled messages may drop the others.
     pub fn holds(&self, mq: &MessageQueue, offset: u64) -> bool {
-        self.owned.get(mq).is_some_and(|q| q.consuming.contains(&offset) || q.retry_at.contains_key(&offset))
+        self.owned.get(mq).or_else(|| self.draining.get(mq)).is_some_and(|q| {
+            q.consuming.contains(&offset) || q.retry_at.contains_key(&offset) || q.waiting.contains(&offset)
+        })
+    }
+
+    /// Orderly: the failed attempts so far of the message at `offset` of `mq` (a driver adds
+    /// them to the reconsume count the listener sees, as RocketMQ does).
+    pub fn attempts(&self, mq: &MessageQueue, offset: u64) -> u32 {
+        self.owned.get(mq).and_then(|q| q.attempts.get(&offset)).copied().unwrap_or(0)
+    }
+
+    /// Orderly CLUSTERING with the queue locks taken.
+    fn needs_lock(&self) -> bool {
+        let s = &self.settings;
+        s.orderly && s.model == Model::Clustering && !s.skip_queue_lock
     }
 
     /// Every broker address of the known routes, sorted.
@@ -400,7 +506,14 @@ impl ConsumerCore {
         let mut out = Vec::new();
         let queues: Vec<MessageQueue> = self.owned.keys().cloned().collect();
         for mq in queues {
-            self.release(&mq, &mut out);
+            self.release(&mq, false, &mut out);
+        }
+        let draining: Vec<MessageQueue> = self.draining.keys().cloned().collect();
+        for mq in draining {
+            if let Some(q) = self.draining.get_mut(&mq) {
+                q.consuming.clear();
+            }
+            self.finish_draining(&mq, &mut out);
         }
         self.pending.clear();
         if self.settings.model == Model::Broadcasting {
@@ -524,8 +637,13 @@ impl ConsumerCore {
                 q.seat = Seat::At(next_begin);
                 if !offsets.is_empty() {
                     q.in_flight.add(&offsets);
-                    q.consuming.extend(offsets.iter().copied());
-                    out.push(ConsumerOutput::Consume { mq: mq.clone(), offsets });
+                    if self.settings.orderly {
+                        // Handed over one at a time by `poll`.
+                        q.waiting.extend(offsets.iter().copied());
+                    } else {
+                        q.consuming.extend(offsets.iter().copied());
+                        out.push(ConsumerOutput::Consume { mq: mq.clone(), offsets });
+                    }
                 }
             }
             PullAnswer::Empty { next_begin } => q.seat = Seat::At(next_begin),
@@ -544,8 +662,57 @@ impl ConsumerCore {
         now_ms: u64,
     ) -> Vec<ConsumerOutput> {
         let mut out = Vec::new();
+        if let Some(q) = self.draining.get_mut(mq) {
+            for o in offsets {
+                // A failure is abandoned: the queue's next owner consumes it again from the
+                // committed offset, which does not pass it.
+                if q.consuming.remove(o) && success {
+                    q.in_flight.remove(&[*o]);
+                }
+            }
+            self.finish_draining(mq, &mut out);
+            return out;
+        }
         let Some(q) = self.owned.get_mut(mq) else { return out };
         let offsets: Vec<u64> = offsets.iter().copied().filter(|o| q.consuming.remove(o)).collect();
+        if self.settings.orderly {
+            let s = &self.settings;
+            let master = self.master_addr(&mq.broker_name);
+            let mut backs = Vec::new();
+            let q = self.owned.get_mut(mq).expect("owned");
+            for o in offsets {
+                if success {
+                    q.in_flight.remove(&[o]);
+                    q.attempts.remove(&o);
+                    continue;
+                }
+                let n = q.attempts.entry(o).or_insert(0);
+                *n += 1;
+                match &master {
+                    // Spent: to the dead-letter queue, blocking the queue until the broker
+                    // has it.
+                    Some(addr) if *n > s.max_reconsume && s.model == Model::Clustering => {
+                        q.consuming.insert(o);
+                        backs.push((o, addr.clone()));
+                    }
+                    // Broadcasting keeps no dead letters: a spent message is dropped.
+                    _ if *n > s.max_reconsume && s.model == Model::Broadcasting => {
+                        q.in_flight.remove(&[o]);
+                        q.attempts.remove(&o);
+                    }
+                    // The queue waits, then the same message is consumed again here.
+                    _ => {
+                        q.retry_at.insert(o, now_ms + s.suspend_ms);
+                    }
+                }
+            }
+            for (o, addr) in backs {
+                let req = self.request(Req::SendBack(mq.clone(), o), now_ms, self.settings.request_timeout_ms);
+                out.push(ConsumerOutput::SendBack { req, mq: mq.clone(), queue_offset: o, addr, to_dlq: true });
+            }
+            self.poll(mq, now_ms, &mut out);
+            return out;
+        }
         if success || self.settings.model == Model::Broadcasting {
             // Broadcasting has no retry: a failed message is dropped, as RocketMQ does.
             q.in_flight.remove(&offsets);
@@ -558,7 +725,13 @@ impl ConsumerCore {
                         // were still with the listener.
                         self.owned.get_mut(mq).expect("owned").consuming.insert(o);
                         let req = self.request(Req::SendBack(mq.clone(), o), now_ms, self.settings.request_timeout_ms);
-                        out.push(ConsumerOutput::SendBack { req, mq: mq.clone(), queue_offset: o, addr: addr.clone() });
+                        out.push(ConsumerOutput::SendBack {
+                            req,
+                            mq: mq.clone(),
+                            queue_offset: o,
+                            addr: addr.clone(),
+                            to_dlq: false,
+                        });
                     }
                     None => {
                         let at = now_ms + self.settings.local_retry_delay_ms;
@@ -576,6 +749,30 @@ impl ConsumerCore {
         let mut out = Vec::new();
         let Some((Req::SendBack(mq, o), _)) = self.pending.remove(&req) else { return out };
         self.sent_back(&mq, o, accepted, now_ms, &mut out);
+        out
+    }
+
+    /// The broker's answer to a [`ConsumerOutput::Lock`]: the queues it locked for this member.
+    /// A queue asked for and not granted is not consumed (another member holds it); one that
+    /// was held and is no longer granted stops at once.
+    pub fn on_locked(&mut self, req: ReqId, granted: &[MessageQueue], now_ms: u64) -> Vec<ConsumerOutput> {
+        let mut out = Vec::new();
+        let Some((Req::Lock(mqs), _)) = self.pending.remove(&req) else { return out };
+        let retry = self.settings.pull_retry_delay_ms;
+        for mq in mqs {
+            let Some(q) = self.owned.get_mut(&mq) else { continue };
+            if q.locking == Some(req) {
+                q.locking = None;
+            }
+            if granted.contains(&mq) {
+                q.locked_at = Some(now_ms);
+            } else if q.locked_at.is_some() {
+                q.lose_lock();
+            } else {
+                q.not_before = q.not_before.max(now_ms + retry);
+            }
+        }
+        self.poll_all(now_ms, &mut out);
         out
     }
 
@@ -619,6 +816,18 @@ impl ConsumerCore {
             self.last_persist = now_ms;
             self.persist(&mut out);
         }
+        if self.needs_lock() {
+            let s = &self.settings;
+            for q in self.owned.values_mut() {
+                if q.locked_at.is_some() && !q.lock_valid(s, now_ms) {
+                    q.lose_lock();
+                }
+            }
+            if now_ms >= self.last_lock_renew + s.lock_renew_ms {
+                self.last_lock_renew = now_ms;
+                self.renew_locks(now_ms, &mut out);
+            }
+        }
         for (mq, q) in self.owned.iter_mut() {
             let due: Vec<u64> = q.retry_at.iter().filter(|(_, at)| now_ms >= **at).map(|(o, _)| *o).collect();
             if !due.is_empty() {
@@ -646,7 +855,11 @@ impl ConsumerCore {
         }
         at.extend(self.pending.values().map(|(_, d)| *d));
         at.extend(self.routes.values().filter(|v| !v.asking).map(|v| v.due(s)));
+        if self.needs_lock() && !self.owned.is_empty() {
+            at.push(self.last_lock_renew + s.lock_renew_ms);
+        }
         for q in self.owned.values() {
+            at.extend(q.locked_at.map(|t| t + s.lock_live_ms));
             at.extend(q.retry_at.values().copied());
             if q.busy.is_none() && q.not_before > 0 {
                 at.push(q.not_before);
@@ -672,7 +885,23 @@ impl ConsumerCore {
             }
             if let (Some(c), Seat::At(_)) = (q.committable(), &q.seat) {
                 assert!(q.consuming.iter().all(|o| c <= *o), "{mq:?}: committable {c} passes a message in flight");
+                assert!(q.waiting.iter().all(|o| c <= *o), "{mq:?}: committable {c} passes a waiting message");
             }
+            if self.settings.orderly {
+                assert!(
+                    q.consuming.len() <= 1,
+                    "{mq:?}: orderly, yet {} messages with the listener",
+                    q.consuming.len()
+                );
+                if let Some(c) = q.consuming.first() {
+                    assert!(q.retry_at.is_empty(), "{mq:?}: {c} with the listener while a retry waits");
+                    assert!(q.waiting.iter().all(|w| w > c), "{mq:?}: {c} with the listener before a waiting message");
+                }
+            }
+        }
+        for (mq, q) in &self.draining {
+            assert!(!self.owned.contains_key(mq), "{mq:?}: both owned and draining");
+            assert!(!q.consuming.is_empty(), "{mq:?}: draining with nothing to wait for");
         }
         assert!(self.pending.keys().all(|r| *r < self.next_req), "a request id was never issued");
     }
@@ -727,11 +956,13 @@ impl ConsumerCore {
         let gone: Vec<MessageQueue> = self.owned.keys().filter(|q| !wanted.contains(*q)).cloned().collect();
         let mut changed = !gone.is_empty();
         for mq in gone {
-            self.release(&mq, out);
+            self.release(&mq, true, out);
         }
         for mq in wanted {
             if let std::collections::btree_map::Entry::Vacant(e) = self.owned.entry(mq) {
-                e.insert(QueueState::new());
+                // A queue being drained comes back as it is (its lock still held).
+                let q = self.draining.remove(e.key()).unwrap_or_else(QueueState::new);
+                e.insert(q);
                 changed = true;
             }
         }
@@ -745,14 +976,66 @@ impl ConsumerCore {
     /// [`Self::persist`], the pull in flight already carries that commit (a queue pulls only
     /// with nothing in flight), and if it never comes back the broker may have lost the tail
     /// the position rests on, where committing would skip what is stored there next.
-    fn release(&mut self, mq: &MessageQueue, out: &mut Vec<ConsumerOutput>) {
-        let Some(q) = self.owned.remove(mq) else { return };
+    ///
+    /// Orderly with locks (`drain`): a queue whose message is still with the listener is kept
+    /// aside until it comes back; only then is the position committed and the lock released,
+    /// so the next owner starts after what this member finished, never beside it.
+    fn release(&mut self, mq: &MessageQueue, drain: bool, out: &mut Vec<ConsumerOutput>) {
+        let Some(mut q) = self.owned.remove(mq) else { return };
+        if let Some(req) = q.locking.take() {
+            self.pending.remove(&req);
+        }
+        if self.needs_lock() && drain && !q.consuming.is_empty() {
+            q.drop_queued();
+            self.draining.insert(mq.clone(), q);
+            return;
+        }
         let outstanding = q.busy.is_some() && self.settings.model == Model::Clustering;
         if let Some(req) = q.busy {
             self.pending.remove(&req);
         }
         if let Some(offset) = q.committable().filter(|_| !outstanding) {
             self.commit(mq, offset, out);
+        }
+        self.unlock(mq, out);
+    }
+
+    /// A drained queue whose last message came back: commit, then unlock.
+    fn finish_draining(&mut self, mq: &MessageQueue, out: &mut Vec<ConsumerOutput>) {
+        if !self.draining.get(mq).is_some_and(|q| q.consuming.is_empty()) {
+            return;
+        }
+        let q = self.draining.remove(mq).expect("draining");
+        if let Some(offset) = q.committable() {
+            self.commit(mq, offset, out);
+        }
+        self.unlock(mq, out);
+    }
+
+    fn unlock(&mut self, mq: &MessageQueue, out: &mut Vec<ConsumerOutput>) {
+        if self.needs_lock() {
+            if let Some(addr) = self.master_addr(&mq.broker_name) {
+                out.push(ConsumerOutput::Unlock { addr, mqs: vec![mq.clone()] });
+            }
+        }
+    }
+
+    /// Asks each master to renew the locks of the owned queues it serves.
+    fn renew_locks(&mut self, now_ms: u64, out: &mut Vec<ConsumerOutput>) {
+        let mut by_addr: BTreeMap<String, Vec<MessageQueue>> = BTreeMap::new();
+        for (mq, q) in &self.owned {
+            if q.locking.is_none() {
+                if let Some(addr) = self.master_addr(&mq.broker_name) {
+                    by_addr.entry(addr).or_default().push(mq.clone());
+                }
+            }
+        }
+        for (addr, mqs) in by_addr {
+            let req = self.request(Req::Lock(mqs.clone()), now_ms, self.settings.request_timeout_ms);
+            for mq in &mqs {
+                self.owned.get_mut(mq).expect("owned").locking = Some(req);
+            }
+            out.push(ConsumerOutput::Lock { req, addr, mqs });
         }
     }
 
@@ -790,12 +1073,20 @@ impl ConsumerCore {
     }
 
     fn sent_back(&mut self, mq: &MessageQueue, o: u64, accepted: bool, now_ms: u64, out: &mut Vec<ConsumerOutput>) {
+        if let Some(q) = self.draining.get_mut(mq) {
+            if q.consuming.remove(&o) && accepted {
+                q.in_flight.remove(&[o]);
+            }
+            self.finish_draining(mq, out);
+            return;
+        }
         let Some(q) = self.owned.get_mut(mq) else { return };
         if !q.consuming.remove(&o) {
             return;
         }
         if accepted {
             q.in_flight.remove(&[o]);
+            q.attempts.remove(&o);
         } else {
             // The broker did not take the retry: consume it again here after a pause.
             q.retry_at.insert(o, now_ms + self.settings.local_retry_delay_ms);
@@ -831,6 +1122,15 @@ impl ConsumerCore {
                 }
             }
             Req::SendBack(mq, o) => self.sent_back(&mq, o, false, now_ms, out),
+            Req::Lock(mqs) => {
+                for mq in mqs {
+                    let Some(q) = self.owned.get_mut(&mq) else { continue };
+                    q.locking = None;
+                    if q.locked_at.is_none() {
+                        q.not_before = q.not_before.max(now_ms + self.settings.pull_retry_delay_ms);
+                    }
+                }
+            }
         }
     }
 
@@ -843,6 +1143,7 @@ impl ConsumerCore {
 
     /// Asks for what an idle queue needs next: its start offset, or its next messages.
     fn poll(&mut self, mq: &MessageQueue, now_ms: u64, out: &mut Vec<ConsumerOutput>) {
+        let needs_lock = self.needs_lock();
         let Some(q) = self.owned.get_mut(mq) else { return };
         if q.busy.is_some() || now_ms < q.not_before {
             return;
@@ -851,6 +1152,28 @@ impl ConsumerCore {
         // now waits for the route, not for a clock that already passed).
         q.not_before = 0;
         if !q.consuming.is_empty() || !q.retry_at.is_empty() {
+            return;
+        }
+        if needs_lock && !q.lock_valid(&self.settings, now_ms) {
+            // Nothing is pulled or consumed without the broker's lock; one that expired here
+            // is as good as lost (another member may hold it by now).
+            if q.locked_at.is_some() {
+                q.lose_lock();
+            }
+            if q.locking.is_none() {
+                if let Some(addr) = self.master_addr(&mq.broker_name) {
+                    let req = self.request(Req::Lock(vec![mq.clone()]), now_ms, self.settings.request_timeout_ms);
+                    self.owned.get_mut(mq).expect("owned").locking = Some(req);
+                    out.push(ConsumerOutput::Lock { req, addr, mqs: vec![mq.clone()] });
+                }
+            }
+            return;
+        }
+        if let Some(o) = q.waiting.first().copied() {
+            let q = self.owned.get_mut(mq).expect("owned");
+            q.waiting.remove(&o);
+            q.consuming.insert(o);
+            out.push(ConsumerOutput::Consume { mq: mq.clone(), offsets: vec![o] });
             return;
         }
         let Some(addr) = self.read_addr(&mq.broker_name) else { return };
@@ -1137,5 +1460,240 @@ mod tests {
         assert!(core.next_wakeup() <= delay + refresh);
         assert_eq!(fetch(&core.tick(delay + refresh - 1)), None, "a found route waits for the refresh period");
         core.assert_invariants();
+    }
+}
+
+#[cfg(test)]
+mod orderly_tests {
+    use super::*;
+    use rmq_proto::body::{BrokerData, QueueData};
+
+    fn route(queues: i32) -> TopicRouteData {
+        TopicRouteData {
+            queue_datas: vec![QueueData {
+                broker_name: "b".into(),
+                read_queue_nums: queues,
+                write_queue_nums: queues,
+                perm: 6,
+                topic_sys_flag: 0,
+            }],
+            broker_datas: vec![BrokerData {
+                cluster: "c".into(),
+                broker_name: "b".into(),
+                broker_addrs: [(0, "m:1".to_string())].into(),
+                zone_name: None,
+                enable_acting_master: false,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn pick<T>(out: &[ConsumerOutput], f: impl Fn(&ConsumerOutput) -> Option<T>) -> Vec<T> {
+        out.iter().filter_map(f).collect()
+    }
+
+    fn locks(out: &[ConsumerOutput]) -> Vec<(ReqId, Vec<MessageQueue>)> {
+        pick(out, |o| match o {
+            ConsumerOutput::Lock { req, mqs, addr } => {
+                assert_eq!(addr, "m:1", "locks are taken at the master");
+                Some((*req, mqs.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    fn consumes(out: &[ConsumerOutput]) -> Vec<(MessageQueue, Vec<u64>)> {
+        pick(out, |o| match o {
+            ConsumerOutput::Consume { mq, offsets } => Some((mq.clone(), offsets.clone())),
+            _ => None,
+        })
+    }
+
+    fn pulls(out: &[ConsumerOutput]) -> Vec<(ReqId, MessageQueue, u64)> {
+        pick(out, |o| match o {
+            ConsumerOutput::Pull { req, mq, offset, .. } => Some((*req, mq.clone(), *offset)),
+            _ => None,
+        })
+    }
+
+    /// An orderly member `me` of `members` over `queues` queues, through its locks and start
+    /// offsets (0) to its first pulls.
+    fn orderly(me: &str, members: &[&str], queues: i32) -> (ConsumerCore, Vec<ConsumerOutput>) {
+        let mut s = ConsumerSettings::new(me, &["T"]);
+        s.orderly = true;
+        s.max_reconsume = 2;
+        let mut core = ConsumerCore::new(s, 0);
+        let out = core.tick(0);
+        let ConsumerOutput::FetchRoute { req, .. } = out[0].clone() else { panic!("{out:?}") };
+        let out = core.on_route(req, Some(route(queues)), 0);
+        let req = pick(&out, |o| match o {
+            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
+            _ => None,
+        })[0];
+        let out = core.on_members(req, members.iter().map(|m| m.to_string()).collect(), 0);
+        assert!(
+            !out.iter().any(|o| matches!(o, ConsumerOutput::QueryCommitted { .. } | ConsumerOutput::Pull { .. })),
+            "nothing is read before the lock: {out:?}"
+        );
+        let mut next = Vec::new();
+        for (req, mqs) in locks(&out) {
+            for o in core.on_locked(req, &mqs, 1) {
+                if let ConsumerOutput::QueryCommitted { req, .. } = o {
+                    next.extend(core.on_committed(req, Some(0), 1));
+                }
+            }
+        }
+        core.assert_invariants();
+        (core, next)
+    }
+
+    #[test]
+    fn an_orderly_member_hands_over_one_message_at_a_time_and_retries_here_then_dead_letters() {
+        let (mut core, out) = orderly("a", &["a"], 1);
+        let (req, mq, offset) = pulls(&out)[0].clone();
+        assert_eq!(offset, 0);
+        let out = core.on_pulled(req, PullAnswer::Found { offsets: vec![0, 1, 2], next_begin: 3 }, None, 2);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![0])], "one message at a time");
+        assert!(pulls(&out).is_empty(), "no pull while messages wait");
+        let out = core.on_consumed(&mq, &[0], true, 3);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![1])]);
+        // 1 fails: the queue waits (no send-back, nothing else handed over), then 1 again.
+        let out = core.on_consumed(&mq, &[1], false, 4);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(core.attempts(&mq, 1), 1);
+        assert!(consumes(&core.tick(4 + 999)).is_empty(), "not before the suspension ends");
+        let out = core.tick(4 + 1_000);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![1])]);
+        core.assert_invariants();
+        let out = core.on_consumed(&mq, &[1], false, 1_010);
+        assert!(out.is_empty(), "second failure: one more local retry (max_reconsume 2): {out:?}");
+        let out = core.tick(2_010);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![1])]);
+        // The third failure spends the retries: straight to the DLQ, and the queue still waits.
+        let out = core.on_consumed(&mq, &[1], false, 2_020);
+        let backs = pick(&out, |o| match o {
+            ConsumerOutput::SendBack { req, queue_offset, to_dlq, .. } => Some((*req, *queue_offset, *to_dlq)),
+            _ => None,
+        });
+        assert_eq!(backs.len(), 1);
+        assert_eq!((backs[0].1, backs[0].2), (1, true));
+        assert!(consumes(&out).is_empty());
+        let out = core.on_sent_back(backs[0].0, true, 2_030);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![2])], "the dead letter unblocks the queue");
+        let out = core.on_consumed(&mq, &[2], true, 2_040);
+        let (_, _, offset) = pulls(&out)[0].clone();
+        assert_eq!(offset, 3);
+        core.assert_invariants();
+    }
+
+    #[test]
+    fn a_refused_or_lost_lock_stops_consumption_and_the_queue_is_read_again_from_the_first_unfinished() {
+        let mut s = ConsumerSettings::new("a", &["T"]);
+        s.orderly = true;
+        let mut core = ConsumerCore::new(s, 0);
+        let ConsumerOutput::FetchRoute { req, .. } = core.tick(0)[0].clone() else { panic!() };
+        let out = core.on_route(req, Some(route(1)), 0);
+        let req = pick(&out, |o| match o {
+            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
+            _ => None,
+        })[0];
+        let out = core.on_members(req, vec!["a".into()], 0);
+        let (req, _) = locks(&out)[0].clone();
+        // Another member holds it: nothing is read; the lock is asked again after the pause.
+        let out = core.on_locked(req, &[], 1);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(locks(&core.tick(1_000)).is_empty(), "not before the retry delay");
+        let out = core.tick(1 + core.settings().pull_retry_delay_ms);
+        let (req, mqs) = locks(&out)[0].clone();
+        let out = core.on_locked(req, &mqs, 3_001);
+        let ConsumerOutput::QueryCommitted { req, .. } = out[0].clone() else { panic!("{out:?}") };
+        let out = core.on_committed(req, Some(10), 3_002);
+        let (req, mq, _) = pulls(&out)[0].clone();
+        let out = core.on_pulled(req, PullAnswer::Found { offsets: vec![10, 11, 12], next_begin: 13 }, None, 3_003);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![10])]);
+        core.on_consumed(&mq, &[10], true, 3_004);
+        core.on_consumed(&mq, &[11], true, 3_005);
+        // 12 is with the listener when the renewal comes; the broker no longer grants the lock.
+        let out = core.tick(20_000);
+        let (req, mqs) = locks(&out)[0].clone();
+        assert_eq!(mqs, vec![mq.clone()]);
+        assert!(core.on_locked(req, &[], 20_001).is_empty());
+        // 12 comes back; nothing more is handed over, nothing is pulled, the lock is asked for.
+        let out = core.on_consumed(&mq, &[12], true, 20_002);
+        assert!(consumes(&out).is_empty() && pulls(&out).is_empty(), "{out:?}");
+        let (req, mqs) = locks(&out)[0].clone();
+        let out = core.on_locked(req, &mqs, 20_003);
+        assert_eq!(pulls(&out)[0].2, 13);
+        core.assert_invariants();
+    }
+
+    #[test]
+    fn a_lock_not_renewed_in_time_expires_here_and_what_waited_is_pulled_again() {
+        let (mut core, out) = orderly("a", &["a"], 1);
+        let (req, mq, _) = pulls(&out)[0].clone();
+        let out = core.on_pulled(req, PullAnswer::Found { offsets: vec![0, 1, 2], next_begin: 3 }, None, 2);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![0])]);
+        // The renewal goes unanswered; the listener takes 31 s over offset 0.
+        let out = core.tick(20_000);
+        assert_eq!(locks(&out).len(), 1);
+        core.tick(23_000);
+        let out = core.on_consumed(&mq, &[0], true, 31_000);
+        assert!(consumes(&out).is_empty(), "the lock expired at 30 s: nothing more is consumed: {out:?}");
+        let (req, mqs) = locks(&out)[0].clone();
+        let out = core.on_locked(req, &mqs, 31_001);
+        assert_eq!(pulls(&out)[0].2, 1, "1 and 2 were dropped unconsumed and are read again");
+        core.assert_invariants();
+    }
+
+    #[test]
+    fn a_queue_given_up_mid_message_is_committed_and_unlocked_only_after_it_comes_back() {
+        let (mut core, out) = orderly("a", &["a"], 2);
+        let ps = pulls(&out);
+        assert_eq!(ps.len(), 2);
+        let (req, mq, _) = ps[1].clone();
+        let out = core.on_pulled(req, PullAnswer::Found { offsets: vec![0, 1], next_begin: 2 }, None, 2);
+        assert_eq!(consumes(&out), vec![(mq.clone(), vec![0])]);
+        // b joins and takes the second queue while offset 0 is with a's listener.
+        let out = core.rebalance_now(3);
+        let req = pick(&out, |o| match o {
+            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
+            _ => None,
+        })[0];
+        let out = core.on_members(req, vec!["a".into(), "b".into()], 4);
+        assert!(
+            !out.iter().any(|o| matches!(o, ConsumerOutput::Unlock { .. })
+                || matches!(o, ConsumerOutput::Commit { mq: m, .. } if *m == mq)),
+            "nothing is committed or unlocked while a message is with the listener: {out:?}"
+        );
+        assert!(!core.owned().contains(&mq));
+        assert!(core.holds(&mq, 0) && !core.holds(&mq, 1), "offset 1 was dropped unconsumed");
+        core.assert_invariants();
+        let out = core.on_consumed(&mq, &[0], true, 5);
+        assert_eq!(
+            out,
+            vec![
+                ConsumerOutput::Commit { mq: mq.clone(), addr: "m:1".into(), offset: 1 },
+                ConsumerOutput::Unlock { addr: "m:1".into(), mqs: vec![mq.clone()] },
+            ],
+            "committed after the message, then unlocked"
+        );
+        core.assert_invariants();
+    }
+
+    #[test]
+    fn without_the_lock_step_an_orderly_member_reads_at_once() {
+        let mut s = ConsumerSettings::new("a", &["T"]);
+        s.orderly = true;
+        s.skip_queue_lock = true;
+        let mut core = ConsumerCore::new(s, 0);
+        let ConsumerOutput::FetchRoute { req, .. } = core.tick(0)[0].clone() else { panic!() };
+        let out = core.on_route(req, Some(route(1)), 0);
+        let req = pick(&out, |o| match o {
+            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
+            _ => None,
+        })[0];
+        let out = core.on_members(req, vec!["a".into()], 0);
+        assert!(locks(&out).is_empty());
+        assert!(out.iter().any(|o| matches!(o, ConsumerOutput::QueryCommitted { .. })), "{out:?}");
     }
 }

@@ -234,6 +234,10 @@ pub struct ProducerCore {
     pending: BTreeMap<SendId, Pending>,
     next_send: SendId,
     last_heartbeat_ms: u64,
+    /// A heartbeat went out: the first goes as soon as a route names a broker (RocketMQ's
+    /// producer heartbeats when it starts), so the brokers know the group at once (a
+    /// transactional producer is asked about its half messages only once they do).
+    joined: bool,
 }
 
 impl ProducerCore {
@@ -245,6 +249,7 @@ impl ProducerCore {
             pending: BTreeMap::new(),
             next_send: 1,
             last_heartbeat_ms: now_ms,
+            joined: false,
         }
     }
 
@@ -323,6 +328,7 @@ impl ProducerCore {
             return out;
         }
         t.asking = None;
+        let mut join = false;
         let failure = match answer {
             RouteAnswer::Found(mut route) => {
                 if ask == DEFAULT_TOPIC && topic != DEFAULT_TOPIC {
@@ -337,6 +343,7 @@ impl ProducerCore {
                 let mut info = PublishInfo::from_route(topic, &route);
                 info.rotor = t.info.rotor;
                 t.info = info;
+                join = !self.joined && !route.broker_datas.is_empty();
                 "no writable queue on a broker with a live master".to_string()
             }
             RouteAnswer::NotExist if ask != DEFAULT_TOPIC => {
@@ -360,6 +367,11 @@ impl ProducerCore {
                     outcome: Err(SendFailure::NoRoute { topic: topic.to_string(), cause }),
                 });
             }
+        }
+        if join {
+            self.joined = true;
+            self.last_heartbeat_ms = now_ms;
+            out.push(ProducerOutput::Heartbeat { addrs: self.broker_addrs() });
         }
         out
     }
@@ -616,7 +628,7 @@ mod tests {
         let (_, out) = core.submit("T", Selection::RoundRobin, None, true, 0);
         assert_eq!(out, vec![ProducerOutput::FetchRoute { topic: "T".into(), ask: "T".into() }]);
         let out = core.on_route("T", "T", RouteAnswer::Found(route(brokers)), 0);
-        assert!(matches!(out[..], [ProducerOutput::Attempt { oneway: true, .. }]));
+        assert!(matches!(out[..], [ProducerOutput::Attempt { oneway: true, .. }, ProducerOutput::Heartbeat { .. }]));
         core
     }
 

@@ -76,6 +76,9 @@ pub struct ClientConfig {
     pub consume_batch_max: usize,
     /// Retries before a message goes to the DLQ.
     pub max_reconsume_times: i32,
+    /// Orderly consumers: how long a queue pauses after a failed message before it is
+    /// consumed again (RocketMQ's suspendCurrentQueueTimeMillis).
+    pub suspend_current_queue_ms: u64,
     /// CLUSTERING or BROADCASTING.
     pub message_model: MessageModel,
     /// Start position for a new group.
@@ -104,6 +107,7 @@ impl Default for ClientConfig {
             pull_suspend_ms: 15_000,
             consume_batch_max: 1,
             max_reconsume_times: 16,
+            suspend_current_queue_ms: 1_000,
             message_model: MessageModel::Clustering,
             consume_from_where: ConsumeFromWhere::LastOffset,
             credentials: None,

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, StartFrom};
-use rmq_proto::body::{from_json, ConsumerData, ConsumerIdList, HeartbeatData, MessageQueue, SubscriptionData};
+use rmq_proto::body::{
+    from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, LockBatchBody, LockBatchResult, MessageQueue,
+    SubscriptionData,
+};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader};
 use rmq_proto::message::{prop, MessageExt};
@@ -86,6 +89,35 @@ impl<E: Env> PushConsumer<E> {
     where
         F: Fn(&[MessageExt]) -> ConsumeResult + Send + Sync + 'static,
     {
+        Self::start_with(env, config, subscriptions, false, Arc::new(listener)).await
+    }
+
+    /// [`Self::start`] with an orderly listener (RocketMQ's MessageListenerOrderly): each
+    /// queue's messages come one at a time, in queue order; a CLUSTERING member consumes a
+    /// queue only while it holds the broker's lock on it (taken before the first pull, renewed
+    /// every 20 s, released after the last commit when the queue moves to another member); a
+    /// failed message is consumed again here after `suspend_current_queue_ms`, with its
+    /// reconsume count raised, until `max_reconsume_times` retries are spent, then goes to the
+    /// dead-letter queue, and only then does the queue move on.
+    pub async fn start_orderly<F>(
+        env: E,
+        config: ClientConfig,
+        subscriptions: &[(&str, &str)],
+        listener: F,
+    ) -> Result<Self, ClientError>
+    where
+        F: Fn(&[MessageExt]) -> ConsumeResult + Send + Sync + 'static,
+    {
+        Self::start_with(env, config, subscriptions, true, Arc::new(listener)).await
+    }
+
+    async fn start_with(
+        env: E,
+        config: ClientConfig,
+        subscriptions: &[(&str, &str)],
+        orderly: bool,
+        listener: Listener,
+    ) -> Result<Self, ClientError> {
         let mut config = config;
         if config.message_model == MessageModel::Broadcasting && config.instance_name.is_none() {
             // As RocketMQ: a broadcasting member keeps the instance name DEFAULT (a clustering
@@ -99,7 +131,9 @@ impl<E: Env> PushConsumer<E> {
         if inst.config.message_model == MessageModel::Clustering {
             subs.insert(format!("%RETRY%{}", inst.config.group), "*".into());
         }
-        let mut core = ConsumerCore::new(settings(&inst, &subs), inst.env().now_ms());
+        let mut s = settings(&inst, &subs);
+        s.orderly = orderly;
+        let mut core = ConsumerCore::new(s, inst.env().now_ms());
         let offsets = match inst.config.message_model {
             MessageModel::Clustering if inst.config.local_offset_store_dir.is_some() => {
                 return Err(ClientError::Config(
@@ -121,7 +155,7 @@ impl<E: Env> PushConsumer<E> {
             inner: Arc::new(Inner {
                 inst,
                 subs,
-                listener: Arc::new(listener),
+                listener,
                 core: Mutex::new(core),
                 held: Mutex::default(),
                 wake: Notify::new(),
@@ -174,6 +208,7 @@ impl<E: Env> PushConsumer<E> {
                     }
                 }
                 ConsumerOutput::SaveOffsets { offsets } => self.save_offsets(&offsets),
+                ConsumerOutput::Unlock { addr, mqs } => self.unlock(&addr, mqs).await,
                 other => tracing::debug!(?other, "not carried out at shutdown"),
             }
         }
@@ -345,9 +380,9 @@ impl<E: Env> PushConsumer<E> {
             ConsumerOutput::Consume { mq, offsets } => {
                 spawn(async move { this.consume(mq, offsets) });
             }
-            ConsumerOutput::SendBack { req, mq, queue_offset, addr } => {
+            ConsumerOutput::SendBack { req, mq, queue_offset, addr, to_dlq } => {
                 spawn(async move {
-                    let accepted = this.send_back(&mq, queue_offset, &addr).await;
+                    let accepted = this.send_back(&mq, queue_offset, &addr, to_dlq).await;
                     let out = this.apply(|core, now| core.on_sent_back(req, accepted, now));
                     this.carry_out(out);
                 });
@@ -364,6 +399,49 @@ impl<E: Env> PushConsumer<E> {
                 self.settle();
             }
             ConsumerOutput::SaveOffsets { offsets } => self.save_offsets(&offsets),
+            ConsumerOutput::Lock { req, addr, mqs } => {
+                spawn(async move {
+                    let inst = &this.inner.inst;
+                    let body = LockBatchBody {
+                        consumer_group: inst.config.group.clone(),
+                        client_id: inst.client_id.clone(),
+                        only_this_broker: false,
+                        mq_set: mqs,
+                    };
+                    let cmd = RemotingCommand::request(RequestCode::LockBatchMq, 0).with_body(to_json(&body));
+                    let granted = match inst.call(&addr, cmd).await {
+                        Ok(resp) => from_json::<LockBatchResult>(&resp.body).ok().map(|r| r.lock_ok_mq_set),
+                        Err(e) => {
+                            tracing::debug!(%addr, error = %e, "queue lock failed");
+                            None
+                        }
+                    };
+                    let out = this.apply(|core, now| match granted {
+                        Some(g) => core.on_locked(req, &g, now),
+                        None => core.on_failed(req, now),
+                    });
+                    this.carry_out(out);
+                });
+            }
+            ConsumerOutput::Unlock { addr, mqs } => {
+                spawn(async move { this.unlock(&addr, mqs).await });
+            }
+        }
+    }
+
+    /// UNLOCK_BATCH_MQ. A lost unlock only delays the next owner until the broker lets the
+    /// lock expire.
+    async fn unlock(&self, addr: &str, mqs: Vec<MessageQueue>) {
+        let inst = &self.inner.inst;
+        let body = LockBatchBody {
+            consumer_group: inst.config.group.clone(),
+            client_id: inst.client_id.clone(),
+            only_this_broker: false,
+            mq_set: mqs,
+        };
+        let cmd = RemotingCommand::request(RequestCode::UnlockBatchMq, 0).with_body(to_json(&body));
+        if let Err(e) = inst.call(addr, cmd).await {
+            tracing::debug!(%addr, error = %e, "queue unlock failed; the broker's lock expires instead");
         }
     }
 
@@ -432,9 +510,16 @@ impl<E: Env> PushConsumer<E> {
     /// Hands the held messages at `offsets` of `mq` to the listener, batch by batch.
     fn consume(&self, mq: MessageQueue, offsets: Vec<u64>) {
         let msgs: Vec<MessageExt> = {
+            let core = self.core();
             let held = self.held();
             let queue = held.get(&mq);
-            offsets.iter().filter_map(|o| queue.and_then(|q| q.get(o)).cloned()).collect()
+            let mut msgs: Vec<MessageExt> =
+                offsets.iter().filter_map(|o| queue.and_then(|q| q.get(o)).cloned()).collect();
+            for m in &mut msgs {
+                // Orderly: local retries count as reconsumes, as RocketMQ counts them.
+                m.reconsume_times += core.attempts(&mq, m.queue_offset as u64) as i32;
+            }
+            msgs
         };
         if msgs.len() != offsets.len() {
             // Never expected: the core asked for messages the driver does not hold. They are
@@ -462,14 +547,15 @@ impl<E: Env> PushConsumer<E> {
     }
 
     /// CONSUMER_SEND_MSG_BACK of a held message; true when the broker took it.
-    async fn send_back(&self, mq: &MessageQueue, queue_offset: u64, addr: &str) -> bool {
+    async fn send_back(&self, mq: &MessageQueue, queue_offset: u64, addr: &str, to_dlq: bool) -> bool {
         let inst = &self.inner.inst;
         let msg = self.held().get(mq).and_then(|q| q.get(&queue_offset)).cloned();
         let Some(m) = msg else { return false };
         let h = ConsumerSendMsgBackRequestHeader {
             offset: m.commit_log_offset,
             group: inst.config.group.clone(),
-            delay_level: 0,
+            // -1: straight to the dead-letter queue (an orderly message's spent local retries).
+            delay_level: if to_dlq { -1 } else { 0 },
             origin_msg_id: Some(m.msg_id()),
             origin_topic: Some(m.topic.clone()),
             max_reconsume_times: Some(inst.config.max_reconsume_times),
@@ -527,5 +613,7 @@ fn settings<E: Env>(inst: &ClientInstance<E>, subs: &BTreeMap<String, String>) -
     s.heartbeat_ms = cfg.heartbeat_interval_ms.max(10);
     s.route_refresh_ms = cfg.poll_namesrv_interval_ms.max(10);
     s.persist_ms = cfg.persist_offset_interval_ms.max(10);
+    s.suspend_ms = cfg.suspend_current_queue_ms;
+    s.max_reconsume = cfg.max_reconsume_times.max(0) as u32;
     s
 }
