@@ -117,3 +117,104 @@ fn committed_is_delivered_rolled_back_never_and_an_orphan_is_resolved_by_the_che
         consumer.shutdown().await;
     });
 }
+
+/// The child's environment variable: the NameServer of the producer run as its own process.
+const CHILD_NS: &str = "RMQ_TX_CHILD_NS";
+
+/// Run by the test below as a separate process (`--ignored`, with [`CHILD_NS`] set): a
+/// transactional producer whose local transaction never returns; it says which half message
+/// it is in, and waits to be killed.
+#[test]
+#[ignore = "a child process of a_producer_killed_inside_its_local_transaction_is_resolved_by_the_check_back"]
+fn producer_stuck_in_its_local_transaction() {
+    let Ok(ns) = std::env::var(CHILD_NS) else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut cfg = ClientConfig::new(&ns, "TxKillP");
+        cfg.instance_name = Some("doomed".into());
+        let p = TransactionProducer::start(RealEnv::default(), cfg, |_| LocalTransactionState::Unknown);
+        let _ = p
+            .send_in_transaction(Message::new("TxT", &b"killed-mid-transaction"[..]), |_, send| {
+                use std::io::Write;
+                println!("IN_LOCAL_TRANSACTION {}", send.msg_id);
+                std::io::stdout().flush().unwrap();
+                std::thread::sleep(Duration::from_secs(600));
+                LocalTransactionState::RollbackMessage
+            })
+            .await;
+    });
+}
+
+#[test]
+fn a_producer_killed_inside_its_local_transaction_is_resolved_by_the_check_back() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (ns, _broker) = cluster(&dir);
+    let mut child = common::KillOnDrop(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "producer_stuck_in_its_local_transaction",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_NS, &ns.addr)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    // The harness prints the test's name before the child's first line, on the same line.
+    const MARK: &str = "IN_LOCAL_TRANSACTION ";
+    let msg_id = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.find(MARK).map(|at| l[at + MARK.len()..].trim().to_string()))
+        .expect("the child stored its half message and entered its local transaction");
+    // SIGKILL in the middle of the local transaction: END_TRANSACTION never leaves.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let s2 = seen.clone();
+        let consumer =
+            PushConsumer::start(RealEnv::default(), consumer_config(&ns.addr), &[("TxT", "*")], move |msgs| {
+                s2.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+                ConsumeResult::Success
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(!seen.lock().unwrap().contains("killed-mid-transaction"), "the orphaned half message stays invisible");
+        // A live producer of the group: its checker knows the transaction committed.
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (a2, id) = (asked.clone(), msg_id.clone());
+        let mut cfg = ClientConfig::new(&ns.addr, "TxKillP");
+        cfg.instance_name = Some("survivor".into());
+        cfg.heartbeat_interval_ms = 200;
+        let survivor = TransactionProducer::start(RealEnv::default(), cfg, move |m| {
+            let uniq = m.properties.get("UNIQ_KEY").cloned().unwrap_or_default();
+            a2.lock().unwrap().push(uniq.clone());
+            if uniq == id {
+                LocalTransactionState::CommitMessage
+            } else {
+                LocalTransactionState::Unknown
+            }
+        });
+        // Its first send routes it and registers it with the broker.
+        survivor
+            .send_in_transaction(Message::new("TxT", &b"survivor"[..]), |_, _| LocalTransactionState::CommitMessage)
+            .await
+            .unwrap();
+        wait_until("the killed producer's message, committed by the check-back", || {
+            seen.lock().unwrap().contains("killed-mid-transaction")
+        })
+        .await;
+        assert!(asked.lock().unwrap().contains(&msg_id));
+        survivor.shutdown().await;
+        consumer.shutdown().await;
+    });
+}

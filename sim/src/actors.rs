@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use std::collections::VecDeque;
 
-use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, PullAnswer, ReqId, StartFrom};
+use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, ReqId, StartFrom};
 use rmq_client_core::producer::{
     ProducerCore, ProducerOutput, ProducerSettings, RouteAnswer, Selection, SendFailure, SendId, SendRequest,
 };
@@ -135,7 +135,8 @@ enum Asked {
 /// A message with the application: (queue offset, key, whether it fails).
 type Processing = Vec<(u64, String, bool)>;
 
-/// A CLUSTERING consumer of group `G`, subscribed to the topic with `*`: an application over
+/// A consumer of group `G` (CLUSTERING, or BROADCASTING with `broadcasting`), subscribed to
+/// the topic with `*`: an application over
 /// the client's [`ConsumerCore`], which makes every decision (rebalance, start offsets, pulls,
 /// replica choice, commits, re-seating after a failure).
 #[derive(Debug)]
@@ -146,9 +147,7 @@ pub struct Consumer {
     /// Messages handed over by a pull and not finished yet.
     held: BTreeMap<(MessageQueue, u64), MessageExt>,
     next_opaque: i32,
-    /// The client's local offset store (broadcasting only; it survives a restart). The fast
-    /// lane's consumers cluster, so it stays empty; it is kept rather than dropped should the
-    /// core ever ask.
+    /// The client's local offset store (BROADCASTING only): it survives a restart.
     saved_offsets: BTreeMap<MessageQueue, u64>,
     settings: ConsumerSettings,
     /// Messages the application is working on (`consume_ms`): when it is done, the queue, and
@@ -159,7 +158,12 @@ pub struct Consumer {
 /// The fast lane's consumer settings: a 1 s long poll, heartbeat and rebalance every second;
 /// orderly as the scenario says (RocketMQ's lock periods).
 fn consumer_settings(idx: u32, sc: &crate::scenario::Scenario) -> ConsumerSettings {
-    let mut s = ConsumerSettings::new(&format!("10.0.2.{idx}@c{idx}"), &[TOPIC, RETRY_TOPIC]);
+    // A BROADCASTING member has no retry topic (a failure is dropped).
+    let topics: &[&str] = if sc.broadcasting { &[TOPIC] } else { &[TOPIC, RETRY_TOPIC] };
+    let mut s = ConsumerSettings::new(&format!("10.0.2.{idx}@c{idx}"), topics);
+    if sc.broadcasting {
+        s.model = Model::Broadcasting;
+    }
     s.start_from = StartFrom::First;
     s.pull_hold_ms = PULL_HOLD_MS;
     s.request_timeout_ms = REQUEST_TIMEOUT_MS;
@@ -189,6 +193,12 @@ impl Consumer {
             settings,
             processing: Vec::new(),
         }
+    }
+
+    /// What its local offset store holds (BROADCASTING), by (broker group, queue) of the topic.
+    pub fn saved_offsets(&self) -> Vec<((String, i32), u64)> {
+        let on_topic = self.saved_offsets.iter().filter(|(mq, _)| mq.topic == TOPIC);
+        on_topic.map(|(mq, o)| ((mq.broker_name.clone(), mq.queue_id), *o)).collect()
     }
 
     /// The consumer after a process restart at `now`: it starts from scratch, as a new process
@@ -530,12 +540,18 @@ fn apply_consumer(w: &mut World, me: usize, c: &mut Consumer, out: Vec<ConsumerO
                     consumer_data_set: vec![ConsumerData {
                         group_name: "G".into(),
                         consume_type: "CONSUME_PASSIVELY".into(),
-                        message_model: "CLUSTERING".into(),
+                        message_model: match c.core.settings().model {
+                            Model::Clustering => "CLUSTERING".into(),
+                            Model::Broadcasting => "BROADCASTING".into(),
+                        },
                         consume_from_where: "CONSUME_FROM_FIRST_OFFSET".into(),
-                        subscription_data_set: vec![
-                            SubscriptionData::tag(TOPIC, "*"),
-                            SubscriptionData::tag(RETRY_TOPIC, "*"),
-                        ],
+                        subscription_data_set: c
+                            .core
+                            .settings()
+                            .topics
+                            .iter()
+                            .map(|t| SubscriptionData::tag(t, "*"))
+                            .collect(),
                         unit_mode: false,
                     }],
                     ..Default::default()
@@ -605,6 +621,9 @@ fn apply_consumer(w: &mut World, me: usize, c: &mut Consumer, out: Vec<ConsumerO
                     w.history.check_body(&key, &m.body, w.scenario.body_bytes);
                     w.history.delivered(c.idx, &key, m.queue_id, m.queue_offset as u64, w.now);
                     let at = (mq.broker_name.clone(), m.queue_id, m.queue_offset as u64);
+                    if w.scenario.broadcasting {
+                        w.history.member_received(&name, &key, &at, w.now);
+                    }
                     w.history.processing_began(&name, &key, at, w.now);
                     let fails = w.scenario.consume_fails(&key, reconsume);
                     w.history.attempted(&key, reconsume, fails, w.now);

@@ -438,12 +438,18 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
 /// - `consume_ms`: the client library's listener is a plain function that returns when the
 ///   message is consumed; the hosts' application cannot spend simulated time inside it, so a
 ///   run with `consume_ms` would silently test instant processing (the fast lane runs it).
+/// - `broadcasting`: the client library keeps a BROADCASTING member's offsets in files
+///   (`LocalOffsetStore`, on the machine's real file system), which a simulated host has not
+///   got: its restarts would read another run's files.
 pub(crate) fn refusal(s: &Scenario) -> Option<String> {
-    (s.consume_ms > 0).then(|| {
-        format!(
+    if s.consume_ms > 0 {
+        return Some(format!(
             "consume_ms = {}: the client library's listener returns at once, it cannot take simulated time (the fast lane runs it)",
             s.consume_ms
-        )
+        ));
+    }
+    s.broadcasting.then(|| {
+        "broadcasting = true: the client library keeps broadcasting offsets in files on the real file system, which a simulated host has not got (the fast lane runs it)".to_string()
     })
 }
 

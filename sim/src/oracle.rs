@@ -77,6 +77,13 @@ pub struct History {
     /// The application's database: key → what its local transaction decided when it ran
     /// (what a checker reads to answer a check-back).
     pub tx_ledger: BTreeMap<String, crate::scenario::LocalTransactionState>,
+    /// BROADCASTING: member → the keys it received.
+    pub member_received: BTreeMap<String, BTreeSet<String>>,
+    /// BROADCASTING: (member, broker group, queue) → the offset its local store held when it
+    /// last went down: after a restart it must not read below it.
+    resume_floor: BTreeMap<(String, String, i32), u64>,
+    /// BROADCASTING: reads below a restarted member's saved offsets.
+    pub resume_violations: Vec<String>,
 }
 
 /// Where a message is stored: (broker group, queue, queue offset).
@@ -182,6 +189,29 @@ impl History {
     fn finished(&mut self, ok: &str, at: Position) {
         let known = self.order_known.entry(ok.to_string()).or_default();
         known.entry(at).or_insert((String::new(), true)).1 = true;
+    }
+
+    /// BROADCASTING: `member` went down with these offsets in its local store (queue →
+    /// next offset): when it comes back it resumes there.
+    pub fn member_saved(&mut self, member: &str, saved: impl IntoIterator<Item = ((String, i32), u64)>) {
+        self.resume_floor.retain(|(m, _, _), _| m != member);
+        for ((broker, queue), offset) in saved {
+            self.resume_floor.insert((member.to_string(), broker, queue), offset);
+        }
+    }
+
+    /// BROADCASTING: `member` received `key` from `at`: every member must receive every
+    /// message, and a restarted one never reads below what its store held.
+    pub fn member_received(&mut self, member: &str, key: &str, at: &Position, now_ms: u64) {
+        self.member_received.entry(member.to_string()).or_default().insert(key.to_string());
+        if let Some(floor) = self.resume_floor.get(&(member.to_string(), at.0.clone(), at.1)) {
+            if at.2 < *floor {
+                self.resume_violations.push(format!(
+                    "{now_ms} ms: {member} read {key} at {}:{}@{}, below the offset {floor} its local store held",
+                    at.0, at.1, at.2
+                ));
+            }
+        }
     }
 
     /// A member died: whatever it was processing stopped with it.
@@ -315,6 +345,8 @@ pub struct Promise {
     /// Transactional runs: a commit decided before this time (by a producer or a checker)
     /// must reach a consumer.
     pub tx_commits_due_ms: Option<u64>,
+    /// BROADCASTING: the members, each of which must receive every message.
+    pub broadcast_members: Option<Vec<String>>,
 }
 
 /// A timing property: a broker that stops answering (paused longer than the NameServer's
@@ -404,6 +436,7 @@ impl Promise {
             routed: s.routed_groups(),
             silence: s.silence(),
             tx_commits_due_ms: s.transactional.then(|| s.duration_ms.saturating_sub(10_000)),
+            broadcast_members: s.broadcasting.then(|| (0..s.consumers).map(|k| format!("c{k}")).collect()),
             retry: (s.poison_pct > 0 || s.flaky_pct > 0).then(|| Retry {
                 poison_pct: s.poison_pct,
                 flaky_pct: s.flaky_pct,
@@ -557,6 +590,14 @@ pub fn check_run<D: Directory>(
             kinds.insert("uncommitted-visible");
         }
     }
+    if !h.resume_violations.is_empty() {
+        problems.push(format!(
+            "{} reads below a restarted broadcasting member's saved offsets, e.g. {:?}",
+            h.resume_violations.len(),
+            &h.resume_violations[..h.resume_violations.len().min(3)]
+        ));
+        kinds.insert("resume-below-saved");
+    }
     if !h.tx_violations.is_empty() {
         problems.push(format!(
             "{} deliveries of uncommitted transactional messages, e.g. {:?}",
@@ -576,6 +617,26 @@ pub fn check_run<D: Directory>(
     let mut f = judge(h, &stored, problems, kinds, promise);
     if let Some(r) = &promise.retry {
         judge_retries(h, &stored, &dead, r, &mut f);
+    }
+    if let Some(members) = &promise.broadcast_members {
+        // Liveness: every member receives every stored, acknowledged message.
+        for m in members {
+            let got = h.member_received.get(m);
+            let mut missing: Vec<&String> =
+                h.acked.keys().filter(|k| stored.contains(*k) && !got.is_some_and(|g| g.contains(*k))).collect();
+            if !missing.is_empty() {
+                let n = missing.len();
+                missing.truncate(3);
+                f.problems.push(format!("broadcasting member {m} never received {n} messages, e.g. {missing:?}"));
+                if !f.kinds.contains(&"broadcast-missed") {
+                    f.kinds.push("broadcast-missed");
+                    f.kinds.sort_unstable();
+                }
+                if f.verdict == Verdict::Pass {
+                    f.verdict = Verdict::Liveness;
+                }
+            }
+        }
     }
     if let Some(due) = promise.tx_commits_due_ms {
         // Liveness: a commit decided in time reaches a consumer (one the check-back decided
@@ -732,6 +793,7 @@ pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed:
         retry: None,
         silence: None,
         tx_commits_due_ms: None,
+        broadcast_members: None,
     };
     judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
 }
@@ -942,6 +1004,7 @@ mod tests {
             retry: None,
             silence: None,
             tx_commits_due_ms: None,
+            broadcast_members: None,
         };
         let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
         assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);
@@ -989,5 +1052,20 @@ mod tests {
         h.member_down("c0");
         h.processing_began("c1", "p0-2", at(2), 12);
         assert!(h.order_violations.is_empty(), "{:?}", h.order_violations);
+    }
+
+    #[test]
+    fn a_restarted_broadcasting_member_must_not_read_below_its_saved_offsets() {
+        let mut h = History::default();
+        let at = |q: i32, o: u64| ("broker-a".to_string(), q, o);
+        h.member_received("c1", "p0-0", &at(0, 0), 1);
+        h.member_saved("c1", [(("broker-a".to_string(), 0), 5)]);
+        h.member_received("c1", "p0-9", &at(0, 5), 10);
+        h.member_received("c1", "p0-8", &at(1, 0), 10);
+        h.member_received("c0", "p0-1", &at(0, 1), 10);
+        assert!(h.resume_violations.is_empty(), "{:?}", h.resume_violations);
+        h.member_received("c1", "p0-1", &at(0, 1), 11);
+        assert_eq!(h.resume_violations.len(), 1, "{:?}", h.resume_violations);
+        assert_eq!(h.member_received["c1"].len(), 4);
     }
 }

@@ -227,6 +227,9 @@ pub struct Scenario {
     /// decides them (a third commit, a third roll back, a third stay unknown until the broker
     /// gives up on them).
     pub unknown_pct: u32,
+    /// BROADCASTING consumers (`broadcasting = true`): every member gets every message and
+    /// keeps its offsets in its own local store, which survives its restarts.
+    pub broadcasting: bool,
 }
 
 /// Simulated brokers check back a half message this old (transactionTimeOut; RocketMQ: 6 s).
@@ -334,6 +337,7 @@ impl Default for Scenario {
             transactional: false,
             rollback_pct: 0,
             unknown_pct: 0,
+            broadcasting: false,
         }
     }
 }
@@ -498,11 +502,16 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 }
             }
             "order_keys" => s.order_keys = num()?.min(1_000) as u32,
-            "transactional" => {
-                s.transactional = match v.as_str() {
+            "transactional" | "broadcasting" => {
+                let b = match v.as_str() {
                     "true" => true,
                     "false" => false,
-                    _ => return Err(format!("transactional = {v}: expected true or false")),
+                    _ => return Err(format!("{k} = {v}: expected true or false")),
+                };
+                if k == "transactional" {
+                    s.transactional = b;
+                } else {
+                    s.broadcasting = b;
                 }
             }
             "rollback_pct" | "unknown_pct" => {
@@ -538,6 +547,9 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
     }
     if s.transactional && (s.hot_pct > 0 || s.order_keys > 0) {
         return Err("transactional beside hot_pct or order_keys: a transactional send picks its queue itself (RocketMQ's TransactionMQProducer has no keyed send)".into());
+    }
+    if s.broadcasting && (s.poison_pct > 0 || s.flaky_pct > 0) {
+        return Err("poison_pct / flaky_pct beside broadcasting: a broadcasting consumer drops a failed message, it has no retry (RocketMQ's behaviour)".into());
     }
     if !s.queue_lock && !s.orderly {
         return Err("queue_lock = false: only orderly consumers take queue locks (set orderly = true)".into());
@@ -730,6 +742,9 @@ impl Scenario {
         }
         if self.transactional {
             out.push_str("transactional = true\n");
+        }
+        if self.broadcasting {
+            out.push_str("broadcasting = true\n");
         }
         if self.rollback_pct > 0 {
             out.push_str(&format!("rollback_pct = {}\n", self.rollback_pct));
@@ -1054,6 +1069,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("orderly-consumer-failure", include_str!("../scenarios/orderly-consumer-failure.sim")),
     ("transaction-rollback", include_str!("../scenarios/transaction-rollback.sim")),
     ("transaction-producer-crash", include_str!("../scenarios/transaction-producer-crash.sim")),
+    ("broadcasting-restart", include_str!("../scenarios/broadcasting-restart.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -800,6 +800,11 @@ impl World {
                 self.nodes[i].timer_at = None;
                 self.history.crashes += 1;
                 let mut detail = String::new();
+                if let Role::Consumer(c) = &self.nodes[i].role {
+                    let saved = c.saved_offsets();
+                    self.history.member_down(&name);
+                    self.history.member_saved(&name, saved);
+                }
                 match self.nodes[i].role {
                     Role::Broker(_) => {
                         let mode = CrashMode { writeback_pct: self.scenario.writeback_pct, tear: self.scenario.tear };
@@ -810,8 +815,7 @@ impl World {
                         self.disks.insert(i, survived);
                     }
                     Role::Namesrv(_) => self.nodes[i].role = Role::Namesrv(None),
-                    Role::Consumer(_) => self.history.member_down(&name),
-                    Role::Producer(_) => {}
+                    Role::Consumer(_) | Role::Producer(_) => {}
                 }
                 self.trace.line(self.now, &name, "sim.node.crashed", &detail);
                 self.close_connections_of(i);

@@ -7,6 +7,17 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A child process (this test binary run again as a client process) killed on drop, so a
+/// failing test never leaves it behind.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A child process killed on drop.
 pub struct Proc {
     pub child: Child,

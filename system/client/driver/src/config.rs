@@ -79,6 +79,13 @@ pub struct ClientConfig {
     /// Orderly consumers: how long a queue pauses after a failed message before it is
     /// consumed again (RocketMQ's suspendCurrentQueueTimeMillis).
     pub suspend_current_queue_ms: u64,
+    /// Orderly consumers: how often the queue locks are renewed at the brokers (RocketMQ's
+    /// `rocketmq.client.rebalance.lockInterval`, 20 s). Keep it well under the brokers'
+    /// `rebalanceLockMaxLiveTime`.
+    pub rebalance_lock_interval_ms: u64,
+    /// Orderly consumers: how long an unrenewed lock is trusted here (RocketMQ's
+    /// `rocketmq.client.rebalance.lockMaxLiveTime`, 30 s); keep it under the brokers' expiry.
+    pub rebalance_lock_max_live_ms: u64,
     /// CLUSTERING or BROADCASTING.
     pub message_model: MessageModel,
     /// Start position for a new group.
@@ -108,6 +115,8 @@ impl Default for ClientConfig {
             consume_batch_max: 1,
             max_reconsume_times: 16,
             suspend_current_queue_ms: 1_000,
+            rebalance_lock_interval_ms: 20_000,
+            rebalance_lock_max_live_ms: 30_000,
             message_model: MessageModel::Clustering,
             consume_from_where: ConsumeFromWhere::LastOffset,
             credentials: None,

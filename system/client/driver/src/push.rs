@@ -614,6 +614,8 @@ fn settings<E: Env>(inst: &ClientInstance<E>, subs: &BTreeMap<String, String>) -
     s.route_refresh_ms = cfg.poll_namesrv_interval_ms.max(10);
     s.persist_ms = cfg.persist_offset_interval_ms.max(10);
     s.suspend_ms = cfg.suspend_current_queue_ms;
+    s.lock_renew_ms = cfg.rebalance_lock_interval_ms.max(10);
+    s.lock_live_ms = cfg.rebalance_lock_max_live_ms.max(10);
     s.max_reconsume = cfg.max_reconsume_times.max(0) as u32;
     s
 }
