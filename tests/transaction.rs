@@ -37,6 +37,44 @@ fn consumer_config(ns: &str) -> ClientConfig {
     c
 }
 
+/// A consumer of TxT recording the bodies it receives.
+async fn recording_consumer(ns: &str) -> (PushConsumer<RealEnv>, Arc<Mutex<BTreeSet<String>>>) {
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let s2 = seen.clone();
+    let consumer = PushConsumer::start(RealEnv::default(), consumer_config(ns), &[("TxT", "*")], move |msgs| {
+        s2.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
+        ConsumeResult::Success
+    })
+    .await
+    .unwrap();
+    (consumer, seen)
+}
+
+/// A producer of `group` whose checker knows that transaction `committed` (a message id)
+/// committed and nothing of the others; it records every message id it is asked about.
+fn knowing_producer(
+    ns: &str,
+    group: &str,
+    instance: &str,
+    committed: String,
+) -> (TransactionProducer<RealEnv>, Arc<Mutex<Vec<String>>>) {
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let a2 = asked.clone();
+    let mut cfg = ClientConfig::new(ns, group);
+    cfg.instance_name = Some(instance.into());
+    cfg.heartbeat_interval_ms = 200;
+    let p = TransactionProducer::start(RealEnv::default(), cfg, move |m| {
+        let id = m.properties.get("UNIQ_KEY").cloned().unwrap_or_default();
+        a2.lock().unwrap().push(id.clone());
+        if id == committed {
+            LocalTransactionState::CommitMessage
+        } else {
+            LocalTransactionState::Unknown
+        }
+    });
+    (p, asked)
+}
+
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     for _ in 0..400 {
         if ok() {
@@ -53,15 +91,7 @@ fn committed_is_delivered_rolled_back_never_and_an_orphan_is_resolved_by_the_che
     let (ns, _broker) = cluster(&dir);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-        let s2 = seen.clone();
-        let consumer =
-            PushConsumer::start(RealEnv::default(), consumer_config(&ns.addr), &[("TxT", "*")], move |msgs| {
-                s2.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
-                ConsumeResult::Success
-            })
-            .await
-            .unwrap();
+        let (consumer, seen) = recording_consumer(&ns.addr).await;
         // The first producer: commits one, rolls one back, and leaves one open (as if it died
         // between the half message and END_TRANSACTION); its checker never learns the answer.
         let mut cfg = ClientConfig::new(&ns.addr, "TxP");
@@ -86,21 +116,7 @@ fn committed_is_delivered_rolled_back_never_and_an_orphan_is_resolved_by_the_che
         first.shutdown().await;
         assert!(!seen.lock().unwrap().contains("orphan"), "an open half message is not delivered");
         // Another producer of the group: the broker's check-back asks it, and it knows.
-        let orphan_id = orphan.send.msg_id.clone();
-        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
-        let a2 = asked.clone();
-        let mut cfg = ClientConfig::new(&ns.addr, "TxP");
-        cfg.instance_name = Some("second".into());
-        cfg.heartbeat_interval_ms = 200;
-        let second = TransactionProducer::start(RealEnv::default(), cfg, move |m| {
-            let id = m.properties.get("UNIQ_KEY").cloned().unwrap_or_default();
-            a2.lock().unwrap().push(id.clone());
-            if id == orphan_id {
-                LocalTransactionState::CommitMessage
-            } else {
-                LocalTransactionState::Unknown
-            }
-        });
+        let (second, asked) = knowing_producer(&ns.addr, "TxP", "second", orphan.send.msg_id.clone());
         // Its first send connects it, and its heartbeats register it with the broker.
         second
             .send_in_transaction(Message::new("TxT", &b"second-committed"[..]), |_, _| {
@@ -178,32 +194,11 @@ fn a_producer_killed_inside_its_local_transaction_is_resolved_by_the_check_back(
     child.0.wait().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-        let s2 = seen.clone();
-        let consumer =
-            PushConsumer::start(RealEnv::default(), consumer_config(&ns.addr), &[("TxT", "*")], move |msgs| {
-                s2.lock().unwrap().extend(msgs.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()));
-                ConsumeResult::Success
-            })
-            .await
-            .unwrap();
+        let (consumer, seen) = recording_consumer(&ns.addr).await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert!(!seen.lock().unwrap().contains("killed-mid-transaction"), "the orphaned half message stays invisible");
         // A live producer of the group: its checker knows the transaction committed.
-        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (a2, id) = (asked.clone(), msg_id.clone());
-        let mut cfg = ClientConfig::new(&ns.addr, "TxKillP");
-        cfg.instance_name = Some("survivor".into());
-        cfg.heartbeat_interval_ms = 200;
-        let survivor = TransactionProducer::start(RealEnv::default(), cfg, move |m| {
-            let uniq = m.properties.get("UNIQ_KEY").cloned().unwrap_or_default();
-            a2.lock().unwrap().push(uniq.clone());
-            if uniq == id {
-                LocalTransactionState::CommitMessage
-            } else {
-                LocalTransactionState::Unknown
-            }
-        });
+        let (survivor, asked) = knowing_producer(&ns.addr, "TxKillP", "survivor", msg_id.clone());
         // Its first send routes it and registers it with the broker.
         survivor
             .send_in_transaction(Message::new("TxT", &b"survivor"[..]), |_, _| LocalTransactionState::CommitMessage)

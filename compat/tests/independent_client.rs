@@ -4,8 +4,10 @@
 //!
 //! The test starts `mqnamesrv` and `mqbroker` as child processes on loopback
 //! (ephemeral ports), creates the topic with our `mqadmin`, then uses the
-//! independent client's producer to send N messages and its push consumer
-//! (clustering, `*`, consume from first offset) to receive all of them.
+//! independent client's producer to send N messages, its transactional producer
+//! to send half messages (committed, rolled back, and left UNKNOW until the
+//! broker's check-back asks its listener), and its push consumer (clustering,
+//! `*`, consume from first offset) to receive all of them but the rolled-back.
 //!
 //! Binaries are looked up in `$RMQ_BIN_DIR` (default: `../target/release`
 //! relative to this package). Set `RUST_LOG` (e.g. `debug`) to see the
@@ -23,17 +25,21 @@ use std::time::{Duration, Instant};
 
 use rocketmq_client_rust::{
     ClientRuntime, ClientRuntimeConfig, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, DefaultMQProducer,
-    DefaultMQPushConsumer, MQPushConsumer, SendStatus, TelemetryHandle,
+    DefaultMQPushConsumer, LocalTransactionState, MQPushConsumer, SendStatus, TelemetryHandle, TransactionListener,
+    TransactionMQProducer,
 };
 use rocketmq_model::common::consumer::consume_from_where::ConsumeFromWhere;
 use rocketmq_model::common::message::message_ext::MessageExt;
 use rocketmq_model::common::message::message_single::Message;
+use rocketmq_model::common::message::MessageTrait;
 use rocketmq_protocol::protocol::heartbeat::message_model::MessageModel;
 use rocketmq_runtime::{RuntimeConfig, RuntimeOwner};
 
 const TOPIC: &str = "CompatTopic";
 const TAG: &str = "CompatTag";
 const N: usize = 100;
+/// Transactional messages per outcome (committed, rolled back, left UNKNOW for the check-back).
+const TX: usize = 5;
 const RECEIVE_DEADLINE: Duration = Duration::from_secs(60);
 const BOOT_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -203,10 +209,14 @@ fn independent_client_produces_and_push_consumes_against_our_servers() {
     eprintln!("[compat {}] NameServer up at {ns}", elapsed(t0));
 
     let store_str = store.to_str().expect("utf-8 temp path");
+    // Half messages left open are checked back after 1 s (RocketMQ: 6 s, every 30 s).
+    let conf = tmp.path().join("broker.conf");
+    std::fs::write(&conf, "transactionTimeOut=1000\ntransactionCheckInterval=1000\n").unwrap();
+    let conf_str = conf.to_str().expect("utf-8 temp path");
     let (broker, broker_line) = Server::spawn(
         "broker",
         &bin("mqbroker"),
-        &["-n", &ns, "--listen", "127.0.0.1:0", "--store", store_str],
+        &["-n", &ns, "--listen", "127.0.0.1:0", "--store", store_str, "-c", conf_str],
         tmp.path(),
         "boot success",
     );
@@ -260,7 +270,11 @@ fn independent_client_produces_and_push_consumes_against_our_servers() {
         let _keep = (&namesrv, &broker);
         panic!("{msg}");
     }
-    eprintln!("[compat {}] PASS: {N} messages sent by rocketmq-client-rust 1.0.0 and all received", elapsed(t0));
+    eprintln!(
+        "[compat {}] PASS: {N} messages and {} committed transactional ones received, {TX} rolled back never",
+        elapsed(t0),
+        2 * TX
+    );
     drop(broker);
     drop(namesrv);
 }
@@ -303,6 +317,43 @@ async fn scenario(client_runtime: Arc<ClientRuntime>, ns: String, t0: Instant) -
     }
     eprintln!("[compat {}] producer sent {N} messages, all SEND_OK; per queue: {per_queue:?}", elapsed(t0));
     timed("producer.shutdown", producer.shutdown()).await?;
+
+    // --- transactional producer ---------------------------------------------
+    // Half messages whose local transaction commits, rolls back, or answers UNKNOW (the
+    // broker's check-back then asks this producer's listener, which commits them).
+    let mut tx_producer = TransactionMQProducer::builder(Arc::clone(&client_runtime))
+        .producer_group(format!("compat_tx_producer_{run_id}"))
+        .name_server_addr(ns.clone())
+        .send_msg_timeout(5_000)
+        .transaction_listener(ByBody)
+        .build();
+    timed("tx_producer.start", tx_producer.start()).await?.map_err(|e| format!("tx_producer.start failed: {e}"))?;
+    let mut committed: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut rolled_back: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for i in 0..TX {
+        for outcome in ["commit", "rollback", "unknown"] {
+            let body = format!("compat-{run_id}-tx-{outcome}-{i:02}");
+            let msg = Message::builder().topic(TOPIC).tags(TAG).body_slice(body.as_bytes()).build_unchecked();
+            let r = timed("tx_producer.send_message_in_transaction", tx_producer.send_message_in_transaction(msg, None::<()>))
+                .await?
+                .map_err(|e| format!("transactional send {body} failed: {e} ({e:?})"))?;
+            let status = r.send_result.as_ref().map(|s| s.send_status);
+            if status != Some(SendStatus::SendOk) {
+                return Err(format!("transactional send {body}: status {status:?}, expected SEND_OK; {r:?}"));
+            }
+            if outcome == "rollback" {
+                rolled_back.insert(body.into_bytes());
+            } else {
+                committed.insert(body.into_bytes());
+            }
+        }
+    }
+    eprintln!(
+        "[compat {}] transactional producer sent {} half messages ({TX} each committed, rolled back, unknown)",
+        elapsed(t0),
+        3 * TX
+    );
+    let sent: BTreeSet<Vec<u8>> = sent.union(&committed).cloned().collect();
 
     // --- push consumer -----------------------------------------------------
     let received: Arc<Mutex<BTreeSet<Vec<u8>>>> = Arc::default();
@@ -347,7 +398,7 @@ async fn scenario(client_runtime: Arc<ClientRuntime>, ns: String, t0: Instant) -
     let mut last_report = Instant::now();
     loop {
         let got = received.lock().unwrap().len();
-        if got >= N {
+        if got >= sent.len() {
             break;
         }
         if wait_start.elapsed() > RECEIVE_DEADLINE {
@@ -360,6 +411,18 @@ async fn scenario(client_runtime: Arc<ClientRuntime>, ns: String, t0: Instant) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let got: BTreeSet<Vec<u8>> = received.lock().unwrap().clone();
+    // Let any wrongly committed half message arrive before judging.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    timed("tx_producer.shutdown", tx_producer.shutdown()).await?;
+    let leaked: Vec<String> = received
+        .lock()
+        .unwrap()
+        .intersection(&rolled_back)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    if !leaked.is_empty() {
+        return Err(format!("rolled-back transactional messages were delivered: {leaked:?}"));
+    }
     eprintln!(
         "[compat {}] consumer done waiting after {:.2}s: {} distinct bodies, {} deliveries ({} with reconsumeTimes > 0)",
         elapsed(t0),
@@ -386,6 +449,36 @@ async fn scenario(client_runtime: Arc<ClientRuntime>, ns: String, t0: Instant) -
         return Err(format!("{bad_topic} delivered messages carried a topic other than {TOPIC}"));
     }
     Ok(())
+}
+
+/// The transactional listener: the outcome is in the body (`…-tx-commit-…`, `…-tx-rollback-…`,
+/// `…-tx-unknown-…`); a check-back commits what was left unknown.
+struct ByBody;
+
+impl TransactionListener for ByBody {
+    fn execute_local_transaction(
+        &self,
+        msg: &dyn MessageTrait,
+        _arg: Option<&(dyn std::any::Any + Send + Sync)>,
+    ) -> LocalTransactionState {
+        let body = msg.get_body().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        if body.contains("-tx-commit-") {
+            LocalTransactionState::CommitMessage
+        } else if body.contains("-tx-rollback-") {
+            LocalTransactionState::RollbackMessage
+        } else {
+            LocalTransactionState::Unknown
+        }
+    }
+
+    fn check_local_transaction(&self, msg: &MessageExt) -> LocalTransactionState {
+        let body = msg.body().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        if body.contains("-tx-rollback-") {
+            LocalTransactionState::RollbackMessage
+        } else {
+            LocalTransactionState::CommitMessage
+        }
+    }
 }
 
 /// Bounds a client call so that a hang shows up as a clear failure.

@@ -301,6 +301,22 @@ pub enum Verdict {
     Liveness,
 }
 
+impl Findings {
+    /// Adds a finding of kind `what` found after the judgement: a safety one makes the run a
+    /// safety failure, any other at least a liveness one.
+    fn add(&mut self, what: &'static str, safety: bool, text: String) {
+        self.problems.push(text);
+        if !self.kinds.contains(&what) {
+            self.kinds.push(what);
+            self.kinds.sort_unstable();
+        }
+        self.verdict = match (self.verdict, safety) {
+            (_, true) | (Verdict::Safety, _) => Verdict::Safety,
+            _ => Verdict::Liveness,
+        };
+    }
+}
+
 /// The oracle's findings.
 #[derive(Debug, Clone, Serialize)]
 pub struct Findings {
@@ -590,29 +606,15 @@ pub fn check_run<D: Directory>(
             kinds.insert("uncommitted-visible");
         }
     }
-    if !h.resume_violations.is_empty() {
-        problems.push(format!(
-            "{} reads below a restarted broadcasting member's saved offsets, e.g. {:?}",
-            h.resume_violations.len(),
-            &h.resume_violations[..h.resume_violations.len().min(3)]
-        ));
-        kinds.insert("resume-below-saved");
-    }
-    if !h.tx_violations.is_empty() {
-        problems.push(format!(
-            "{} deliveries of uncommitted transactional messages, e.g. {:?}",
-            h.tx_violations.len(),
-            &h.tx_violations[..h.tx_violations.len().min(3)]
-        ));
-        kinds.insert("uncommitted-visible");
-    }
-    if !h.order_violations.is_empty() {
-        problems.push(format!(
-            "{} per-key order violations, e.g. {:?}",
-            h.order_violations.len(),
-            &h.order_violations[..h.order_violations.len().min(3)]
-        ));
-        kinds.insert("order-violation");
+    for (found, kind, what) in [
+        (&h.resume_violations, "resume-below-saved", "reads below a restarted broadcasting member's saved offsets"),
+        (&h.tx_violations, "uncommitted-visible", "deliveries of uncommitted transactional messages"),
+        (&h.order_violations, "order-violation", "per-key order violations"),
+    ] {
+        if !found.is_empty() {
+            problems.push(format!("{} {what}, e.g. {:?}", found.len(), &found[..found.len().min(3)]));
+            kinds.insert(kind);
+        }
     }
     let mut f = judge(h, &stored, problems, kinds, promise);
     if let Some(r) = &promise.retry {
@@ -627,14 +629,8 @@ pub fn check_run<D: Directory>(
             if !missing.is_empty() {
                 let n = missing.len();
                 missing.truncate(3);
-                f.problems.push(format!("broadcasting member {m} never received {n} messages, e.g. {missing:?}"));
-                if !f.kinds.contains(&"broadcast-missed") {
-                    f.kinds.push("broadcast-missed");
-                    f.kinds.sort_unstable();
-                }
-                if f.verdict == Verdict::Pass {
-                    f.verdict = Verdict::Liveness;
-                }
+                let text = format!("broadcasting member {m} never received {n} messages, e.g. {missing:?}");
+                f.add("broadcast-missed", false, text);
             }
         }
     }
@@ -650,14 +646,11 @@ pub fn check_run<D: Directory>(
         if !never.is_empty() {
             let n = never.len();
             never.truncate(3);
-            f.problems.push(format!("{n} committed transactional messages never delivered, e.g. {never:?}"));
-            if !f.kinds.contains(&"committed-undelivered") {
-                f.kinds.push("committed-undelivered");
-                f.kinds.sort_unstable();
-            }
-            if f.verdict == Verdict::Pass {
-                f.verdict = Verdict::Liveness;
-            }
+            f.add(
+                "committed-undelivered",
+                false,
+                format!("{n} committed transactional messages never delivered, e.g. {never:?}"),
+            );
         }
     }
     f
@@ -718,17 +711,7 @@ fn judge_retries(h: &History, stored: &BTreeSet<String>, dead: &BTreeSet<String>
         .iter()
         .filter(|k| !h.attempts.get(*k).is_some_and(|a| a.iter().any(|x| x.2 && x.1 >= r.max_reconsume)))
         .collect();
-    let mut add = |what: &'static str, safety: bool, text: String| {
-        f.problems.push(text);
-        if !f.kinds.contains(&what) {
-            f.kinds.push(what);
-            f.kinds.sort_unstable();
-        }
-        f.verdict = match (f.verdict, safety) {
-            (_, true) | (Verdict::Safety, _) => Verdict::Safety,
-            _ => Verdict::Liveness,
-        };
-    };
+    let mut add = |what: &'static str, safety: bool, text: String| f.add(what, safety, text);
     if !early.is_empty() {
         add(
             "early-retry",

@@ -422,6 +422,15 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
     }
     for (k, v) in kv {
         let num = || v.parse::<u64>().map_err(|_| format!("{k} = {v}: not a number"));
+        let flag = || match v.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("{k} = {v}: expected true or false")),
+        };
+        let pct = || match num()? {
+            n if n <= 100 => Ok(n as u32),
+            _ => Err(format!("{k} = {v}: a percentage, 0 to 100")),
+        };
         match k.as_str() {
             "name" => s.name = v,
             "flush" => {
@@ -464,24 +473,9 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 }
                 s.body_bytes = n as u32;
             }
-            "hot_pct" => {
-                let n = num()?;
-                if n > 100 {
-                    return Err(format!("hot_pct = {v}: a percentage, 0 to 100"));
-                }
-                s.hot_pct = n as u32;
-            }
-            "poison_pct" | "flaky_pct" => {
-                let n = num()?;
-                if n > 100 {
-                    return Err(format!("{k} = {v}: a percentage, 0 to 100"));
-                }
-                if k == "poison_pct" {
-                    s.poison_pct = n as u32;
-                } else {
-                    s.flaky_pct = n as u32;
-                }
-            }
+            "hot_pct" => s.hot_pct = pct()?,
+            "poison_pct" => s.poison_pct = pct()?,
+            "flaky_pct" => s.flaky_pct = pct()?,
             "max_reconsume" => {
                 let n = num()?;
                 if !(1..=16).contains(&n) {
@@ -489,50 +483,15 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 }
                 s.max_reconsume = n as i32;
             }
-            "orderly" | "queue_lock" => {
-                let b = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("{k} = {v}: expected true or false")),
-                };
-                if k == "orderly" {
-                    s.orderly = b;
-                } else {
-                    s.queue_lock = b;
-                }
-            }
+            "orderly" => s.orderly = flag()?,
+            "queue_lock" => s.queue_lock = flag()?,
             "order_keys" => s.order_keys = num()?.min(1_000) as u32,
-            "transactional" | "broadcasting" => {
-                let b = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("{k} = {v}: expected true or false")),
-                };
-                if k == "transactional" {
-                    s.transactional = b;
-                } else {
-                    s.broadcasting = b;
-                }
-            }
-            "rollback_pct" | "unknown_pct" => {
-                let n = num()?;
-                if n > 100 {
-                    return Err(format!("{k} = {v}: a percentage, 0 to 100"));
-                }
-                if k == "rollback_pct" {
-                    s.rollback_pct = n as u32;
-                } else {
-                    s.unknown_pct = n as u32;
-                }
-            }
+            "transactional" => s.transactional = flag()?,
+            "broadcasting" => s.broadcasting = flag()?,
+            "rollback_pct" => s.rollback_pct = pct()?,
+            "unknown_pct" => s.unknown_pct = pct()?,
             "consume_ms" => s.consume_ms = num()?.min(60_000),
-            "small_segments" => {
-                s.small_segments = match v.as_str() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(format!("small_segments = {v}: expected true or false")),
-                }
-            }
+            "small_segments" => s.small_segments = flag()?,
             _ => return Err(format!("unknown key {k}")),
         }
     }

@@ -1212,7 +1212,7 @@ mod tests {
     use super::*;
     use rmq_proto::body::{BrokerData, QueueData};
 
-    fn route(queues: i32, slave: bool) -> TopicRouteData {
+    pub(super) fn route(queues: i32, slave: bool) -> TopicRouteData {
         let mut addrs: BTreeMap<i64, String> = [(0, "m:1".to_string())].into();
         if slave {
             addrs.insert(1, "s:1".into());
@@ -1466,26 +1466,10 @@ mod tests {
 #[cfg(test)]
 mod orderly_tests {
     use super::*;
-    use rmq_proto::body::{BrokerData, QueueData};
 
+    /// `queues` queues on broker group `b`, master only.
     fn route(queues: i32) -> TopicRouteData {
-        TopicRouteData {
-            queue_datas: vec![QueueData {
-                broker_name: "b".into(),
-                read_queue_nums: queues,
-                write_queue_nums: queues,
-                perm: 6,
-                topic_sys_flag: 0,
-            }],
-            broker_datas: vec![BrokerData {
-                cluster: "c".into(),
-                broker_name: "b".into(),
-                broker_addrs: [(0, "m:1".to_string())].into(),
-                zone_name: None,
-                enable_acting_master: false,
-            }],
-            ..Default::default()
-        }
+        super::tests::route(queues, false)
     }
 
     fn pick<T>(out: &[ConsumerOutput], f: impl Fn(&ConsumerOutput) -> Option<T>) -> Vec<T> {
@@ -1516,21 +1500,27 @@ mod orderly_tests {
         })
     }
 
-    /// An orderly member `me` of `members` over `queues` queues, through its locks and start
-    /// offsets (0) to its first pulls.
-    fn orderly(me: &str, members: &[&str], queues: i32) -> (ConsumerCore, Vec<ConsumerOutput>) {
-        let mut s = ConsumerSettings::new(me, &["T"]);
-        s.orderly = true;
-        s.max_reconsume = 2;
+    /// A member `me` with `settings` that learned a route of `queues` queues and the group
+    /// `members`: the core and its outputs to the member list.
+    fn joined(s: ConsumerSettings, members: &[&str], queues: i32) -> (ConsumerCore, Vec<ConsumerOutput>) {
         let mut core = ConsumerCore::new(s, 0);
-        let out = core.tick(0);
-        let ConsumerOutput::FetchRoute { req, .. } = out[0].clone() else { panic!("{out:?}") };
+        let ConsumerOutput::FetchRoute { req, .. } = core.tick(0)[0].clone() else { panic!("no route request") };
         let out = core.on_route(req, Some(route(queues)), 0);
         let req = pick(&out, |o| match o {
             ConsumerOutput::QueryMembers { req, .. } => Some(*req),
             _ => None,
         })[0];
         let out = core.on_members(req, members.iter().map(|m| m.to_string()).collect(), 0);
+        (core, out)
+    }
+
+    /// An orderly member `me` of `members` over `queues` queues, through its locks and start
+    /// offsets (0) to its first pulls.
+    fn orderly(me: &str, members: &[&str], queues: i32) -> (ConsumerCore, Vec<ConsumerOutput>) {
+        let mut s = ConsumerSettings::new(me, &["T"]);
+        s.orderly = true;
+        s.max_reconsume = 2;
+        let (mut core, out) = joined(s, members, queues);
         assert!(
             !out.iter().any(|o| matches!(o, ConsumerOutput::QueryCommitted { .. } | ConsumerOutput::Pull { .. })),
             "nothing is read before the lock: {out:?}"
@@ -1590,14 +1580,7 @@ mod orderly_tests {
     fn a_refused_or_lost_lock_stops_consumption_and_the_queue_is_read_again_from_the_first_unfinished() {
         let mut s = ConsumerSettings::new("a", &["T"]);
         s.orderly = true;
-        let mut core = ConsumerCore::new(s, 0);
-        let ConsumerOutput::FetchRoute { req, .. } = core.tick(0)[0].clone() else { panic!() };
-        let out = core.on_route(req, Some(route(1)), 0);
-        let req = pick(&out, |o| match o {
-            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
-            _ => None,
-        })[0];
-        let out = core.on_members(req, vec!["a".into()], 0);
+        let (mut core, out) = joined(s, &["a"], 1);
         let (req, _) = locks(&out)[0].clone();
         // Another member holds it: nothing is read; the lock is asked again after the pause.
         let out = core.on_locked(req, &[], 1);
@@ -1685,14 +1668,7 @@ mod orderly_tests {
         let mut s = ConsumerSettings::new("a", &["T"]);
         s.orderly = true;
         s.skip_queue_lock = true;
-        let mut core = ConsumerCore::new(s, 0);
-        let ConsumerOutput::FetchRoute { req, .. } = core.tick(0)[0].clone() else { panic!() };
-        let out = core.on_route(req, Some(route(1)), 0);
-        let req = pick(&out, |o| match o {
-            ConsumerOutput::QueryMembers { req, .. } => Some(*req),
-            _ => None,
-        })[0];
-        let out = core.on_members(req, vec!["a".into()], 0);
+        let (_, out) = joined(s, &["a"], 1);
         assert!(locks(&out).is_empty());
         assert!(out.iter().any(|o| matches!(o, ConsumerOutput::QueryCommitted { .. })), "{out:?}");
     }
