@@ -169,7 +169,7 @@ fn unsigned_sends_are_refused_and_signed_permitted_ones_succeed() {
     let p = Some(("producer1", "producer-secret"));
     let sent = mqadmin(&["sendMessage", "-n", &ns.addr, "-t", "Orders", "-p", "tool", "--count", "3", "--json"], p);
     assert!(sent.status.success(), "{}", text(&sent));
-    assert_eq!(text(&sent).matches("\"SendOk\"").count(), 3, "{}", text(&sent));
+    assert_eq!(text(&sent).matches("\"SEND_OK\"").count(), 3, "{}", text(&sent));
     let unsigned = mqadmin(&["sendMessage", "-n", &ns.addr, "-t", "Orders", "-p", "x"], None);
     assert!(!unsigned.status.success() && text(&unsigned).contains("16"), "{}", text(&unsigned));
     let c = Some(("consumer1", "consumer-secret"));

@@ -35,7 +35,8 @@ fn create_send_and_consume_with_the_shipped_tools() {
         &N.to_string(),
         "--json",
     ]);
-    assert_eq!(sent.lines().filter(|l| l.contains("\"SendOk\"")).count(), N, "{sent}");
+    // RocketMQ's spelling of the status, in JSON and in the table.
+    assert_eq!(sent.lines().filter(|l| l.contains("\"SEND_OK\"")).count(), N, "{sent}");
 
     let consumed = common::mqadmin(&[
         "consumeMessage",
@@ -59,6 +60,8 @@ fn create_send_and_consume_with_the_shipped_tools() {
     let progress = common::mqadmin(&["consumerProgress", "-n", &ns.addr, "-g", "G1", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&progress).unwrap();
     assert_eq!(v["diffTotal"], 0, "the group consumed everything: {progress}");
+    let table = common::mqadmin(&["sendMessage", "-n", &ns.addr, "-t", "ToolsTopic", "-p", "again"]);
+    assert!(table.contains(" SEND_OK "), "{table}");
 
     assert!(broker.terminate().success(), "broker exits cleanly on SIGTERM");
     assert!(ns.terminate().success(), "name server exits cleanly on SIGTERM");

@@ -253,11 +253,11 @@ async fn send_messages(
         match producer.send(msg).await {
             Ok(r) if json => println!(
                 "{}",
-                json!({ "status": format!("{:?}", r.status), "msgId": r.msg_id, "offsetMsgId": r.offset_msg_id,
+                json!({ "status": r.status.name(), "msgId": r.msg_id, "offsetMsgId": r.offset_msg_id,
                         "brokerName": r.queue.broker_name, "queueId": r.queue.queue_id, "queueOffset": r.queue_offset })
             ),
             Ok(r) => println!(
-                "{:<40} {:<12} {:<5} {:?} {}",
+                "{:<40} {:<12} {:<5} {} {}",
                 r.queue.broker_name, r.queue.queue_id, r.queue_offset, r.status, r.msg_id
             ),
             Err(e) => {
