@@ -467,12 +467,7 @@ fn answer_check(w: &mut World, me: usize, from: usize, p: &mut Producer, cmd: &R
         return;
     };
     let key = message_key(&half.properties);
-    let ran = w.history.tx_ledger.get(&key).copied();
-    let state = w.scenario.tx_checked(&key, ran);
-    if state == LocalTransactionState::CommitMessage {
-        w.history.tx_committed(&key, w.now);
-    }
-    w.history.tx_check_answered(&key, &format!("{state:?}"), w.now);
+    let state = w.history.tx_check(&w.scenario, &key, w.now);
     w.trace.line(w.now, &name, "client.transaction.checked", &format!("key={key} state={state:?}"));
     let mut end = transaction::end_after_check("PG", &h, &half, state);
     end.opaque = p.opaque();

@@ -735,12 +735,7 @@ async fn run_producer<N: SimNet>(env: SimEnv<N>, cfg: ClientConfig, k: u32, s: A
             let key = message_key(&half.properties);
             let mut l = lab(&lab_c);
             let t = N::now_ms();
-            let ran = l.history.tx_ledger.get(&key).copied();
-            let state = sc.tx_checked(&key, ran);
-            if state == LocalTransactionState::CommitMessage {
-                l.history.tx_committed(&key, t);
-            }
-            l.history.tx_check_answered(&key, &format!("{state:?}"), t);
+            let state = l.history.tx_check(&sc, &key, t);
             l.trace.line(t, &node_c, "client.transaction.checked", &format!("key={key} state={state:?}"));
             state
         };

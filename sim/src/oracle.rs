@@ -70,8 +70,6 @@ pub struct History {
     /// Key → when its transaction was decided to commit (by its producer, or by a checker
     /// answering the broker's check-back).
     pub tx_committed_at: BTreeMap<String, u64>,
-    /// Key → when a checker answered a check-back about it, and what.
-    pub tx_checked: BTreeMap<String, Vec<(u64, String)>>,
     /// Half messages seen by a consumer before (or without) a commit.
     pub tx_violations: Vec<String>,
     /// The application's database: key → what its local transaction decided when it ran
@@ -119,9 +117,15 @@ impl History {
         self.tx_committed_at.entry(key.to_string()).or_insert(now_ms);
     }
 
-    /// A checker answered the broker's check-back about `key` with `state` at `now_ms`.
-    pub fn tx_check_answered(&mut self, key: &str, state: &str, now_ms: u64) {
-        self.tx_checked.entry(key.to_string()).or_default().push((now_ms, state.to_string()));
+    /// The checker of every lane: answers the broker's check-back about `key` at `now_ms` from
+    /// the application's record ([`Self::tx_ledger`]) as scenario `s` decides, and records a
+    /// commit.
+    pub fn tx_check(&mut self, s: &Scenario, key: &str, now_ms: u64) -> crate::scenario::LocalTransactionState {
+        let state = s.tx_checked(key, self.tx_ledger.get(key).copied());
+        if state == crate::scenario::LocalTransactionState::CommitMessage {
+            self.tx_committed(key, now_ms);
+        }
+        state
     }
 
     /// A producer was answered SEND_OK at `now_ms` for a message stored at (queue, offset) of

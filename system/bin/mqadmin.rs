@@ -284,7 +284,18 @@ async fn consume_messages(
     json: bool,
 ) -> anyhow::Result<()> {
     let consumer = PullConsumer::new(env, config);
-    let queues = consumer.fetch_queues(topic).await.with_context(|| format!("routing {topic}"))?;
+    // A topic just created (or auto-created by a send) reaches the NameServer with the broker's
+    // next registration: keep asking for its route for up to --idle-ms, as a consumer does.
+    let routing = rmq_tools::bench::stopwatch();
+    let queues = loop {
+        match consumer.fetch_queues(topic).await {
+            Ok(q) => break q,
+            Err(rmq_client::ClientError::NoRoute { .. }) if routing.elapsed() < Duration::from_millis(idle_ms) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("routing {topic}")),
+        }
+    };
     let mut offsets = Vec::new();
     for mq in &queues {
         offsets.push(consumer.committed(mq).await?.unwrap_or(0));
