@@ -88,9 +88,33 @@ fn a_wrong_config_key_is_a_clear_error() {
     std::fs::write(&conf, "brokerName=b\nflushDiskTyp=SYNC_FLUSH\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbroker"))
         .args(["-c", conf.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("flushDiskTyp"), "names the bad key: {err}");
+    assert!(err.contains("mqbroker: ") && !err.contains("acktrace"), "one line, no backtrace: {err}");
+}
+
+#[test]
+fn a_failing_tool_says_why_in_one_line_without_a_backtrace() {
+    // Nothing listens on port 1: the route query fails.
+    for (bin, args) in [
+        (env!("CARGO_BIN_EXE_mqadmin"), vec!["topicRoute", "-n", "127.0.0.1:1", "-t", "Nowhere"]),
+        (env!("CARGO_BIN_EXE_mqbench"), vec!["-n", "127.0.0.1:1", "--flush", "sync"]),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bin} {args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{bin}: one line, got {err}");
+        assert!(lines[0].starts_with("mq"), "{bin}: the line names the tool: {err}");
+        assert!(!err.contains("backtrace") && !err.contains("Backtrace"), "{bin}: {err}");
+    }
 }

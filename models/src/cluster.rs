@@ -128,6 +128,7 @@ impl GroupConfig {
             consume_queue_segment_entries: 8,
             max_message_bytes: 512,
             check_crc_on_recover: true,
+            index: None,
         };
         let base = BrokerConfig {
             flush_disk_type: flush,

@@ -81,6 +81,12 @@ impl Trace {
             Event::CheckpointBegan { commit_log_offset } => {
                 ("broker.checkpoint.began", format!("clo={commit_log_offset}"))
             }
+            Event::FilesDeleted { commit_log_segments, queue_segments, commit_log_min_offset, offsets_raised } => (
+                "broker.files.deleted",
+                format!(
+                    "segments={commit_log_segments} queue_files={queue_segments} min_clo={commit_log_min_offset} offsets_raised={offsets_raised}"
+                ),
+            ),
             Event::CheckpointCompleted { ok } => ("broker.checkpoint.completed", format!("ok={ok}")),
             Event::ReplicaTruncated { from, to } => ("ha.replica.truncated", format!("from={from} to={to}")),
             Event::SlaveAheadOfEmptyMaster { slave_offset } => {

@@ -63,7 +63,11 @@ struct Args {
     secret_key: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    rmq_tools::exit_status("mqbench", bench())
+}
+
+fn bench() -> anyhow::Result<()> {
     rmq_tools::init_tracing("warn");
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

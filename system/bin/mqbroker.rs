@@ -17,6 +17,7 @@ use rmq_broker::BrokerOptions;
 use rmq_broker_core::BrokerConfig;
 use rmq_rt::conf::Props;
 use rmq_rt::RealEnv;
+use rmq_store::{IndexConfig, StoreConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "mqbroker", version, about = "RocketMQ-compatible broker")]
@@ -38,7 +39,11 @@ struct Args {
     print_config: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    rmq_tools::exit_status("mqbroker", serve())
+}
+
+fn serve() -> anyhow::Result<()> {
     let args = Args::parse();
     rmq_tools::init_tracing("info");
     // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).
@@ -49,7 +54,11 @@ fn main() -> anyhow::Result<()> {
         listen: "0.0.0.0:10911".into(),
         namesrv_addrs: std::env::var("NAMESRV_ADDR").map(|v| split_addrs(&v)).unwrap_or_default(),
         store_root: format!("{home}/store"),
-        core: BrokerConfig::default(),
+        // messageIndexEnable defaults to true, as in RocketMQ: queries by key work out of the box.
+        core: BrokerConfig {
+            store: StoreConfig { index: Some(IndexConfig::default()), ..StoreConfig::default() },
+            ..BrokerConfig::default()
+        },
         limits: Default::default(),
         ha_listen: None,
     };

@@ -30,7 +30,11 @@ struct Args {
     print_config: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    rmq_tools::exit_status("mqnamesrv", serve())
+}
+
+fn serve() -> anyhow::Result<()> {
     let args = Args::parse();
     rmq_tools::init_tracing("info");
     // A panic is a bug: log it and abort so a supervisor restarts us (see the driver docs).

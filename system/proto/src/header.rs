@@ -453,6 +453,33 @@ command_header! {
 }
 
 command_header! {
+    /// QUERY_MESSAGE (12) request header: messages of a topic by key, stored within a time
+    /// range. The ext field `_UNIQUE_KEY_QUERY=true` makes `key` a unique key (message id).
+    pub struct QueryMessageRequestHeader {
+        /// Topic.
+        topic: String = "topic",
+        /// The key (one of the messages' KEYS, or a UNIQ_KEY).
+        key: String = "key",
+        /// Most messages to return.
+        max_num: i32 = "maxNum",
+        /// Store time range start, ms.
+        begin_timestamp: i64 = "beginTimestamp",
+        /// Store time range end, ms.
+        end_timestamp: i64 = "endTimestamp",
+    }
+}
+
+command_header! {
+    /// QUERY_MESSAGE (12) response header.
+    pub struct QueryMessageResponseHeader {
+        /// Store time of the last message indexed.
+        index_last_update_timestamp: i64 = "indexLastUpdateTimestamp",
+        /// CommitLog offset of the last message indexed.
+        index_last_update_phyoffset: i64 = "indexLastUpdatePhyoffset",
+    }
+}
+
+command_header! {
     /// END_TRANSACTION (37) request header.
     pub struct EndTransactionRequestHeader {
         /// Topic.

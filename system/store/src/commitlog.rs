@@ -119,6 +119,22 @@ impl<S: Segment> CommitLog<S> {
         self.segments.last().map(|s| s.0)
     }
 
+    /// Start of the second segment: where the log would begin once the first one is deleted.
+    pub fn second_segment_start(&self) -> Option<u64> {
+        self.segments.get(1).map(|s| s.0)
+    }
+
+    /// Deletes the first segment (retention) and returns the new smallest offset. The caller
+    /// has checked that it lies wholly below what is durable; the last segment, where appends
+    /// go, is never deleted.
+    pub fn remove_first<D: Directory<Seg = S>>(&mut self, dir: &mut D) -> Result<u64, StoreError> {
+        assert!(self.segments.len() >= 2, "the segment being written is never deleted");
+        let start = self.segments[0].0;
+        dir.remove(&segment_path(start))?;
+        self.segments.remove(0);
+        Ok(self.min_offset())
+    }
+
     /// Start of the segment that holds `offset`.
     pub fn segment_start_of(&self, offset: u64) -> u64 {
         offset - offset % self.segment_bytes

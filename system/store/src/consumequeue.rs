@@ -157,6 +157,35 @@ impl<S: Segment> ConsumeQueue<S> {
         (first..self.max_offset).find(|n| self.entry(*n).is_some()).unwrap_or(self.max_offset)
     }
 
+    /// Moves the smallest offset up to the first entry that points at or above
+    /// `commit_log_min` (RocketMQ's correctMinOffset): entries below it point at deleted
+    /// CommitLog segments. Entries ascend in CommitLog offset, so this is a binary search.
+    pub fn correct_min_offset(&mut self, commit_log_min: u64) {
+        let (mut lo, mut hi) = (self.min_offset, self.max_offset);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry(mid) {
+                Some(e) if e.commit_log_offset < commit_log_min => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        self.min_offset = lo;
+    }
+
+    /// Follows a CommitLog whose segments below `commit_log_min` were deleted: corrects the
+    /// smallest offset, then deletes every file wholly below it (never the last one, where
+    /// appends go). Returns how many files were deleted.
+    pub fn delete_below<D: Directory<Seg = S>>(&mut self, dir: &mut D, commit_log_min: u64) -> Result<u32, StoreError> {
+        self.correct_min_offset(commit_log_min);
+        let mut deleted = 0;
+        while self.segments.len() >= 2 && self.segments[0].0 + self.entries_per_segment <= self.min_offset {
+            dir.remove(&self.segment_path(self.segments[0].0))?;
+            self.segments.remove(0);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// The first slot of the first file held (entries below it were deleted with their file).
     pub fn first_slot(&self) -> u64 {
         self.segments.first().map_or(self.min_offset, |s| s.0)

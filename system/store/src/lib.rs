@@ -22,6 +22,7 @@
 //! - [`commitlog`]: the append-only log, blank padding, truncation.
 //! - [`consumequeue`]: one queue's index.
 //! - [`checkpoint`]: the checkpoint page.
+//! - [`index`]: the IndexFile, by key and unique key (`index/<20-digit first offset>`).
 //! - [`store`]: [`MessageStore`], the API the broker calls: put, flush, get, recovery.
 //!
 //! # Calling contract
@@ -66,13 +67,17 @@ pub mod checkpoint;
 pub mod commitlog;
 pub mod consumequeue;
 pub mod error;
+pub mod index;
 pub mod mem;
 pub mod mmap;
 pub mod segment;
 pub mod store;
 
 pub use error::StoreError;
+pub use index::IndexConfig;
 pub use mem::{DurableSegment, MemDirectory, MemDisk, MemSegment};
 pub use mmap::{MmapDirectory, MmapSegment};
 pub use segment::{Directory, FlushJob, Segment};
-pub use store::{GetResult, GetStatus, MessageStore, PendingCheckpoint, PutResult, RecoveryReport, StoreConfig};
+pub use store::{
+    Cleaned, GetResult, GetStatus, MessageStore, PendingCheckpoint, PutResult, RecoveryReport, StoreConfig,
+};

@@ -284,6 +284,21 @@ impl Directory for MmapDirectory {
         std::fs::rename(&tmp, &full).map_err(|e| io_err(&full, e))?;
         sync_dir(parent)
     }
+
+    fn used_space_ratio(&self) -> Option<f64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes only into the zeroed struct we pass; the path is a valid
+        // NUL-terminated string that outlives the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
+            return None;
+        }
+        // Blocks an unprivileged writer cannot use count as used, as RocketMQ's
+        // (total - usable) / total does.
+        let total = st.f_blocks as f64;
+        Some((total - st.f_bavail as f64) / total)
+    }
 }
 
 #[cfg(test)]

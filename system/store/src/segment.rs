@@ -63,6 +63,12 @@ pub trait Directory: fmt::Debug {
     fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Atomically replaces a small file (tmp + fsync + rename + directory fsync for real files).
     fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The share of the disk holding the directory that is in use, 0.0 to 1.0 (what
+    /// `diskMaxUsedSpaceRatio` is compared with); `None` when it cannot be measured, as for
+    /// storage with no fixed size.
+    fn used_space_ratio(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Flush work detached from a segment: run it anywhere (a blocking thread), then report the

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, CHECKPOINT_PATH};
 use crate::commitlog::{CommitLog, Slot, END_BLANK_MIN_BYTES};
 use crate::consumequeue::{ConsumeQueue, Entry, CONSUMEQUEUE_DIR};
+use crate::index::{Index, IndexConfig};
 use crate::segment::{Directory, FlushJob};
 use crate::StoreError;
 
@@ -41,6 +42,9 @@ pub struct StoreConfig {
     pub max_message_bytes: usize,
     /// checkCRCOnRecover: validate body CRCs while recovering.
     pub check_crc_on_recover: bool,
+    /// messageIndexEnable with maxHashSlotNum and maxIndexNum: the key index behind queries by
+    /// key and unique key; `None`: no index (queries by key are refused).
+    pub index: Option<IndexConfig>,
 }
 
 impl Default for StoreConfig {
@@ -50,6 +54,7 @@ impl Default for StoreConfig {
             consume_queue_segment_entries: 300_000,
             max_message_bytes: 4 * 1024 * 1024 + 64 * 1024,
             check_crc_on_recover: true,
+            index: None,
         }
     }
 }
@@ -65,6 +70,8 @@ impl StoreConfig {
             "consume_queue_segment_entries must be in 1..=50_000_000"
         } else if self.max_message_bytes == 0 {
             "max_message_bytes is 0"
+        } else if let Some(why) = self.index.and_then(|i| i.invalid()) {
+            why
         } else {
             return Ok(());
         };
@@ -121,6 +128,19 @@ pub struct GetResult {
     pub max_offset: u64,
 }
 
+/// What one retention pass ([`MessageStore::delete_expired_files`]) deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Cleaned {
+    /// CommitLog segments deleted.
+    pub commit_log_segments: u32,
+    /// ConsumeQueue files deleted.
+    pub queue_segments: u32,
+    /// Index files deleted.
+    pub index_files: u32,
+    /// The smallest CommitLog offset held afterwards.
+    pub commit_log_min_offset: u64,
+}
+
 /// A checkpoint in progress ([`MessageStore::begin_checkpoint`]): run `jobs`, then complete it
 /// with the recorded offsets.
 #[derive(Debug)]
@@ -152,6 +172,8 @@ pub struct RecoveryReport {
     /// The disk was too full to write the new checkpoint: everything recovered is flushed,
     /// and the previous checkpoint (older, so safe) stays until a later one can be written.
     pub checkpoint_deferred: bool,
+    /// Records indexed by key after recovery (the index lagged the log's end).
+    pub reindexed: u64,
     /// The directory held no CommitLog segment at all: a new store, or a lost disk (a crash,
     /// however early, leaves the segment file it wrote into).
     pub fresh: bool,
@@ -177,6 +199,10 @@ pub struct MessageStore<D: Directory> {
     flush_mark: Option<(u64, i64)>,
     /// The checkpoint as last written (or read at open).
     checkpoint: Checkpoint,
+    /// The key index, when enabled.
+    index: Option<Index<D::Seg>>,
+    /// Why the last message could not be indexed, if it could not (the put itself stands).
+    index_error: Option<String>,
     /// Replicated CommitLog bytes below this are indexed (a slave's dispatcher position; on a
     /// master it follows the write position).
     reput_offset: u64,
@@ -220,6 +246,15 @@ impl<D: Directory> MessageStore<D> {
                 queues.insert((topic.clone(), queue_id), q);
             }
         }
+        // Retention deletes whole CommitLog segments before the ConsumeQueue files that
+        // point into them: entries below the log's start are gone, not lost.
+        for q in queues.values_mut() {
+            q.correct_min_offset(commit_log.min_offset());
+        }
+        let index = match config.index {
+            Some(c) => Some(Index::load(&mut dir, c)?),
+            None => None,
+        };
         let checkpoint = dir.read_file(CHECKPOINT_PATH)?.and_then(|b| Checkpoint::decode(&b)).unwrap_or_default();
         let mut store = MessageStore {
             dir,
@@ -230,9 +265,12 @@ impl<D: Directory> MessageStore<D> {
             flushed_store_timestamp_ms: checkpoint.physic_msg_timestamp_ms,
             flush_mark: None,
             checkpoint,
+            index,
+            index_error: None,
             reput_offset: 0,
         };
         let mut report = store.recover()?;
+        report.reindexed = store.catch_up_index()?;
         report.fresh = fresh;
         store.reput_offset = store.commit_log.write_offset();
         store.assert_invariants();
@@ -274,6 +312,7 @@ impl<D: Directory> MessageStore<D> {
         }
         self.last_store_timestamp_ms = msg.store_timestamp;
         self.reput_offset = self.commit_log.write_offset();
+        self.index_message(msg, commit_log_offset);
         Ok(PutResult { commit_log_offset, queue_offset, wrote_bytes: len as u32, end_offset: commit_log_offset + len })
     }
 
@@ -358,6 +397,9 @@ impl<D: Directory> MessageStore<D> {
         for queue in self.queues.values_mut() {
             queue.flush()?;
         }
+        if let Some(index) = &mut self.index {
+            index.flush()?;
+        }
         self.write_checkpoint(flushed)?;
         Ok(flushed)
     }
@@ -382,6 +424,9 @@ impl<D: Directory> MessageStore<D> {
             }
             jobs.extend(more);
             queue_offsets.push((key.clone(), queue_offset));
+        }
+        if let Some(index) = &mut self.index {
+            jobs.extend(index.begin_flush()?);
         }
         Ok(PendingCheckpoint { commit_log_offset, queue_offsets, jobs })
     }
@@ -483,6 +528,155 @@ impl<D: Directory> MessageStore<D> {
             }
         }
         lo
+    }
+
+    /// Retention (RocketMQ's CleanCommitLogService): deletes CommitLog segments from the
+    /// oldest, each one only once every record in it was stored before `expired_before_ms`
+    /// (judged by the first record of the segment after it, store timestamps being
+    /// nondecreasing), or regardless of age when `force` (a disk nearly full). Never the last
+    /// segment, never one whose successor starts beyond the flushed or indexed position; at most
+    /// `max_segments` per call (RocketMQ's deletePhysicFilesInterval pacing). The ConsumeQueues
+    /// follow: their smallest offsets move to the first entry still held and their files wholly
+    /// below it go.
+    pub fn delete_expired_files(
+        &mut self,
+        expired_before_ms: i64,
+        force: bool,
+        max_segments: u32,
+    ) -> Result<Cleaned, StoreError> {
+        let mut cleaned = Cleaned::default();
+        while cleaned.commit_log_segments < max_segments {
+            let Some(next) = self.commit_log.second_segment_start() else { break };
+            if next > self.commit_log.flushed_offset() || next > self.reput_offset {
+                break;
+            }
+            let expired = force
+                || self.decode_at(next, false).is_ok_and(|first_after| first_after.store_timestamp < expired_before_ms);
+            if !expired {
+                break;
+            }
+            self.commit_log.remove_first(&mut self.dir)?;
+            cleaned.commit_log_segments += 1;
+        }
+        if cleaned.commit_log_segments > 0 {
+            let min = self.commit_log.min_offset();
+            for q in self.queues.values_mut() {
+                cleaned.queue_segments += q.delete_below(&mut self.dir, min)?;
+            }
+            if let Some(index) = &mut self.index {
+                cleaned.index_files += index.delete_below(&mut self.dir, min)?;
+            }
+        }
+        cleaned.commit_log_min_offset = self.commit_log.min_offset();
+        Ok(cleaned)
+    }
+
+    /// Indexes a stored message under `topic#key` for each of its KEYS and under
+    /// `topic#uniqKey`. A failure (no room for a new index file) leaves the message stored but
+    /// unfindable by key; it shows in [`Self::index_error`].
+    pub(super) fn index_message(&mut self, msg: &MessageExt, pos: u64) {
+        let Some(index) = &mut self.index else { return };
+        let keys = msg.properties.get(prop::KEYS).map(|k| k.split(' ').filter(|k| !k.is_empty()).collect::<Vec<_>>());
+        let uniq = msg.properties.get(prop::UNIQ_KEY).map(String::as_str);
+        for key in keys.unwrap_or_default().into_iter().chain(uniq) {
+            if let Err(e) = index.add(&mut self.dir, &format!("{}#{key}", msg.topic), pos, msg.store_timestamp) {
+                self.index_error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// Indexes the records the index does not cover yet (after its last entry), up to the
+    /// end of the log: after recovery, or when the index is enabled on an existing store.
+    /// Returns how many records were indexed.
+    fn catch_up_index(&mut self) -> Result<u64, StoreError> {
+        let Some(index) = &self.index else { return Ok(0) };
+        let indexed_to = index.end_phy_offset();
+        let mut pos = match indexed_to {
+            Some(end) => end.max(self.commit_log.min_offset()),
+            None => self.commit_log.min_offset(),
+        };
+        let mut reindexed = 0;
+        while pos < self.commit_log.write_offset() {
+            match self.commit_log.slot(pos) {
+                Slot::Blank { next_offset } => pos = next_offset,
+                Slot::Record(raw) => {
+                    let len = raw.len() as u64;
+                    if let Ok((msg, _)) = decode_message(&Bytes::from(raw), false) {
+                        if indexed_to.is_none_or(|end| pos > end) {
+                            self.index_message(&msg, pos);
+                            reindexed += 1;
+                        }
+                    }
+                    pos += len;
+                }
+                Slot::Zero | Slot::Invalid | Slot::Beyond => break,
+            }
+        }
+        Ok(reindexed)
+    }
+
+    /// Messages of `topic` indexed under `key` and stored within
+    /// `[begin_timestamp_ms, end_timestamp_ms]`, oldest first, at most `max` (RocketMQ's
+    /// QUERY_MESSAGE). `unique`: `key` is a UNIQ_KEY (the producer's message id); otherwise
+    /// it is one of the message's KEYS. Every candidate is read back and checked.
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max: usize,
+        begin_timestamp_ms: i64,
+        end_timestamp_ms: i64,
+        unique: bool,
+    ) -> Result<Vec<MessageExt>, StoreError> {
+        let Some(index) = &self.index else {
+            return Err(StoreError::InvalidConfig {
+                reason: "the message index is disabled (messageIndexEnable=false)",
+            });
+        };
+        // Collisions and stale entries are filtered below, so ask the index for more.
+        let candidates = index.lookup(
+            &format!("{topic}#{key}"),
+            max.saturating_mul(4).max(64),
+            begin_timestamp_ms,
+            end_timestamp_ms,
+        );
+        let mut found: Vec<MessageExt> = candidates
+            .into_iter()
+            .filter_map(|phy| self.decode_at(phy, false).ok())
+            .filter(|m| {
+                m.topic == topic
+                    && (begin_timestamp_ms..=end_timestamp_ms).contains(&m.store_timestamp)
+                    && if unique {
+                        m.properties.get(prop::UNIQ_KEY).is_some_and(|u| u == key)
+                    } else {
+                        m.properties.get(prop::KEYS).is_some_and(|ks| ks.split(' ').any(|k| k == key))
+                    }
+            })
+            .collect();
+        found.sort_by_key(|m| m.commit_log_offset);
+        found.truncate(max);
+        Ok(found)
+    }
+
+    /// Whether the key index is on.
+    pub fn index_enabled(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// Why the last message could not be indexed, if one could not.
+    pub fn index_error(&self) -> Option<&str> {
+        self.index_error.as_deref()
+    }
+
+    /// The CommitLog offset of the last message indexed by key.
+    pub fn index_end_phy_offset(&self) -> Option<u64> {
+        self.index.as_ref().and_then(|i| i.end_phy_offset())
+    }
+
+    /// The share of the store's disk in use (see [`Directory::used_space_ratio`]).
+    pub fn used_space_ratio(&self) -> Option<f64> {
+        self.dir.used_space_ratio()
     }
 
     /// How many ConsumeQueues there are.

@@ -30,6 +30,20 @@ pub fn credentials(
     Ok(rmq_client::config::credentials(ak.as_deref(), sk.as_deref(), ak_name, sk_name)?)
 }
 
+/// Ends a tool: an error is one line on stderr, `<tool>: <error>: <cause>: …`, and exit status
+/// 1, whatever `RUST_BACKTRACE` says (anyhow's default report adds a backtrace when it is set,
+/// as some environments do).
+pub fn exit_status(tool: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("{tool}: {line}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default`).
 pub fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()

@@ -10,8 +10,9 @@ use rmq_proto::body::{
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::{
     CommandHeader, ConsumeStatsRequestHeader, ConsumerGroupRequestHeader, CreateTopicRequestHeader,
-    OffsetResponseHeader, QueryConsumerOffsetRequestHeader, QueueRequestHeader, RegisterBrokerRequestHeader,
-    SearchOffsetRequestHeader, TopicRequestHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
+    OffsetResponseHeader, QueryConsumerOffsetRequestHeader, QueryMessageRequestHeader, QueryMessageResponseHeader,
+    QueueRequestHeader, RegisterBrokerRequestHeader, SearchOffsetRequestHeader, TopicRequestHeader,
+    UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use rmq_proto::message::parse_offset_msg_id;
 use rmq_proto::{ConnId, RemotingCommand, ResponseCode};
@@ -19,6 +20,10 @@ use rmq_store::Directory;
 
 use crate::topics::TopicRefused;
 use crate::{checks, ok, reply, BrokerCore, Event, Output};
+
+/// Most messages one QUERY_MESSAGE returns (RocketMQ's defaultQueryMaxNum is 32; clients ask
+/// for up to 64).
+const QUERY_MAX_MESSAGES: usize = 64;
 
 /// Topic creations within this window share one persist and one registration.
 pub const TOPIC_COALESCE_MS: u64 = 100;
@@ -291,6 +296,7 @@ impl<D: Directory> BrokerCore<D> {
             }
             RequestCode::SearchOffsetByTimestamp => self.search_offset(req),
             RequestCode::ViewMessageById => Ok(self.view_message(req)),
+            RequestCode::QueryMessage => self.query_message(req),
             RequestCode::GetConsumeStats => self.consume_stats(req),
             RequestCode::GetConsumerConnectionList => self.connection_list(req),
             RequestCode::GetBrokerRuntimeInfo => Ok(self.runtime_info(req)),
@@ -378,6 +384,35 @@ impl<D: Directory> BrokerCore<D> {
             }
             Err(e) => reply(req, ResponseCode::SystemError, format!("no message at offset {offset}: {e}")),
         }
+    }
+
+    /// QUERY_MESSAGE: messages by key or unique key from the index, every one read back and
+    /// checked; none is QUERY_NOT_FOUND, as RocketMQ answers.
+    fn query_message(&self, req: &RemotingCommand) -> Answer {
+        let h: QueryMessageRequestHeader = decode(req)?;
+        checks::topic(req, &h.topic)?;
+        if h.key.is_empty() || h.max_num <= 0 {
+            return Err(reply(req, ResponseCode::InvalidParameter, "a key and a maxNum above 0 are required"));
+        }
+        let unique = req.ext("_UNIQUE_KEY_QUERY") == Some("true");
+        let max = (h.max_num as usize).min(QUERY_MAX_MESSAGES);
+        let found = self
+            .store
+            .query_by_key(&h.topic, &h.key, max, h.begin_timestamp, h.end_timestamp, unique)
+            .map_err(|e| reply(req, ResponseCode::SystemError, e.to_string()))?;
+        if found.is_empty() {
+            return Err(reply(req, ResponseCode::QueryNotFound, "can not find message, maybe time range not correct"));
+        }
+        let mut body = Vec::new();
+        for m in &found {
+            rmq_proto::message::encode_message(m, &mut body)
+                .map_err(|e| reply(req, ResponseCode::SystemError, e.to_string()))?;
+        }
+        let last = self.store.index_end_phy_offset().unwrap_or(0) as i64;
+        let last_time = found.iter().map(|m| m.store_timestamp).max().unwrap_or(0);
+        let header =
+            QueryMessageResponseHeader { index_last_update_timestamp: last_time, index_last_update_phyoffset: last };
+        Ok(ok(req).with_header(&header).with_body(body))
     }
 
     fn consume_stats(&self, req: &RemotingCommand) -> Answer {

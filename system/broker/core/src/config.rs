@@ -84,6 +84,20 @@ pub struct BrokerConfig {
     /// rebalanceLockMaxLiveTime (RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`): a
     /// queue lock its orderly consumer has not renewed for this long may be taken by another.
     pub rebalance_lock_max_live_ms: u64,
+    /// fileReservedTime: a CommitLog segment whose messages are all older than this is deleted
+    /// at `deleteWhen` (or at once when the disk is too full).
+    pub file_reserved_ms: u64,
+    /// deleteWhen: the hours of the day (UTC) at which expired segments are deleted.
+    pub delete_when_hours: Vec<u8>,
+    /// diskMaxUsedSpaceRatio, percent: above it, expired segments are deleted at any hour.
+    pub disk_max_used_space_ratio: u8,
+    /// cleanResourceInterval: how often retention runs.
+    pub clean_resource_interval_ms: u64,
+    /// diskSpaceCleanForciblyRatio, percent: above it the oldest segments are deleted whatever
+    /// their age (100: never).
+    pub disk_clean_forcibly_ratio: u8,
+    /// diskSpaceWarningLevelRatio, percent: above it sends are refused (100: never).
+    pub disk_warning_level_ratio: u8,
     /// Slave: the master's HA address (haMasterAddress), ip:port.
     pub ha_master_addr: Option<String>,
     /// haSendHeartbeatInterval: slave reports and master heartbeats at least this often.
@@ -135,6 +149,12 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 30_000,
             transaction_check_max: 15,
             rebalance_lock_max_live_ms: crate::clients::LOCK_MAX_LIVE_MS,
+            file_reserved_ms: 72 * 3_600_000,
+            delete_when_hours: vec![4],
+            disk_max_used_space_ratio: 75,
+            clean_resource_interval_ms: 10_000,
+            disk_clean_forcibly_ratio: 85,
+            disk_warning_level_ratio: 90,
             ha_master_addr: None,
             ha_heartbeat_interval_ms: 5_000,
             ha_housekeeping_ms: 20_000,
@@ -145,6 +165,15 @@ impl Default for BrokerConfig {
             store: StoreConfig::default(),
         }
     }
+}
+
+/// Parses a deleteWhen string: hours of the day, `;`-separated, such as "04" or "04;16".
+pub fn parse_delete_when(s: &str) -> Option<Vec<u8>> {
+    let mut hours: Vec<u8> =
+        s.split(';').map(|h| h.trim().parse::<u8>().ok().filter(|h| *h < 24)).collect::<Option<_>>()?;
+    hours.sort_unstable();
+    hours.dedup();
+    Some(hours)
 }
 
 /// Parses a messageDelayLevel string such as "1s 5s 1m 2h".

@@ -57,6 +57,7 @@ mod admin;
 mod checks;
 mod ha;
 mod pull;
+mod retention;
 mod schedule;
 mod send;
 mod slave_sync;
@@ -253,6 +254,17 @@ pub enum Event {
         /// Target topic.
         topic: String,
     },
+    /// Retention deleted files.
+    FilesDeleted {
+        /// CommitLog segments deleted.
+        commit_log_segments: u32,
+        /// ConsumeQueue files deleted.
+        queue_segments: u32,
+        /// The smallest CommitLog offset held now.
+        commit_log_min_offset: u64,
+        /// Consumer offsets moved up to their queue's new min.
+        offsets_raised: usize,
+    },
     /// A checkpoint's flushes were started.
     CheckpointBegan {
         /// The CommitLog offset it will record.
@@ -340,6 +352,10 @@ pub struct BrokerCore<D: Directory> {
     /// Why the last checkpoint failed, if it did.
     last_checkpoint_error: Option<String>,
     next_client_scan_ms: u64,
+    /// Retention: when it runs next, and why writes are refused (a disk past
+    /// diskSpaceWarningLevelRatio), if they are.
+    next_clean_ms: u64,
+    disk_full: Option<String>,
     /// Round-robin counter for sends that leave the queue to the broker.
     queue_rotor: u32,
     store_host: SocketAddr,
@@ -410,6 +426,8 @@ value_impls!(
     topics_dirty,
     last_checkpoint_error,
     next_client_scan_ms,
+    next_clean_ms,
+    disk_full,
     queue_rotor,
     store_host,
     outputs,
@@ -474,6 +492,8 @@ impl<D: Directory> BrokerCore<D> {
             checkpoint_in_flight: false,
             checkpoints_since_thorough: 0,
             next_client_scan_ms: now_ms + 10_000,
+            next_clean_ms: now_ms + config.clean_resource_interval_ms,
+            disk_full: None,
             queue_rotor: 0,
             store_host,
             outputs: VecDeque::new(),
@@ -656,6 +676,10 @@ impl<D: Directory> BrokerCore<D> {
             let changed = self.clients.expire(now_ms, self.config.client_expiry_ms);
             self.notify_groups(now_ms, changed);
         }
+        if now_ms >= self.next_clean_ms {
+            self.next_clean_ms = now_ms + self.config.clean_resource_interval_ms;
+            self.clean_files(now_ms);
+        }
         if self.config.broker_role != BrokerRole::Slave {
             // A slave's CommitLog is the master's, byte for byte: it never writes on its own.
             self.deliver_due_delayed(now_ms);
@@ -668,8 +692,12 @@ impl<D: Directory> BrokerCore<D> {
 
     /// The earliest time [`Self::on_timer`] has work.
     pub fn next_deadline_ms(&self) -> u64 {
-        let mut d =
-            self.next_flush_ms.min(self.next_register_ms).min(self.next_persist_ms).min(self.next_client_scan_ms);
+        let mut d = self
+            .next_flush_ms
+            .min(self.next_register_ms)
+            .min(self.next_persist_ms)
+            .min(self.next_client_scan_ms)
+            .min(self.next_clean_ms);
         if let Some(t) = self.flush_waiters.next_deadline_ms() {
             d = d.min(t);
         }

@@ -91,6 +91,27 @@ impl ConsumerOffsets {
         lowered
     }
 
+    /// Raises every offset below its queue's min (`min_of(topic, queue)`): retention deleted
+    /// the messages it pointed at, so the group resumes at the first one still held (RocketMQ
+    /// moves such a consumer on its next pull; this also shows it in consumerProgress). Returns
+    /// how many offsets were raised.
+    pub fn raise_to(&mut self, min_of: impl Fn(&str, i32) -> u64) -> usize {
+        let mut raised = 0;
+        for ((topic, _group), per_queue) in self.table.iter_mut() {
+            for (qid, off) in per_queue.iter_mut() {
+                let min = min_of(topic, *qid);
+                if *off < min {
+                    *off = min;
+                    raised += 1;
+                }
+            }
+        }
+        if raised > 0 {
+            self.dirty = true;
+        }
+        raised
+    }
+
     /// (topic, group) pairs with their per-queue offsets.
     pub fn iter(&self) -> impl Iterator<Item = (&(String, String), &BTreeMap<i32, u64>)> {
         self.table.iter()

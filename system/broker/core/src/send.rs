@@ -146,6 +146,9 @@ impl<D: Directory> BrokerCore<D> {
         if let Some(why) = &self.ha.fenced {
             return Err(reply(req, ResponseCode::ServiceNotAvailable, format!("this master is fenced: {why}")));
         }
+        if let Some(why) = self.disk_full() {
+            return Err(reply(req, ResponseCode::ServiceNotAvailable, why.to_string()));
+        }
         checks::topic(req, &h.topic)?;
         checks::producer_group(req, &h.producer_group)?;
         if h.topic == SCHEDULE_TOPIC {

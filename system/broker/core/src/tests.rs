@@ -1007,3 +1007,93 @@ fn replication_timers_never_leave_a_deadline_in_the_past() {
     r.master.on_timer(later);
     assert!(r.master.next_deadline_ms() > later, "master deadline {} at {later}", r.master.next_deadline_ms());
 }
+
+/// A memory directory on a disk whose fullness the test sets.
+#[derive(Debug)]
+struct FillingDisk {
+    inner: MemDirectory,
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Directory for FillingDisk {
+    type Seg = rmq_store::MemSegment;
+    fn open_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, rmq_store::StoreError> {
+        self.inner.open_segment(path, size)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>, rmq_store::StoreError> {
+        self.inner.list(dir)
+    }
+    fn remove(&mut self, path: &str) -> Result<(), rmq_store::StoreError> {
+        self.inner.remove(path)
+    }
+    fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, rmq_store::StoreError> {
+        self.inner.read_file(path)
+    }
+    fn write_file(&mut self, path: &str, bytes: &[u8]) -> Result<(), rmq_store::StoreError> {
+        self.inner.write_file(path, bytes)
+    }
+    fn used_space_ratio(&self) -> Option<f64> {
+        Some(f64::from_bits(self.used.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+}
+
+#[test]
+fn retention_deletes_expired_segments_moves_lagging_groups_and_a_full_disk_refuses_sends() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let used = std::sync::Arc::new(AtomicU64::new(0.5f64.to_bits()));
+    let mut config = BrokerConfig {
+        file_reserved_ms: 60_000,
+        delete_when_hours: (0..24).collect(),
+        clean_resource_interval_ms: 1_000,
+        record_events: true,
+        ..Default::default()
+    };
+    config.store.commit_log_segment_bytes = 4096;
+    config.store.consume_queue_segment_entries = 8;
+    let dir = FillingDisk { inner: MemDirectory::default(), used: used.clone() };
+    let mut h = Harness { core: BrokerCore::open(dir, config, 1_000).unwrap(), now: 1_000, next_opaque: 1 };
+    h.core.on_conn_opened(1_000, ConnId(1), "127.0.0.1:40000".parse().unwrap());
+    for i in 0..60 {
+        assert_eq!(h.send("T", 0, &format!("{i:0100}")).code, 0);
+    }
+    let commit = RemotingCommand::request(RequestCode::UpdateConsumerOffset, 0)
+        .with_ext("consumerGroup", "Lagging")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", 1);
+    assert_eq!(h.call(1, commit).code, 0);
+    // Young messages stay, whatever the hour.
+    for _ in 0..3 {
+        h.advance(1_000);
+        h.drain();
+    }
+    assert_eq!(h.core.store.commit_log_min_offset(), 0);
+    // Past fileReservedTime every segment but the one being written goes.
+    h.advance(60_000);
+    h.drain();
+    let min = h.core.store.min_queue_offset("T", 0);
+    assert!(h.core.store.commit_log_min_offset() > 0 && min > 1, "deleted up to the last segment");
+    assert!(h.core.drain_events().iter().any(|e| matches!(e, Event::FilesDeleted { offsets_raised: 1, .. })));
+    let query = RemotingCommand::request(RequestCode::QueryConsumerOffset, 0)
+        .with_ext("consumerGroup", "Lagging")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 0);
+    assert_eq!(h.call(1, query).ext("offset"), Some(min.to_string().as_str()), "the lagging group moved to the min");
+    let pull = h.call(1, RemotingCommand::request_with(RequestCode::PullMessage, 0, &pull_header("T", 0, 0, 0)));
+    assert_eq!(pull.code, ResponseCode::PullOffsetMoved.code(), "OFFSET_TOO_SMALL");
+    assert_eq!(pull.ext("nextBeginOffset"), Some(min.to_string().as_str()));
+    let from_min =
+        h.call(1, RemotingCommand::request_with(RequestCode::PullMessage, 0, &pull_header("T", 0, min as i64, 0)));
+    assert_eq!(from_min.code, 0, "what is kept is still served");
+    // A disk past 90% refuses sends with RocketMQ's code, and takes them again once space returns.
+    used.store(0.95f64.to_bits(), Ordering::Relaxed);
+    h.advance(1_000);
+    h.drain();
+    let refused = h.send("T", 0, "x");
+    assert_eq!(refused.code, ResponseCode::ServiceNotAvailable.code());
+    assert!(refused.remark.as_deref().unwrap_or_default().contains("disk is full"), "{:?}", refused.remark);
+    used.store(0.5f64.to_bits(), Ordering::Relaxed);
+    h.advance(1_000);
+    h.drain();
+    assert_eq!(h.send("T", 0, "x").code, 0);
+}

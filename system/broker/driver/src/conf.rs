@@ -1,7 +1,7 @@
 //! RocketMQ broker.conf keys → [`BrokerOptions`].
 
 use rmq_acl::Credentials;
-use rmq_broker_core::config::parse_delay_levels;
+use rmq_broker_core::config::{parse_delay_levels, parse_delete_when};
 use rmq_broker_core::{BrokerConfig, BrokerRole, FlushDiskType};
 use rmq_rt::conf::{ConfError, Props};
 
@@ -35,6 +35,15 @@ pub const KNOWN_KEYS: &[&str] = &[
     "transactionCheckInterval",
     "transactionCheckMax",
     "rebalanceLockMaxLiveTime",
+    "deleteWhen",
+    "fileReservedTime",
+    "diskMaxUsedSpaceRatio",
+    "cleanResourceInterval",
+    "diskSpaceCleanForciblyRatio",
+    "diskSpaceWarningLevelRatio",
+    "messageIndexEnable",
+    "maxHashSlotNum",
+    "maxIndexNum",
     // Access control: aclEnable + aclFile (the ACL this broker enforces), accessKey + secretKey
     // (the account this broker signs its own requests with).
     "aclEnable",
@@ -48,9 +57,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "haSendHeartbeatInterval",
     "haHousekeepingInterval",
     "haSlaveFallbehindMax",
-    "deleteWhen",
-    "fileReservedTime",
-    "diskMaxUsedSpaceRatio",
     "brokerIP2",
     // Switches with one behaviour here: the value this broker has is accepted, the other is
     // refused (see `FIXED`). Thread-pool sizes are refused outright (see `UNIMPLEMENTED`).
@@ -77,9 +83,6 @@ const FIXED: &[(&str, &str, &str)] = &[
 /// Keys refused whenever they are set (any value would be a promise this broker does not keep).
 const UNIMPLEMENTED: &[(&str, &str)] = &[
     ("brokerIP2", "the HA address is advertised with brokerIP1"),
-    ("deleteWhen", "no CommitLog retention yet: files are never deleted"),
-    ("fileReservedTime", "no CommitLog retention yet: files are never deleted"),
-    ("diskMaxUsedSpaceRatio", "writes are refused only when a segment cannot be allocated"),
     ("sendMessageThreadPoolNums", "no thread pools: one event loop serves every request"),
     ("pullMessageThreadPoolNums", "no thread pools: one event loop serves every request"),
 ];
@@ -215,8 +218,58 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
     if let Some(v) = props.ranged("transactionCheckMax", 1, 1_000, "an integer in 1..=1000")? {
         c.transaction_check_max = v;
     }
+    if let Some(v) = props.str("fileReservedTime") {
+        // Hours, as RocketMQ; a fraction of an hour is accepted too (short-lived test brokers).
+        let hours = v.trim().parse::<f64>().ok().filter(|h| h.is_finite() && *h > 0.0 && *h <= 87_600.0);
+        let hours =
+            hours.ok_or_else(|| props.invalid("fileReservedTime", "hours in (0, 87600], such as 72 or 0.01"))?;
+        c.file_reserved_ms = ((hours * 3_600_000.0) as u64).max(1);
+    }
+    if let Some(v) = props.str("deleteWhen") {
+        c.delete_when_hours = parse_delete_when(v).ok_or_else(|| {
+            props.invalid("deleteWhen", "hours of the day 00..23, `;`-separated, such as 04 or 04;16")
+        })?;
+    }
+    if let Some(v) = props.ranged("diskMaxUsedSpaceRatio", 10, 95, "a percentage in 10..=95")? {
+        c.disk_max_used_space_ratio = v;
+    }
+    if let Some(v) = props.ranged("cleanResourceInterval", 100, 3_600_000, "milliseconds in 100..=3600000")? {
+        c.clean_resource_interval_ms = v;
+    }
+    if let Some(v) = props.ranged("diskSpaceCleanForciblyRatio", 10, 100, "a percentage in 10..=100 (100: never)")? {
+        c.disk_clean_forcibly_ratio = v;
+    }
+    if let Some(v) = props.ranged("diskSpaceWarningLevelRatio", 10, 100, "a percentage in 10..=100 (100: never)")? {
+        c.disk_warning_level_ratio = v;
+    }
+    apply_index(props, c)?;
     if let Some(v) = props.ranged("rebalanceLockMaxLiveTime", 1_000, 600_000, "milliseconds in 1000..=600000")? {
         c.rebalance_lock_max_live_ms = v;
+    }
+    Ok(())
+}
+
+/// messageIndexEnable, maxHashSlotNum, maxIndexNum: the key index behind queries by key.
+fn apply_index(props: &Props, c: &mut BrokerConfig) -> Result<(), ConfError> {
+    let slots = props.ranged("maxHashSlotNum", 1, 50_000_000, "an integer in 1..=50000000")?;
+    let entries = props.ranged("maxIndexNum", 2, 100_000_000, "an integer in 2..=100000000")?;
+    match props.parse::<bool>("messageIndexEnable", "true or false")? {
+        Some(false) => {
+            for (key, set) in [("maxHashSlotNum", slots.is_some()), ("maxIndexNum", entries.is_some())] {
+                if set {
+                    return Err(props.unusable(key, "sizes the index, which messageIndexEnable=false turns off".into()));
+                }
+            }
+            c.store.index = None;
+        }
+        enable => {
+            if enable == Some(true) || slots.is_some() || entries.is_some() {
+                let mut index = c.store.index.unwrap_or_default();
+                index.hash_slots = slots.unwrap_or(index.hash_slots);
+                index.max_entries = entries.unwrap_or(index.max_entries);
+                c.store.index = Some(index);
+            }
+        }
     }
     Ok(())
 }
@@ -363,12 +416,9 @@ mod tests {
     #[test]
     fn unimplemented_keys_are_refused_by_name() {
         for text in [
-            "fileReservedTime=48",
-            "deleteWhen=04",
             "brokerRole=SLAVE\nbrokerId=1\nhaMasterAddress=127.0.0.1:10912\nhaListenPort=10912",
             "haMasterAddress=127.0.0.1:10912",
             "brokerIP2=10.0.0.1",
-            "diskMaxUsedSpaceRatio=75",
             "storePathCommitLog=/elsewhere/commitlog",
             "sendMessageThreadPoolNums=16",
             "pullMessageThreadPoolNums=16",
@@ -379,6 +429,39 @@ mod tests {
             let err = refused(text);
             let key = text.lines().last().unwrap().split('=').next().unwrap();
             assert!(err.contains(key) && err.contains("not implemented"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn retention_keys_are_honoured_and_checked() {
+        let text = "fileReservedTime=0.5\ndeleteWhen=16;04\ndiskMaxUsedSpaceRatio=60\ncleanResourceInterval=500\nmaxIndexNum=1000\n";
+        let props = Props::parse_text(text, KNOWN_KEYS).unwrap();
+        let mut o = opts();
+        apply(&props, &mut o).unwrap();
+        let c = &o.core;
+        assert_eq!(
+            (
+                c.file_reserved_ms,
+                c.delete_when_hours.clone(),
+                c.disk_max_used_space_ratio,
+                c.clean_resource_interval_ms
+            ),
+            (1_800_000, vec![4, 16], 60, 500)
+        );
+        assert_eq!(c.store.index, Some(rmq_store::IndexConfig { hash_slots: 5_000_000, max_entries: 1000 }));
+        for (text, expect) in [
+            ("fileReservedTime=0", "hours in (0, 87600]"),
+            ("fileReservedTime=abc", "hours in (0, 87600]"),
+            ("deleteWhen=24", "hours of the day"),
+            ("deleteWhen=04;x", "hours of the day"),
+            ("diskMaxUsedSpaceRatio=99", "10..=95"),
+            ("cleanResourceInterval=0", "100..=3600000"),
+            ("diskSpaceCleanForciblyRatio=5", "10..=100"),
+            ("maxIndexNum=1", "2..=100000000"),
+            ("messageIndexEnable=false\nmaxHashSlotNum=100", "messageIndexEnable=false"),
+        ] {
+            let err = refused(text);
+            assert!(err.contains(text.split('=').next().unwrap()) && err.contains(expect), "{text}: {err}");
         }
     }
 

@@ -86,6 +86,7 @@ impl<D: Directory> MessageStore<D> {
             scan_start_offset,
             checkpoint_deferred,
             fresh: false,
+            reindexed: 0,
         })
     }
 

@@ -66,6 +66,7 @@ impl<D: Directory> MessageStore<D> {
                         });
                     }
                     self.redispatch(&msg, pos, len as u64)?;
+                    self.index_message(&msg, pos);
                     self.last_store_timestamp_ms = msg.store_timestamp;
                     self.reput_offset = pos + len as u64;
                 }

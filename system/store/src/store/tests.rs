@@ -730,3 +730,119 @@ fn replicated_bytes_that_do_not_continue_the_log_are_refused() {
     assert_eq!(master.replica_start(master.commit_log_max_offset() + 1), None);
     assert_eq!(master.replica_start(0), Some(0));
 }
+
+/// Puts `n` messages round-robin over queues 0 and 1 of topic T, each stored at time `i`.
+fn fill_timed(s: &mut MessageStore<MmapDirectory>, n: usize) {
+    for i in 0..n {
+        let mut m = msg("T", (i % 2) as i32, &format!("{i:0200}"));
+        m.store_timestamp = i as i64;
+        s.put(&mut m).unwrap();
+    }
+}
+
+#[test]
+fn retention_deletes_expired_segments_and_the_queues_follow() {
+    let disk = Disk::new();
+    let (mut s, _) = disk.open(small());
+    fill_timed(&mut s, 80);
+    assert!(s.commit_log_max_offset() > 4 * 4096, "spans five segments");
+    // Nothing unflushed may go: the successor of every segment must be durable first.
+    assert_eq!(s.delete_expired_files(i64::MAX, true, 10).unwrap(), Cleaned::default());
+    s.checkpoint().unwrap();
+    // Expired means every record older than the cut: the first of the next segment tells.
+    let first_of_second = s.read_message(4096).unwrap().store_timestamp;
+    let kept = s.delete_expired_files(first_of_second, false, 10).unwrap();
+    assert_eq!(kept.commit_log_segments, 0, "the first segment holds a record stored at the cut");
+    let cleaned = s.delete_expired_files(first_of_second + 1, false, 10).unwrap();
+    assert_eq!((cleaned.commit_log_segments, cleaned.commit_log_min_offset), (1, 4096));
+    assert!(!disk.path("commitlog/00000000000000000000").exists(), "the file is gone");
+    // Every queue starts at its first message still in the log; below it is OFFSET_TOO_SMALL.
+    let min0 = s.min_queue_offset("T", 0);
+    assert!(min0 > 0);
+    let first = s.get_messages("T", 0, min0, 1, u32::MAX, &|_| true);
+    assert_eq!(first.status, GetStatus::Found);
+    assert!(decode_message(&first.messages[0], true).unwrap().0.commit_log_offset >= 4096);
+    let below = s.get_messages("T", 0, 0, 1, u32::MAX, &|_| true);
+    assert_eq!((below.status, below.next_begin_offset), (GetStatus::OffsetTooSmall, min0));
+    // Forced cleaning deletes regardless of age, pacing itself, but never the last segment.
+    let forced = s.delete_expired_files(0, true, 2).unwrap();
+    assert_eq!(forced.commit_log_segments, 2);
+    while s.delete_expired_files(0, true, 10).unwrap().commit_log_segments > 0 {}
+    assert_eq!(s.commit_log_min_offset(), s.commit_log_max_offset() / 4096 * 4096, "only the last segment is left");
+    assert!(cleaned.queue_segments + forced.queue_segments > 0, "ConsumeQueue files went too");
+    s.assert_invariants();
+    // Puts continue; a reopen sees the same bounds and loses nothing that was kept.
+    let (min0, max0) = (s.min_queue_offset("T", 0), s.max_queue_offset("T", 0));
+    let kept_bodies = (all(&s, "T", 0), all(&s, "T", 1));
+    s.checkpoint().unwrap();
+    drop(s);
+    let (s, report) = disk.open(small());
+    assert_eq!(report.torn_records, 0);
+    assert_eq!((s.min_queue_offset("T", 0), s.max_queue_offset("T", 0)), (min0, max0));
+    assert_eq!((all(&s, "T", 0), all(&s, "T", 1)), kept_bodies);
+}
+
+#[test]
+fn reopening_after_retention_without_a_checkpoint_rescans_without_cutting() {
+    let disk = Disk::new();
+    let (mut s, _) = disk.open(small());
+    fill_timed(&mut s, 80);
+    s.checkpoint().unwrap();
+    s.delete_expired_files(0, true, 3).unwrap();
+    let ends = (s.commit_log_max_offset(), s.max_queue_offset("T", 0), s.max_queue_offset("T", 1));
+    // The checkpoint file still names an offset in a deleted segment.
+    disk.scribble("checkpoint", 32, &0u64.to_be_bytes());
+    drop(s);
+    let (s, report) = disk.open(small());
+    assert_eq!((report.torn_records, report.truncated_bytes), (0, 0));
+    assert_eq!((s.commit_log_max_offset(), s.max_queue_offset("T", 0), s.max_queue_offset("T", 1)), ends);
+    s.assert_invariants();
+}
+
+fn keyed(i: usize) -> MessageExt {
+    let mut m = msg("T", (i % 2) as i32, &format!("{i:0200}"));
+    m.properties.insert("KEYS".into(), format!("order-{} all", i % 5));
+    m.properties.insert("UNIQ_KEY".into(), format!("U{i:04}"));
+    m.store_timestamp = 1_000 + i as i64 * 1_000;
+    m
+}
+
+fn indexed() -> StoreConfig {
+    StoreConfig { index: Some(crate::IndexConfig { hash_slots: 16, max_entries: 64 }), ..small() }
+}
+
+#[test]
+fn messages_are_found_by_key_and_unique_key_after_reopen_and_after_losing_the_index() {
+    let disk = Disk::new();
+    let (mut s, _) = disk.open(indexed());
+    for i in 0..40 {
+        s.put(&mut keyed(i)).unwrap();
+    }
+    let by_key = |s: &MessageStore<MmapDirectory>, key: &str, unique: bool| -> Vec<String> {
+        let found = s.query_by_key("T", key, 100, 0, i64::MAX, unique).unwrap();
+        found.iter().map(|m| m.properties["UNIQ_KEY"].clone()).collect()
+    };
+    assert_eq!(by_key(&s, "order-3", false), ["U0003", "U0008", "U0013", "U0018", "U0023", "U0028", "U0033", "U0038"]);
+    assert_eq!(by_key(&s, "U0017", true), ["U0017"]);
+    assert!(by_key(&s, "U0017", false).is_empty(), "a unique key is not one of the KEYS");
+    assert!(by_key(&s, "order-3", true).is_empty());
+    assert_eq!(by_key(&s, "all", false).len(), 40, "many files: 64 entries each, three keys per message");
+    let windowed = s.query_by_key("T", "order-3", 100, 9_000, 19_000, false).unwrap();
+    assert_eq!(windowed.iter().map(|m| m.store_timestamp).collect::<Vec<_>>(), [9_000, 14_000, 19_000]);
+    assert!(s.query_by_key("Other", "order-3", 100, 0, i64::MAX, false).unwrap().is_empty(), "per topic");
+    s.checkpoint().unwrap();
+    drop(s);
+    let (s, report) = disk.open(indexed());
+    assert_eq!(report.reindexed, 0, "the index was complete");
+    assert_eq!(by_key(&s, "order-3", false).len(), 8);
+    drop(s);
+    // An index that lost its files is rebuilt from the log.
+    std::fs::remove_dir_all(disk.path("index")).unwrap();
+    let (s, report) = disk.open(indexed());
+    assert_eq!(report.reindexed, 40);
+    assert_eq!(by_key(&s, "U0017", true), ["U0017"]);
+    assert_eq!(by_key(&s, "order-3", false).len(), 8);
+    // Without an index, a query by key is refused, not answered empty.
+    drop(s);
+    assert!(disk.open(small()).0.query_by_key("T", "order-3", 100, 0, i64::MAX, false).is_err());
+}
