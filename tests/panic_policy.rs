@@ -145,6 +145,7 @@ async fn start_server(which: &str, store: &str) -> (SocketAddr, Box<dyn std::any
                 core,
                 limits: Default::default(),
                 ha_listen: None,
+                metrics_listen: None,
             };
             let h = rmq_broker::start(env, opts).await.unwrap();
             (h.local_addr, Box::new(h))

@@ -14,6 +14,7 @@ fn opts(store: &std::path::Path) -> BrokerOptions {
         core: BrokerConfig { broker_addr: "127.0.0.1:0".into(), ..BrokerConfig::default() },
         limits: Default::default(),
         ha_listen: None,
+        metrics_listen: None,
     }
 }
 

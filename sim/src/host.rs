@@ -430,6 +430,7 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
         core,
         limits: Default::default(),
         ha_listen: None,
+        metrics_listen: None,
     }
 }
 

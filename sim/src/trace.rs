@@ -60,6 +60,9 @@ impl Trace {
             Event::ConsumerOffsetCommitted { group, topic, queue_id, offset } => {
                 ("broker.offset.committed", format!("group={group} topic={topic} queue={queue_id} offset={offset}"))
             }
+            Event::ConsumerOffsetReset { group, topic, queue_id, offset } => {
+                ("broker.offset.reset", format!("group={group} topic={topic} queue={queue_id} offset={offset}"))
+            }
             Event::TopicUpdated { topic } => ("broker.topic.updated", format!("topic={topic}")),
             Event::GroupMembershipChanged { group, members } => {
                 ("broker.group.changed", format!("group={group} members={members}"))

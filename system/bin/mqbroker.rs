@@ -61,6 +61,7 @@ fn serve() -> anyhow::Result<()> {
         },
         limits: Default::default(),
         ha_listen: None,
+        metrics_listen: None,
     };
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -56,9 +56,15 @@ fn serve() -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let handle = rmq_namesrv::start_with_limits(RealEnv::default(), &listen, opts.core, opts.limits)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
+        let handle = rmq_namesrv::start_with_limits(
+            RealEnv::default(),
+            &listen,
+            opts.core,
+            opts.limits,
+            opts.metrics_listen.as_deref(),
+        )
+        .await
+        .with_context(|| format!("binding {listen}"))?;
         println!("The Name Server boot success. serializeType=JSON, address {}", handle.local_addr);
         rmq_tools::wait_for_signal().await;
         tracing::info!("shutting down");

@@ -427,6 +427,70 @@ impl ConsumeStats {
     }
 }
 
+/// ResetOffsetBody: new offsets per queue (INVOKE_BROKER_TO_RESET_OFFSET's answer and
+/// RESET_CONSUMER_CLIENT_OFFSET's body). On the wire it is fastjson's rendering of a map keyed
+/// by MessageQueue objects, which is not JSON: `{"offsetTable":{{"brokerName":"b","queueId":0,
+/// "topic":"T"}:5}}`. [`Self::to_fastjson`] writes that; [`Self::parse`] reads it (and the
+/// list form `[{"brokerName":..,"queueId":..,"topic":..,"offset":5}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ResetOffsetBody {
+    /// New offset per queue.
+    pub offset_table: BTreeMap<MessageQueue, i64>,
+}
+
+impl ResetOffsetBody {
+    /// The fastjson wire form.
+    pub fn to_fastjson(&self) -> Vec<u8> {
+        let entries: Vec<String> = self
+            .offset_table
+            .iter()
+            .map(|(mq, off)| {
+                let key =
+                    serde_json::json!({ "brokerName": mq.broker_name, "queueId": mq.queue_id, "topic": mq.topic });
+                format!("{key}:{off}")
+            })
+            .collect();
+        format!("{{\"offsetTable\":{{{}}}}}", entries.join(",")).into_bytes()
+    }
+
+    /// Reads the fastjson form (or the list form).
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(body).map_err(|e| e.to_string())?;
+        let start = text.find("\"offsetTable\"").ok_or("no offsetTable")? + "\"offsetTable\"".len();
+        let rest = text[start..].trim_start().strip_prefix(':').ok_or("offsetTable: expected ':'")?.trim_start();
+        let mut table = BTreeMap::new();
+        if rest.starts_with('[') {
+            #[derive(Deserialize)]
+            #[serde(rename_all = "camelCase")]
+            struct Row {
+                #[serde(flatten)]
+                mq: MessageQueue,
+                offset: i64,
+            }
+            let mut de = serde_json::Deserializer::from_str(rest);
+            let rows = <Vec<Row> as Deserialize>::deserialize(&mut de).map_err(|e| e.to_string())?;
+            table.extend(rows.into_iter().map(|r| (r.mq, r.offset)));
+            return Ok(ResetOffsetBody { offset_table: table });
+        }
+        let mut rest = rest.strip_prefix('{').ok_or("offsetTable: expected '{'")?.trim_start();
+        while !rest.starts_with('}') {
+            // A key is a flat object: queue names and topics cannot hold braces.
+            let end = rest.find('}').ok_or("offsetTable: unterminated key")? + 1;
+            let mq: MessageQueue = serde_json::from_str(&rest[..end]).map_err(|e| e.to_string())?;
+            rest = rest[end..].trim_start().strip_prefix(':').ok_or("offsetTable: expected ':'")?.trim_start();
+            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '-')).unwrap_or(rest.len());
+            let off: i64 = rest[..digits].parse().map_err(|_| "offsetTable: bad offset".to_string())?;
+            table.insert(mq, off);
+            rest = rest[digits..].trim_start();
+            rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+            if rest.is_empty() {
+                return Err("offsetTable: unterminated".into());
+            }
+        }
+        Ok(ResetOffsetBody { offset_table: table })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +501,24 @@ mod tests {
         let route: TopicRouteData = from_json(raw).unwrap();
         assert_eq!(route.broker_datas[0].master_addr(), Some("10.0.0.1:10911"));
         assert_eq!(route.broker_datas[0].broker_addrs[&1], "10.0.0.2:10911");
+    }
+
+    #[test]
+    fn reset_offset_body_round_trips_fastjson_and_reads_the_list_form() {
+        let mq = |q| MessageQueue { topic: "T".into(), broker_name: "b".into(), queue_id: q };
+        let body = ResetOffsetBody { offset_table: [(mq(0), 5), (mq(1), 0)].into_iter().collect() };
+        let wire = body.to_fastjson();
+        assert_eq!(
+            String::from_utf8_lossy(&wire),
+            r#"{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:5,{"brokerName":"b","queueId":1,"topic":"T"}:0}}"#
+        );
+        assert_eq!(ResetOffsetBody::parse(&wire).unwrap(), body);
+        let list = br#"{"offsetTable":[{"brokerName":"b","queueId":0,"topic":"T","offset":5},{"brokerName":"b","queueId":1,"topic":"T","offset":0}]}"#;
+        assert_eq!(ResetOffsetBody::parse(list).unwrap(), body);
+        assert_eq!(ResetOffsetBody::parse(br#"{"offsetTable":{}}"#).unwrap(), ResetOffsetBody::default());
+        for bad in [&b"{}"[..], br#"{"offsetTable":{{"brokerName":"b"}:1}}"#, br#"{"offsetTable":{"#, b"\xff"] {
+            assert!(ResetOffsetBody::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -47,7 +47,11 @@ wire_enum! {
         GetBrokerClusterInfo = 106, GetTopicStatsInfo = 202, GetConsumerConnectionList = 203,
         GetAllTopicListFromNameserver = 206, GetConsumeStats = 208,
         DeleteTopicInBroker = 215, DeleteTopicInNamesrv = 216, RegisterTopicInNamesrv = 217,
-        GetTopicsByCluster = 224, GetConsumerRunningInfo = 307, ConsumeMessageDirectly = 309,
+        GetTopicsByCluster = 224, UpdateBrokerConfig = 25, GetBrokerConfig = 26,
+        UpdateAndCreateSubscriptionGroup = 200, GetAllSubscriptionGroupConfig = 201,
+        GetProducerConnectionList = 204, DeleteSubscriptionGroup = 207,
+        ResetConsumerClientOffset = 220, InvokeBrokerToResetOffset = 222,
+        ViewBrokerStatsData = 315, GetBrokerConsumeStats = 317, GetConsumerRunningInfo = 307, ConsumeMessageDirectly = 309,
         SendMessageV2 = 310, SendBatchMessage = 320, QueryDataVersion = 322,
         QueryAssignment = 400, BrokerHeartbeat = 904,
     }

@@ -480,6 +480,22 @@ command_header! {
 }
 
 command_header! {
+    /// INVOKE_BROKER_TO_RESET_OFFSET (222) and RESET_CONSUMER_CLIENT_OFFSET (220) header: move
+    /// a group's offsets on a topic to the first message stored at or after `timestamp`
+    /// (-1: to the end, skipping the backlog). Without `is_force` an offset only moves back.
+    pub struct ResetOffsetRequestHeader {
+        /// Topic.
+        topic: String = "topic",
+        /// Consumer group.
+        group: String = "group",
+        /// Store time, ms; -1 for the queue's end.
+        timestamp: i64 = "timestamp",
+        /// Move forward too.
+        is_force: bool = "isForce",
+    }
+}
+
+command_header! {
     /// END_TRANSACTION (37) request header.
     pub struct EndTransactionRequestHeader {
         /// Topic.

@@ -200,6 +200,42 @@ impl Props {
     }
 }
 
+/// metricsExporterType=PROM with metricsPromExporterHost (default 127.0.0.1) and
+/// metricsPromExporterPort (default 5557, RocketMQ's): where the Prometheus endpoint listens.
+/// DISABLE (the default) turns it off; the other exporters RocketMQ has are refused.
+pub fn metrics_listen(props: &Props) -> Result<Option<String>, ConfError> {
+    let host = props.str("metricsPromExporterHost");
+    let port = props.parse::<u16>("metricsPromExporterPort", "a port number")?;
+    match props.str("metricsExporterType") {
+        None | Some("DISABLE") => {
+            for (key, set) in [("metricsPromExporterHost", host.is_some()), ("metricsPromExporterPort", port.is_some())]
+            {
+                if set {
+                    return Err(
+                        props.unusable(key, "configures the Prometheus endpoint: set metricsExporterType=PROM".into())
+                    );
+                }
+            }
+            Ok(None)
+        }
+        Some("PROM") => {
+            let host = host.unwrap_or("127.0.0.1");
+            if host.parse::<std::net::IpAddr>().is_err() {
+                return Err(props.invalid("metricsPromExporterHost", "an IP address such as 127.0.0.1"));
+            }
+            let port = port.unwrap_or(5557);
+            Ok(Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }))
+        }
+        Some("OTLP_GRPC" | "LOG") => {
+            Err(props.unimplemented("metricsExporterType", "only the PROM exporter exists here"))
+        }
+        Some(_) => Err(props.invalid("metricsExporterType", "DISABLE or PROM")),
+    }
+}
+
+/// The keys [`metrics_listen`] reads, for a binary's list of known keys.
+pub const METRICS_KEYS: &[&str] = &["metricsExporterType", "metricsPromExporterHost", "metricsPromExporterPort"];
+
 /// The keys [`apply_server_limits`] reads, for a binary's list of known keys.
 pub const SERVER_LIMIT_KEYS: &[&str] = &[
     "serverMaxConnections",

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod conf;
+pub mod metrics;
 pub mod server;
 
 use std::future::Future;

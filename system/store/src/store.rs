@@ -344,6 +344,12 @@ impl<D: Directory> MessageStore<D> {
         self.commit_log.write_offset()
     }
 
+    /// CommitLog bytes below this are in the ConsumeQueues (a slave's dispatcher position; on
+    /// a master it follows the write position).
+    pub fn reput_offset(&self) -> u64 {
+        self.reput_offset
+    }
+
     /// The smallest CommitLog offset held.
     pub fn commit_log_min_offset(&self) -> u64 {
         self.commit_log.min_offset()

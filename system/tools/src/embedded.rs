@@ -37,6 +37,7 @@ impl EmbeddedCluster {
             core,
             limits: Default::default(),
             ha_listen: None,
+            metrics_listen: None,
         };
         let broker = rmq_broker::start(env.clone(), opts).await?;
         let broker_addr = broker.advertised_addr.clone();

@@ -94,6 +94,9 @@ impl<D: Directory> BrokerCore<D> {
         for group in groups {
             let members = self.clients.consumer_ids(&group).len();
             self.event(|| Event::GroupMembershipChanged { group: group.clone(), members });
+            if !self.groups.get(&group).notify_consumer_ids_changed_enable {
+                continue;
+            }
             for conn in self.clients.consumer_conns(&group) {
                 let cmd = RemotingCommand::request(RequestCode::NotifyConsumerIdsChanged, 0)
                     .with_header(&ConsumerGroupRequestHeader { consumer_group: group.clone() })
@@ -297,9 +300,17 @@ impl<D: Directory> BrokerCore<D> {
             RequestCode::SearchOffsetByTimestamp => self.search_offset(req),
             RequestCode::ViewMessageById => Ok(self.view_message(req)),
             RequestCode::QueryMessage => self.query_message(req),
+            RequestCode::InvokeBrokerToResetOffset => self.reset_offset(req),
+            RequestCode::UpdateAndCreateSubscriptionGroup => self.update_sub_group(req),
+            RequestCode::GetAllSubscriptionGroupConfig => Ok(self.all_sub_groups(req)),
+            RequestCode::DeleteSubscriptionGroup => self.delete_sub_group(req),
+            RequestCode::GetBrokerConfig => Ok(self.broker_config(req)),
+            RequestCode::UpdateBrokerConfig => self.update_broker_config(req),
+            RequestCode::GetProducerConnectionList => self.producer_connections(req),
+            RequestCode::GetBrokerConsumeStats => Ok(self.broker_consume_stats(req)),
             RequestCode::GetConsumeStats => self.consume_stats(req),
             RequestCode::GetConsumerConnectionList => self.connection_list(req),
-            RequestCode::GetBrokerRuntimeInfo => Ok(self.runtime_info(req)),
+            RequestCode::GetBrokerRuntimeInfo => Ok(self.runtime_info(now_ms, req)),
             RequestCode::GetTopicStatsInfo => self.topic_stats(req),
             _ => Err(reply(
                 req,
@@ -468,16 +479,8 @@ impl<D: Directory> BrokerCore<D> {
         ))
     }
 
-    fn runtime_info(&self, req: &RemotingCommand) -> RemotingCommand {
-        let mut table = BTreeMap::new();
-        table.insert("commitLogMaxOffset", self.store.commit_log_max_offset().to_string());
-        table.insert("commitLogFlushedOffset", self.flushed_offset().to_string());
-        table.insert("topicCount", self.topics.len().to_string());
-        table.insert("queueCount", self.store.queues().len().to_string());
-        table.insert("consumerGroupCount", self.clients.consumer_groups().len().to_string());
-        table.insert("flushDiskType", format!("{:?}", self.config.flush_disk_type));
-        table.insert("brokerRole", format!("{:?}", self.config.broker_role));
-        table.insert("lastCheckpointError", self.last_checkpoint_error.clone().unwrap_or_default());
+    fn runtime_info(&self, now_ms: u64, req: &RemotingCommand) -> RemotingCommand {
+        let table: BTreeMap<&str, String> = self.runtime(now_ms).table();
         ok(req).with_body(serde_json::to_vec(&serde_json::json!({ "table": table })).expect("json values serialize"))
     }
 

@@ -50,6 +50,11 @@ impl ClientManager {
         self.producers.entry(group.to_string()).or_default().insert(client_id.to_string(), (conn, now_ms));
     }
 
+    /// The producers of `group`: client id → (connection, last heartbeat).
+    pub fn producers(&self, group: &str) -> Option<&BTreeMap<String, (ConnId, u64)>> {
+        self.producers.get(group)
+    }
+
     /// The connection of the producer of `group` heard from last (ties: the lowest client id).
     pub fn live_producer(&self, group: &str) -> Option<ConnId> {
         let members = self.producers.get(group)?;

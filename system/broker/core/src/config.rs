@@ -167,6 +167,142 @@ impl Default for BrokerConfig {
     }
 }
 
+/// broker.conf keys a running broker can change (UPDATE_BROKER_CONFIG, `mqadmin
+/// updateBrokerConfig`), and which broker.conf sets the same way at start.
+pub const LIVE_KEYS: &[&str] = &[
+    "autoCreateTopicEnable",
+    "defaultTopicQueueNums",
+    "flushIntervalCommitLog",
+    "syncFlushTimeout",
+    "longPollingEnable",
+    "shortPollingTimeMills",
+    "transactionTimeOut",
+    "transactionCheckInterval",
+    "transactionCheckMax",
+    "rebalanceLockMaxLiveTime",
+    "fileReservedTime",
+    "deleteWhen",
+    "diskMaxUsedSpaceRatio",
+    "cleanResourceInterval",
+    "diskSpaceCleanForciblyRatio",
+    "diskSpaceWarningLevelRatio",
+];
+
+fn ranged<T: std::str::FromStr + PartialOrd>(v: &str, lo: T, hi: T, expected: &'static str) -> Result<T, &'static str> {
+    v.trim().parse::<T>().ok().filter(|n| *n >= lo && *n <= hi).ok_or(expected)
+}
+
+fn boolean(v: &str) -> Result<bool, &'static str> {
+    v.trim().parse().map_err(|_| "true or false")
+}
+
+impl BrokerConfig {
+    /// Sets one of the [`LIVE_KEYS`] from its broker.conf text. `Err` says what the value
+    /// should be; a key not in [`LIVE_KEYS`] is `Err` too.
+    pub fn set_live(&mut self, key: &str, v: &str) -> Result<(), &'static str> {
+        match key {
+            "autoCreateTopicEnable" => self.auto_create_topic_enable = boolean(v)?,
+            "defaultTopicQueueNums" => self.default_topic_queue_nums = ranged(v, 1, 1024, "an integer in 1..=1024")?,
+            "flushIntervalCommitLog" => self.flush_interval_ms = ranged(v, 1, 60_000, "milliseconds in 1..=60000")?,
+            "syncFlushTimeout" => self.sync_flush_timeout_ms = ranged(v, 1, 600_000, "milliseconds in 1..=600000")?,
+            "longPollingEnable" => self.long_polling_enable = boolean(v)?,
+            "shortPollingTimeMills" => self.short_polling_ms = ranged(v, 1, 60_000, "milliseconds in 1..=60000")?,
+            "transactionTimeOut" => {
+                self.transaction_timeout_ms = ranged(v, 1, 86_400_000, "milliseconds in 1..=86400000")?
+            }
+            "transactionCheckInterval" => {
+                self.transaction_check_interval_ms = ranged(v, 1, 86_400_000, "milliseconds in 1..=86400000")?
+            }
+            "transactionCheckMax" => self.transaction_check_max = ranged(v, 1, 1_000, "an integer in 1..=1000")?,
+            "rebalanceLockMaxLiveTime" => {
+                self.rebalance_lock_max_live_ms = ranged(v, 1_000, 600_000, "milliseconds in 1000..=600000")?
+            }
+            "fileReservedTime" => {
+                // Hours, as RocketMQ; a fraction of an hour is accepted too (short-lived brokers).
+                let hours: f64 = ranged(v, f64::MIN_POSITIVE, 87_600.0, "hours in (0, 87600], such as 72 or 0.01")?;
+                self.file_reserved_ms = ((hours * 3_600_000.0) as u64).max(1);
+            }
+            "deleteWhen" => {
+                self.delete_when_hours =
+                    parse_delete_when(v).ok_or("hours of the day 00..23, `;`-separated, such as 04 or 04;16")?
+            }
+            "diskMaxUsedSpaceRatio" => self.disk_max_used_space_ratio = ranged(v, 10, 95, "a percentage in 10..=95")?,
+            "cleanResourceInterval" => {
+                self.clean_resource_interval_ms = ranged(v, 100, 3_600_000, "milliseconds in 100..=3600000")?
+            }
+            "diskSpaceCleanForciblyRatio" => {
+                self.disk_clean_forcibly_ratio = ranged(v, 10, 100, "a percentage in 10..=100 (100: never)")?
+            }
+            "diskSpaceWarningLevelRatio" => {
+                self.disk_warning_level_ratio = ranged(v, 10, 100, "a percentage in 10..=100 (100: never)")?
+            }
+            _ => return Err("a key a running broker can change (see LIVE_KEYS)"),
+        }
+        Ok(())
+    }
+
+    /// The settings in broker.conf terms (GET_BROKER_CONFIG, `mqadmin getBrokerConfig`).
+    pub fn to_properties(&self) -> Vec<(&'static str, String)> {
+        let hours = |ms: u64| {
+            let h = ms as f64 / 3_600_000.0;
+            if h.fract() == 0.0 {
+                format!("{h:.0}")
+            } else {
+                format!("{h}")
+            }
+        };
+        let delete_when: Vec<String> = self.delete_when_hours.iter().map(|h| format!("{h:02}")).collect();
+        vec![
+            ("brokerClusterName", self.cluster_name.clone()),
+            ("brokerName", self.broker_name.clone()),
+            ("brokerId", self.broker_id.to_string()),
+            ("brokerAddr", self.broker_addr.clone()),
+            (
+                "brokerRole",
+                match self.broker_role {
+                    BrokerRole::AsyncMaster => "ASYNC_MASTER",
+                    BrokerRole::SyncMaster => "SYNC_MASTER",
+                    BrokerRole::Slave => "SLAVE",
+                }
+                .into(),
+            ),
+            (
+                "flushDiskType",
+                match self.flush_disk_type {
+                    FlushDiskType::SyncFlush => "SYNC_FLUSH",
+                    FlushDiskType::AsyncFlush => "ASYNC_FLUSH",
+                }
+                .into(),
+            ),
+            ("autoCreateTopicEnable", self.auto_create_topic_enable.to_string()),
+            ("defaultTopicQueueNums", self.default_topic_queue_nums.to_string()),
+            ("flushIntervalCommitLog", self.flush_interval_ms.to_string()),
+            ("syncFlushTimeout", self.sync_flush_timeout_ms.to_string()),
+            ("longPollingEnable", self.long_polling_enable.to_string()),
+            ("shortPollingTimeMills", self.short_polling_ms.to_string()),
+            ("registerNameServerPeriod", self.register_interval_ms.to_string()),
+            ("flushConsumerOffsetInterval", self.offset_persist_interval_ms.to_string()),
+            ("maxMessageSize", self.max_message_bytes.to_string()),
+            ("transactionTimeOut", self.transaction_timeout_ms.to_string()),
+            ("transactionCheckInterval", self.transaction_check_interval_ms.to_string()),
+            ("transactionCheckMax", self.transaction_check_max.to_string()),
+            ("rebalanceLockMaxLiveTime", self.rebalance_lock_max_live_ms.to_string()),
+            ("fileReservedTime", hours(self.file_reserved_ms)),
+            ("deleteWhen", delete_when.join(";")),
+            ("diskMaxUsedSpaceRatio", self.disk_max_used_space_ratio.to_string()),
+            ("cleanResourceInterval", self.clean_resource_interval_ms.to_string()),
+            ("diskSpaceCleanForciblyRatio", self.disk_clean_forcibly_ratio.to_string()),
+            ("diskSpaceWarningLevelRatio", self.disk_warning_level_ratio.to_string()),
+            ("mappedFileSizeCommitLog", self.store.commit_log_segment_bytes.to_string()),
+            ("mappedFileSizeConsumeQueue", (self.store.consume_queue_segment_entries * 20).to_string()),
+            ("messageIndexEnable", self.store.index.is_some().to_string()),
+            ("maxHashSlotNum", self.store.index.map_or(0, |i| i.hash_slots).to_string()),
+            ("maxIndexNum", self.store.index.map_or(0, |i| i.max_entries).to_string()),
+            ("aclEnable", self.acl.is_some().to_string()),
+        ]
+    }
+}
+
 /// Parses a deleteWhen string: hours of the day, `;`-separated, such as "04" or "04;16".
 pub fn parse_delete_when(s: &str) -> Option<Vec<u8>> {
     let mut hours: Vec<u8> =

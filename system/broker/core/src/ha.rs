@@ -145,7 +145,7 @@ impl Ha {
     }
 
     /// The best offset any slave reported.
-    fn best_ack(&self) -> Option<u64> {
+    pub(crate) fn best_ack(&self) -> Option<u64> {
         self.slaves.values().filter(|s| s.push_from.is_some()).map(|s| s.acked).max()
     }
 }

@@ -48,6 +48,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod groups;
 pub mod offsets;
 pub mod topics;
 pub mod transaction;
@@ -56,11 +57,13 @@ mod access;
 mod admin;
 mod checks;
 mod ha;
+mod ops;
 mod pull;
 mod retention;
 mod schedule;
 mod send;
 mod slave_sync;
+pub mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -192,6 +195,17 @@ pub enum Event {
     },
     /// A consumer offset moved.
     ConsumerOffsetCommitted {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Queue.
+        queue_id: i32,
+        /// New offset.
+        offset: u64,
+    },
+    /// An operator moved a consumer offset (any direction).
+    ConsumerOffsetReset {
         /// Group.
         group: String,
         /// Topic.
@@ -356,6 +370,10 @@ pub struct BrokerCore<D: Directory> {
     /// diskSpaceWarningLevelRatio), if they are.
     next_clean_ms: u64,
     disk_full: Option<String>,
+    /// Subscription group settings (updateSubGroup).
+    groups: groups::SubscriptionGroups,
+    /// Put and get figures.
+    stats: stats::Stats,
     /// Round-robin counter for sends that leave the queue to the broker.
     queue_rotor: u32,
     store_host: SocketAddr,
@@ -428,6 +446,8 @@ value_impls!(
     next_client_scan_ms,
     next_clean_ms,
     disk_full,
+    groups,
+    stats,
     queue_rotor,
     store_host,
     outputs,
@@ -449,6 +469,8 @@ impl<D: Directory> BrokerCore<D> {
         let mut offsets = ConsumerOffsets::load(store.directory())
             .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
         offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
+        let groups = groups::SubscriptionGroups::load(store.directory())
+            .map_err(|reason| OpenError::Config { path: groups::GROUPS_PATH, reason })?;
         let delay = DelayProgress::load(store.directory())
             .map_err(|reason| OpenError::Config { path: schedule::DELAY_PATH, reason })?;
         let store_host = config.broker_addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 10911)));
@@ -494,6 +516,8 @@ impl<D: Directory> BrokerCore<D> {
             next_client_scan_ms: now_ms + 10_000,
             next_clean_ms: now_ms + config.clean_resource_interval_ms,
             disk_full: None,
+            groups,
+            stats: stats::Stats::default(),
             queue_rotor: 0,
             store_host,
             outputs: VecDeque::new(),
@@ -505,6 +529,31 @@ impl<D: Directory> BrokerCore<D> {
     /// The configuration.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// What the broker reports about itself at `now_ms` (runtime info, metrics).
+    pub fn runtime(&self, now_ms: u64) -> stats::Runtime {
+        let conf = self.config.to_properties();
+        let prop = |k: &str| conf.iter().find(|(key, _)| *key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        stats::Runtime {
+            broker_name: self.config.broker_name.clone(),
+            broker_role: prop("brokerRole"),
+            flush_disk_type: prop("flushDiskType"),
+            stats: self.stats.clone(),
+            rates: self.stats.rates(now_ms),
+            commit_log_min_offset: self.store.commit_log_min_offset(),
+            commit_log_max_offset: self.store.commit_log_max_offset(),
+            commit_log_flushed_offset: self.flushed_offset(),
+            dispatch_behind_bytes: self.store.commit_log_max_offset().saturating_sub(self.store.reput_offset()),
+            disk_ratio: self.store.used_space_ratio(),
+            disk_full: self.disk_full.is_some(),
+            slave_acked_offset: self.ha.best_ack(),
+            topics: self.topics.len(),
+            queues: self.store.queue_count(),
+            consumer_groups: self.clients.consumer_groups().len(),
+            last_checkpoint_error: self.last_checkpoint_error.clone(),
+            index_error: self.store.index_error().map(String::from),
+        }
     }
 
     /// Read access to the store (tests, tools, the simulator's oracle).
@@ -644,6 +693,7 @@ impl<D: Directory> BrokerCore<D> {
     /// Timers: ASYNC flush, flush timeouts, expired pull holds, registration, offset
     /// persistence, client expiry, delayed messages. Call at [`Self::next_deadline_ms`].
     pub fn on_timer(&mut self, now_ms: u64) {
+        self.stats.sample(now_ms);
         if now_ms >= self.next_flush_ms {
             self.next_flush_ms = now_ms + self.config.flush_interval_ms;
             if self.store.commit_log_max_offset() > self.flushed_offset() {

@@ -112,6 +112,18 @@ impl ConsumerOffsets {
         raised
     }
 
+    /// Forgets every offset of `group` (deleteSubGroup with offsets removed); how many
+    /// (topic, group) entries went.
+    pub fn remove_group(&mut self, group: &str) -> usize {
+        let before = self.table.len();
+        self.table.retain(|(_, g), _| g != group);
+        let removed = before - self.table.len();
+        if removed > 0 {
+            self.dirty = true;
+        }
+        removed
+    }
+
     /// (topic, group) pairs with their per-queue offsets.
     pub fn iter(&self) -> impl Iterator<Item = (&(String, String), &BTreeMap<i32, u64>)> {
         self.table.iter()

@@ -154,6 +154,19 @@ impl<D: Directory> BrokerCore<D> {
                 format!("topic[{}] not exist, apply first please!", h.topic),
             ));
         };
+        let group = self.groups.get(&h.consumer_group);
+        if !group.consume_enable {
+            let why = format!("subscription group no permission, {}", h.consumer_group);
+            return Some(reply(req, ResponseCode::NoPermission, why));
+        }
+        let broadcasting = self
+            .clients
+            .consumers(&h.consumer_group)
+            .is_some_and(|m| m.values().any(|c| c.data.message_model == "BROADCASTING"));
+        if broadcasting && !group.consume_broadcast_enable {
+            let why = format!("the consumer group[{}] can not consume by broadcast way", h.consumer_group);
+            return Some(reply(req, ResponseCode::NoPermission, why));
+        }
         if tc.perm & perm::READ == 0 {
             return Some(reply(
                 req,
@@ -218,6 +231,7 @@ impl<D: Directory> BrokerCore<D> {
         for m in &r.messages {
             body.extend_from_slice(m);
         }
+        self.stats.on_get(&h.consumer_group, &h.topic, r.messages.len() as u64, body.len() as u64);
         Some(
             reply(req, code, format!("{:?}", r.status))
                 .with_header(&header)

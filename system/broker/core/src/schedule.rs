@@ -197,7 +197,8 @@ impl<D: Directory> BrokerCore<D> {
         let Ok(orig) = self.store.read_message(h.offset as u64) else {
             return Some(reply(req, ResponseCode::SystemError, format!("look message by offset failed, {}", h.offset)));
         };
-        let max_times = h.max_reconsume_times.filter(|_| req.version >= 121).unwrap_or(self.config.max_reconsume_times);
+        let group_max = self.groups.configured(&h.group).map_or(self.config.max_reconsume_times, |g| g.retry_max_times);
+        let max_times = h.max_reconsume_times.filter(|_| req.version >= 121).unwrap_or(group_max);
         let dead = orig.reconsume_times >= max_times || h.delay_level < 0;
         let target = match checks::group_topic(req, &h.group, dead) {
             Ok(t) => t,

@@ -265,6 +265,7 @@ impl<D: Directory> BrokerCore<D> {
             other => (ResponseCode::SystemError, format!("store failed: {other}")),
         })?;
         self.holds.note_arrival(&m.topic, m.queue_id);
+        self.stats.on_put(&m.topic, u64::from(r.wrote_bytes));
         self.note_delayed(m);
         let uniq = m.properties.get(prop::UNIQ_KEY).cloned();
         self.event(|| Event::MessageStored {

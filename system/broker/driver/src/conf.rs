@@ -1,7 +1,7 @@
 //! RocketMQ broker.conf keys → [`BrokerOptions`].
 
 use rmq_acl::Credentials;
-use rmq_broker_core::config::{parse_delay_levels, parse_delete_when};
+use rmq_broker_core::config::{parse_delay_levels, LIVE_KEYS};
 use rmq_broker_core::{BrokerConfig, BrokerRole, FlushDiskType};
 use rmq_rt::conf::{ConfError, Props};
 
@@ -42,6 +42,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "diskSpaceCleanForciblyRatio",
     "diskSpaceWarningLevelRatio",
     "messageIndexEnable",
+    "metricsExporterType",
+    "metricsPromExporterHost",
+    "metricsPromExporterPort",
     "maxHashSlotNum",
     "maxIndexNum",
     // Access control: aclEnable + aclFile (the ACL this broker enforces), accessKey + secretKey
@@ -110,6 +113,7 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
         }
     }
     rmq_rt::conf::apply_server_limits(props, &mut opts.limits)?;
+    opts.metrics_listen = rmq_rt::conf::metrics_listen(props)?;
     apply_acl(props, conf_dir, &mut opts.core)?;
     if let Some(v) = props.str("storePathCommitLog") {
         let root = props.str("storePathRootDir").unwrap_or("");
@@ -161,12 +165,6 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
     if let Some(v) = props.str("namesrvAddr") {
         opts.namesrv_addrs = split_addrs(v);
     }
-    if let Some(v) = props.parse("autoCreateTopicEnable", "true or false")? {
-        c.auto_create_topic_enable = v;
-    }
-    if let Some(v) = props.ranged("defaultTopicQueueNums", 1, 1024, "an integer in 1..=1024")? {
-        c.default_topic_queue_nums = v;
-    }
     if let Some(v) =
         props.ranged("mappedFileSizeCommitLog", 65_536, 1 << 34, "bytes in 65536..=17179869184 (16 GiB)")?
     {
@@ -184,18 +182,6 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
         }
         c.store.consume_queue_segment_entries = v / 20;
     }
-    if let Some(v) = props.ranged("flushIntervalCommitLog", 1, 60_000, "milliseconds in 1..=60000")? {
-        c.flush_interval_ms = v;
-    }
-    if let Some(v) = props.ranged("syncFlushTimeout", 1, 600_000, "milliseconds in 1..=600000")? {
-        c.sync_flush_timeout_ms = v;
-    }
-    if let Some(v) = props.parse("longPollingEnable", "true or false")? {
-        c.long_polling_enable = v;
-    }
-    if let Some(v) = props.ranged("shortPollingTimeMills", 1, 60_000, "milliseconds in 1..=60000")? {
-        c.short_polling_ms = v;
-    }
     if let Some(v) = props.ranged("maxMessageSize", 1, rmq_proto::message::BODY_MAX_BYTES, "bytes in 1..=4194304")? {
         c.max_message_bytes = v;
     }
@@ -209,43 +195,12 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
     if let Some(v) = props.ranged("flushConsumerOffsetInterval", 1, 3_600_000, "milliseconds in 1..=3600000")? {
         c.offset_persist_interval_ms = v;
     }
-    if let Some(v) = props.ranged("transactionTimeOut", 1, 86_400_000, "milliseconds in 1..=86400000")? {
-        c.transaction_timeout_ms = v;
-    }
-    if let Some(v) = props.ranged("transactionCheckInterval", 1, 86_400_000, "milliseconds in 1..=86400000")? {
-        c.transaction_check_interval_ms = v;
-    }
-    if let Some(v) = props.ranged("transactionCheckMax", 1, 1_000, "an integer in 1..=1000")? {
-        c.transaction_check_max = v;
-    }
-    if let Some(v) = props.str("fileReservedTime") {
-        // Hours, as RocketMQ; a fraction of an hour is accepted too (short-lived test brokers).
-        let hours = v.trim().parse::<f64>().ok().filter(|h| h.is_finite() && *h > 0.0 && *h <= 87_600.0);
-        let hours =
-            hours.ok_or_else(|| props.invalid("fileReservedTime", "hours in (0, 87600], such as 72 or 0.01"))?;
-        c.file_reserved_ms = ((hours * 3_600_000.0) as u64).max(1);
-    }
-    if let Some(v) = props.str("deleteWhen") {
-        c.delete_when_hours = parse_delete_when(v).ok_or_else(|| {
-            props.invalid("deleteWhen", "hours of the day 00..23, `;`-separated, such as 04 or 04;16")
-        })?;
-    }
-    if let Some(v) = props.ranged("diskMaxUsedSpaceRatio", 10, 95, "a percentage in 10..=95")? {
-        c.disk_max_used_space_ratio = v;
-    }
-    if let Some(v) = props.ranged("cleanResourceInterval", 100, 3_600_000, "milliseconds in 100..=3600000")? {
-        c.clean_resource_interval_ms = v;
-    }
-    if let Some(v) = props.ranged("diskSpaceCleanForciblyRatio", 10, 100, "a percentage in 10..=100 (100: never)")? {
-        c.disk_clean_forcibly_ratio = v;
-    }
-    if let Some(v) = props.ranged("diskSpaceWarningLevelRatio", 10, 100, "a percentage in 10..=100 (100: never)")? {
-        c.disk_warning_level_ratio = v;
+    for key in LIVE_KEYS {
+        if let Some(v) = props.str(key) {
+            c.set_live(key, v).map_err(|expected| props.invalid(key, expected))?;
+        }
     }
     apply_index(props, c)?;
-    if let Some(v) = props.ranged("rebalanceLockMaxLiveTime", 1_000, 600_000, "milliseconds in 1000..=600000")? {
-        c.rebalance_lock_max_live_ms = v;
-    }
     Ok(())
 }
 
@@ -355,6 +310,7 @@ mod tests {
             core: BrokerConfig::default(),
             limits: Default::default(),
             ha_listen: None,
+            metrics_listen: None,
         }
     }
 
@@ -449,6 +405,9 @@ mod tests {
             (1_800_000, vec![4, 16], 60, 500)
         );
         assert_eq!(c.store.index, Some(rmq_store::IndexConfig { hash_slots: 5_000_000, max_entries: 1000 }));
+        let props = Props::parse_text("metricsExporterType=PROM\nmetricsPromExporterPort=0\n", KNOWN_KEYS).unwrap();
+        apply(&props, &mut o).unwrap();
+        assert_eq!(o.metrics_listen.as_deref(), Some("127.0.0.1:0"));
         for (text, expect) in [
             ("fileReservedTime=0", "hours in (0, 87600]"),
             ("fileReservedTime=abc", "hours in (0, 87600]"),
@@ -457,11 +416,15 @@ mod tests {
             ("diskMaxUsedSpaceRatio=99", "10..=95"),
             ("cleanResourceInterval=0", "100..=3600000"),
             ("diskSpaceCleanForciblyRatio=5", "10..=100"),
+            ("metricsPromExporterPort=5557", "metricsExporterType=PROM"),
+            ("metricsExporterType=OTLP_GRPC", "not implemented"),
+            ("metricsExporterType=PROM\nmetricsPromExporterHost=localhost", "IP address"),
             ("maxIndexNum=1", "2..=100000000"),
             ("messageIndexEnable=false\nmaxHashSlotNum=100", "messageIndexEnable=false"),
         ] {
             let err = refused(text);
-            assert!(err.contains(text.split('=').next().unwrap()) && err.contains(expect), "{text}: {err}");
+            let key = text.lines().last().unwrap().split('=').next().unwrap();
+            assert!(err.contains(key) && err.contains(expect), "{text}: {err}");
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod conf;
 mod ha;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +60,9 @@ pub struct BrokerOptions {
     /// Where a master listens for slaves (haListenPort); `None`: the listen port + 1, or an
     /// ephemeral port when the listen port is 0. A slave does not listen.
     pub ha_listen: Option<String>,
+    /// Where the Prometheus endpoint listens (metricsExporterType=PROM with
+    /// metricsPromExporterHost/Port); `None`: no endpoint.
+    pub metrics_listen: Option<String>,
 }
 
 /// The HA listen address a master uses by default: RocketMQ's listenPort + 1.
@@ -79,6 +83,8 @@ pub struct BrokerHandle {
     pub advertised_addr: String,
     /// Master: the HA address slaves connect to (haListenPort); `None` on a slave.
     pub ha_addr: Option<String>,
+    /// The Prometheus endpoint's bound address, when it is on.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     done: rmq_rt::task::JoinHandle<()>,
 }
@@ -148,6 +154,18 @@ pub async fn start_observed<E: Env>(
     let ha_addr = ha_accept.as_ref().map(|_| opts.core.ha_addr.clone());
     let dir = env.open_dir(&opts.store_root).map_err(StartError::Io)?;
     let core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
+    let (runtime_tx, runtime_rx) = watch::channel(core.runtime(env.now_ms()));
+    let (metrics_addr, metrics_task) = match &opts.metrics_listen {
+        Some(addr) => {
+            let render: rmq_rt::metrics::Render = std::sync::Arc::new(move || metrics::render(&runtime_rx.borrow()));
+            let (bound, task) = rmq_rt::metrics::serve(&env, addr, render).await.map_err(|e| {
+                StartError::Io(std::io::Error::new(e.kind(), format!("binding the metrics endpoint {addr}: {e}")))
+            })?;
+            tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
+            (Some(bound), Some(AbortOnDrop(task)))
+        }
+        None => (None, None),
+    };
     let (tx, rx) = mpsc::channel(INBOX_MAX);
     let accept = spawn(accept_loop(listener, tx, opts.limits));
     let (shutdown, stop) = watch::channel(false);
@@ -165,6 +183,7 @@ pub async fn start_observed<E: Env>(
         ha_master: None,
         ha_generation: 0,
         _ha_accept: ha_accept,
+        runtime: metrics_task.map(|task| (runtime_tx, 0, task)),
     };
     let done = spawn(async move {
         // Dropped when the loop returns or unwinds: the listener closes with the node.
@@ -172,7 +191,7 @@ pub async fn start_observed<E: Env>(
         node.run(rx, done_rx, ha_rx, stop, &mut accept).await;
     });
     tracing::info!(%local_addr, %advertised_addr, "broker started");
-    Ok(BrokerHandle { local_addr, advertised_addr, ha_addr, shutdown, done })
+    Ok(BrokerHandle { local_addr, advertised_addr, ha_addr, metrics_addr, shutdown, done })
 }
 
 /// Blocking work that finished on the blocking pool.
@@ -203,6 +222,8 @@ struct Node<E: Env> {
     ha_generation: u64,
     /// Master: the HA accept task, stopped with the node.
     _ha_accept: Option<AbortOnDrop>,
+    /// With a metrics endpoint: where its snapshots go, when the last one went, and its task.
+    runtime: Option<(watch::Sender<rmq_broker_core::stats::Runtime>, u64, AbortOnDrop)>,
 }
 
 /// A task aborted when its handle is dropped.
@@ -227,6 +248,17 @@ fn run_jobs(jobs: Vec<rmq_store::FlushJob>, what: &str) -> bool {
 }
 
 impl<E: Env> Node<E> {
+    /// Hands the metrics endpoint a fresh snapshot, at most once a second.
+    fn publish_runtime(&mut self) {
+        let now = self.env.now_ms();
+        if let Some((tx, last, _)) = &mut self.runtime {
+            if now >= *last + 1_000 {
+                *last = now;
+                tx.send_replace(self.core.runtime(now));
+            }
+        }
+    }
+
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<ServerEvent>,
@@ -251,7 +283,10 @@ impl<E: Env> Node<E> {
                     Done::Checkpoint(p, ok) => self.core.on_checkpointed(self.env.now_ms(), &p, ok),
                 },
                 Some(ev) = ha_events.recv() => self.ha_event(ev),
-                _ = rmq_rt::sleep_until_ms(&self.env, deadline) => self.core.on_timer(self.env.now_ms()),
+                _ = rmq_rt::sleep_until_ms(&self.env, deadline) => {
+                    self.core.on_timer(self.env.now_ms());
+                    self.publish_runtime();
+                }
                 ev = inbox.recv() => {
                     let Some(ev) = ev else { break };
                     self.handle(ev);

@@ -501,6 +501,28 @@ impl ConsumerCore {
         self.tick(now_ms)
     }
 
+    /// An operator reset the group's offsets (RESET_CONSUMER_CLIENT_OFFSET): every owned queue
+    /// in `offsets` drops what it pulled and what is with the listener (those answers are
+    /// ignored when they come), and pulls from its new offset. The broker already committed
+    /// the offsets (CLUSTERING); BROADCASTING keeps them here. Queues this member does not own
+    /// are for other members; a queue owned later starts from what the broker holds.
+    pub fn reset_offsets(&mut self, offsets: &BTreeMap<MessageQueue, u64>, now_ms: u64) -> Vec<ConsumerOutput> {
+        for (mq, offset) in offsets {
+            if self.settings.model == Model::Broadcasting {
+                self.local_offsets.insert(mq.clone(), *offset);
+            }
+            let Some(q) = self.owned.get_mut(mq) else { continue };
+            if let Some(req) = q.busy.take() {
+                self.pending.remove(&req);
+            }
+            q.consuming.clear();
+            q.not_before = now_ms;
+            q.seat_at(*offset);
+            q.committed = Some(*offset);
+        }
+        self.tick(now_ms)
+    }
+
     /// Stops: commits every owned queue's safe offset and releases it.
     pub fn shutdown(&mut self) -> Vec<ConsumerOutput> {
         let mut out = Vec::new();

@@ -14,6 +14,7 @@
 //! - [`instance`]: RPC connections and the route cache shared by one producer or consumer.
 //! - [`producer`], [`push`], [`pull`]: the three client kinds; [`transaction`]: the
 //!   transactional producer (half messages, local transaction, check-back).
+//! - [`query`]: [`MessageQuery`], finding messages by key, unique key or offset id.
 //! - [`error`]: one error type per operation.
 
 pub mod config;
@@ -24,6 +25,7 @@ pub mod offset_store;
 pub mod producer;
 pub mod pull;
 pub mod push;
+pub mod query;
 pub mod transaction;
 
 pub use config::{ClientConfig, ConsumeFromWhere, MessageModel};
@@ -32,6 +34,7 @@ pub use instance::signing_hook;
 pub use producer::{Message, Producer, SendResult};
 pub use pull::{PullConsumer, PullResult, PullStatus};
 pub use push::{ConsumeResult, PushConsumer};
+pub use query::MessageQuery;
 pub use rmq_acl::Credentials;
 pub use rmq_client_core::retry::SendStatus;
 pub use rmq_proto::body::MessageQueue;

@@ -14,10 +14,10 @@ use std::time::Duration;
 use rmq_client_core::consumer::{ConsumerCore, ConsumerOutput, ConsumerSettings, Model, PullAnswer, StartFrom};
 use rmq_proto::body::{
     from_json, to_json, ConsumerData, ConsumerIdList, HeartbeatData, LockBatchBody, LockBatchResult, MessageQueue,
-    SubscriptionData,
+    ResetOffsetBody, SubscriptionData,
 };
 use rmq_proto::codes::RequestCode;
-use rmq_proto::header::{ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader};
+use rmq_proto::header::{ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader, ResetOffsetRequestHeader};
 use rmq_proto::message::{prop, MessageExt};
 use rmq_proto::RemotingCommand;
 use rmq_rt::{spawn, Env};
@@ -167,9 +167,13 @@ impl<E: Env> PushConsumer<E> {
         let notify = c.clone();
         spawn(async move {
             while let Some(inc) = incoming.recv().await {
-                if inc.cmd.request_code() == RequestCode::NotifyConsumerIdsChanged {
-                    let out = notify.apply(|core, now| core.rebalance_now(now));
-                    notify.carry_out(out);
+                match inc.cmd.request_code() {
+                    RequestCode::NotifyConsumerIdsChanged => {
+                        let out = notify.apply(|core, now| core.rebalance_now(now));
+                        notify.carry_out(out);
+                    }
+                    RequestCode::ResetConsumerClientOffset => notify.on_reset(&inc.cmd),
+                    _ => {}
                 }
             }
         });
@@ -234,6 +238,25 @@ impl<E: Env> PushConsumer<E> {
     }
 
     /// Feeds the core one input and drops the held messages it let go. Locks: core, then held.
+    /// An operator reset this group's offsets (mqadmin resetOffsetByTime): re-seat the queues.
+    fn on_reset(&self, cmd: &RemotingCommand) {
+        let group_matches =
+            cmd.decode_header::<ResetOffsetRequestHeader>().is_ok_and(|h| h.group == self.inner.inst.config.group);
+        if !group_matches {
+            return;
+        }
+        match ResetOffsetBody::parse(&cmd.body) {
+            Ok(body) => {
+                let offsets: BTreeMap<MessageQueue, u64> =
+                    body.offset_table.into_iter().map(|(mq, o)| (mq, o.max(0) as u64)).collect();
+                tracing::info!(group = %self.inner.inst.config.group, queues = offsets.len(), "offsets reset by an operator");
+                let out = self.apply(|core, now| core.reset_offsets(&offsets, now));
+                self.carry_out(out);
+            }
+            Err(e) => tracing::warn!(error = %e, "unreadable RESET_CONSUMER_CLIENT_OFFSET body"),
+        }
+    }
+
     fn apply(&self, f: impl FnOnce(&mut ConsumerCore, u64) -> Vec<ConsumerOutput>) -> Vec<ConsumerOutput> {
         self.apply_pulled(None, f)
     }

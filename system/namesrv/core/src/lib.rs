@@ -211,6 +211,16 @@ impl NamesrvCore {
         std::mem::take(&mut self.events)
     }
 
+    /// Topics with a route.
+    pub fn topic_count(&self) -> usize {
+        self.topic_queue_table.len()
+    }
+
+    /// Clusters.
+    pub fn cluster_count(&self) -> usize {
+        self.cluster_addr_table.len()
+    }
+
     /// Live broker addresses, sorted.
     pub fn live_brokers(&self) -> Vec<String> {
         self.broker_live_table.keys().cloned().collect()

@@ -19,6 +19,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "serverChannelMaxIdleTimeSeconds",
     "serverIncompleteFramesMaxBytes",
     "serverOutboundMaxBytes",
+    "metricsExporterType",
+    "metricsPromExporterHost",
+    "metricsPromExporterPort",
 ];
 
 /// Keys refused whenever they are set.
@@ -36,6 +39,8 @@ pub struct NamesrvOptions {
     pub core: NamesrvConfig,
     /// What peers may make the NameServer hold.
     pub limits: ServerLimits,
+    /// Where the Prometheus endpoint listens (metricsExporterType=PROM); `None`: off.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for NamesrvOptions {
@@ -44,6 +49,7 @@ impl Default for NamesrvOptions {
             listen: "0.0.0.0:9876".into(),
             core: NamesrvConfig::default(),
             limits: ServerLimits::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -75,6 +81,7 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Na
     let acl = rmq_acl::from_settings(props.str("aclEnable"), props.str("aclFile"), conf_dir)
         .map_err(|e| props.unusable(e.key, e.reason))?;
     opts.core.acl = acl.map(std::sync::Arc::new);
+    opts.metrics_listen = rmq_rt::conf::metrics_listen(props)?;
     apply_server_limits(props, &mut opts.limits)
 }
 

@@ -37,6 +37,9 @@ pub const INBOX_MAX: usize = 65_536;
 pub struct NamesrvHandle {
     /// The bound address.
     pub local_addr: SocketAddr,
+    /// The Prometheus endpoint's bound address, when it is on.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<rmq_rt::task::JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
     done: rmq_rt::task::JoinHandle<()>,
 }
@@ -45,21 +48,26 @@ impl NamesrvHandle {
     /// Stops the node loop and waits for it.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(task) = &self.metrics_task {
+            task.abort();
+        }
         let _ = self.done.await;
     }
 }
 
 /// Binds `listen` and starts serving, with the default [`ServerLimits`].
 pub async fn start<E: Env>(env: E, listen: &str, config: NamesrvConfig) -> std::io::Result<NamesrvHandle> {
-    start_with_limits(env, listen, config, ServerLimits::default()).await
+    start_with_limits(env, listen, config, ServerLimits::default(), None).await
 }
 
-/// Binds `listen` and starts serving within `limits` (connections, idle timeout, memory).
+/// Binds `listen` and starts serving within `limits` (connections, idle timeout, memory),
+/// with a Prometheus endpoint on `metrics_listen` when given.
 pub async fn start_with_limits<E: Env>(
     env: E,
     listen: &str,
     config: NamesrvConfig,
     limits: ServerLimits,
+    metrics_listen: Option<&str>,
 ) -> std::io::Result<NamesrvHandle> {
     let listener = env.bind(listen).await?;
     let local_addr = listener.local_addr()?;
@@ -67,13 +75,56 @@ pub async fn start_with_limits<E: Env>(
     let accept = spawn(accept_loop(listener, tx, limits));
     let (shutdown, stop) = watch::channel(false);
     let core = NamesrvCore::new(config);
+    let (figures_tx, figures_rx) = watch::channel(Figures::default());
+    let (metrics_addr, metrics_task) = match metrics_listen {
+        Some(addr) => {
+            let render: rmq_rt::metrics::Render = std::sync::Arc::new(move || figures_rx.borrow().render());
+            let (bound, task) = rmq_rt::metrics::serve(&env, addr, render)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("binding the metrics endpoint {addr}: {e}")))?;
+            tracing::info!(%bound, "Prometheus metrics at http://{bound}/metrics");
+            (Some(bound), Some(task))
+        }
+        None => (None, None),
+    };
     let done = spawn(async move {
         // Dropped when the loop returns or unwinds: the listener closes with the node.
         let mut accept = AcceptGuard::new(accept);
-        node_loop(env, core, rx, stop, &mut accept).await;
+        node_loop(env, core, rx, stop, &mut accept, figures_tx).await;
     });
     tracing::info!(%local_addr, "name server started");
-    Ok(NamesrvHandle { local_addr, shutdown, done })
+    Ok(NamesrvHandle { local_addr, metrics_addr, metrics_task, shutdown, done })
+}
+
+/// What the NameServer's metrics endpoint reports.
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    brokers: usize,
+    topics: usize,
+    clusters: usize,
+    requests: u64,
+}
+
+impl Figures {
+    fn render(&self) -> String {
+        use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+        let mut registry = prometheus_client::registry::Registry::default();
+        for (name, help, v) in [
+            ("rocketmq_namesrv_live_brokers", "Brokers registered and not expired", self.brokers),
+            ("rocketmq_namesrv_topics", "Topics with a route", self.topics),
+            ("rocketmq_namesrv_clusters", "Clusters", self.clusters),
+        ] {
+            let g = Gauge::<i64>::default();
+            g.set(v as i64);
+            registry.register(name, help, g);
+        }
+        let requests = Counter::<u64>::default();
+        requests.inc_by(self.requests);
+        registry.register("rocketmq_namesrv_requests", "Requests served", requests);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
 }
 
 async fn node_loop<E: Env>(
@@ -82,8 +133,10 @@ async fn node_loop<E: Env>(
     mut inbox: mpsc::Receiver<ServerEvent>,
     mut stop: watch::Receiver<bool>,
     accept: &mut AcceptGuard,
+    figures: watch::Sender<Figures>,
 ) {
     let mut conns: BTreeMap<ConnId, Outbox> = BTreeMap::new();
+    let mut requests = 0u64;
     loop {
         let deadline = core.next_deadline_ms();
         // Biased: a fixed polling order (stop, timer, inbox) keeps simulated runs replayable;
@@ -102,6 +155,7 @@ async fn node_loop<E: Env>(
                         core.on_conn_opened(now, conn, peer);
                     }
                     ServerEvent::Frame { conn, cmd } => {
+                        requests += 1;
                         if let Some(resp) = core.handle(now, conn, &cmd) {
                             if let Some(out) = conns.get(&conn) {
                                 if let Err(e) = out.send(encode(&resp)) {
@@ -121,6 +175,15 @@ async fn node_loop<E: Env>(
         }
         for ev in core.drain_events() {
             tracing::info!(event = ?ev, "namesrv");
+        }
+        if !figures.is_closed() {
+            let f = Figures {
+                brokers: core.live_brokers().len(),
+                topics: core.topic_count(),
+                clusters: core.cluster_count(),
+                requests,
+            };
+            figures.send_replace(f);
         }
     }
 }
