@@ -93,8 +93,9 @@ fn serve() -> anyhow::Result<()> {
         let name = opts.core.broker_name.clone();
         let handle = rmq_broker::start(RealEnv::default(), opts).await.context("starting the broker")?;
         let ha = handle.ha_addr.as_ref().map(|a| format!("; HA listening on {a}")).unwrap_or_default();
+        let metrics = handle.metrics_addr.map(|a| format!("; metrics at http://{a}/metrics")).unwrap_or_default();
         println!(
-            "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}{ha}",
+            "The broker[{name}, {}] boot success. serializeType=JSON and name server is {names}{ha}{metrics}",
             handle.advertised_addr
         );
         rmq_tools::wait_for_signal().await;

@@ -65,7 +65,8 @@ fn serve() -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("binding {listen}"))?;
-        println!("The Name Server boot success. serializeType=JSON, address {}", handle.local_addr);
+        let metrics = handle.metrics_addr.map(|a| format!(", metrics at http://{a}/metrics")).unwrap_or_default();
+        println!("The Name Server boot success. serializeType=JSON, address {}{metrics}", handle.local_addr);
         rmq_tools::wait_for_signal().await;
         tracing::info!("shutting down");
         handle.shutdown().await;

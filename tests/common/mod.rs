@@ -166,3 +166,31 @@ pub fn closed_by_peer(s: &mut std::net::TcpStream) -> bool {
         }
     }
 }
+
+/// The metrics URL a server printed on its boot line ("metrics at http://…/metrics").
+pub fn metrics_url(boot_line: &str) -> String {
+    let at = boot_line.find("metrics at ").expect("the boot line names the metrics endpoint") + "metrics at ".len();
+    boot_line[at..].split_whitespace().next().expect("a URL").to_string()
+}
+
+/// GETs a URL's body over plain HTTP/1.1 (loopback metrics endpoints), as curl would.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).expect("connecting to the metrics endpoint");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// The value of the first sample line of `metric` whose labels contain every one of `labels`.
+pub fn metric_value(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

@@ -74,7 +74,7 @@ mod tests {
         let env = crate::RealEnv::default();
         let (addr, task) = serve(&env, "127.0.0.1:0", Arc::new(|| "up 1\n".to_string())).await.unwrap();
         let get = |path: &'static str| async move {
-            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut s = crate::RealEnv::default().connect(&addr.to_string()).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();

@@ -1,9 +1,12 @@
-//! Admin requests: topic creation, listing, routes, cluster info, consumer progress.
+//! Admin requests: topics, subscription groups, broker settings and status, connections,
+//! offsets (progress and resets), statistics, NameServer KV config.
+
+use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context};
-use rmq_proto::body::{from_json, ClusterInfo, ConsumeStats, TopicList, TopicRouteData};
+use rmq_proto::body::{from_json, ClusterInfo, ConsumeStats, MessageQueue, ResetOffsetBody, TopicList, TopicRouteData};
 use rmq_proto::codes::{perm, RequestCode};
-use rmq_proto::header::{ConsumeStatsRequestHeader, CreateTopicRequestHeader};
+use rmq_proto::header::{ConsumeStatsRequestHeader, CreateTopicRequestHeader, ResetOffsetRequestHeader};
 use rmq_proto::RemotingCommand;
 use rmq_rt::{Env, RemotingClient};
 
@@ -32,7 +35,8 @@ impl<E: Env> Admin<E> {
         self
     }
 
-    async fn call(&self, addr: &str, req: RemotingCommand) -> anyhow::Result<RemotingCommand> {
+    /// Sends one request to `addr`; a non-zero code is an error naming the address.
+    pub async fn call(&self, addr: &str, req: RemotingCommand) -> anyhow::Result<RemotingCommand> {
         let resp = self.rpc.invoke(addr, req, ADMIN_TIMEOUT_MS).await.with_context(|| format!("request to {addr}"))?;
         if resp.code != 0 {
             bail!("{addr} answered code {}: {}", resp.code, resp.remark.unwrap_or_default());
@@ -125,5 +129,228 @@ impl<E: Env> Admin<E> {
         }
         all.queues.sort_by(|a, b| a.queue.cmp(&b.queue));
         Ok(all)
+    }
+
+    /// The brokers a command acts on: `-b` if given, else every master of the cluster given by
+    /// `-c`, else every master.
+    pub async fn targets(&self, broker: Option<&str>, cluster: Option<&str>) -> anyhow::Result<Vec<String>> {
+        let targets = match broker {
+            Some(b) => vec![b.to_string()],
+            None => self.masters(cluster).await?,
+        };
+        if targets.is_empty() {
+            bail!("no master broker found{}", cluster.map(|c| format!(" in cluster {c}")).unwrap_or_default());
+        }
+        Ok(targets)
+    }
+
+    /// Master addresses of the brokers serving `topic`.
+    pub async fn topic_masters(&self, topic: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let route = self.topic_route(topic).await?;
+        Ok(route
+            .broker_datas
+            .iter()
+            .filter_map(|b| b.master_addr().map(|a| (b.broker_name.clone(), a.to_string())))
+            .collect())
+    }
+
+    /// Deletes a topic from the masters (of a cluster) and from every NameServer.
+    pub async fn delete_topic(&self, cluster: Option<&str>, topic: &str) -> anyhow::Result<Vec<String>> {
+        let brokers = self.masters(cluster).await?;
+        for b in &brokers {
+            let req = RemotingCommand::request(RequestCode::DeleteTopicInBroker, 0).with_ext("topic", topic);
+            self.call(b, req).await?;
+        }
+        for ns in &self.namesrv {
+            let req = RemotingCommand::request(RequestCode::DeleteTopicInNamesrv, 0).with_ext("topic", topic);
+            self.call(ns, req).await?;
+        }
+        Ok(brokers)
+    }
+
+    /// Per broker of `topic`, per queue: min offset, max offset, last store time.
+    pub async fn topic_status(&self, topic: &str) -> anyhow::Result<Vec<(String, Vec<serde_json::Value>)>> {
+        let mut out = Vec::new();
+        for (name, addr) in self.topic_masters(topic).await? {
+            let req = RemotingCommand::request(RequestCode::GetTopicStatsInfo, 0).with_ext("topic", topic);
+            let resp = self.call(&addr, req).await?;
+            let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding topic stats")?;
+            let queues = body["offsetTable"].as_array().cloned().unwrap_or_default();
+            out.push((name, queues));
+        }
+        Ok(out)
+    }
+
+    /// A broker's GET_BROKER_RUNTIME_INFO table.
+    pub async fn runtime_info(&self, addr: &str) -> anyhow::Result<BTreeMap<String, String>> {
+        let resp = self.call(addr, RemotingCommand::request(RequestCode::GetBrokerRuntimeInfo, 0)).await?;
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding runtime info")?;
+        let table = body["table"].as_object().context("runtime info without a table")?;
+        Ok(table.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+    }
+
+    /// A broker's settings as `key=value` lines.
+    pub async fn broker_config(&self, addr: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let resp = self.call(addr, RemotingCommand::request(RequestCode::GetBrokerConfig, 0)).await?;
+        let text = String::from_utf8(resp.body.to_vec()).context("broker config is not UTF-8")?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+            .collect())
+    }
+
+    /// Changes one setting on a running broker; returns the broker's remark.
+    pub async fn update_broker_config(&self, addr: &str, key: &str, value: &str) -> anyhow::Result<String> {
+        let req = RemotingCommand::request(RequestCode::UpdateBrokerConfig, 0)
+            .with_body(format!("{key}={value}\n").into_bytes());
+        Ok(self.call(addr, req).await?.remark.unwrap_or_default())
+    }
+
+    /// Creates or updates a subscription group (a SubscriptionGroupConfig JSON) on a broker.
+    pub async fn update_sub_group(&self, addr: &str, config: &serde_json::Value) -> anyhow::Result<()> {
+        let req = RemotingCommand::request(RequestCode::UpdateAndCreateSubscriptionGroup, 0)
+            .with_body(serde_json::to_vec(config).expect("json values serialize"));
+        self.call(addr, req).await.map(|_| ())
+    }
+
+    /// A broker's subscription groups.
+    pub async fn sub_groups(&self, addr: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self.call(addr, RemotingCommand::request(RequestCode::GetAllSubscriptionGroupConfig, 0)).await?;
+        serde_json::from_slice(&resp.body).context("decoding subscription groups")
+    }
+
+    /// Deletes a subscription group from a broker (and its offsets with `clean_offset`).
+    pub async fn delete_sub_group(&self, addr: &str, group: &str, clean_offset: bool) -> anyhow::Result<()> {
+        let req = RemotingCommand::request(RequestCode::DeleteSubscriptionGroup, 0)
+            .with_ext("groupName", group)
+            .with_ext("cleanOffset", clean_offset);
+        self.call(addr, req).await.map(|_| ())
+    }
+
+    /// The members of a consumer group, from every master it is connected to (deduplicated).
+    pub async fn consumer_connections(&self, group: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        let mut last_err = None;
+        for b in self.masters(None).await? {
+            let req =
+                RemotingCommand::request(RequestCode::GetConsumerConnectionList, 0).with_ext("consumerGroup", group);
+            match self.call(&b, req).await {
+                Ok(resp) => {
+                    let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding connections")?;
+                    for c in body["connectionSet"].as_array().cloned().unwrap_or_default() {
+                        if !all.iter().any(|x| x["clientId"] == c["clientId"]) {
+                            all.push(c);
+                        }
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (all.is_empty(), last_err) {
+            (true, Some(e)) => Err(e.context(format!("consumer group {group} is not online"))),
+            _ => Ok(all),
+        }
+    }
+
+    /// The producers of a group, from the masters of `topic`.
+    pub async fn producer_connections(&self, group: &str, topic: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut all: Vec<serde_json::Value> = Vec::new();
+        let mut last_err = None;
+        for (_, addr) in self.topic_masters(topic).await? {
+            let req =
+                RemotingCommand::request(RequestCode::GetProducerConnectionList, 0).with_ext("producerGroup", group);
+            match self.call(&addr, req).await {
+                Ok(resp) => {
+                    let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding connections")?;
+                    for c in body["connectionSet"].as_array().cloned().unwrap_or_default() {
+                        if !all.iter().any(|x| x["clientId"] == c["clientId"]) {
+                            all.push(c);
+                        }
+                    }
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        match (all.is_empty(), last_err) {
+            (true, Some(e)) => Err(e.context(format!("producer group {group} is not online"))),
+            _ => Ok(all),
+        }
+    }
+
+    /// Resets a group's offsets on `topic` to the first message stored at or after
+    /// `timestamp_ms` (-1: the end) on every master of the topic; returns the new offsets.
+    pub async fn reset_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        timestamp_ms: i64,
+        force: bool,
+    ) -> anyhow::Result<Vec<(MessageQueue, i64)>> {
+        let h = ResetOffsetRequestHeader {
+            topic: topic.into(),
+            group: group.into(),
+            timestamp: timestamp_ms,
+            is_force: force,
+        };
+        let mut out = Vec::new();
+        for (_, addr) in self.topic_masters(topic).await? {
+            let resp =
+                self.call(&addr, RemotingCommand::request_with(RequestCode::InvokeBrokerToResetOffset, 0, &h)).await?;
+            let body = ResetOffsetBody::parse(&resp.body).map_err(|e| anyhow!("decoding reset offsets: {e}"))?;
+            out.extend(body.offset_table);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every group's progress on a broker (GET_BROKER_CONSUME_STATS).
+    pub async fn broker_consume_stats(&self, addr: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self.call(addr, RemotingCommand::request(RequestCode::GetBrokerConsumeStats, 0)).await?;
+        serde_json::from_slice(&resp.body).context("decoding consume stats")
+    }
+
+    /// A counter since the broker started: TOPIC_PUT_NUMS of a topic, GROUP_GET_NUMS of
+    /// `topic@group`.
+    pub async fn stats_total(&self, addr: &str, name: &str, key: &str) -> anyhow::Result<u64> {
+        let req = RemotingCommand::request(RequestCode::ViewBrokerStatsData, 0)
+            .with_ext("statsName", name)
+            .with_ext("statsKey", key);
+        let resp = self.call(addr, req).await?;
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding stats")?;
+        body["total"].as_u64().context("stats without a total")
+    }
+
+    /// Sets a NameServer KV entry on every NameServer.
+    pub async fn put_kv(&self, namespace: &str, key: &str, value: &str) -> anyhow::Result<()> {
+        for ns in &self.namesrv {
+            let req = RemotingCommand::request(RequestCode::PutKvConfig, 0)
+                .with_ext("namespace", namespace)
+                .with_ext("key", key)
+                .with_ext("value", value);
+            self.call(ns, req).await?;
+        }
+        Ok(())
+    }
+
+    /// A NameServer KV entry (`None`: not set).
+    pub async fn get_kv(&self, namespace: &str, key: &str) -> anyhow::Result<Option<String>> {
+        let req =
+            RemotingCommand::request(RequestCode::GetKvConfig, 0).with_ext("namespace", namespace).with_ext("key", key);
+        match self.namesrv_call(req).await {
+            Ok(resp) => Ok(resp.ext("value").map(String::from)),
+            Err(e) if e.to_string().contains("code 22") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes a NameServer KV entry on every NameServer.
+    pub async fn delete_kv(&self, namespace: &str, key: &str) -> anyhow::Result<()> {
+        for ns in &self.namesrv {
+            let req = RemotingCommand::request(RequestCode::DeleteKvConfig, 0)
+                .with_ext("namespace", namespace)
+                .with_ext("key", key);
+            self.call(ns, req).await?;
+        }
+        Ok(())
     }
 }

@@ -5,9 +5,11 @@
 //! - [`admin`]: the requests `mqadmin` sends.
 //! - [`embedded`]: an in-process NameServer + broker on 127.0.0.1 with a temp store.
 //! - [`bench`](mod@bench): produce and consume load with throughput and latency percentiles.
+//! - [`clock`]: times as RocketMQ's tools read and print them.
 
 pub mod admin;
 pub mod bench;
+pub mod clock;
 pub mod embedded;
 
 /// Environment variable with the ACL access key the tools sign with (when no flag is given).

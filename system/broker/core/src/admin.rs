@@ -308,6 +308,7 @@ impl<D: Directory> BrokerCore<D> {
             RequestCode::UpdateBrokerConfig => self.update_broker_config(req),
             RequestCode::GetProducerConnectionList => self.producer_connections(req),
             RequestCode::GetBrokerConsumeStats => Ok(self.broker_consume_stats(req)),
+            RequestCode::ViewBrokerStatsData => self.stats_data(req),
             RequestCode::GetConsumeStats => self.consume_stats(req),
             RequestCode::GetConsumerConnectionList => self.connection_list(req),
             RequestCode::GetBrokerRuntimeInfo => Ok(self.runtime_info(now_ms, req)),
@@ -492,10 +493,17 @@ impl<D: Directory> BrokerCore<D> {
         };
         let queues: Vec<serde_json::Value> = (0..tc.write_queue_nums.max(tc.read_queue_nums))
             .map(|q| {
+                let max = self.store.max_queue_offset(&h.topic, q);
+                let last = (max > 0)
+                    .then(|| self.store.get_messages(&h.topic, q, max - 1, 1, u32::MAX, &|_| true))
+                    .and_then(|got| got.messages.first().cloned())
+                    .and_then(|raw| rmq_proto::message::decode_message(&raw, false).ok())
+                    .map_or(0, |(m, _)| m.store_timestamp);
                 serde_json::json!({
                     "queueId": q,
                     "minOffset": self.store.min_queue_offset(&h.topic, q),
-                    "maxOffset": self.store.max_queue_offset(&h.topic, q),
+                    "maxOffset": max,
+                    "lastUpdateTimestamp": last,
                 })
             })
             .collect();

@@ -200,4 +200,29 @@ impl<D: Directory> BrokerCore<D> {
         let body = serde_json::json!({ "brokerAddr": self.config.broker_addr, "totalDiff": total_diff, "consumeStatsList": list });
         ok(req).with_body(to_json(&body))
     }
+
+    /// VIEW_BROKER_STATS_DATA: one counter since the broker started, `statsName`
+    /// TOPIC_PUT_NUMS (`statsKey` = topic) or GROUP_GET_NUMS (`statsKey` = `topic@group`).
+    /// Our JSON shape: `{"statsName":..,"statsKey":..,"total":N}`; a rate is two readings apart.
+    pub(crate) fn stats_data(&self, req: &RemotingCommand) -> Result<RemotingCommand, RemotingCommand> {
+        let (name, key) = (req.ext("statsName").unwrap_or_default(), req.ext("statsKey").unwrap_or_default());
+        let total = match name {
+            "TOPIC_PUT_NUMS" => self.stats.topic_puts.get(key).copied().unwrap_or(0),
+            "GROUP_GET_NUMS" => {
+                let Some((topic, group)) = key.split_once('@') else {
+                    return Err(reply(
+                        req,
+                        ResponseCode::InvalidParameter,
+                        "GROUP_GET_NUMS takes statsKey=topic@group",
+                    ));
+                };
+                self.stats.group_gets.get(&(group.to_string(), topic.to_string())).copied().unwrap_or(0)
+            }
+            other => {
+                let why = format!("statsName {other:?}: only TOPIC_PUT_NUMS and GROUP_GET_NUMS are kept");
+                return Err(reply(req, ResponseCode::InvalidParameter, why));
+            }
+        };
+        Ok(ok(req).with_body(to_json(&serde_json::json!({ "statsName": name, "statsKey": key, "total": total }))))
+    }
 }

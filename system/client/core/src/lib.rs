@@ -70,7 +70,19 @@ impl PublishInfo {
             .filter_map(|b| b.master_addr().map(|a| (b.broker_name.clone(), a.to_string())))
             .collect();
         let mut queues = Vec::new();
-        for qd in &route.queue_datas {
+        // An ordered topic's layout (orderTopicConf, "brokerName:queues;...") decides its
+        // writable queues, as RocketMQ's client does.
+        let order_conf = route.order_topic_conf.as_deref().filter(|c| !c.trim().is_empty());
+        for item in order_conf.into_iter().flat_map(|c| c.split(';')) {
+            let Some((broker, n)) = item.trim().split_once(':') else { continue };
+            let Ok(n) = n.trim().parse::<i32>() else { continue };
+            if masters.contains_key(broker.trim()) {
+                for queue_id in 0..n.clamp(0, QUEUES_PER_BROKER_MAX) {
+                    queues.push(MessageQueue { topic: topic.to_string(), broker_name: broker.trim().into(), queue_id });
+                }
+            }
+        }
+        for qd in route.queue_datas.iter().filter(|_| order_conf.is_none()) {
             if qd.perm & perm::WRITE == 0 || !masters.contains_key(&qd.broker_name) {
                 continue;
             }
@@ -200,6 +212,16 @@ pub(crate) mod tests {
         let info = PublishInfo::from_route("T", &route(&[("a", true), ("b", false)]));
         assert!(info.queues.iter().all(|q| q.broker_name == "a"));
         assert_eq!(PublishInfo::readable_queues("T", &route(&[("a", true), ("b", false)])).len(), 4);
+    }
+
+    #[test]
+    fn an_order_topic_conf_decides_the_writable_queues() {
+        let mut r = route(&[("a", true), ("b", true), ("c", false)]);
+        r.order_topic_conf = Some("a:3; c:4;b:junk".into());
+        let info = PublishInfo::from_route("T", &r);
+        let got: Vec<(&str, i32)> = info.queues.iter().map(|q| (q.broker_name.as_str(), q.queue_id)).collect();
+        assert_eq!(got, [("a", 0), ("a", 1), ("a", 2)], "listed brokers with a master only");
+        assert_eq!(PublishInfo::readable_queues("T", &r).len(), 6, "reads still follow the queue data");
     }
 
     #[test]

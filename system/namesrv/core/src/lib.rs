@@ -92,6 +92,10 @@ struct BrokerLive {
 }
 
 /// The NameServer's route tables.
+/// The KV namespace of ordered topics' queue layouts (`mqadmin updateOrderConf`), returned in
+/// their routes as `orderTopicConf`.
+pub const ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NamesrvCore {
     config: NamesrvConfig,
@@ -423,7 +427,8 @@ impl NamesrvCore {
                 .with_remark(format!("No topic route info in name server for the topic: {}", h.topic));
         };
         let route = TopicRouteData {
-            order_topic_conf: None,
+            // updateOrderConf (PUT_KV_CONFIG in ORDER_TOPIC_CONFIG): "brokerName:queues;...".
+            order_topic_conf: self.kv_table.get(ORDER_TOPIC_CONFIG).and_then(|m| m.get(&h.topic)).cloned(),
             queue_datas: per_broker.values().cloned().collect(),
             broker_datas: per_broker.keys().filter_map(|n| self.broker_addr_table.get(n).cloned()).collect(),
             filter_server_table: BTreeMap::new(),
