@@ -394,3 +394,31 @@ fn put_tps_on_the_metrics_endpoint_rises_under_mqbench_load() {
     let ns_metrics = http_get(&metrics_url(&ns.line));
     assert_eq!(metric_value(&ns_metrics, "rocketmq_namesrv_live_brokers", &[]), Some(1.0), "{ns_metrics}");
 }
+
+/// The first log line a NameServer writes to a piped stderr with `RMQ_LOG_FORMAT` = `format`.
+fn first_log_line(format: &str) -> String {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mqnamesrv"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env("RMQ_LOG_FORMAT", format)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+#[test]
+fn logs_are_json_lines_on_request_and_never_coloured_when_redirected() {
+    let json = first_log_line("json");
+    let v = json_of(&json);
+    assert_eq!(v["level"], "INFO", "{json}");
+    assert_eq!(v["message"], "name server started", "{json}");
+    let text = first_log_line("text");
+    assert!(text.contains("name server started") && !text.contains('\u{1b}'), "no colour codes: {text:?}");
+}

@@ -422,7 +422,7 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
         core.broker_role = BrokerRole::Slave;
         core.ha_master_addr = Some(format!("{}:{}", topo.brokers[group], BROKER_PORT + 1));
     }
-    (core.store.commit_log_segment_bytes, core.store.consume_queue_segment_entries) = s.segment_sizes();
+    s.apply_store(&mut core);
     BrokerOptions {
         listen: format!("0.0.0.0:{BROKER_PORT}"),
         namesrv_addrs: topo.namesrv_addrs(),
@@ -644,9 +644,11 @@ impl<'a> Plan<'a> {
             let config = broker_options(s, topo, k).core.store;
             let (store, _) = MessageStore::open(disks[k].snapshot_live(), config)
                 .map_err(|e| format!("{name}: reading its store at the end failed: {e}"))?;
-            opened.push((name.as_str(), store));
+            let group = format!("broker-{}", (b'a' + (k % topo.groups) as u8) as char);
+            opened.push((name.as_str(), group, store));
         }
-        let stores: Vec<(&str, &MessageStore<SimDisk>)> = opened.iter().map(|(n, st)| (*n, st)).collect();
+        let stores: Vec<(&str, &str, &MessageStore<SimDisk>)> =
+            opened.iter().map(|(n, g, st)| (*n, g.as_str(), st)).collect();
         // A group is down when none of its members (master, slave) is up.
         let groups_down = (0..topo.groups)
             .filter(|g| topo.brokers.iter().enumerate().all(|(k, b)| k % topo.groups != *g || down.contains(b)))

@@ -82,6 +82,11 @@ pub struct History {
     resume_floor: BTreeMap<(String, String, i32), u64>,
     /// BROADCASTING: reads below a restarted member's saved offsets.
     pub resume_violations: Vec<String>,
+    /// The broker (group name) each acknowledged message was stored on.
+    pub acked_broker: BTreeMap<String, String>,
+    /// Retention passes that deleted files (`retention_ms`): acknowledged messages below a
+    /// queue's min offset at the end were deleted by policy, not lost.
+    pub retention_deletions: u64,
 }
 
 /// Where a message is stored: (broker group, queue, queue offset).
@@ -137,6 +142,7 @@ impl History {
             *self.acked_per_queue.entry((broker.to_string(), queue)).or_default() += 1;
         }
         self.acked.insert(key.to_string(), (queue, offset));
+        self.acked_broker.insert(key.to_string(), broker.to_string());
         self.acked_at_ms.entry(key.to_string()).or_insert(now_ms);
         if let Some(ok) = order_key(key, self.order_keys) {
             let known = self.order_known.entry(ok).or_default();
@@ -280,6 +286,15 @@ impl History {
             self.committed.retain(|(b, ep, ..), _| (*b, *ep) != (broker, epoch));
             return;
         }
+        if let Event::FilesDeleted { .. } = e {
+            self.retention_deletions += 1;
+            return;
+        }
+        if let Event::ConsumerOffsetReset { group, topic, queue_id, offset } = e {
+            // An operator's reset may move an offset anywhere: judge monotonicity from there.
+            self.committed.insert((broker, epoch, group.clone(), topic.clone(), *queue_id), *offset);
+            return;
+        }
         if let Event::ConsumerOffsetCommitted { group, topic, queue_id, offset } = e {
             let slot = self.committed.entry((broker, epoch, group.clone(), topic.clone(), *queue_id)).or_insert(0);
             if *offset < *slot {
@@ -332,6 +347,10 @@ pub struct Findings {
     pub kinds: Vec<&'static str>,
     /// Acknowledged messages missing from the broker at the end.
     pub acked_lost: u64,
+    /// Acknowledged messages deleted by retention (below their queue's min offset at the end,
+    /// on a broker whose retention deleted files): neither lost nor owed a delivery.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expired: u64,
     /// Acknowledged, still stored, never delivered.
     pub undelivered: u64,
     /// Deliveries beyond the first of each message.
@@ -507,18 +526,21 @@ pub fn message_key(properties: &BTreeMap<String, String>) -> String {
 
 /// Checks a finished fast-lane run.
 pub fn check(w: &World) -> Findings {
-    let stores: Vec<(&str, &MessageStore<SimDisk>)> =
-        w.live_brokers().into_iter().map(|(name, core)| (name, core.store())).collect();
+    let stores: Vec<(&str, &str, &MessageStore<SimDisk>)> = w
+        .live_brokers()
+        .into_iter()
+        .map(|(name, core)| (name, core.config().broker_name.as_str(), core.store()))
+        .collect();
     check_run(&w.history, &stores, w.groups_down(), w.scenario.queues, &Promise::of(&w.scenario))
 }
 
 /// Checks a run of any lane: `stores` are the brokers (masters and slaves) up at the end
-/// (name, store); `groups_down` counts broker groups with no member up. Every queue of the
+/// (node name, broker group name, store); `groups_down` counts broker groups with no member up. Every queue of the
 /// topic is read in full in every store (a message counts as stored if any holds it), then the
 /// history is judged.
 pub fn check_run<D: Directory>(
     h: &History,
-    stores: &[(&str, &MessageStore<D>)],
+    stores: &[(&str, &str, &MessageStore<D>)],
     groups_down: usize,
     queues: i32,
     promise: &Promise,
@@ -536,10 +558,14 @@ pub fn check_run<D: Directory>(
         ));
         kinds.insert("broker-down");
     }
-    for (name, store) in stores {
+    // Per (broker group, queue): the highest min offset any of its stores holds.
+    let mut floors: BTreeMap<(&str, i32), u64> = BTreeMap::new();
+    for (name, broker, store) in stores {
         for q in 0..queues {
             let max = store.max_queue_offset(TOPIC, q);
             let mut off = store.min_queue_offset(TOPIC, q);
+            let floor = floors.entry((*broker, q)).or_insert(0);
+            *floor = (*floor).max(off);
             while off < max {
                 let got = store.get_messages(TOPIC, q, off, 32, u32::MAX, &|_| true);
                 if got.messages.is_empty() {
@@ -581,9 +607,20 @@ pub fn check_run<D: Directory>(
         }
     }
     let mut dead: BTreeSet<String> = BTreeSet::new();
+    // Deleted by policy: not stored, and below its queue's min where retention ran.
+    let expired: BTreeSet<String> = h
+        .acked
+        .iter()
+        .filter(|(k, (q, off))| {
+            h.retention_deletions > 0
+                && !stored.contains(*k)
+                && h.acked_broker.get(*k).is_some_and(|b| floors.get(&(b.as_str(), *q)).is_some_and(|min| off < min))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
     if let Some(r) = &promise.retry {
         let dlq = format!("%DLQ%{}", r.group);
-        for (_, store) in stores {
+        for (_, _, store) in stores {
             let mut off = store.min_queue_offset(&dlq, 0);
             let max = store.max_queue_offset(&dlq, 0);
             while off < max {
@@ -620,7 +657,7 @@ pub fn check_run<D: Directory>(
             kinds.insert(kind);
         }
     }
-    let mut f = judge(h, &stored, problems, kinds, promise);
+    let mut f = judge(h, &stored, &expired, problems, kinds, promise);
     if let Some(r) = &promise.retry {
         judge_retries(h, &stored, &dead, r, &mut f);
     }
@@ -782,12 +819,13 @@ pub fn check_history(h: &History, stored: &BTreeSet<String>, acked_loss_allowed:
         tx_commits_due_ms: None,
         broadcast_members: None,
     };
-    judge(h, stored, h.violations.clone(), BTreeSet::new(), &promise)
+    judge(h, stored, &BTreeSet::new(), h.violations.clone(), BTreeSet::new(), &promise)
 }
 
 fn judge(
     h: &History,
     stored: &BTreeSet<String>,
+    expired: &BTreeSet<String>,
     mut problems: Vec<String>,
     mut kinds: BTreeSet<&'static str>,
     promise: &Promise,
@@ -799,7 +837,7 @@ fn judge(
     if h.violations.len() as u64 > h.damaged_bodies {
         kinds.insert("offset-backward");
     }
-    let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k)).collect();
+    let lost: Vec<&String> = h.acked.keys().filter(|k| !stored.contains(*k) && !expired.contains(*k)).collect();
     let undelivered: Vec<&String> =
         h.acked.keys().filter(|k| stored.contains(*k) && !h.deliveries.contains_key(*k)).collect();
     let duplicates = h.deliveries.values().map(|n| u64::from(n.saturating_sub(1))).sum();
@@ -933,9 +971,14 @@ fn judge(
         problems,
         kinds: kinds.into_iter().collect(),
         acked_lost: lost.len() as u64,
+        expired: expired.len() as u64,
         undelivered: undelivered.len() as u64,
         duplicates,
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
@@ -969,6 +1012,46 @@ mod tests {
     }
 
     #[test]
+    fn retention_deletions_are_expired_not_lost_but_other_gaps_still_are() {
+        use rmq_store::{MemDirectory, MessageStore, StoreConfig};
+        let config =
+            StoreConfig { commit_log_segment_bytes: 4096, consume_queue_segment_entries: 8, ..Default::default() };
+        let (mut store, _) = MessageStore::open(MemDirectory::default(), config).unwrap();
+        let mut h = History::default();
+        for i in 0..60u64 {
+            let key = format!("k{i}");
+            let mut m = rmq_proto::message::MessageExt {
+                topic: crate::world::TOPIC.into(),
+                body: body_for(&key, 0).into(),
+                store_timestamp: i as i64,
+                ..Default::default()
+            };
+            m.properties.insert(prop::KEYS.into(), key.clone());
+            let put = store.put(&mut m).unwrap();
+            h.sent.insert(key.clone());
+            h.acked(&key, "broker-a", 0, put.queue_offset, 10);
+            h.delivered(0, &key, 0, put.queue_offset, 20);
+        }
+        // One more acknowledged message the broker never held: lost whatever retention did.
+        h.sent.insert("ghost".into());
+        h.acked("ghost", "broker-a", 0, 1_000, 10);
+        store.flush().unwrap();
+        assert!(store.delete_expired_files(i64::MAX, true, 3).unwrap().commit_log_segments > 0);
+        let min = store.min_queue_offset(crate::world::TOPIC, 0);
+        let promise = Promise { floors: Floors::default(), ..Promise::of(&crate::scenario::Scenario::default()) };
+        let judge_now = |h: &History| check_run(h, &[("b0", "broker-a", &store)], 0, 1, &promise);
+        // Without a retention pass on record, the deleted messages count as lost.
+        let f = judge_now(&h);
+        assert_eq!((f.acked_lost, f.expired), (min + 1, 0), "{:?}", f.problems);
+        h.retention_deletions = 1;
+        let f = judge_now(&h);
+        assert_eq!((f.acked_lost, f.expired), (1, min), "only the ghost is lost: {:?}", f.problems);
+        assert_eq!(f.verdict, Verdict::Safety);
+        h.acked.remove("ghost");
+        assert_eq!(judge_now(&h).verdict, Verdict::Pass);
+    }
+
+    #[test]
     fn an_untouched_broker_queue_that_gets_no_traffic_is_a_finding() {
         let mut h = History::default();
         let stored: BTreeSet<String> = (0..64).map(|i| format!("k{i}")).collect();
@@ -993,12 +1076,12 @@ mod tests {
             tx_commits_due_ms: None,
             broadcast_members: None,
         };
-        let f = judge(&h, &stored, Vec::new(), BTreeSet::new(), &promise);
+        let f = judge(&h, &stored, &BTreeSet::new(), Vec::new(), BTreeSet::new(), &promise);
         assert_eq!(f.verdict, Verdict::Liveness, "{:?}", f.problems);
         assert_eq!(f.kinds, vec!["unrouted-queue"]);
         // Too few spread messages to expect every queue to have some: no finding.
         let hot = Promise { routed: Some(Routed { hot_pct: 90, ..routed }), ..promise };
-        assert_eq!(judge(&h, &stored, Vec::new(), BTreeSet::new(), &hot).verdict, Verdict::Pass);
+        assert_eq!(judge(&h, &stored, &BTreeSet::new(), Vec::new(), BTreeSet::new(), &hot).verdict, Verdict::Pass);
     }
 
     #[test]

@@ -199,6 +199,10 @@ pub struct Scenario {
     /// Small store files (`small_segments = true`): 64 KiB CommitLog segments and 128-entry
     /// ConsumeQueue files, so runs roll segments over and recovery crosses file boundaries.
     pub small_segments: bool,
+    /// Retention (`retention_ms = N`): brokers delete CommitLog segments whose messages are
+    /// all older than N ms (fileReservedTime, at every hour, checked every second). The oracle
+    /// tells such deletions from loss. Needs `small_segments` (segments must fill to go).
+    pub retention_ms: Option<u64>,
     /// Share of messages whose consumption always fails (`poison_pct`): retried with growing
     /// delays, then moved to the group's dead-letter queue.
     pub poison_pct: u32,
@@ -327,6 +331,7 @@ impl Default for Scenario {
             body_bytes: 0,
             hot_pct: 0,
             small_segments: false,
+            retention_ms: None,
             poison_pct: 0,
             flaky_pct: 0,
             max_reconsume: 16,
@@ -492,6 +497,7 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "unknown_pct" => s.unknown_pct = pct()?,
             "consume_ms" => s.consume_ms = num()?.min(60_000),
             "small_segments" => s.small_segments = flag()?,
+            "retention_ms" => s.retention_ms = Some(num()?.clamp(1, 86_400_000)),
             _ => return Err(format!("unknown key {k}")),
         }
     }
@@ -500,6 +506,9 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
             "rollback_pct / unknown_pct: only transactional producers have transactions (set transactional = true)"
                 .into(),
         );
+    }
+    if s.retention_ms.is_some() && !s.small_segments {
+        return Err("retention_ms without small_segments = true: only whole segments are deleted, and the default ones never fill in a run".into());
     }
     if s.rollback_pct + s.unknown_pct > 100 {
         return Err("rollback_pct + unknown_pct: more than 100%".into());
@@ -677,6 +686,9 @@ impl Scenario {
         }
         if self.small_segments {
             out.push_str("small_segments = true\n");
+        }
+        if let Some(ms) = self.retention_ms {
+            out.push_str(&format!("retention_ms = {ms}\n"));
         }
         if self.poison_pct > 0 {
             out.push_str(&format!("poison_pct = {}\n", self.poison_pct));
@@ -883,6 +895,16 @@ impl Scenario {
         }
     }
 
+    /// Sets a broker's store settings from the scenario: file sizes and retention.
+    pub fn apply_store(&self, c: &mut rmq_broker_core::BrokerConfig) {
+        (c.store.commit_log_segment_bytes, c.store.consume_queue_segment_entries) = self.segment_sizes();
+        if let Some(ms) = self.retention_ms {
+            c.file_reserved_ms = ms;
+            c.delete_when_hours = (0..24).collect();
+            c.clean_resource_interval_ms = 1_000;
+        }
+    }
+
     /// The broker groups whose every queue must receive traffic: those whose master no fault
     /// names (crash, pause, partition, wipe); `None` when every group is touched.
     pub fn routed_groups(&self) -> Option<crate::oracle::Routed> {
@@ -1029,6 +1051,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("transaction-rollback", include_str!("../scenarios/transaction-rollback.sim")),
     ("transaction-producer-crash", include_str!("../scenarios/transaction-producer-crash.sim")),
     ("broadcasting-restart", include_str!("../scenarios/broadcasting-restart.sim")),
+    ("retention", include_str!("../scenarios/retention.sim")),
 ];
 
 /// A catalogue scenario by name.

@@ -201,7 +201,7 @@ impl World {
                 transaction_check_interval_ms: crate::scenario::TX_CHECK_INTERVAL_MS,
                 ..Default::default()
             };
-            (c.store.commit_log_segment_bytes, c.store.consume_queue_segment_entries) = scenario.segment_sizes();
+            scenario.apply_store(&mut c);
             c
         };
         for k in 0..scenario.brokers.max(1) {

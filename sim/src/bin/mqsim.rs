@@ -242,6 +242,12 @@ fn explain(s: &Scenario, r: &RunReport, cmds: &Commands) {
         },
         f.undelivered
     );
+    if let Some(ms) = s.retention_ms {
+        println!(
+            "  deleted by retention (fileReservedTime {ms} ms) by the end: {} (expired, not lost; owed no delivery)",
+            f.expired
+        );
+    }
     println!("Verdict: {:?}", f.verdict);
     if f.problems.is_empty() {
         println!(

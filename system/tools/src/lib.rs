@@ -46,14 +46,21 @@ pub fn exit_status(tool: &str, result: anyhow::Result<()>) -> std::process::Exit
     }
 }
 
-/// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default`).
+/// Environment variable selecting the log format: `json` for one JSON object per line (for
+/// log shippers); anything else, or unset, for text.
+pub const LOG_FORMAT_ENV: &str = "RMQ_LOG_FORMAT";
+
+/// Installs the tracing subscriber (stderr; `RUST_LOG` overrides `default`; `RMQ_LOG_FORMAT=json`
+/// for JSON lines).
 pub fn init_tracing(default: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        let _ = builder.json().flatten_event(true).try_init();
+    } else {
         // Colour codes only for a person at a terminal, never in redirected log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        let _ = builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init();
+    }
 }
 
 /// mimalloc's `mi_option_purge_delay` (its position in `mi_option_t`, mimalloc.h, v2 and v3).

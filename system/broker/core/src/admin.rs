@@ -93,6 +93,7 @@ impl<D: Directory> BrokerCore<D> {
     pub(crate) fn notify_groups(&mut self, _now_ms: u64, groups: Vec<String>) {
         for group in groups {
             let members = self.clients.consumer_ids(&group).len();
+            tracing::info!(%group, members, "consumer group membership changed");
             self.event(|| Event::GroupMembershipChanged { group: group.clone(), members });
             if !self.groups.get(&group).notify_consumer_ids_changed_enable {
                 continue;

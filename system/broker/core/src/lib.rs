@@ -468,7 +468,22 @@ impl<D: Directory> BrokerCore<D> {
         let dropped = !topics.drop_invalid_names(now_ms).is_empty();
         let mut offsets = ConsumerOffsets::load(store.directory())
             .map_err(|reason| OpenError::Config { path: offsets::OFFSETS_PATH, reason })?;
-        offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
+        let capped = offsets.cap_at(|topic, qid| store.max_queue_offset(topic, qid));
+        tracing::info!(
+            fresh = report.fresh,
+            commit_log_end = report.commit_log_end,
+            commit_log_min = store.commit_log_min_offset(),
+            scanned_from = report.scan_start_offset,
+            redispatched = report.redispatched,
+            truncated_bytes = report.truncated_bytes,
+            torn_records = report.torn_records,
+            queues = report.queues,
+            reindexed = report.reindexed,
+            checkpoint_deferred = report.checkpoint_deferred,
+            topics_restored = restored,
+            offsets_capped = capped,
+            "store recovered"
+        );
         let groups = groups::SubscriptionGroups::load(store.directory())
             .map_err(|reason| OpenError::Config { path: groups::GROUPS_PATH, reason })?;
         let delay = DelayProgress::load(store.directory())
@@ -724,6 +739,9 @@ impl<D: Directory> BrokerCore<D> {
         if now_ms >= self.next_client_scan_ms {
             self.next_client_scan_ms = now_ms + 10_000;
             let changed = self.clients.expire(now_ms, self.config.client_expiry_ms);
+            if !changed.is_empty() {
+                tracing::info!(groups = ?changed, "consumer clients expired (no heartbeat)");
+            }
             self.notify_groups(now_ms, changed);
         }
         if now_ms >= self.next_clean_ms {

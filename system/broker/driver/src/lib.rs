@@ -464,7 +464,7 @@ impl<E: Env> Node<E> {
             spawn(async move {
                 match client.invoke(&addr, cmd, REGISTER_TIMEOUT_MS).await {
                     Ok(mut r) if r.code == 0 => {
-                        tracing::debug!(%addr, "registered with name server");
+                        tracing::info!(%addr, "registered with name server");
                         r.opaque = -1; // Not an answer to a metadata request.
                                        // A slave learns its master's addresses from the answer.
                         let _ = events.send(ha::HaEvent::Answer(r));

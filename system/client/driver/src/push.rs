@@ -418,7 +418,7 @@ impl<E: Env> PushConsumer<E> {
                 });
             }
             ConsumerOutput::Rebalanced { queues } => {
-                tracing::debug!(?queues, "queues rebalanced");
+                tracing::info!(group = %self.inner.inst.config.group, owned = queues.len(), ?queues, "rebalanced");
                 self.settle();
             }
             ConsumerOutput::SaveOffsets { offsets } => self.save_offsets(&offsets),
