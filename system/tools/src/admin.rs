@@ -229,37 +229,26 @@ impl<E: Env> Admin<E> {
 
     /// The members of a consumer group, from every master it is connected to (deduplicated).
     pub async fn consumer_connections(&self, group: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let mut all: Vec<serde_json::Value> = Vec::new();
-        let mut last_err = None;
-        for b in self.masters(None).await? {
-            let req =
-                RemotingCommand::request(RequestCode::GetConsumerConnectionList, 0).with_ext("consumerGroup", group);
-            match self.call(&b, req).await {
-                Ok(resp) => {
-                    let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding connections")?;
-                    for c in body["connectionSet"].as_array().cloned().unwrap_or_default() {
-                        if !all.iter().any(|x| x["clientId"] == c["clientId"]) {
-                            all.push(c);
-                        }
-                    }
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        match (all.is_empty(), last_err) {
-            (true, Some(e)) => Err(e.context(format!("consumer group {group} is not online"))),
-            _ => Ok(all),
-        }
+        let req = RemotingCommand::request(RequestCode::GetConsumerConnectionList, 0).with_ext("consumerGroup", group);
+        self.connections(&self.masters(None).await?, req)
+            .await
+            .map_err(|e| e.context(format!("consumer group {group} is not online")))
     }
 
     /// The producers of a group, from the masters of `topic`.
     pub async fn producer_connections(&self, group: &str, topic: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let req = RemotingCommand::request(RequestCode::GetProducerConnectionList, 0).with_ext("producerGroup", group);
+        let masters: Vec<String> = self.topic_masters(topic).await?.into_iter().map(|(_, a)| a).collect();
+        self.connections(&masters, req).await.map_err(|e| e.context(format!("producer group {group} is not online")))
+    }
+
+    /// The `connectionSet` entries `req` gets from each of `brokers`, merged by client id; an
+    /// error only when no broker answered with any.
+    async fn connections(&self, brokers: &[String], req: RemotingCommand) -> anyhow::Result<Vec<serde_json::Value>> {
         let mut all: Vec<serde_json::Value> = Vec::new();
         let mut last_err = None;
-        for (_, addr) in self.topic_masters(topic).await? {
-            let req =
-                RemotingCommand::request(RequestCode::GetProducerConnectionList, 0).with_ext("producerGroup", group);
-            match self.call(&addr, req).await {
+        for b in brokers {
+            match self.call(b, req.clone()).await {
                 Ok(resp) => {
                     let body: serde_json::Value = serde_json::from_slice(&resp.body).context("decoding connections")?;
                     for c in body["connectionSet"].as_array().cloned().unwrap_or_default() {
@@ -272,7 +261,7 @@ impl<E: Env> Admin<E> {
             }
         }
         match (all.is_empty(), last_err) {
-            (true, Some(e)) => Err(e.context(format!("producer group {group} is not online"))),
+            (true, Some(e)) => Err(e),
             _ => Ok(all),
         }
     }
