@@ -1125,6 +1125,25 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_reset_may_move_an_offset_back_and_commits_are_judged_from_there() {
+        let mut h = History::default();
+        let commit = |h: &mut History, offset| {
+            let e = Event::ConsumerOffsetCommitted { group: "G".into(), topic: "T".into(), queue_id: 0, offset };
+            h.broker_event(0, 0, &e);
+        };
+        commit(&mut h, 10);
+        h.broker_event(
+            0,
+            0,
+            &Event::ConsumerOffsetReset { group: "G".into(), topic: "T".into(), queue_id: 0, offset: 3 },
+        );
+        commit(&mut h, 5);
+        assert!(h.violations.is_empty(), "{:?}", h.violations);
+        commit(&mut h, 4);
+        assert_eq!(h.violations.len(), 1, "below the reset position and the commits after it");
+    }
+
+    #[test]
     fn a_restarted_broadcasting_member_must_not_read_below_its_saved_offsets() {
         let mut h = History::default();
         let at = |q: i32, o: u64| ("broker-a".to_string(), q, o);

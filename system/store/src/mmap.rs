@@ -294,15 +294,28 @@ impl Directory for MmapDirectory {
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 || st.f_blocks == 0 {
             return None;
         }
-        // Blocks an unprivileged writer cannot use count as used, as RocketMQ's
-        // (total - usable) / total does.
-        let total = st.f_blocks as f64;
-        Some((total - st.f_bavail as f64) / total)
+        // What `df` prints as Use%: used / (used + available to unprivileged writers). Blocks
+        // reserved for root count neither way (RocketMQ's used / total counts them as free,
+        // and would let a non-root broker run into ENOSPC below its ratios).
+        let used = st.f_blocks.saturating_sub(st.f_bfree) as f64;
+        let usable = used + st.f_bavail as f64;
+        (usable > 0.0).then(|| used / usable)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_used_share_of_the_disk_is_what_df_prints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ratio = MmapDirectory::new(tmp.path()).used_space_ratio().expect("a real file system");
+        let out = std::process::Command::new("df").arg("--output=pcent").arg(tmp.path()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pcent: f64 = text.lines().nth(1).unwrap().trim().trim_end_matches('%').parse().unwrap();
+        // df rounds up to a whole percent; the disk may change a little between the two reads.
+        assert!((ratio * 100.0 - pcent).abs() <= 2.0, "ours {:.1}% vs df {pcent}%", ratio * 100.0);
+    }
+
     use super::*;
 
     fn dir() -> (tempfile::TempDir, MmapDirectory) {
