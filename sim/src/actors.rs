@@ -24,7 +24,7 @@ use rmq_proto::message::{decode_message, decode_messages, prop, MessageExt};
 use rmq_proto::{RemotingCommand, ResponseCode};
 
 use crate::oracle::message_key;
-use crate::world::{Role, World, EPOCH_MS, TOPIC};
+use crate::world::{Role, World, EPOCH_MS, GROUP, TOPIC};
 
 /// The group's retry topic, which a CLUSTERING member subscribes to beside its own.
 const RETRY_TOPIC: &str = "%RETRY%G";
@@ -710,6 +710,15 @@ fn consumer_frame(w: &mut World, me: usize, c: &mut Consumer, cmd: RemotingComma
         if cmd.request_code() == RequestCode::NotifyConsumerIdsChanged {
             let out = c.core.rebalance_now(w.now);
             apply_consumer(w, me, c, out);
+        }
+        if cmd.request_code() == RequestCode::ResetConsumerClientOffset {
+            let ours =
+                cmd.decode_header::<rmq_proto::header::ResetOffsetRequestHeader>().is_ok_and(|h| h.group == GROUP);
+            if let (true, Ok(body)) = (ours, rmq_proto::body::ResetOffsetBody::parse(&cmd.body)) {
+                let offsets = body.offset_table.into_iter().map(|(mq, o)| (mq, o.max(0) as u64)).collect();
+                let out = c.core.reset_offsets(&offsets, w.now);
+                apply_consumer(w, me, c, out);
+            }
         }
         return;
     }

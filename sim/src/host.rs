@@ -443,6 +443,11 @@ pub(crate) fn broker_options(s: &Scenario, topo: &Topology, k: usize) -> BrokerO
 ///   (`LocalOffsetStore`, on the machine's real file system), which a simulated host has not
 ///   got: its restarts would read another run's files.
 pub(crate) fn refusal(s: &Scenario) -> Option<String> {
+    if let Some((at, _)) = s.faults.iter().find(|(_, f)| matches!(f, crate::scenario::Fault::ResetOffsets(_))) {
+        return Some(format!(
+            "at {at} reset-offsets: the host lanes have no operator process to send INVOKE_BROKER_TO_RESET_OFFSET (the fast lane runs it)"
+        ));
+    }
     if s.consume_ms > 0 {
         return Some(format!(
             "consume_ms = {}: the client library's listener returns at once, it cannot take simulated time (the fast lane runs it)",

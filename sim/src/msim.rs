@@ -192,6 +192,7 @@ async fn supervise(s: Scenario, seed: u64, keep_trace: bool) -> Result<RunReport
                     plan.on_restart(&mut armed, &node, was_down, now);
                 }
                 Fault::CrashOn(node, what) => plan.arm_trigger(&mut armed, node, what, now),
+                Fault::ResetOffsets(_) => unreachable!("refused before the run"),
                 Fault::Pause(node, ms) => {
                     if let Some(node_id) = id(&node) {
                         handle.pause(node_id);

@@ -59,6 +59,9 @@ pub enum Fault {
     /// The disk of a crashed broker is lost (replaced by an empty one): its next restart
     /// starts from nothing.
     Wipe(String),
+    /// An operator rewinds the consumer group (`at T reset-offsets MS`: mqadmin
+    /// resetOffsetByTime to MS before now, forced) on every master; live members re-seat.
+    ResetOffsets(u64),
 }
 
 /// How consuming a message goes in a scenario with failures (`poison_pct`, `flaky_pct`).
@@ -376,13 +379,16 @@ pub fn parse(text: &str) -> Result<Scenario, String> {
                 ["partition", a, b] => Fault::Partition(a.to_string(), b.to_string()),
                 ["partition-oneway", a, b] => Fault::PartitionOneWay(a.to_string(), b.to_string()),
                 ["heal"] => Fault::Heal,
+                ["reset-offsets", ms] => {
+                    Fault::ResetOffsets(ms.trim_end_matches("ms").parse().map_err(|_| err("bad reset age (ms before now)"))?)
+                }
                 ["pause", node, ms] => Fault::Pause(
                     node.to_string(),
                     ms.trim_end_matches("ms").parse().map_err(|_| err("bad pause length"))?,
                 ),
                 _ => {
                     return Err(err(
-                        "unknown fault (crash N [on flush|ack|checkpoint|recovery] | restart N | wipe N | partition A B | partition-oneway A B | heal | pause N MS)",
+                        "unknown fault (crash N [on flush|ack|checkpoint|recovery] | restart N | wipe N | partition A B | partition-oneway A B | heal | pause N MS | reset-offsets MS)",
                     ))
                 }
             };
@@ -572,7 +578,7 @@ impl Scenario {
                     vec![n]
                 }
                 Fault::Partition(a, b) | Fault::PartitionOneWay(a, b) => vec![a, b],
-                Fault::Heal => vec![],
+                Fault::Heal | Fault::ResetOffsets(_) => vec![],
             };
             nodes.into_iter().map(move |n| (format!("at {at}"), n))
         });
@@ -731,6 +737,7 @@ impl Scenario {
                 Fault::Partition(a, b) => format!("partition {a} {b}"),
                 Fault::PartitionOneWay(a, b) => format!("partition-oneway {a} {b}"),
                 Fault::Heal => "heal".to_string(),
+                Fault::ResetOffsets(ms) => format!("reset-offsets {ms}"),
                 Fault::Pause(n, ms) => format!("pause {n} {ms}"),
                 Fault::CrashOn(n, t) => format!("crash {n} on {}", t.word()),
             };
@@ -916,7 +923,7 @@ impl Scenario {
                     vec![n.as_str()]
                 }
                 Fault::Partition(a, b) | Fault::PartitionOneWay(a, b) => vec![a.as_str(), b.as_str()],
-                Fault::Heal => vec![],
+                Fault::Heal | Fault::ResetOffsets(_) => vec![],
             })
             .collect();
         let groups: Vec<String> = (0..self.brokers.max(1))
@@ -1052,6 +1059,7 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     ("transaction-producer-crash", include_str!("../scenarios/transaction-producer-crash.sim")),
     ("broadcasting-restart", include_str!("../scenarios/broadcasting-restart.sim")),
     ("retention", include_str!("../scenarios/retention.sim")),
+    ("offset-reset", include_str!("../scenarios/offset-reset.sim")),
 ];
 
 /// A catalogue scenario by name.

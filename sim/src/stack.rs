@@ -155,7 +155,7 @@ pub fn run_stack(s: &Scenario, seed: u64, keep_trace: bool) -> Result<RunReport,
             let (_, f) = faults.next().expect("peeked");
             events += 1;
             match f {
-                Fault::Pause(..) => unreachable!("refused before the run"),
+                Fault::Pause(..) | Fault::ResetOffsets(_) => unreachable!("refused before the run"),
                 Fault::Wipe(node) => plan.wipe(&node, &down, now),
                 Fault::Crash(node) => crash(&mut sim, &plan, &mut down, &node, mode, &mut crash_rng, now),
                 Fault::Restart(node) => {

@@ -882,6 +882,26 @@ impl World {
                     self.trace.line(self.now, "sim", "sim.net.partitioned", &format!("from={a} to={b} oneway=true"));
                 }
             }
+            Fault::ResetOffsets(back_ms) => {
+                for b in self.brokers.clone() {
+                    let now_ms = self.wall_ms(b);
+                    let h = rmq_proto::header::ResetOffsetRequestHeader {
+                        topic: TOPIC.into(),
+                        group: GROUP.into(),
+                        timestamp: now_ms.saturating_sub(back_ms) as i64,
+                        is_force: true,
+                    };
+                    let req =
+                        RemotingCommand::request_with(rmq_proto::codes::RequestCode::InvokeBrokerToResetOffset, 0, &h);
+                    let name = self.nodes[b].name.clone();
+                    if let Role::Broker(Some(core)) = &mut self.nodes[b].role {
+                        // The operator's mqadmin resetOffsetByTime; its answer goes nowhere.
+                        core.on_request(now_ms, ConnId(u64::MAX), req);
+                        self.trace.line(self.now, &name, "sim.offsets.reset", &format!("back_ms={back_ms}"));
+                    }
+                    self.pump_broker(b);
+                }
+            }
             Fault::Heal => {
                 self.partitions.clear();
                 self.trace.line(self.now, "sim", "sim.net.healed", "");

@@ -33,8 +33,12 @@ fn every_catalogue_scenario_runs_in_full_and_passes_madsims_determinism_check() 
         if let Some(why) = Lane::Madsim.refusal(&s) {
             // Every fault runs here; only an application that takes simulated time (the client
             // library's listener cannot wait inside a simulation step) and broadcasting offsets
-            // (kept in real files) are refused.
-            assert!(why.contains("consume_ms") || why.contains("broadcasting"), "{name}: refused for {why}");
+            // (kept in real files), and an operator's offset reset (no operator process), are
+            // refused.
+            assert!(
+                why.contains("consume_ms") || why.contains("broadcasting") || why.contains("reset-offsets"),
+                "{name}: refused for {why}"
+            );
             assert!(run_madsim(&s, 1, false).is_err(), "{name}: a refused scenario does not run");
             continue;
         }

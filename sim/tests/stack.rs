@@ -36,7 +36,10 @@ fn every_catalogue_scenario_runs_in_full_and_replays_bit_for_bit() {
         if let Some(why) = Lane::Stack.refusal(&s) {
             // Only what turmoil cannot express, said before anything runs.
             assert!(
-                why.contains("pause") || why.contains("consume_ms") || why.contains("broadcasting"),
+                why.contains("pause")
+                    || why.contains("consume_ms")
+                    || why.contains("broadcasting")
+                    || why.contains("reset-offsets"),
                 "{name}: refused for {why}"
             );
             assert!(run_stack(&s, 3, false).is_err(), "{name}: a refused scenario does not run");

@@ -288,6 +288,7 @@ fn describe(f: &rmq_sim::scenario::Fault, s: &Scenario) -> String {
         }
         Fault::Partition(a, b) => format!("network partition between {a} and {b}"),
         Fault::PartitionOneWay(a, b) => format!("frames from {a} to {b} are lost (one-way partition)"),
+        Fault::ResetOffsets(ms) => format!("an operator resets group G to {ms} ms ago (resetOffsetByTime, forced)"),
         Fault::Heal => "every partition heals".into(),
         Fault::Pause(n, ms) => format!("{n} pauses for {ms} ms"),
     }
