@@ -19,6 +19,8 @@ const KEPT: &[&str] = &[
     "client.queues.rebalanced",
     "broker.message.stored",
     "broker.group.changed",
+    "broker.offset.reset",
+    "broker.files.deleted",
     "broker.node.started",
     "sim.",
     "net.frame.dropped",
