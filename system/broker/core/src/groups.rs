@@ -161,6 +161,13 @@ impl SubscriptionGroups {
         self.table.remove(group).is_some()
     }
 
+    /// Replaces the table with a master's (GET_ALL_SUBSCRIPTIONGROUP_CONFIG's answer).
+    pub fn take_over(&mut self, body: &[u8]) -> Result<(), String> {
+        let f: GroupsFile = rmq_proto::body::from_json(body).map_err(|e| e.to_string())?;
+        self.table = f.subscription_group_table;
+        Ok(())
+    }
+
     /// Every configured group.
     pub fn all(&self) -> impl Iterator<Item = &SubscriptionGroupConfig> {
         self.table.values()
@@ -202,5 +209,11 @@ mod tests {
         let back = SubscriptionGroups::load(&dir).unwrap();
         assert!(!back.get("G").consume_enable);
         assert_eq!(back, t);
+        // A slave takes a master's table over from GET_ALL_SUBSCRIPTIONGROUP_CONFIG's body.
+        let body = serde_json::to_vec(&serde_json::json!({ "subscriptionGroupTable": { "G": t.get("G") } })).unwrap();
+        let mut slave = SubscriptionGroups::default();
+        slave.take_over(&body).unwrap();
+        assert_eq!(slave, t);
+        assert!(slave.take_over(b"{").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Metadata a slave copies from its master (RocketMQ's SlaveSynchronize): every
 //! [`SLAVE_SYNC_INTERVAL_MS`] a slave asks its master's remoting port for the topic table
-//! (GET_ALL_TOPIC_CONFIG), the consumer offsets (GET_ALL_CONSUMER_OFFSET) and the delay
-//! progress (GET_ALL_DELAY_OFFSET), and takes them over, so consumers that fail over to it
+//! (GET_ALL_TOPIC_CONFIG), the consumer offsets (GET_ALL_CONSUMER_OFFSET), the delay
+//! progress (GET_ALL_DELAY_OFFSET) and the subscription groups
+//! (GET_ALL_SUBSCRIPTIONGROUP_CONFIG), and takes them over, so consumers that fail over to it
 //! resume where their group stood and a slave promoted by an operator delivers delayed
 //! messages from the right place. The master's remoting address (and its HA address, when
 //! `haMasterAddress` is not configured) comes from the NameServer's answer to the slave's
@@ -40,8 +41,12 @@ impl<D: Directory> BrokerCore<D> {
         let Some(addr) = self.sync.master_addr.clone() else { return };
         // Answers that never came are forgotten: the next round asks again.
         self.sync.pending.clear();
-        for code in [RequestCode::GetAllTopicConfig, RequestCode::GetAllConsumerOffset, RequestCode::GetAllDelayOffset]
-        {
+        for code in [
+            RequestCode::GetAllTopicConfig,
+            RequestCode::GetAllConsumerOffset,
+            RequestCode::GetAllDelayOffset,
+            RequestCode::GetAllSubscriptionGroupConfig,
+        ] {
             // Positive opaques only: a driver hands registration answers over with a negative one.
             self.sync.next_opaque = self.sync.next_opaque % i32::MAX + 1;
             let opaque = self.sync.next_opaque;
@@ -93,6 +98,9 @@ impl<D: Directory> BrokerCore<D> {
             }
             RequestCode::GetAllDelayOffset if self.delay.take_over(body).is_ok() => {
                 let _ = self.delay.persist(self.store.directory_mut());
+            }
+            RequestCode::GetAllSubscriptionGroupConfig if self.groups.take_over(body).is_ok() => {
+                let _ = self.groups.persist(self.store.directory_mut());
             }
             _ => {}
         }

@@ -951,6 +951,11 @@ fn a_slave_learns_its_master_from_the_registration_answer_and_copies_its_metadat
     r.send(1, "m");
     r.settle();
     assert!(r.master.offsets.commit("cg", "T", 0, 1));
+    let off = crate::groups::SubscriptionGroupConfig {
+        consume_enable: false,
+        ..crate::groups::SubscriptionGroupConfig::defaults("Off")
+    };
+    assert!(r.master.groups.upsert(off));
     // Nothing to ask before the NameServer said who the master is.
     r.slave.on_timer(r.now);
     assert!(!std::iter::from_fn(|| r.slave.poll_output()).any(|o| matches!(o, Output::MasterRequest { .. })));
@@ -973,7 +978,12 @@ fn a_slave_learns_its_master_from_the_registration_answer_and_copies_its_metadat
     let codes: Vec<RequestCode> = asks.iter().map(|c| c.request_code()).collect();
     assert_eq!(
         codes,
-        [RequestCode::GetAllTopicConfig, RequestCode::GetAllConsumerOffset, RequestCode::GetAllDelayOffset]
+        [
+            RequestCode::GetAllTopicConfig,
+            RequestCode::GetAllConsumerOffset,
+            RequestCode::GetAllDelayOffset,
+            RequestCode::GetAllSubscriptionGroupConfig
+        ]
     );
     assert_eq!(r.slave.offsets.get("cg", "T", 0), None);
     for ask in asks {
@@ -989,6 +999,7 @@ fn a_slave_learns_its_master_from_the_registration_answer_and_copies_its_metadat
     }
     assert_eq!(r.slave.offsets.get("cg", "T", 0), Some(1), "consumer offsets reach the slave");
     assert!(r.slave.topics.get("T").is_some(), "topic config reaches the slave");
+    assert!(!r.slave.groups.get("Off").consume_enable, "subscription groups reach the slave");
 }
 
 #[test]
