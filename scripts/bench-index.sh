@@ -12,16 +12,8 @@ SENDERS=${3:-32}
 FLUSH=${4:-ASYNC_FLUSH}
 cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
-. "$(dirname "$0")/bench-lib.sh"
+. scripts/bench-lib.sh # (the working directory is the repository root)
 
 run_once() { # index(true|false) -> prints "msg/s p50 p99 errors"
     local dir="$WORK/run"

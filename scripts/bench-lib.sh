@@ -1,6 +1,15 @@
-# Shared by the benchmark scripts: `start` (a server in the background, waiting for its boot
-# line) and `disk_probe` (the store file system's sequential write + fdatasync rate). Expects
-# WORK (a scratch directory) and PIDS (an array) from the caller.
+# Shared by the benchmark scripts: a scratch directory (WORK) and the servers started (PIDS),
+# both cleaned up on exit; `start` (a server in the background, waiting for its boot line) and
+# `disk_probe` (the store file system's sequential write + fdatasync rate).
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 # Starts a process in the background, waits for its boot line, prints the address it names.
 start() { # name pattern cmd...

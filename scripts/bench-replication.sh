@@ -13,17 +13,9 @@ MESSAGES=${2:-30000}
 SENDERS=${3:-64}
 cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 # shellcheck source=scripts/bench-lib.sh
-. "$(dirname "$0")/bench-lib.sh"
+. scripts/bench-lib.sh # (the working directory is the repository root)
 
 run_combo() { # flush replication -> prints "msg/s p50 p99"
     local flush=$1 repl=$2 dir="$WORK/run"
