@@ -55,6 +55,9 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Skip measuring this machine's disk and CPU limits before the load.
+    #[arg(long)]
+    no_limits: bool,
     /// ACL access key to sign requests with (default: $ROCKETMQ_ACCESS_KEY).
     #[arg(long = "access-key")]
     access_key: Option<String>,
@@ -112,7 +115,21 @@ fn bench() -> anyhow::Result<()> {
             topic_prefix: format!("bench{}", std::process::id()),
             credentials,
         };
-        let report = run(&cfg).await?;
+        // The machine's own limits, in the store's file system (a temp dir beside a remote
+        // cluster's), before the load so the disk is quiet.
+        let limits = if args.no_limits {
+            None
+        } else {
+            let probe_dir = match &embedded {
+                Some(c) => c.store_dir.path().join("limits"),
+                None => std::env::temp_dir().join(format!("mqbench-limits-{}", std::process::id())),
+            };
+            let l = rmq_tools::limits::measure(&probe_dir, args.size)?;
+            let _ = std::fs::remove_dir_all(&probe_dir);
+            Some(l)
+        };
+        let mut report = run(&cfg).await?;
+        report.limits = limits;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -80,6 +80,8 @@ pub struct BenchReport {
     pub consume: Option<PhaseReport>,
     /// Resident memory of this process at the end (embedded broker + client), bytes.
     pub process_rss_bytes: Option<u64>,
+    /// This machine's disk and CPU limits, measured before the load (`None` with --no-limits).
+    pub limits: Option<crate::limits::MachineLimits>,
 }
 
 /// A monotonic stopwatch (the runtime facade's; benchmarks measure wall time by design).
@@ -252,6 +254,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         produce,
         consume,
         process_rss_bytes: rss_bytes(None),
+        limits: None,
     })
 }
 
@@ -274,6 +277,9 @@ pub fn render(r: &BenchReport) -> String {
     }
     if let Some(rss) = r.process_rss_bytes {
         s.push_str(&format!("process RSS {:.1} MiB\n", rss as f64 / (1024.0 * 1024.0)));
+    }
+    if let Some(l) = &r.limits {
+        s.push_str(&crate::limits::render(l, r.produce.msgs_per_sec, r.body_bytes));
     }
     s
 }

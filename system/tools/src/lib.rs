@@ -6,11 +6,13 @@
 //! - [`embedded`]: an in-process NameServer + broker on 127.0.0.1 with a temp store.
 //! - [`bench`](mod@bench): produce and consume load with throughput and latency percentiles.
 //! - [`clock`]: times as RocketMQ's tools read and print them.
+//! - [`limits`]: this machine's disk and CPU limits, printed beside a benchmark's figures.
 
 pub mod admin;
 pub mod bench;
 pub mod clock;
 pub mod embedded;
+pub mod limits;
 
 /// Environment variable with the ACL access key the tools sign with (when no flag is given).
 pub const ACCESS_KEY_ENV: &str = "ROCKETMQ_ACCESS_KEY";
