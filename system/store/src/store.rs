@@ -665,11 +665,6 @@ impl<D: Directory> MessageStore<D> {
         Ok(found)
     }
 
-    /// Whether the key index is on.
-    pub fn index_enabled(&self) -> bool {
-        self.index.is_some()
-    }
-
     /// Why the last message could not be indexed, if one could not.
     pub fn index_error(&self) -> Option<&str> {
         self.index_error.as_deref()
