@@ -145,67 +145,63 @@ const SEND_KEYS: [(&str, &str); 14] = [
 impl SendMessageRequestHeader {
     /// The one-letter (V2) ext map used by SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE.
     pub fn to_ext_v2(&self) -> BTreeMap<String, String> {
-        let long = self.to_ext();
-        let mut out = BTreeMap::new();
-        for (l, s) in SEND_KEYS {
-            if let Some(v) = long.get(l) {
-                out.insert(s.to_string(), v.clone());
-            }
-        }
-        out
+        self.to_ext_keyed(1)
+    }
+
+    /// The ext map with the long (`which` = 0) or one-letter (1) keys of [`SEND_KEYS`].
+    fn to_ext_keyed(&self, which: usize) -> BTreeMap<String, String> {
+        let k = |i: usize| if which == 0 { SEND_KEYS[i].0 } else { SEND_KEYS[i].1 };
+        let mut m = BTreeMap::new();
+        self.producer_group.put(k(0), &mut m);
+        self.topic.put(k(1), &mut m);
+        self.default_topic.put(k(2), &mut m);
+        self.default_topic_queue_nums.put(k(3), &mut m);
+        self.queue_id.put(k(4), &mut m);
+        self.sys_flag.put(k(5), &mut m);
+        self.born_timestamp.put(k(6), &mut m);
+        self.flag.put(k(7), &mut m);
+        self.properties.put(k(8), &mut m);
+        self.reconsume_times.put(k(9), &mut m);
+        self.unit_mode.put(k(10), &mut m);
+        self.max_reconsume_times.put(k(11), &mut m);
+        self.batch.put(k(12), &mut m);
+        self.broker_name.put(k(13), &mut m);
+        m
     }
 }
 
 impl CommandHeader for SendMessageRequestHeader {
     fn to_ext(&self) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        self.producer_group.put("producerGroup", &mut m);
-        self.topic.put("topic", &mut m);
-        self.default_topic.put("defaultTopic", &mut m);
-        self.default_topic_queue_nums.put("defaultTopicQueueNums", &mut m);
-        self.queue_id.put("queueId", &mut m);
-        self.sys_flag.put("sysFlag", &mut m);
-        self.born_timestamp.put("bornTimestamp", &mut m);
-        self.flag.put("flag", &mut m);
-        self.properties.put("properties", &mut m);
-        self.reconsume_times.put("reconsumeTimes", &mut m);
-        self.unit_mode.put("unitMode", &mut m);
-        self.batch.put("batch", &mut m);
-        self.max_reconsume_times.put("maxReconsumeTimes", &mut m);
-        self.broker_name.put("bname", &mut m);
-        m
+        self.to_ext_keyed(0)
     }
 
     fn from_ext(ext: &BTreeMap<String, String>) -> Result<Self, HeaderError> {
-        // V2 headers carry one-letter keys; translate them to the long names first.
-        let translated;
-        let ext = if ext.contains_key("a") && !ext.contains_key("producerGroup") {
-            let mut m = ext.clone();
-            for (l, s) in SEND_KEYS {
-                if let Some(v) = ext.get(s) {
-                    m.insert(l.to_string(), v.clone());
-                }
+        // V2 headers carry one-letter keys: read each field under its letter when present,
+        // under its long name otherwise (no copy of the map).
+        let v2 = ext.contains_key("a") && !ext.contains_key("producerGroup");
+        let k = |i: usize| {
+            let (long, short) = SEND_KEYS[i];
+            if v2 && ext.contains_key(short) {
+                short
+            } else {
+                long
             }
-            translated = m;
-            &translated
-        } else {
-            ext
         };
         Ok(SendMessageRequestHeader {
-            producer_group: ExtValue::take(ext, "producerGroup")?,
-            topic: ExtValue::take(ext, "topic")?,
-            default_topic: <Option<String> as ExtValue>::take(ext, "defaultTopic")?.unwrap_or_default(),
-            default_topic_queue_nums: <Option<i32> as ExtValue>::take(ext, "defaultTopicQueueNums")?.unwrap_or(4),
-            queue_id: ExtValue::take(ext, "queueId")?,
-            sys_flag: <Option<i32> as ExtValue>::take(ext, "sysFlag")?.unwrap_or(0),
-            born_timestamp: <Option<i64> as ExtValue>::take(ext, "bornTimestamp")?.unwrap_or(0),
-            flag: <Option<i32> as ExtValue>::take(ext, "flag")?.unwrap_or(0),
-            properties: ExtValue::take(ext, "properties")?,
-            reconsume_times: ExtValue::take(ext, "reconsumeTimes")?,
-            unit_mode: ExtValue::take(ext, "unitMode")?,
-            batch: ExtValue::take(ext, "batch")?,
-            max_reconsume_times: ExtValue::take(ext, "maxReconsumeTimes")?,
-            broker_name: match <Option<String> as ExtValue>::take(ext, "bname")? {
+            producer_group: ExtValue::take(ext, k(0))?,
+            topic: ExtValue::take(ext, k(1))?,
+            default_topic: <Option<String> as ExtValue>::take(ext, k(2))?.unwrap_or_default(),
+            default_topic_queue_nums: <Option<i32> as ExtValue>::take(ext, k(3))?.unwrap_or(4),
+            queue_id: ExtValue::take(ext, k(4))?,
+            sys_flag: <Option<i32> as ExtValue>::take(ext, k(5))?.unwrap_or(0),
+            born_timestamp: <Option<i64> as ExtValue>::take(ext, k(6))?.unwrap_or(0),
+            flag: <Option<i32> as ExtValue>::take(ext, k(7))?.unwrap_or(0),
+            properties: ExtValue::take(ext, k(8))?,
+            reconsume_times: ExtValue::take(ext, k(9))?,
+            unit_mode: ExtValue::take(ext, k(10))?,
+            max_reconsume_times: ExtValue::take(ext, k(11))?,
+            batch: ExtValue::take(ext, k(12))?,
+            broker_name: match <Option<String> as ExtValue>::take(ext, k(13))? {
                 Some(b) => Some(b),
                 None => ExtValue::take(ext, "brokerName")?,
             },

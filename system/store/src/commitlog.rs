@@ -84,7 +84,7 @@ impl<S: Segment> CommitLog<S> {
         for start in starts {
             let contiguous = log.segments.last().is_none_or(|(last, _)| last + segment_bytes == start);
             if contiguous {
-                log.segments.push((start, dir.open_segment(&segment_path(start), segment_bytes)?));
+                log.segments.push((start, dir.open_log_segment(&segment_path(start), segment_bytes)?));
             } else {
                 dir.remove(&segment_path(start))?;
             }
@@ -178,7 +178,7 @@ impl<S: Segment> CommitLog<S> {
                 self.segments.last().map_or(offset, |s| s.0 + self.segment_bytes),
                 "segments stay contiguous"
             );
-            self.segments.push((offset, dir.open_segment(&segment_path(offset), self.segment_bytes)?));
+            self.segments.push((offset, dir.open_log_segment(&segment_path(offset), self.segment_bytes)?));
         }
         self.write(offset, record)?;
         self.write_offset = offset + len;
@@ -215,7 +215,7 @@ impl<S: Segment> CommitLog<S> {
             return Ok(());
         }
         if self.locate(offset).is_none() {
-            self.segments.push((offset, dir.open_segment(&segment_path(offset), self.segment_bytes)?));
+            self.segments.push((offset, dir.open_log_segment(&segment_path(offset), self.segment_bytes)?));
         }
         self.write(offset, data)?;
         self.write_offset = offset + len;

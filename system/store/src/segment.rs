@@ -55,6 +55,13 @@ pub trait Directory: fmt::Debug {
     /// Opens (creating zero-filled if absent) the segment at relative path `path` with `size`
     /// bytes.
     fn open_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError>;
+    /// Opens a segment that is written append-only and flushed from its flushed position to
+    /// its write position (a CommitLog file). Same contract as [`Self::open_segment`]; an
+    /// implementation may write it by another path into the same cache (the mmap directory
+    /// writes it through the file and flushes it with fdatasync). Defaults to `open_segment`.
+    fn open_log_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
+        self.open_segment(path, size)
+    }
     /// Names (not paths) of entries directly under relative dir `dir`, sorted; empty if absent.
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError>;
     /// Removes a file (absent is fine).
