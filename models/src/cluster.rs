@@ -129,6 +129,7 @@ impl GroupConfig {
             max_message_bytes: 512,
             check_crc_on_recover: true,
             index: None,
+            warm_log_segments: false,
         };
         let base = BrokerConfig {
             flush_disk_type: flush,

@@ -3,6 +3,7 @@
 //! ```text
 //! mqbench                                    # embedded NameServer + broker, default load, figures printed
 //! mqbench --flush sync --producers 64        # embedded, SYNC_FLUSH with group commit
+//! mqbench --processes --flush sync           # mqnamesrv + mqbroker as separate processes
 //! mqbench -n 127.0.0.1:9876 --topics 10000   # against a running cluster
 //! ```
 
@@ -14,6 +15,7 @@ use clap::{Parser, ValueEnum};
 use rmq_broker_core::FlushDiskType;
 use rmq_tools::bench::{render, run, BenchConfig};
 use rmq_tools::embedded::EmbeddedCluster;
+use rmq_tools::procs::ProcessCluster;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Flush {
@@ -27,10 +29,15 @@ struct Args {
     /// NameServer of a running cluster; omitted: an in-process NameServer + broker is started.
     #[arg(short = 'n', long = "namesrvAddr")]
     namesrv: Option<String>,
-    /// Flush mode of the embedded broker (default async); refused with -n, whose brokers have
-    /// their own flushDiskType.
+    /// Flush mode of the broker this run starts (default async); refused with -n, whose
+    /// brokers have their own flushDiskType.
     #[arg(long, value_enum)]
     flush: Option<Flush>,
+    /// Start the NameServer and broker as separate `mqnamesrv` and `mqbroker` processes (found
+    /// beside mqbench, or in $RMQ_BIN_DIR) instead of inside mqbench, as users run them; the
+    /// broker's memory, descriptors and threads are reported after the load.
+    #[arg(long, conflicts_with = "namesrv")]
+    processes: bool,
     /// Topics to spread the load over.
     #[arg(long, default_value_t = 1)]
     topics: usize,
@@ -85,15 +92,17 @@ fn bench() -> anyhow::Result<()> {
             Flush::Sync => FlushDiskType::SyncFlush,
             Flush::Async => FlushDiskType::AsyncFlush,
         };
-        let embedded = match &args.namesrv {
-            Some(_) => None,
-            None => Some(EmbeddedCluster::start(flush, |_| {}).await?),
+        let (embedded, procs) = match (&args.namesrv, args.processes) {
+            (Some(_), _) => (None, None),
+            (None, true) => (None, Some(ProcessCluster::start(flush).await?)),
+            (None, false) => (Some(EmbeddedCluster::start(flush, |_| {}).await?), None),
         };
         let namesrv = args
             .namesrv
             .clone()
             .or_else(|| embedded.as_ref().map(|c| c.namesrv_addr.clone()))
-            .expect("one of the two is set");
+            .or_else(|| procs.as_ref().map(|c| c.namesrv_addr.clone()))
+            .expect("one of the three is set");
         if let Some(c) = &embedded {
             eprintln!(
                 "embedded cluster: namesrv {} broker {} ({:?}) store {}",
@@ -101,6 +110,15 @@ fn bench() -> anyhow::Result<()> {
                 c.broker_addr,
                 flush,
                 c.store_dir.path().display()
+            );
+        }
+        if let Some(c) = &procs {
+            eprintln!(
+                "process cluster: namesrv {} broker {} ({:?}) store and logs {}",
+                c.namesrv_addr,
+                c.broker_addr,
+                flush,
+                c.dir.path().display()
             );
         }
         let cfg = BenchConfig {
@@ -120,9 +138,10 @@ fn bench() -> anyhow::Result<()> {
         let limits = if args.no_limits {
             None
         } else {
-            let probe_dir = match &embedded {
-                Some(c) => c.store_dir.path().join("limits"),
-                None => std::env::temp_dir().join(format!("mqbench-limits-{}", std::process::id())),
+            let probe_dir = match (&embedded, &procs) {
+                (Some(c), _) => c.store_dir.path().join("limits"),
+                (_, Some(c)) => c.dir.path().join("limits"),
+                _ => std::env::temp_dir().join(format!("mqbench-limits-{}", std::process::id())),
             };
             let l = rmq_tools::limits::measure(&probe_dir, args.size)?;
             let _ = std::fs::remove_dir_all(&probe_dir);
@@ -130,6 +149,13 @@ fn bench() -> anyhow::Result<()> {
         };
         let mut report = run(&cfg).await?;
         report.limits = limits;
+        if embedded.is_some() {
+            report.broker_mode = "embedded".into();
+        }
+        if let Some(c) = &procs {
+            report.broker_mode = "processes".into();
+            report.broker_resources = c.broker_resources();
+        }
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {

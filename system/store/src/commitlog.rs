@@ -19,7 +19,7 @@ pub fn segment_name(start_offset: u64) -> String {
     format!("{start_offset:020}")
 }
 
-fn segment_path(start_offset: u64) -> String {
+pub(crate) fn segment_path(start_offset: u64) -> String {
     format!("{COMMITLOG_DIR}/{}", segment_name(start_offset))
 }
 
@@ -92,6 +92,13 @@ impl<S: Segment> CommitLog<S> {
         log.write_offset = log.min_offset();
         log.flushed_offset = log.min_offset();
         Ok(log)
+    }
+
+    /// The start of the segment after the last one, once the last one is at least half
+    /// written (the one to prepare ahead of the rollover).
+    pub fn segment_to_prepare(&self) -> Option<u64> {
+        let (last, _) = self.segments.last()?;
+        (self.write_offset >= last + self.segment_bytes / 2).then_some(last + self.segment_bytes)
     }
 
     /// Segment size.

@@ -62,6 +62,14 @@ pub trait Directory: fmt::Debug {
     fn open_log_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
         self.open_segment(path, size)
     }
+    /// Work that makes the log segment at `path` ready before [`Self::open_log_segment`] is
+    /// asked for it (RocketMQ's `warmMapedFileEnable`, done ahead like its allocate service):
+    /// run it anywhere; it never fails (if it cannot finish, the segment is created at open as
+    /// usual). The file appears complete and zero-filled or not at all; once it exists, opening
+    /// it only maps it. `None` (the default) when there is nothing to gain.
+    fn prepare_log_segment(&self, _path: &str, _size: u64) -> Option<FlushJob> {
+        None
+    }
     /// Names (not paths) of entries directly under relative dir `dir`, sorted; empty if absent.
     fn list(&self, dir: &str) -> Result<Vec<String>, StoreError>;
     /// Removes a file (absent is fine).

@@ -45,6 +45,10 @@ pub struct StoreConfig {
     /// messageIndexEnable with maxHashSlotNum and maxIndexNum: the key index behind queries by
     /// key and unique key; `None`: no index (queries by key are refused).
     pub index: Option<IndexConfig>,
+    /// warmMapedFileEnable: once the CommitLog's last segment is half full, the periodic
+    /// checkpoint also prepares the next one ([`Directory::prepare_log_segment`]: zero-filled
+    /// ahead of time, so appends to it need no extent conversion at each flush).
+    pub warm_log_segments: bool,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +59,7 @@ impl Default for StoreConfig {
             max_message_bytes: 4 * 1024 * 1024 + 64 * 1024,
             check_crc_on_recover: true,
             index: None,
+            warm_log_segments: false,
         }
     }
 }
@@ -206,6 +211,8 @@ pub struct MessageStore<D: Directory> {
     /// Replicated CommitLog bytes below this are indexed (a slave's dispatcher position; on a
     /// master it follows the write position).
     reput_offset: u64,
+    /// Start of the last CommitLog segment prepared ahead (`warm_log_segments`), if any.
+    prepared_log_segment: Option<u64>,
 }
 
 /// The tag hash of a ConsumeQueue entry: Java `String.hashCode` of TAGS, widened; 0 if none.
@@ -268,6 +275,7 @@ impl<D: Directory> MessageStore<D> {
             index,
             index_error: None,
             reput_offset: 0,
+            prepared_log_segment: None,
         };
         let mut report = store.recover()?;
         report.reindexed = store.catch_up_index()?;
@@ -434,7 +442,34 @@ impl<D: Directory> MessageStore<D> {
         if let Some(index) = &mut self.index {
             jobs.extend(index.begin_flush()?);
         }
+        jobs.extend(self.prepare_next_log_segment());
         Ok(PendingCheckpoint { commit_log_offset, queue_offsets, jobs })
+    }
+
+    /// The job preparing the CommitLog segment after the last one, once that one is half full
+    /// (`warm_log_segments`); once per segment.
+    fn prepare_next_log_segment(&mut self) -> Option<FlushJob> {
+        if !self.config.warm_log_segments {
+            return None;
+        }
+        let next = self.commit_log.segment_to_prepare()?;
+        if self.prepared_log_segment.is_some_and(|p| p >= next) {
+            return None;
+        }
+        self.prepared_log_segment = Some(next);
+        self.dir.prepare_log_segment(&crate::commitlog::segment_path(next), self.config.commit_log_segment_bytes)
+    }
+
+    /// The job preparing the first CommitLog segment of a log never written
+    /// (`warm_log_segments`): for a master, whose log starts at 0. Not for a slave, whose log
+    /// starts wherever its master's stream does (a file at 0 would then be a gap before it).
+    pub fn prepare_first_log_segment(&mut self) -> Option<FlushJob> {
+        let empty = self.commit_log.last_segment_start().is_none() && self.commit_log.write_offset() == 0;
+        if !self.config.warm_log_segments || !empty || self.prepared_log_segment.is_some() {
+            return None;
+        }
+        self.prepared_log_segment = Some(0);
+        self.dir.prepare_log_segment(&crate::commitlog::segment_path(0), self.config.commit_log_segment_bytes)
     }
 
     /// Records a checkpoint whose jobs all ran: marks what they flushed and writes the

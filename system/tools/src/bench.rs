@@ -78,8 +78,15 @@ pub struct BenchReport {
     pub produce: PhaseReport,
     /// Consume phase.
     pub consume: Option<PhaseReport>,
-    /// Resident memory of this process at the end (embedded broker + client), bytes.
+    /// Where the broker ran: `embedded` (in this process, sharing its runtime with the
+    /// client), `processes` (separate mqnamesrv/mqbroker processes started for the run) or
+    /// `remote` (a running cluster given with -n).
+    pub broker_mode: String,
+    /// Resident memory of this process at the end (with an embedded broker: broker + client),
+    /// bytes.
     pub process_rss_bytes: Option<u64>,
+    /// The broker process's memory, descriptors and threads after the load (`processes` mode).
+    pub broker_resources: Option<crate::procs::ProcessResources>,
     /// This machine's disk and CPU limits, measured before the load (`None` with --no-limits).
     pub limits: Option<crate::limits::MachineLimits>,
 }
@@ -253,14 +260,19 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         batch: cfg.batch,
         produce,
         consume,
+        broker_mode: "remote".into(),
         process_rss_bytes: rss_bytes(None),
+        broker_resources: None,
         limits: None,
     })
 }
 
 /// Human-readable report.
 pub fn render(r: &BenchReport) -> String {
-    let mut s = format!("topics={} producers={} body={}B batch={}\n", r.topics, r.producers, r.body_bytes, r.batch);
+    let mut s = format!(
+        "topics={} producers={} body={}B batch={} broker={}\n",
+        r.topics, r.producers, r.body_bytes, r.batch, r.broker_mode
+    );
     let line = |name: &str, p: &PhaseReport| {
         let lat = match (p.p50_us, p.p99_us, p.p999_us) {
             (Some(a), Some(b), Some(c)) => format!("  latency p50={a}us p99={b}us p999={c}us"),
@@ -277,6 +289,14 @@ pub fn render(r: &BenchReport) -> String {
     }
     if let Some(rss) = r.process_rss_bytes {
         s.push_str(&format!("process RSS {:.1} MiB\n", rss as f64 / (1024.0 * 1024.0)));
+    }
+    if let Some(b) = &r.broker_resources {
+        s.push_str(&format!(
+            "broker process: RSS {:.1} MiB, {} open file descriptors, {} threads\n",
+            b.rss_bytes as f64 / (1024.0 * 1024.0),
+            b.open_fds,
+            b.threads
+        ));
     }
     if let Some(l) = &r.limits {
         s.push_str(&crate::limits::render(l, r.produce.msgs_per_sec, r.body_bytes));

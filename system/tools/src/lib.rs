@@ -7,12 +7,14 @@
 //! - [`bench`](mod@bench): produce and consume load with throughput and latency percentiles.
 //! - [`clock`]: times as RocketMQ's tools read and print them.
 //! - [`limits`]: this machine's disk and CPU limits, printed beside a benchmark's figures.
+//! - [`procs`]: a NameServer and a broker as separate processes (`mqbench --processes`).
 
 pub mod admin;
 pub mod bench;
 pub mod clock;
 pub mod embedded;
 pub mod limits;
+pub mod procs;
 
 /// Environment variable with the ACL access key the tools sign with (when no flag is given).
 pub const ACCESS_KEY_ENV: &str = "ROCKETMQ_ACCESS_KEY";

@@ -673,7 +673,10 @@ impl<D: Directory> BrokerCore<D> {
     pub fn begin_checkpoint(&mut self) -> Result<rmq_store::PendingCheckpoint, StoreError> {
         // Every 60th checkpoint flushes every changed ConsumeQueue, not only the busy ones.
         self.checkpoints_since_thorough = (self.checkpoints_since_thorough + 1) % THOROUGH_CHECKPOINT_EVERY;
-        let pending = self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)?;
+        let mut pending = self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)?;
+        if self.config.broker_role != BrokerRole::Slave {
+            pending.jobs.extend(self.store.prepare_first_log_segment());
+        }
         self.checkpoint_generation = self.truncations;
         let commit_log_offset = pending.commit_log_offset;
         self.event(|| Event::CheckpointBegan { commit_log_offset });

@@ -42,6 +42,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "diskSpaceCleanForciblyRatio",
     "diskSpaceWarningLevelRatio",
     "messageIndexEnable",
+    "warmMapedFileEnable",
     "metricsExporterType",
     "metricsPromExporterHost",
     "metricsPromExporterPort",
@@ -201,6 +202,9 @@ pub fn apply_in(props: &Props, conf_dir: Option<&std::path::Path>, opts: &mut Br
         }
     }
     apply_index(props, c)?;
+    if let Some(v) = props.parse::<bool>("warmMapedFileEnable", "true or false")? {
+        c.store.warm_log_segments = v;
+    }
     Ok(())
 }
 

@@ -351,6 +351,58 @@ fn reopen_keeps_everything_and_puts_continue() {
 }
 
 #[test]
+fn warm_log_segments_are_prepared_ahead_zero_filled_and_used_at_the_rollover() {
+    let disk = Disk::new();
+    let warm = StoreConfig { warm_log_segments: true, ..small() };
+    let next = disk.path("commitlog/00000000000000004096");
+    let (mut s, _) = disk.open(warm.clone());
+    let first = s.prepare_first_log_segment().expect("a fresh log's first segment");
+    assert!(s.prepare_first_log_segment().is_none(), "once");
+    first.run().unwrap();
+    assert_eq!(std::fs::read(disk.path("commitlog/00000000000000000000")).unwrap(), vec![0u8; 4096]);
+    s.put(&mut msg("T", 0, &"x".repeat(100))).unwrap();
+    let jobs = |s: &mut MessageStore<MmapDirectory>| s.begin_checkpoint(true).unwrap().jobs;
+    // With everything flushed in place first, a checkpoint has no flush jobs of its own.
+    s.checkpoint().unwrap();
+    assert_eq!(jobs(&mut s).len(), 0, "nothing is prepared while the last segment is less than half full");
+    while s.commit_log_max_offset() < 2048 {
+        s.put(&mut msg("T", 0, &"x".repeat(100))).unwrap();
+    }
+    s.checkpoint().unwrap();
+    let ahead = jobs(&mut s);
+    assert_eq!(ahead.len(), 1, "the next segment's preparation");
+    assert_eq!(jobs(&mut s).len(), 0, "prepared once per segment");
+    for job in ahead {
+        job.run().unwrap();
+    }
+    assert_eq!(std::fs::read(&next).unwrap(), vec![0u8; 4096], "complete and zero-filled, under its final name");
+    let names = s.dir.list("commitlog").unwrap();
+    assert_eq!(names, ["00000000000000000000", "00000000000000004096"], "no temporary file is left or listed");
+    while s.commit_log_max_offset() < 4096 + 500 {
+        s.put(&mut msg("T", 0, &"y".repeat(100))).unwrap();
+    }
+    s.checkpoint().unwrap();
+    let written = s.commit_log_max_offset();
+    let count = all(&s, "T", 0).len();
+    drop(s);
+    // A crash with the next segment prepared but unused: recovery drops it, nothing else.
+    let (s, _) = disk.open(warm.clone());
+    assert_eq!((s.commit_log_max_offset(), all(&s, "T", 0).len()), (written, count));
+    let mut s = s;
+    while s.commit_log_max_offset() < 8192 + 100 {
+        s.put(&mut msg("T", 0, &"z".repeat(100))).unwrap();
+        for job in jobs(&mut s) {
+            job.run().unwrap();
+        }
+    }
+    drop(s);
+    let (s, report) = disk.open(warm.clone());
+    assert_eq!(report.torn_records, 0);
+    assert!(all(&s, "T", 0).len() > count);
+    s.assert_invariants();
+}
+
+#[test]
 fn a_torn_tail_is_cut_zeroed_and_overwritten() {
     let disk = Disk::new();
     let end = {
