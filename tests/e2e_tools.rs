@@ -118,3 +118,23 @@ fn a_failing_tool_says_why_in_one_line_without_a_backtrace() {
         assert!(!err.contains("backtrace") && !err.contains("Backtrace"), "{bin}: {err}");
     }
 }
+
+#[test]
+fn mqbench_measures_a_broker_running_as_its_own_process() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
+        .args(["--processes", "--flush", "sync", "--messages", "2000", "--producers", "8", "--topics", "3"])
+        .args(["--json", "--no-limits"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["broker_mode"], "processes");
+    assert_eq!((r["produce"]["messages"].as_u64(), r["produce"]["errors"].as_u64()), (Some(2000), Some(0)));
+    // Read back from the broker process: the 2000 and one route-warming send per topic.
+    assert_eq!(r["consume"]["messages"].as_u64(), Some(2003));
+    let b = &r["broker_resources"];
+    assert!(b["rss_bytes"].as_u64() > Some(1 << 20) && b["open_fds"].as_u64() > Some(3), "{b}");
+    // The broker's own figures, not this process's: mqbench holds no store files.
+    assert!(b["threads"].as_u64() >= Some(2), "{b}");
+}
