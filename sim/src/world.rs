@@ -756,7 +756,10 @@ impl World {
 
     fn drain_namesrv_events(&mut self, ns: usize) {
         let events = match &mut self.nodes[ns].role {
-            Role::Namesrv(Some(core)) => core.drain_events(),
+            Role::Namesrv(Some(core)) => {
+                core.assert_invariants();
+                core.drain_events()
+            }
             _ => Vec::new(),
         };
         let name = self.nodes[ns].name.clone();

@@ -37,18 +37,23 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))
 }
 
-/// Reserves `size` bytes of disk blocks for `file` (and sets its length).
-fn allocate(file: &File, size: u64) -> std::io::Result<()> {
+/// Reserves disk blocks for `[offset, offset + len)` of `file`, inside its length. File
+/// systems without fallocate support keep the range sparse.
+fn allocate_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let off = |v: u64| libc::off_t::try_from(v).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput));
     // SAFETY: posix_fallocate on a descriptor we own; no memory is passed.
-    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
-        0 => Ok(()),
-        // File systems without fallocate support: fall back to a sparse file.
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(size),
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), off(offset)?, off(len)?) } {
+        0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
         code => Err(std::io::Error::from_raw_os_error(code)),
     }
 }
+
+/// Blocks reserved at a time for a mapped (queue or index) segment: a ConsumeQueue of 300,000
+/// entries is 6 MB, and a broker with 50,000 topics of 4 queues would reserve 1.2 TB up front.
+/// Reserving as writes approach keeps the guarantee (a page written through the mapping
+/// always has its block, so a full disk is an error, never a SIGBUS) at the size written.
+const RESERVE_CHUNK_BYTES: u64 = 64 * 1024;
 
 /// Creates `path` holding `size` zero bytes, written and made durable.
 fn zero_fill(path: &Path, size: u64) -> std::io::Result<()> {
@@ -80,9 +85,21 @@ pub struct MmapSegment {
     loaded: bool,
     /// Kept open for log segments: writes are `pwrite`s and flushes `fdatasync`s of it.
     file: Option<Arc<File>>,
+    /// Disk blocks are reserved below this (the whole file for log segments); a mapped write
+    /// past it reserves the next [`RESERVE_CHUNK_BYTES`] first.
+    reserved_to: u64,
 }
 
 impl MmapSegment {
+    /// Reserves blocks up to `end` (rounded up to a chunk) before a mapped write reaches them.
+    fn reserve(&mut self, end: u64) -> Result<(), StoreError> {
+        let to = end.div_ceil(RESERVE_CHUNK_BYTES).saturating_mul(RESERVE_CHUNK_BYTES).min(self.capacity_bytes());
+        let file = OpenOptions::new().write(true).open(&self.path).map_err(|e| self.error(e))?;
+        allocate_range(&file, self.reserved_to, to - self.reserved_to).map_err(|e| self.error(e))?;
+        self.reserved_to = to;
+        Ok(())
+    }
+
     fn error(&self, e: std::io::Error) -> StoreError {
         if is_disk_full(&e) {
             StoreError::DiskFull { path: self.path.clone(), source: e }
@@ -116,6 +133,10 @@ impl Segment for MmapSegment {
             use std::os::unix::fs::FileExt;
             // Inside the file's allocated length (the mapping's), so nothing grows it.
             return f.write_all_at(data, pos).map_err(|e| self.error(e));
+        }
+        let end = pos + data.len() as u64;
+        if end > self.reserved_to {
+            self.reserve(end)?;
         }
         // SAFETY: the range is inside the mapping (checked above) and the file is never
         // truncated while mapped. Only this segment's owner writes through the mapping and it
@@ -251,11 +272,15 @@ impl MmapDirectory {
             .open(&full)
             .map_err(|e| io_err(&full, e))?;
         let actual_bytes = file.metadata().map_err(|e| io_err(&full, e))?.len();
+        let mut reserved_to = 0;
         if actual_bytes == 0 {
             // New (or created but never sized before a crash): size it and make that durable.
-            // Blocks are allocated before mapping, so a full disk fails here with an error the
-            // broker answers, never with a SIGBUS on a later page write.
-            if let Err(e) = allocate(&file, size) {
+            // Blocks are allocated before mapping (a log segment's all at once, a mapped
+            // segment's first chunk, the rest as writes approach), so a full disk fails with an
+            // error the broker answers, never with a SIGBUS on a later page write.
+            reserved_to = if keep_file { size } else { size.min(RESERVE_CHUNK_BYTES) };
+            let sized = file.set_len(size).and_then(|()| allocate_range(&file, 0, reserved_to));
+            if let Err(e) = sized {
                 // Leave no zero-length file behind: the next attempt starts clean.
                 let _ = std::fs::remove_file(&full);
                 return Err(if is_disk_full(&e) {
@@ -273,7 +298,12 @@ impl MmapDirectory {
         let map = MmapRaw::map_raw(&file).map_err(|e| io_err(&full, e))?;
         // Unless kept, `file` drops here: the mapping stays valid without the descriptor.
         let file = keep_file.then(|| Arc::new(file));
-        Ok(MmapSegment { map: Arc::new(map), path: full.display().to_string(), loaded: false, file })
+        // A reopened mapped segment re-reserves from 0 on its first write (a no-op where
+        // blocks exist); a log segment is fully allocated when created.
+        if keep_file {
+            reserved_to = size;
+        }
+        Ok(MmapSegment { map: Arc::new(map), path: full.display().to_string(), loaded: false, file, reserved_to })
     }
 }
 
@@ -463,6 +493,31 @@ mod tests {
         assert!(queue.file.is_none(), "queue segments close their descriptor once mapped");
         queue.read_at(4090, &mut buf).unwrap();
         assert_eq!(&buf, b"across a page");
+    }
+
+    #[test]
+    fn mapped_segments_reserve_blocks_as_writes_approach_and_log_segments_up_front() {
+        use std::os::unix::fs::MetadataExt;
+        let (tmp, mut dir) = dir();
+        let blocks = |rel: &str| std::fs::metadata(tmp.path().join(rel)).unwrap().blocks() * 512;
+        let mut queue = dir.open_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("consumequeue/T/0/00000000000000000000")).unwrap().len(),
+            6_000_000
+        );
+        let first = blocks("consumequeue/T/0/00000000000000000000");
+        assert!((RESERVE_CHUNK_BYTES..6_000_000 / 8).contains(&first), "one chunk reserved, not 6 MB: {first}");
+        queue.write_at(1_000_000, &[7u8; 20]).unwrap();
+        let after = blocks("consumequeue/T/0/00000000000000000000");
+        assert!((1_000_020..2_000_000).contains(&after), "reserved up to the write: {after}");
+        let mut buf = [0u8; 20];
+        queue.read_at(1_000_000, &mut buf).unwrap();
+        assert_eq!(buf, [7u8; 20]);
+        drop(queue);
+        let mut again = dir.open_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
+        again.write_at(5_999_980, &[9u8; 20]).unwrap();
+        let _log = dir.open_log_segment("commitlog/00000000000000000000", 4_000_000).unwrap();
+        assert!(blocks("commitlog/00000000000000000000") >= 4_000_000, "a log segment is allocated whole");
     }
 
     #[test]

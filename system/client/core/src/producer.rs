@@ -443,17 +443,27 @@ impl ProducerCore {
                 self.failed(send, format!("attempt {attempt} timed out"), now_ms, &mut out);
             }
         }
-        let topics: Vec<String> = self.topics.keys().cloned().collect();
-        for topic in topics {
-            let t = &self.topics[&topic];
-            let abandoned = t.asking.as_ref().is_some_and(|(_, since)| now_ms >= since + ROUTE_ASK_TIMEOUT_MS);
+        // Only topics with something to do are visited twice (a producer may know 10,000).
+        let waiting: BTreeSet<&str> =
+            self.pending.values().filter(|p| p.attempt == 0).map(|p| p.topic.as_str()).collect();
+        let refresh_ms = self.settings.route_refresh_ms;
+        let work: Vec<(String, bool, bool)> = self
+            .topics
+            .iter()
+            .filter_map(|(name, t)| {
+                let abandoned = t.asking.as_ref().is_some_and(|(_, since)| now_ms >= since + ROUTE_ASK_TIMEOUT_MS);
+                let due = t.asked_at.is_none_or(|at| now_ms >= at + refresh_ms);
+                (abandoned || (t.asking.is_none() && due))
+                    .then(|| (name.clone(), abandoned, waiting.contains(name.as_str())))
+            })
+            .collect();
+        for (topic, abandoned, waiting) in work {
+            let t = self.topics.get_mut(&topic).expect("listed");
             if abandoned {
-                self.topics.get_mut(&topic).expect("listed").asking = None;
+                t.asking = None;
             }
-            let t = &self.topics[&topic];
-            let waiting = self.pending.values().any(|p| p.topic == topic && p.attempt == 0);
-            let due = t.asked_at.is_none_or(|at| now_ms >= at + self.settings.route_refresh_ms);
-            if t.asking.is_none() && (due || (abandoned && waiting)) {
+            let due = t.asked_at.is_none_or(|at| now_ms >= at + refresh_ms);
+            if due || (abandoned && waiting) {
                 self.ask(&topic, &topic, now_ms, &mut out);
             }
         }

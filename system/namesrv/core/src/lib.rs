@@ -171,7 +171,7 @@ impl NamesrvCore {
             _ => RemotingCommand::response_to(req, ResponseCode::RequestCodeNotSupported)
                 .with_remark(format!("request code {} not supported", req.code)),
         };
-        self.assert_invariants();
+        self.check_invariants();
         (!req.is_oneway()).then_some(resp)
     }
 
@@ -202,7 +202,16 @@ impl NamesrvCore {
             self.remove_broker_addr(&addr);
             self.events.push(Event::BrokerExpired { addr });
         }
-        self.assert_invariants();
+        self.check_invariants();
+    }
+
+    /// [`Self::assert_invariants`] in debug builds. The check walks every table (O(topics)),
+    /// which after every request made a NameServer with 10,000 topics spend most of its CPU
+    /// on it; release binaries skip it and the simulator calls it after every step itself.
+    fn check_invariants(&self) {
+        if cfg!(debug_assertions) {
+            self.assert_invariants();
+        }
     }
 
     /// When [`Self::tick`] wants to run next.
