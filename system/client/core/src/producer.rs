@@ -477,6 +477,14 @@ impl ProducerCore {
         out
     }
 
+    /// No deadline a [`ProducerCore::submit`] at `now_ms` creates comes before this (a driver
+    /// sleeping until earlier need not be woken by a new send). O(1), unlike
+    /// [`Self::next_wakeup`], which visits every topic.
+    pub fn earliest_deadline_of_a_send(&self, now_ms: u64) -> u64 {
+        let s = &self.settings;
+        now_ms + s.attempt_timeout_ms.min(s.send_timeout_ms).clamp(1, ROUTE_ASK_TIMEOUT_MS)
+    }
+
     /// When [`ProducerCore::tick`] must run next.
     pub fn next_wakeup(&self) -> u64 {
         let sends = self.pending.values().map(|p| p.current.as_ref().map_or(p.deadline_ms, |(_, d)| *d));
