@@ -9,6 +9,15 @@
 //! had written some of them), a seeded subset of other dirty pages (background write-back,
 //! `writeback_pct`) and one torn page cut at a 512-byte sector boundary whose lost sectors hold
 //! garbage or zeros. Restart re-opens the store over what survived and runs the real recovery.
+//!
+//! Faithful to the real write paths (`rmq_store::mmap`): the CommitLog is written with pwrite
+//! and flushed with fdatasync, queues and indexes are copied into mappings and msync'ed; both
+//! land in the one page cache modelled here, so a process crash keeps every write and a power
+//! cut keeps what was flushed plus what write-back happened to reach. fdatasync makes the whole
+//! file's dirty pages durable where this model flushes only the range asked for: the model
+//! keeps no more than the disk would. Segments prepared ahead (`warmMapedFileEnable`) and
+//! blocks reserved in chunks change what is allocated, not which bytes survive: a fresh
+//! segment here is zeros, as a zero-filled or newly reserved one is on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};

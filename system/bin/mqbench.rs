@@ -38,6 +38,11 @@ struct Args {
     /// broker's memory, descriptors and threads are reported after the load.
     #[arg(long, conflicts_with = "namesrv")]
     processes: bool,
+    /// Turn on warmMapedFileEnable in the broker this run starts: CommitLog segments
+    /// zero-filled ahead of the rollover (each costs a segment-sized write; under sustained
+    /// load on two cores it measured slower, see BENCHMARKS.md).
+    #[arg(long, conflicts_with = "namesrv")]
+    warm: bool,
     /// Topics to spread the load over.
     #[arg(long, default_value_t = 1)]
     topics: usize,
@@ -94,8 +99,11 @@ fn bench() -> anyhow::Result<()> {
         };
         let (embedded, procs) = match (&args.namesrv, args.processes) {
             (Some(_), _) => (None, None),
-            (None, true) => (None, Some(ProcessCluster::start(flush).await?)),
-            (None, false) => (Some(EmbeddedCluster::start(flush, |_| {}).await?), None),
+            (None, true) => (None, Some(ProcessCluster::start(flush, args.warm).await?)),
+            (None, false) => {
+                let warm = args.warm;
+                (Some(EmbeddedCluster::start(flush, |c| c.store.warm_log_segments = warm).await?), None)
+            }
         };
         let namesrv = args
             .namesrv

@@ -29,7 +29,6 @@ impl EmbeddedCluster {
         let mut core = BrokerConfig { flush_disk_type: flush, broker_addr: "127.0.0.1:0".into(), ..Default::default() };
         core.store.commit_log_segment_bytes = 256 * 1024 * 1024;
         core.store.consume_queue_segment_entries = 100_000;
-        core.store.warm_log_segments = true;
         tune(&mut core);
         let opts = BrokerOptions {
             listen: "127.0.0.1:0".into(),

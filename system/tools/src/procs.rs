@@ -109,9 +109,9 @@ pub struct ProcessCluster {
 }
 
 impl ProcessCluster {
-    /// Starts both with the same segment sizes as the embedded cluster and `flush`; waits
-    /// until the broker is registered.
-    pub async fn start(flush: FlushDiskType) -> anyhow::Result<Self> {
+    /// Starts both with the same segment sizes as the embedded cluster, `flush` and
+    /// warmMapedFileEnable=`warm`; waits until the broker is registered.
+    pub async fn start(flush: FlushDiskType, warm: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (namesrv, line) =
             Proc::start(dir.path(), "mqnamesrv", &["--listen", "127.0.0.1:0"], "boot success").await?;
@@ -124,7 +124,7 @@ impl ProcessCluster {
         std::fs::write(
             &conf,
             format!(
-                "brokerName=bench\nflushDiskType={flush_key}\nwarmMapedFileEnable=true\nmappedFileSizeCommitLog={}\nmappedFileSizeConsumeQueue={}\n",
+                "brokerName=bench\nflushDiskType={flush_key}\nwarmMapedFileEnable={warm}\nmappedFileSizeCommitLog={}\nmappedFileSizeConsumeQueue={}\n",
                 256 * 1024 * 1024,
                 100_000 * 20
             ),
