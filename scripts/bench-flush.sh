@@ -12,15 +12,14 @@ ROUNDS=${1:-3}
 MESSAGES=${2:-100000}
 SENDERS=${3:-64}
 MODE=${4:-processes}
-cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh # (the working directory is the repository root)
 case "$MODE" in
     processes) EXTRA=(--processes) ;;
     embedded) EXTRA=() ;;
     *) echo "MODE is embedded or processes, not $MODE" >&2; exit 2 ;;
 esac
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+OUT=$WORK
 
 echo "# $MESSAGES messages of 1 KiB, $SENDERS senders, broker $MODE; rounds interleaved"
 echo "round flush msg/s sync/async p50_ms p99_ms fdatasync4k_ms log64k_ms codec_msg/s"

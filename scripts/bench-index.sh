@@ -10,8 +10,6 @@ ROUNDS=${1:-3}
 MESSAGES=${2:-50000}
 SENDERS=${3:-32}
 FLUSH=${4:-ASYNC_FLUSH}
-cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh # (the working directory is the repository root)
 

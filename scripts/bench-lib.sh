@@ -1,6 +1,10 @@
-# Shared by the benchmark scripts: a scratch directory (WORK) and the servers started (PIDS),
-# both cleaned up on exit; `start` (a server in the background, waiting for its boot line) and
-# `disk_probe` (the store file system's sequential write + fdatasync rate).
+# Shared by the benchmark scripts (sourced from the repository root): the release binaries,
+# built first (BIN names their directory); a scratch directory (WORK) and the servers started
+# (PIDS), both cleaned up on exit; `start` (a server in the background, waiting for its boot
+# line) and `disk_probe` (the store file system's sequential write + fdatasync rate).
+
+cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -11,8 +11,6 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 MESSAGES=${2:-30000}
 SENDERS=${3:-64}
-cargo build --release --bin mqnamesrv --bin mqbroker --bin mqbench >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
 
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh # (the working directory is the repository root)
