@@ -121,12 +121,16 @@ fn a_failing_tool_says_why_in_one_line_without_a_backtrace() {
 
 #[test]
 fn mqbench_measures_a_broker_running_as_its_own_process() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
         .args(["--processes", "--flush", "sync", "--messages", "2000", "--producers", "8", "--topics", "3"])
         .args(["--json", "--no-limits"])
         .env("RUST_LOG", "off")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let bench_pid = child.id();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["broker_mode"], "processes");
@@ -135,6 +139,9 @@ fn mqbench_measures_a_broker_running_as_its_own_process() {
     assert_eq!(r["consume"]["messages"].as_u64(), Some(2003));
     let b = &r["broker_resources"];
     assert!(b["rss_bytes"].as_u64() > Some(1 << 20) && b["open_fds"].as_u64() > Some(3), "{b}");
-    // The broker's own figures, not this process's: mqbench holds no store files.
     assert!(b["threads"].as_u64() >= Some(2), "{b}");
+    // The figures are another process's (the broker's), and mqbench stopped it on exit.
+    let broker_pid = b["pid"].as_u64().expect("the broker's pid");
+    assert_ne!(broker_pid, u64::from(bench_pid), "{b}");
+    assert!(!std::path::Path::new(&format!("/proc/{broker_pid}")).exists(), "the broker outlived mqbench");
 }

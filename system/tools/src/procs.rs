@@ -24,6 +24,8 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 /// What a process holds, from /proc (Linux).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ProcessResources {
+    /// The process these figures are of.
+    pub pid: u32,
     /// Resident set size, bytes.
     pub rss_bytes: u64,
     /// Open file descriptors (sockets, files, the store's lock).
@@ -41,7 +43,7 @@ impl ProcessResources {
             line.split_whitespace().nth(1)?.parse().ok()
         };
         let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-        Some(ProcessResources { rss_bytes: field("VmRSS:")? * 1024, open_fds, threads: field("Threads:")? })
+        Some(ProcessResources { pid, rss_bytes: field("VmRSS:")? * 1024, open_fds, threads: field("Threads:")? })
     }
 }
 
@@ -157,7 +159,7 @@ mod tests {
     #[test]
     fn resources_of_this_process_are_read_from_proc() {
         let r = ProcessResources::of(std::process::id()).expect("Linux /proc");
-        assert!(r.rss_bytes > 0 && r.open_fds >= 3 && r.threads >= 1, "{r:?}");
+        assert!(r.pid == std::process::id() && r.rss_bytes > 0 && r.open_fds >= 3 && r.threads >= 1, "{r:?}");
         assert_eq!(ProcessResources::of(u32::MAX), None);
     }
 
