@@ -123,7 +123,7 @@ impl<S: Segment> ConsumeQueue<S> {
         for first in firsts {
             let path = q.segment_path(first);
             if q.segments.last().is_none_or(|(last, _)| last + entries_per_segment == first) {
-                q.segments.push((first, dir.open_segment(&path, q.segment_bytes())?));
+                q.segments.push((first, dir.open_queue_segment(&path, q.segment_bytes())?));
             } else {
                 dir.remove(&path)?;
             }
@@ -249,11 +249,11 @@ impl<S: Segment> ConsumeQueue<S> {
             // No file yet, or an emptied queue restarting below its first file: start afresh.
             self.remove_files(dir)?;
             let first = n - n % self.entries_per_segment;
-            self.segments.push((first, dir.open_segment(&self.segment_path(first), self.segment_bytes())?));
+            self.segments.push((first, dir.open_queue_segment(&self.segment_path(first), self.segment_bytes())?));
         }
         while self.locate(n).is_none() {
             let next = self.segments.last().map(|s| s.0 + self.entries_per_segment).expect("a file was opened above");
-            self.segments.push((next, dir.open_segment(&self.segment_path(next), self.segment_bytes())?));
+            self.segments.push((next, dir.open_queue_segment(&self.segment_path(next), self.segment_bytes())?));
         }
         Ok(())
     }

@@ -2,9 +2,10 @@
 //! (RocketMQ's `storePathRootDir`).
 //!
 //! Two write paths, one page cache:
-//! - [`Directory::open_segment`] (ConsumeQueues, index files): writes are copies into the
-//!   mapping, flushes are msync of the range. The descriptor is closed once mapped, so tens of
-//!   thousands of queue files cost no descriptors.
+//! - [`Directory::open_queue_segment`] (ConsumeQueues) and [`Directory::open_segment`] (index
+//!   files): writes are copies into the mapping, flushes are msync of the range. The descriptor
+//!   is closed once mapped, so tens of thousands of queue files cost no descriptors; queue files
+//!   reserve their blocks as writes approach, index files all at once.
 //! - [`Directory::open_log_segment`] (the CommitLog): writes go through the file (`pwrite`)
 //!   into the same page cache the mapping reads, and flushes are `fdatasync`. Copying into a
 //!   fresh mapping takes a page fault per 4 KiB (the kernel zero-fills the page first) and,
@@ -49,7 +50,20 @@ fn allocate_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// Blocks reserved at a time for a mapped (queue or index) segment: a ConsumeQueue of 300,000
+/// How a segment is allocated and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Fully allocated, written and flushed through the file (the CommitLog).
+    Log,
+    /// Blocks reserved as writes approach, written through the mapping (ConsumeQueues).
+    Queue,
+    /// Fully allocated, written through the mapping (index files: slots are read and written
+    /// anywhere, and on tmpfs even reading a hole through a mapping takes a page, which a full
+    /// file system answers with SIGBUS).
+    Whole,
+}
+
+/// Blocks reserved at a time for a queue segment: a ConsumeQueue of 300,000
 /// entries is 6 MB, and a broker with 50,000 topics of 4 queues would reserve 1.2 TB up front.
 /// Reserving as writes approach keeps the guarantee (a page written through the mapping
 /// always has its block, so a full disk is an error, never a SIGBUS) at the size written.
@@ -134,9 +148,11 @@ impl Segment for MmapSegment {
             // Inside the file's allocated length (the mapping's), so nothing grows it.
             return f.write_all_at(data, pos).map_err(|e| self.error(e));
         }
+        // `>=`: the entry after the last one written is always reserved too, so recovery's scan
+        // for the end of a queue never reads an unreserved hole (on tmpfs that takes a page).
         let end = pos + data.len() as u64;
-        if end > self.reserved_to {
-            self.reserve(end)?;
+        if end >= self.reserved_to && self.reserved_to < self.capacity_bytes() {
+            self.reserve(end + 1)?;
         }
         // SAFETY: the range is inside the mapping (checked above) and the file is never
         // truncated while mapped. Only this segment's owner writes through the mapping and it
@@ -260,8 +276,9 @@ impl MmapDirectory {
 
 impl MmapDirectory {
     /// Opens (creating and allocating if absent) and maps a segment; keeps the descriptor when
-    /// `keep_file` (log segments, written through it).
-    fn open(&mut self, path: &str, size: u64, keep_file: bool) -> Result<MmapSegment, StoreError> {
+    /// `Kind::Log` (written through it).
+    fn open(&mut self, path: &str, size: u64, kind: Kind) -> Result<MmapSegment, StoreError> {
+        let keep_file = kind == Kind::Log;
         let full = self.full(path);
         self.create_dirs(Self::parent_of(&full))?;
         let file = OpenOptions::new()
@@ -278,7 +295,7 @@ impl MmapDirectory {
             // Blocks are allocated before mapping (a log segment's all at once, a mapped
             // segment's first chunk, the rest as writes approach), so a full disk fails with an
             // error the broker answers, never with a SIGBUS on a later page write.
-            reserved_to = if keep_file { size } else { size.min(RESERVE_CHUNK_BYTES) };
+            reserved_to = if kind == Kind::Queue { size.min(RESERVE_CHUNK_BYTES) } else { size };
             let sized = file.set_len(size).and_then(|()| allocate_range(&file, 0, reserved_to));
             if let Err(e) = sized {
                 // Leave no zero-length file behind: the next attempt starts clean.
@@ -298,9 +315,9 @@ impl MmapDirectory {
         let map = MmapRaw::map_raw(&file).map_err(|e| io_err(&full, e))?;
         // Unless kept, `file` drops here: the mapping stays valid without the descriptor.
         let file = keep_file.then(|| Arc::new(file));
-        // A reopened mapped segment re-reserves from 0 on its first write (a no-op where
-        // blocks exist); a log segment is fully allocated when created.
-        if keep_file {
+        // A reopened queue segment re-reserves from 0 on its first write (a no-op where blocks
+        // exist); the others are fully allocated when created.
+        if kind != Kind::Queue {
             reserved_to = size;
         }
         Ok(MmapSegment { map: Arc::new(map), path: full.display().to_string(), loaded: false, file, reserved_to })
@@ -311,11 +328,15 @@ impl Directory for MmapDirectory {
     type Seg = MmapSegment;
 
     fn open_segment(&mut self, path: &str, size: u64) -> Result<MmapSegment, StoreError> {
-        self.open(path, size, false)
+        self.open(path, size, Kind::Whole)
     }
 
     fn open_log_segment(&mut self, path: &str, size: u64) -> Result<MmapSegment, StoreError> {
-        self.open(path, size, true)
+        self.open(path, size, Kind::Log)
+    }
+
+    fn open_queue_segment(&mut self, path: &str, size: u64) -> Result<MmapSegment, StoreError> {
+        self.open(path, size, Kind::Queue)
     }
 
     /// Writes zeros through the whole file (under a `.tmp` name, then linked into place): its
@@ -500,7 +521,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let (tmp, mut dir) = dir();
         let blocks = |rel: &str| std::fs::metadata(tmp.path().join(rel)).unwrap().blocks() * 512;
-        let mut queue = dir.open_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
+        let mut queue = dir.open_queue_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
         assert_eq!(
             std::fs::metadata(tmp.path().join("consumequeue/T/0/00000000000000000000")).unwrap().len(),
             6_000_000
@@ -514,8 +535,11 @@ mod tests {
         queue.read_at(1_000_000, &mut buf).unwrap();
         assert_eq!(buf, [7u8; 20]);
         drop(queue);
-        let mut again = dir.open_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
+        let mut again = dir.open_queue_segment("consumequeue/T/0/00000000000000000000", 6_000_000).unwrap();
         again.write_at(5_999_980, &[9u8; 20]).unwrap();
+        let index = dir.open_segment("index/00000000000000000000", 4_000_000).unwrap();
+        assert!(blocks("index/00000000000000000000") >= 4_000_000, "an index file is allocated whole");
+        drop(index);
         let _log = dir.open_log_segment("commitlog/00000000000000000000", 4_000_000).unwrap();
         assert!(blocks("commitlog/00000000000000000000") >= 4_000_000, "a log segment is allocated whole");
     }

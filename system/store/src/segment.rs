@@ -62,6 +62,12 @@ pub trait Directory: fmt::Debug {
     fn open_log_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
         self.open_segment(path, size)
     }
+    /// Opens a segment written in order from its start and read only below what was written
+    /// (a ConsumeQueue file). Same contract as [`Self::open_segment`]; an implementation may
+    /// reserve its storage as writes approach. Defaults to `open_segment`.
+    fn open_queue_segment(&mut self, path: &str, size: u64) -> Result<Self::Seg, StoreError> {
+        self.open_segment(path, size)
+    }
     /// Work that makes the log segment at `path` ready before [`Self::open_log_segment`] is
     /// asked for it (RocketMQ's `warmMapedFileEnable`, done ahead like its allocate service):
     /// run it anywhere; it never fails (if it cannot finish, the segment is created at open as

@@ -81,7 +81,7 @@ fn probe_segment_flush(dir: &Path, rounds: u32, log: bool) -> anyhow::Result<f64
     let mut d = MmapDirectory::new(dir.join("limits-probe-mmap"));
     let size = 64 * 1024 * u64::from(rounds);
     let path = "probe/00000000000000000000";
-    let mut seg = if log { d.open_log_segment(path, size)? } else { d.open_segment(path, size)? };
+    let mut seg = if log { d.open_log_segment(path, size)? } else { d.open_queue_segment(path, size)? };
     let block = vec![0xa5u8; 64 * 1024];
     let started = stopwatch();
     for i in 0..u64::from(rounds) {
