@@ -300,6 +300,9 @@ pub const HOT_KEY: &str = "hot";
 
 /// Carries out what the producer core decided.
 fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerOutput>) {
+    // Every producer step ends here: the core's own bookkeeping (topic timers, sends) is
+    // checked after each.
+    p.core.assert_invariants();
     let name = w.nodes[me].name.clone();
     let mut todo: VecDeque<ProducerOutput> = out.into();
     while let Some(o) = todo.pop_front() {

@@ -212,6 +212,17 @@ struct TopicState {
     asking: Option<(String, u64)>,
 }
 
+impl TopicState {
+    /// When a tick must look at this topic: its outstanding request is abandoned, or its route
+    /// is due for a refresh (at once if it was never asked for).
+    fn due(&self, refresh_ms: u64) -> u64 {
+        match &self.asking {
+            Some((_, since)) => since + ROUTE_ASK_TIMEOUT_MS,
+            None => self.asked_at.map_or(0, |at| at + refresh_ms),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Pending {
     topic: String,
@@ -231,6 +242,10 @@ struct Pending {
 pub struct ProducerCore {
     settings: ProducerSettings,
     topics: BTreeMap<String, TopicState>,
+    /// Every topic's next timer ([`TopicState::due`]), so a tick visits only the topics whose
+    /// time has come and the next wakeup is the first entry: a producer may know 10,000 topics,
+    /// whose route refreshes (one per topic every `route_refresh_ms`) wake it every few ms.
+    timers: BTreeSet<(u64, String)>,
     pending: BTreeMap<SendId, Pending>,
     next_send: SendId,
     last_heartbeat_ms: u64,
@@ -246,6 +261,7 @@ impl ProducerCore {
         ProducerCore {
             settings,
             topics: BTreeMap::new(),
+            timers: BTreeSet::new(),
             pending: BTreeMap::new(),
             next_send: 1,
             last_heartbeat_ms: now_ms,
@@ -304,7 +320,6 @@ impl ProducerCore {
         if self.publish_info(topic).is_some() {
             self.attempt(send, None, now_ms, &mut out);
         } else {
-            self.topics.entry(topic.to_string()).or_default();
             self.ask(topic, topic, now_ms, &mut out);
         }
         (send, out)
@@ -327,7 +342,9 @@ impl ProducerCore {
         if t.asking.as_ref().map(|(a, _)| a.as_str()) != Some(ask) {
             return out;
         }
+        let before = t.due(self.settings.route_refresh_ms);
         t.asking = None;
+        retime(&mut self.timers, topic, Some(before), t.due(self.settings.route_refresh_ms));
         let mut join = false;
         let failure = match answer {
             RouteAnswer::Found(mut route) => {
@@ -443,27 +460,21 @@ impl ProducerCore {
                 self.failed(send, format!("attempt {attempt} timed out"), now_ms, &mut out);
             }
         }
-        // Only topics with something to do are visited twice (a producer may know 10,000).
-        let waiting: BTreeSet<&str> =
-            self.pending.values().filter(|p| p.attempt == 0).map(|p| p.topic.as_str()).collect();
+        // Only the topics whose timer is due are visited (a producer may know 10,000).
         let refresh_ms = self.settings.route_refresh_ms;
-        let work: Vec<(String, bool, bool)> = self
-            .topics
-            .iter()
-            .filter_map(|(name, t)| {
-                let abandoned = t.asking.as_ref().is_some_and(|(_, since)| now_ms >= since + ROUTE_ASK_TIMEOUT_MS);
-                let due = t.asked_at.is_none_or(|at| now_ms >= at + refresh_ms);
-                (abandoned || (t.asking.is_none() && due))
-                    .then(|| (name.clone(), abandoned, waiting.contains(name.as_str())))
-            })
-            .collect();
-        for (topic, abandoned, waiting) in work {
-            let t = self.topics.get_mut(&topic).expect("listed");
+        let work: Vec<String> =
+            self.timers.iter().take_while(|(due, _)| *due <= now_ms).map(|(_, topic)| topic.clone()).collect();
+        for topic in work {
+            let t = self.topics.get_mut(&topic).expect("a timer names a known topic");
+            let before = t.due(refresh_ms);
+            let abandoned = t.asking.is_some();
             if abandoned {
                 t.asking = None;
             }
             let due = t.asked_at.is_none_or(|at| now_ms >= at + refresh_ms);
-            if due || (abandoned && waiting) {
+            retime(&mut self.timers, &topic, Some(before), t.due(refresh_ms));
+            let waiting = abandoned && self.pending.values().any(|p| p.attempt == 0 && p.topic == topic);
+            if due || waiting {
                 self.ask(&topic, &topic, now_ms, &mut out);
             }
         }
@@ -488,10 +499,7 @@ impl ProducerCore {
     /// When [`ProducerCore::tick`] must run next.
     pub fn next_wakeup(&self) -> u64 {
         let sends = self.pending.values().map(|p| p.current.as_ref().map_or(p.deadline_ms, |(_, d)| *d));
-        let asks = self.topics.values().map(|t| match &t.asking {
-            Some((_, since)) => since + ROUTE_ASK_TIMEOUT_MS,
-            None => t.asked_at.map_or(0, |at| at + self.settings.route_refresh_ms),
-        });
+        let asks = self.timers.first().map(|(due, _)| *due);
         sends
             .chain(asks)
             .chain([self.last_heartbeat_ms + self.settings.heartbeat_interval_ms])
@@ -508,6 +516,14 @@ impl ProducerCore {
             assert!(!p.oneway || p.attempt == 0, "one-way send {send} still pending after its attempt");
             assert!(self.topics.contains_key(&p.topic), "send {send}: topic {} unknown", p.topic);
         }
+        let refresh_ms = self.settings.route_refresh_ms;
+        let expected: BTreeSet<(u64, String)> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| t.asked_at.is_some())
+            .map(|(name, t)| (t.due(refresh_ms), name.clone()))
+            .collect();
+        assert_eq!(self.timers, expected, "topic timers out of step with the topics");
     }
 
     fn current(&self, send: SendId, attempt: u32) -> Option<(MessageQueue, u64)> {
@@ -515,12 +531,15 @@ impl ProducerCore {
     }
 
     fn ask(&mut self, topic: &str, ask: &str, now_ms: u64, out: &mut Vec<ProducerOutput>) {
+        let refresh_ms = self.settings.route_refresh_ms;
         let t = self.topics.entry(topic.to_string()).or_default();
         if t.asking.is_some() {
             return;
         }
+        let before = (t.asked_at.is_some()).then(|| t.due(refresh_ms));
         t.asking = Some((ask.to_string(), now_ms));
         t.asked_at = Some(now_ms);
+        retime(&mut self.timers, topic, before, t.due(refresh_ms));
         out.push(ProducerOutput::FetchRoute { topic: topic.to_string(), ask: ask.to_string() });
     }
 
@@ -575,6 +594,18 @@ impl ProducerCore {
             p.current = Some((mq, now_ms + timeout_ms));
         }
     }
+}
+
+/// Moves `topic`'s timer from `before` (none: it had none) to `after`.
+fn retime(timers: &mut BTreeSet<(u64, String)>, topic: &str, before: Option<u64>, after: u64) {
+    if before == Some(after) {
+        return;
+    }
+    if let Some(before) = before {
+        let removed = timers.remove(&(before, topic.to_string()));
+        debug_assert!(removed, "topic {topic} had no timer at {before}");
+    }
+    timers.insert((after, topic.to_string()));
 }
 
 /// The fields of a SEND_MESSAGE_V2 (or SEND_BATCH_MESSAGE) request.
@@ -777,6 +808,46 @@ mod tests {
         let out = core.tick(5 + refresh);
         assert!(out.contains(&ProducerOutput::FetchRoute { topic: "T".into(), ask: "T".into() }), "{out:?}");
         assert!(!out.iter().any(|o| matches!(o, ProducerOutput::Heartbeat { .. })), "one heartbeat per period");
+    }
+
+    #[test]
+    fn routes_learnt_at_different_times_refresh_one_by_one_and_set_the_next_wakeup() {
+        // 1,000 topics routed 10 ms apart: each refresh falls due on its own, a tick asks for
+        // exactly the due ones, and the next wakeup is the earliest timer left.
+        let settings = ProducerSettings { heartbeat_interval_ms: u64::MAX / 4, ..Default::default() };
+        let refresh = settings.route_refresh_ms;
+        let mut core = ProducerCore::new(settings, 0);
+        let topics: Vec<String> = (0..1_000).map(|i| format!("T{i:04}")).collect();
+        for (i, topic) in topics.iter().enumerate() {
+            let at = 10 * i as u64;
+            core.want_route(topic, at);
+            core.on_route(topic, topic, RouteAnswer::Found(route(&["a"])), at);
+        }
+        core.assert_invariants();
+        assert_eq!(core.next_wakeup(), refresh, "the first topic's refresh");
+        assert!(core.tick(refresh - 1).is_empty());
+        let asked = |out: &[ProducerOutput]| -> Vec<String> {
+            out.iter()
+                .filter_map(|o| match o {
+                    ProducerOutput::FetchRoute { topic, .. } => Some(topic.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(asked(&core.tick(refresh + 25)), topics[..3].to_vec());
+        // The three asked are outstanding: the next timer is the fourth topic's refresh.
+        assert_eq!(core.next_wakeup(), refresh + 30);
+        core.assert_invariants();
+        // One answer comes back; the other two are abandoned after ROUTE_ASK_TIMEOUT_MS and
+        // wait for their next refresh (no send is waiting for them).
+        core.on_route(&topics[0], &topics[0], RouteAnswer::Found(route(&["a"])), refresh + 26);
+        let later = refresh + 25 + ROUTE_ASK_TIMEOUT_MS;
+        let last_due = ((later - refresh) / 10) as usize;
+        assert_eq!(asked(&core.tick(later)), topics[3..=last_due].to_vec(), "only the newly due topics");
+        core.assert_invariants();
+        assert_eq!(core.next_wakeup(), refresh + 10 * (last_due as u64 + 1));
+        assert!(asked(&core.tick(2 * refresh + 25)).contains(&topics[1]), "an abandoned ask refreshes on time");
+        core.assert_invariants();
     }
 
     #[test]
