@@ -1,8 +1,6 @@
 //! [`MessageStore`]: puts, flushes, reads and crash recovery over one CommitLog and its
 //! ConsumeQueues.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use rmq_proto::message::{decode_message, encode_message, prop, MessageError, MessageExt, MAGIC_BLANK};
 use serde::{Deserialize, Serialize};
@@ -15,8 +13,11 @@ use crate::segment::{Directory, FlushJob};
 use crate::StoreError;
 
 mod get;
+mod queues;
 mod recovery;
 mod replica;
+
+use queues::QueueMap;
 
 /// Smallest CommitLog segment accepted: room for a few records.
 pub const COMMIT_LOG_SEGMENT_MIN_BYTES: u64 = 1024;
@@ -195,7 +196,7 @@ pub struct MessageStore<D: Directory> {
     /// The shared log.
     commit_log: CommitLog<D::Seg>,
     /// Indexes by (topic, queue id).
-    queues: BTreeMap<(String, i32), ConsumeQueue<D::Seg>>,
+    queues: QueueMap<ConsumeQueue<D::Seg>>,
     /// Store timestamp of the last message appended.
     last_store_timestamp_ms: i64,
     /// Store timestamp of the last message known flushed (the checkpoint's physicMsgTimestamp).
@@ -240,7 +241,7 @@ impl<D: Directory> MessageStore<D> {
         config.validate()?;
         let commit_log = CommitLog::load(&mut dir, config.commit_log_segment_bytes)?;
         let fresh = commit_log.last_segment_start().is_none();
-        let mut queues = BTreeMap::new();
+        let mut queues = QueueMap::default();
         for topic in dir.list(CONSUMEQUEUE_DIR)? {
             if check_topic(&topic).is_err() {
                 continue;
@@ -250,7 +251,7 @@ impl<D: Directory> MessageStore<D> {
                     continue;
                 };
                 let q = ConsumeQueue::load(&mut dir, &topic, queue_id, config.consume_queue_segment_entries)?;
-                queues.insert((topic.clone(), queue_id), q);
+                queues.get_or_insert_with(&topic, queue_id, move || q);
             }
         }
         // Retention deletes whole CommitLog segments before the ConsumeQueue files that
@@ -306,9 +307,10 @@ impl<D: Directory> MessageStore<D> {
         msg.queue_offset = i64::try_from(queue_offset).expect("queue offsets stay below i64::MAX");
         let record = self.encode_for_append(msg)?;
         let len = record.len() as u64;
-        let key = (msg.topic.clone(), msg.queue_id);
         let entries = self.config.consume_queue_segment_entries;
-        let queue = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
+        let queue = self
+            .queues
+            .get_or_insert_with(&msg.topic, msg.queue_id, || ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
         // Open the index file first: once the record is in the log, indexing must not fail.
         queue.reserve(&mut self.dir, queue_offset)?;
         let commit_log_offset = self.commit_log.append(&mut self.dir, &record)?;
@@ -427,7 +429,7 @@ impl<D: Directory> MessageStore<D> {
     pub fn begin_checkpoint(&mut self, thorough: bool) -> Result<PendingCheckpoint, StoreError> {
         let (mut commit_log_offset, mut jobs) = self.begin_flush()?;
         let mut queue_offsets = Vec::with_capacity(self.queues.len());
-        for (key, queue) in &mut self.queues {
+        for ((topic, queue_id), queue) in self.queues.iter_mut() {
             let (queue_offset, more) = if thorough || queue.unflushed_entries() >= CHECKPOINT_LEAST_ENTRIES {
                 queue.begin_flush()?
             } else {
@@ -437,7 +439,7 @@ impl<D: Directory> MessageStore<D> {
                 commit_log_offset = commit_log_offset.min(first_unflushed.commit_log_offset);
             }
             jobs.extend(more);
-            queue_offsets.push((key.clone(), queue_offset));
+            queue_offsets.push(((topic.to_string(), queue_id), queue_offset));
         }
         if let Some(index) = &mut self.index {
             jobs.extend(index.begin_flush()?);
@@ -481,7 +483,7 @@ impl<D: Directory> MessageStore<D> {
     ) -> Result<(), StoreError> {
         self.complete_flush(commit_log_offset);
         for (key, queue_offset) in queue_offsets {
-            if let Some(queue) = self.queues.get_mut(key) {
+            if let Some(queue) = self.queues.get_mut(&key.0, key.1) {
                 queue.mark_flushed(*queue_offset);
             }
         }
@@ -517,7 +519,7 @@ impl<D: Directory> MessageStore<D> {
     }
 
     fn queue(&self, topic: &str, queue_id: i32) -> Option<&ConsumeQueue<D::Seg>> {
-        self.queues.get(&(topic.to_string(), queue_id))
+        self.queues.get(topic, queue_id)
     }
 
     /// The message stored at a CommitLog offset, body CRC checked.
@@ -722,7 +724,7 @@ impl<D: Directory> MessageStore<D> {
 
     /// Every (topic, queue id) with a ConsumeQueue, sorted.
     pub fn queues(&self) -> Vec<(String, i32)> {
-        self.queues.keys().cloned().collect()
+        self.queues.iter().map(|((topic, queue_id), _)| (topic.to_string(), queue_id)).collect()
     }
 
     /// Every segment the store holds open (CommitLog, then ConsumeQueues), with its relative

@@ -380,15 +380,13 @@ impl<E: Env> Node<E> {
         match self.core.begin_flush() {
             Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
             Ok(p) => {
-                let (tx, env) = (self.done_tx.clone(), self.env.clone());
-                spawn(async move {
-                    let ok = env
-                        .offload(move || {
-                            run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds")
-                        })
-                        .await;
-                    let _ = tx.send(Done::Flush(p.target, ok));
-                });
+                let (tx, target) = (self.done_tx.clone(), p.target);
+                self.env.offload_then(
+                    move || run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds"),
+                    move |ok| {
+                        let _ = tx.send(Done::Flush(target, ok));
+                    },
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush could not start");

@@ -180,9 +180,10 @@ impl<D: Directory> MessageStore<D> {
 
     /// Writes the index entry of the record at `pos` (idempotent).
     pub(super) fn redispatch(&mut self, msg: &MessageExt, pos: u64, len: u64) -> Result<(), StoreError> {
-        let key = (msg.topic.clone(), msg.queue_id);
         let entries = self.config.consume_queue_segment_entries;
-        let q = self.queues.entry(key).or_insert_with(|| ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
+        let q = self
+            .queues
+            .get_or_insert_with(&msg.topic, msg.queue_id, || ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
         let n = msg.queue_offset as u64;
         if n < q.first_slot() && q.min_offset() != q.max_offset() {
             return Ok(()); // Below the index's retained files: nothing to restore.
@@ -194,15 +195,15 @@ impl<D: Directory> MessageStore<D> {
     /// Cuts every queue after its last entry valid against a CommitLog ending at `end`.
     pub(super) fn truncate_queues(&mut self, end: u64) -> Result<(), StoreError> {
         let mut cuts = Vec::new();
-        for (key, q) in &self.queues {
+        for ((topic, queue_id), q) in self.queues.iter() {
             let mut n = q.max_offset();
             while n > q.min_offset() && !self.entry_is_valid(q, n - 1, end) {
                 n -= 1;
             }
-            cuts.push((key.clone(), n));
+            cuts.push((topic.to_string(), queue_id, n));
         }
-        for (key, n) in cuts {
-            self.queues.get_mut(&key).expect("key listed above").truncate(n)?;
+        for (topic, queue_id, n) in cuts {
+            self.queues.get_mut(&topic, queue_id).expect("key listed above").truncate(n)?;
         }
         Ok(())
     }

@@ -1,0 +1,83 @@
+//! The store's ConsumeQueues by topic, then queue id: looked up by `&str` without building an
+//! owned key (a put looks its queue up twice; with `(String, i32)` keys each lookup allocated).
+
+use std::collections::BTreeMap;
+
+/// ConsumeQueues keyed by (topic, queue id), iterated in that order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct QueueMap<Q> {
+    by_topic: BTreeMap<String, BTreeMap<i32, Q>>,
+    len: usize,
+}
+
+impl<Q> Default for QueueMap<Q> {
+    fn default() -> Self {
+        QueueMap { by_topic: BTreeMap::new(), len: 0 }
+    }
+}
+
+impl<Q> QueueMap<Q> {
+    pub(crate) fn get(&self, topic: &str, queue_id: i32) -> Option<&Q> {
+        self.by_topic.get(topic)?.get(&queue_id)
+    }
+
+    pub(crate) fn get_mut(&mut self, topic: &str, queue_id: i32) -> Option<&mut Q> {
+        self.by_topic.get_mut(topic)?.get_mut(&queue_id)
+    }
+
+    /// The queue, made by `make` if there is none yet.
+    pub(crate) fn get_or_insert_with(&mut self, topic: &str, queue_id: i32, make: impl FnOnce() -> Q) -> &mut Q {
+        if !self.by_topic.contains_key(topic) {
+            self.by_topic.insert(topic.to_string(), BTreeMap::new());
+        }
+        let queues = self.by_topic.get_mut(topic).expect("inserted above");
+        let len = &mut self.len;
+        queues.entry(queue_id).or_insert_with(|| {
+            *len += 1;
+            make()
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every ((topic, queue id), queue), sorted.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ((&str, i32), &Q)> {
+        self.by_topic.iter().flat_map(|(t, qs)| qs.iter().map(move |(id, q)| ((t.as_str(), *id), q)))
+    }
+
+    /// Every ((topic, queue id), queue), sorted.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = ((&str, i32), &mut Q)> {
+        self.by_topic.iter_mut().flat_map(|(t, qs)| qs.iter_mut().map(move |(id, q)| ((t.as_str(), *id), q)))
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Q> {
+        self.by_topic.values().flat_map(|qs| qs.values())
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut Q> {
+        self.by_topic.values_mut().flat_map(|qs| qs.values_mut())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QueueMap;
+
+    #[test]
+    fn queues_are_found_by_name_and_listed_in_topic_then_id_order() {
+        let mut m = QueueMap::default();
+        for (t, id) in [("b", 1), ("a", 2), ("b", 0), ("a", 2), ("ab", 0)] {
+            *m.get_or_insert_with(t, id, || 0) += 1;
+        }
+        assert_eq!(m.len(), 4);
+        assert_eq!(m.get("a", 2), Some(&2));
+        assert_eq!(m.get("a", 1), None);
+        assert_eq!(m.get("c", 0), None);
+        *m.get_mut("b", 0).expect("present") += 10;
+        let listed: Vec<((&str, i32), &i32)> = m.iter().collect();
+        assert_eq!(listed, vec![(("a", 2), &2), (("ab", 0), &1), (("b", 0), &11), (("b", 1), &1)]);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![2, 1, 11, 1]);
+    }
+}
