@@ -298,6 +298,16 @@ impl<S: Segment> CommitLog<S> {
         }
     }
 
+    /// Hands whatever the segments staged to their files (see [`Segment::commit`]): only the
+    /// last two can hold any (a record, and the BLANK padding before it in the previous one).
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let n = self.segments.len();
+        for (_, seg) in &mut self.segments[n.saturating_sub(2)..] {
+            seg.commit()?;
+        }
+        Ok(())
+    }
+
     /// Flushes `[flushed, write)` in place; returns the new flushed offset.
     pub fn flush(&mut self) -> Result<u64, StoreError> {
         let (from, to) = (self.flushed_offset, self.write_offset);
@@ -315,6 +325,7 @@ impl<S: Segment> CommitLog<S> {
         let mut jobs = Vec::new();
         for (i, pos, len) in self.ranges(from, to) {
             let seg = &mut self.segments[i].1;
+            seg.commit()?;
             match seg.detached_flush(pos, len) {
                 Some(job) => jobs.push(job),
                 None => seg.flush_range(pos, len)?,

@@ -102,7 +102,15 @@ pub struct MmapSegment {
     /// Disk blocks are reserved below this (the whole file for log segments); a mapped write
     /// past it reserves the next [`RESERVE_CHUNK_BYTES`] first.
     reserved_to: u64,
+    /// Log segments: bytes written since the last [`Segment::commit`], handed to the file in one
+    /// `pwrite` (RocketMQ's transientStorePool commit step), starting at `staged_at`.
+    staged: Vec<u8>,
+    staged_at: u64,
 }
+
+/// A log segment commits what it staged before the staging buffer would grow past this (one
+/// broker loop batch is committed at its end, so this only bounds a batch of large messages).
+const STAGE_MAX_BYTES: usize = 1 << 20;
 
 impl MmapSegment {
     /// Reserves blocks up to `end` (rounded up to a chunk) before a mapped write reaches them.
@@ -111,6 +119,27 @@ impl MmapSegment {
         let file = OpenOptions::new().write(true).open(&self.path).map_err(|e| self.error(e))?;
         allocate_range(&file, self.reserved_to, to - self.reserved_to).map_err(|e| self.error(e))?;
         self.reserved_to = to;
+        Ok(())
+    }
+
+    fn staged_end(&self) -> u64 {
+        self.staged_at + self.staged.len() as u64
+    }
+
+    /// Stages a log write: appended to (or written over) the staged bytes when it starts inside
+    /// or right after them, else after committing them.
+    fn stage(&mut self, pos: u64, data: &[u8]) -> Result<(), StoreError> {
+        let inside = (self.staged_at..=self.staged_end()).contains(&pos);
+        if !self.staged.is_empty() && (!inside || self.staged.len() + data.len() > STAGE_MAX_BYTES) {
+            self.commit()?;
+        }
+        if self.staged.is_empty() {
+            self.staged_at = pos;
+        }
+        let at = (pos - self.staged_at) as usize;
+        let overlap = (self.staged.len() - at).min(data.len());
+        self.staged[at..at + overlap].copy_from_slice(&data[..overlap]);
+        self.staged.extend_from_slice(&data[overlap..]);
         Ok(())
     }
 
@@ -136,6 +165,14 @@ fn flush(map: &MmapRaw, file: Option<&File>, path: &str, start: usize, end: usiz
     .map_err(|e| io_err(Path::new(path), e))
 }
 
+impl Drop for MmapSegment {
+    /// A segment closed with bytes staged (a store dropped without its final flush) hands them
+    /// to the file: a dropped store loses no more than a crashed process's page cache would.
+    fn drop(&mut self) {
+        let _ = self.commit();
+    }
+}
+
 impl Segment for MmapSegment {
     fn capacity_bytes(&self) -> u64 {
         self.map.len() as u64
@@ -143,10 +180,8 @@ impl Segment for MmapSegment {
 
     fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), StoreError> {
         let (start, _) = bounds(pos, data.len() as u64, self.capacity_bytes())?;
-        if let Some(f) = &self.file {
-            use std::os::unix::fs::FileExt;
-            // Inside the file's allocated length (the mapping's), so nothing grows it.
-            return f.write_all_at(data, pos).map_err(|e| self.error(e));
+        if self.file.is_some() {
+            return self.stage(pos, data);
         }
         // `>=`: the entry after the last one written is always reserved too, so recovery's scan
         // for the end of a queue never reads an unreserved hole (on tmpfs that takes a page).
@@ -166,12 +201,33 @@ impl Segment for MmapSegment {
         // SAFETY: in bounds (checked); writes happen only through `&mut self`, so none runs
         // concurrently with this `&self` read.
         unsafe { std::ptr::copy_nonoverlapping(self.map.as_ptr().add(start), buf.as_mut_ptr(), buf.len()) };
+        // What is staged and not committed yet is newer than the file.
+        let (from, to) = (pos.max(self.staged_at), (pos + buf.len() as u64).min(self.staged_end()));
+        if from < to {
+            let (b, s) = ((from - pos) as usize, (from - self.staged_at) as usize);
+            let n = (to - from) as usize;
+            buf[b..b + n].copy_from_slice(&self.staged[s..s + n]);
+        }
         Ok(())
     }
 
     fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError> {
         let (start, end) = bounds(pos, len, self.capacity_bytes())?;
+        self.commit()?;
         flush(&self.map, self.file.as_deref(), &self.path, start, end)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let Some(f) = &self.file else { return Ok(()) };
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        use std::os::unix::fs::FileExt;
+        // Inside the file's allocated length (the mapping's), so nothing grows it. On failure the
+        // bytes stay staged (and readable) for the next commit.
+        f.write_all_at(&self.staged, self.staged_at).map_err(|e| self.error(e))?;
+        self.staged.clear();
+        Ok(())
     }
 
     fn preload(&mut self) {
@@ -320,7 +376,15 @@ impl MmapDirectory {
         if kind != Kind::Queue {
             reserved_to = size;
         }
-        Ok(MmapSegment { map: Arc::new(map), path: full.display().to_string(), loaded: false, file, reserved_to })
+        Ok(MmapSegment {
+            map: Arc::new(map),
+            path: full.display().to_string(),
+            loaded: false,
+            file,
+            reserved_to,
+            staged: Vec::new(),
+            staged_at: 0,
+        })
     }
 }
 
@@ -496,13 +560,15 @@ mod tests {
         let (tmp, mut dir) = dir();
         let mut log = dir.open_log_segment("commitlog/00000000000000000000", 8192).unwrap();
         assert!(log.file.is_some(), "the log keeps its descriptor");
+        let file = tmp.path().join("commitlog/00000000000000000000");
         log.write_at(4090, b"across a page").unwrap();
         let mut buf = [0u8; 13];
         log.read_at(4090, &mut buf).unwrap();
-        assert_eq!(&buf, b"across a page", "a pwrite is visible through the mapping at once");
+        assert_eq!(&buf, b"across a page", "a staged write is readable at once");
+        assert_eq!(&std::fs::read(&file).unwrap()[4090..4103], &[0u8; 13], "staged: not in the file yet");
+        log.commit().unwrap();
         // What another process (or the next start after a crash) reads: the page cache.
-        let on_disk = std::fs::read(tmp.path().join("commitlog/00000000000000000000")).unwrap();
-        assert_eq!(&on_disk[4090..4103], b"across a page");
+        assert_eq!(&std::fs::read(&file).unwrap()[4090..4103], b"across a page", "committed with a pwrite");
         assert!(matches!(log.write_at(8190, b"xyz"), Err(StoreError::OutOfBounds { .. })));
         log.flush_range(4090, 13).unwrap();
         let job = log.detached_flush(0, 8192).expect("log flushes detach");
@@ -514,6 +580,39 @@ mod tests {
         assert!(queue.file.is_none(), "queue segments close their descriptor once mapped");
         queue.read_at(4090, &mut buf).unwrap();
         assert_eq!(&buf, b"across a page");
+    }
+
+    #[test]
+    fn log_writes_are_staged_until_a_commit_and_read_back_over_the_file() {
+        let (tmp, mut dir) = dir();
+        let file = tmp.path().join("commitlog/00000000000000000000");
+        let on_disk = |at: usize, n: usize| std::fs::read(&file).unwrap()[at..at + n].to_vec();
+        let mut log = dir.open_log_segment("commitlog/00000000000000000000", 1 << 22).unwrap();
+        log.write_at(0, b"first").unwrap();
+        log.write_at(5, b"second").unwrap();
+        // A rewind writes over the end of what is staged; a read spans file and staging.
+        log.write_at(8, b"XYZW").unwrap();
+        log.commit().unwrap();
+        assert_eq!(on_disk(0, 12), b"firstsecXYZW");
+        log.write_at(12, b"tail").unwrap();
+        let mut buf = [0u8; 8];
+        log.read_at(8, &mut buf).unwrap();
+        assert_eq!(&buf, b"XYZWtail", "committed bytes, then staged ones");
+        assert_eq!(on_disk(12, 4), [0u8; 4]);
+        // A write elsewhere commits what was staged first.
+        log.write_at(100, b"far").unwrap();
+        assert_eq!(on_disk(12, 4), b"tail");
+        // Flushing commits; a staging buffer never grows past STAGE_MAX_BYTES.
+        log.flush_range(0, 103).unwrap();
+        assert_eq!(on_disk(100, 3), b"far");
+        let big = vec![7u8; STAGE_MAX_BYTES - 10];
+        log.write_at(200, &big).unwrap();
+        log.write_at(200 + big.len() as u64, &[8u8; 20]).unwrap();
+        assert_eq!(on_disk(200, 4), [7u8; 4], "the full buffer was committed before it grew");
+        assert!(log.staged.len() <= STAGE_MAX_BYTES);
+        // Dropping the segment commits what is left.
+        drop(log);
+        assert_eq!(on_disk(200 + STAGE_MAX_BYTES - 10, 20), [8u8; 20]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! # Durability contract
 //! - A [`Segment::write_at`] is visible to reads at once but durable only after a
-//!   [`Segment::flush_range`] covering it has completed (or a [`FlushJob`] for it ran).
+//!   [`Segment::flush_range`] covering it has completed (or a [`FlushJob`] for it ran, after a
+//!   [`Segment::commit`]). A segment may stage writes in memory until its next commit: the
+//!   store commits before anything it wrote is acknowledged ([`crate::MessageStore::commit`]),
+//!   so an acknowledged write is in the page cache, as it would be had it been written at once.
 //! - [`Directory::write_file`] must not become durable before the `flush_range` calls issued
 //!   earlier through the same directory have: the store writes its checkpoint *after* flushing
 //!   the data the checkpoint vouches for. (Real files: msync is synchronous, so this holds.)
@@ -30,9 +33,16 @@ pub trait Segment: fmt::Debug {
     fn write_at(&mut self, pos: u64, data: &[u8]) -> Result<(), StoreError>;
     /// Reads `buf.len()` bytes at `pos` (bounds-checked).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<(), StoreError>;
-    /// Asks for `[pos, pos + len)` to become durable. For mmap: msync. A simulated disk may
-    /// complete it later.
+    /// Asks for `[pos, pos + len)` to become durable (committing staged writes first). For
+    /// mmap: msync. A simulated disk may complete it later.
     fn flush_range(&mut self, pos: u64, len: u64) -> Result<(), StoreError>;
+    /// Hands writes staged in memory to the file, where they survive a process crash (the
+    /// page cache). A segment may stage [`Segment::write_at`]s (the mmap CommitLog does, so a
+    /// loop batch's records reach the file in one `pwrite`); reads see staged bytes at once.
+    /// The default stages nothing.
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Pre-faults pages into memory (RocketMQ's `load()`).
     fn preload(&mut self) {}
     /// Whether the pages are resident (RocketMQ's `isLoaded()`), best effort.
@@ -41,7 +51,8 @@ pub trait Segment: fmt::Debug {
     }
     /// The flush of `[pos, pos + len)` as a job that can run away from the segment (on another
     /// thread) while the owner keeps writing elsewhere in it (group commit); `None` when the
-    /// segment only flushes in place, which is the default.
+    /// segment only flushes in place, which is the default. Covers committed bytes only: the
+    /// caller commits first.
     fn detached_flush(&self, _pos: u64, _len: u64) -> Option<FlushJob> {
         None
     }

@@ -365,6 +365,14 @@ impl<D: Directory> MessageStore<D> {
         self.commit_log.min_offset()
     }
 
+    /// Hands records staged in memory to the CommitLog's files (the page cache), where they
+    /// survive a process crash: the broker calls this before anything it answers leaves (see
+    /// [`crate::segment::Segment::commit`]). Cheap when nothing is staged. On an error the
+    /// records stay staged and readable, and the next commit tries again.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_log.commit()
+    }
+
     /// The durable CommitLog position: set by [`Self::flush`], or reported through
     /// [`Self::complete_flush`].
     pub fn commit_log_flushed_offset(&self) -> u64 {
