@@ -17,7 +17,12 @@
 //! file's dirty pages durable where this model flushes only the range asked for: the model
 //! keeps no more than the disk would. Segments prepared ahead (`warmMapedFileEnable`) and
 //! blocks reserved in chunks change what is allocated, not which bytes survive: a fresh
-//! segment here is zeros, as a zero-filled or newly reserved one is on disk.
+//! segment here is zeros, as a zero-filled or newly reserved one is on disk. The real CommitLog
+//! stages a loop batch's records in memory and commits them with one pwrite when the broker
+//! core hands out its outputs (`BrokerCore::poll_output`), before any answer leaves; the
+//! simulator drains a broker's outputs at the end of every step it runs, and a crash lands
+//! between steps, so every write it finds in this page cache is one the real broker would
+//! have committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -792,16 +792,15 @@ impl<D: Directory> BrokerCore<D> {
 
     /// Takes the next output.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if !self.outputs.is_empty() {
-            // Records the store staged reach the page cache before any answer (a SEND_OK, a
-            // replica's ack, a pull result) leaves: an acknowledged record survives a process
-            // crash. One commit covers every put of the driver's batch.
-            if let Err(e) = self.store.commit() {
-                // The log's file refused a write inside its allocated length: a failing disk.
-                // Answering would acknowledge records that are not in the file, so the broker
-                // stops here (the binaries abort on panic) and recovery restarts it from the log.
-                panic!("the CommitLog could not be written ({e}); stopping before acknowledging what it holds");
-            }
+        // Records the store staged reach the page cache before any answer (a SEND_OK, a
+        // replica's ack, a pull result) leaves, and by the end of every driver batch (one-way
+        // sends included): an acknowledged record survives a process crash. One commit covers
+        // every put of the batch; with nothing staged it costs nothing.
+        if let Err(e) = self.store.commit() {
+            // The log's file refused a write inside its allocated length: a failing disk.
+            // Answering would acknowledge records that are not in the file, so the broker stops
+            // here (the binaries abort on panic) and recovery restarts it from the log.
+            panic!("the CommitLog could not be written ({e}); stopping before acknowledging what it holds");
         }
         self.outputs.pop_front()
     }
