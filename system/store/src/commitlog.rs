@@ -34,6 +34,9 @@ pub struct CommitLog<S> {
     write_offset: u64,
     /// Everything below is durable: flushed in place, or reported by the driver.
     flushed_offset: u64,
+    /// The lowest offset written since the last [`Self::commit`]: the segments from the one
+    /// holding it on may hold staged bytes.
+    uncommitted_from: Option<u64>,
 }
 
 /// What lies at a CommitLog offset, judged by its TOTALSIZE and MAGICCODE fields only.
@@ -62,7 +65,7 @@ impl<S: Segment> CommitLog<S> {
 
     /// An empty log.
     pub fn new(segment_bytes: u64) -> Self {
-        CommitLog { segments: Vec::new(), segment_bytes, write_offset: 0, flushed_offset: 0 }
+        CommitLog { segments: Vec::new(), segment_bytes, write_offset: 0, flushed_offset: 0, uncommitted_from: None }
     }
 
     /// Opens the existing segments. The contiguous run from the first one is kept; files after
@@ -253,6 +256,7 @@ impl<S: Segment> CommitLog<S> {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
         let (i, pos) = self.locate(offset).expect("writes go to the last, open segment");
+        self.uncommitted_from = Some(self.uncommitted_from.map_or(offset, |from| from.min(offset)));
         self.segments[i].1.write_at(pos, data)
     }
 
@@ -298,13 +302,16 @@ impl<S: Segment> CommitLog<S> {
         }
     }
 
-    /// Hands whatever the segments staged to their files (see [`Segment::commit`]): only the
-    /// last two can hold any (a record, and the BLANK padding before it in the previous one).
+    /// Hands whatever the segments staged to their files (see [`Segment::commit`]): every
+    /// segment written since the last commit (one batch may roll over several small ones).
+    /// Nothing to do, and no segment visited, when nothing was written.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        let n = self.segments.len();
-        for (_, seg) in &mut self.segments[n.saturating_sub(2)..] {
+        let Some(from) = self.uncommitted_from else { return Ok(()) };
+        let first = self.locate(from).map_or(0, |(i, _)| i);
+        for (_, seg) in &mut self.segments[first..] {
             seg.commit()?;
         }
+        self.uncommitted_from = None;
         Ok(())
     }
 

@@ -237,6 +237,31 @@ fn detached_flush_and_checkpoint_complete_when_reported<D: Directory>(dir: D) {
 }
 
 #[test]
+fn a_commit_hands_every_segment_a_batch_wrote_to_the_files() {
+    // One batch of puts rolls over several 4 KiB segments; until the commit the records are
+    // staged (a second store over the same files sees none), after it every one is in the files,
+    // while the first store still lives (so its drop did not write them).
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open(MmapDirectory::new(tmp.path()), small());
+    let body = "x".repeat(700);
+    for _ in 0..24 {
+        store.put(&mut msg("T", 0, &body)).unwrap();
+    }
+    let segments = || std::fs::read_dir(tmp.path().join("commitlog")).unwrap().count();
+    assert!(segments() >= 4, "the batch spans {} segments", segments());
+    let written = || -> usize {
+        let files = std::fs::read_dir(tmp.path().join("commitlog")).unwrap();
+        files.map(|f| std::fs::read(f.unwrap().path()).unwrap().iter().filter(|b| **b != 0).count()).sum()
+    };
+    assert_eq!(written(), 0, "staged, not in the files yet");
+    store.commit().unwrap();
+    assert!(written() >= 24 * 700, "every segment's records are in the files");
+    let (other, _) = MessageStore::open(MmapDirectory::new(tmp.path()), small()).unwrap();
+    assert_eq!(all(&other, "T", 0).len(), 24, "and a store opened over them recovers all");
+    assert_eq!(all(&store, "T", 0).len(), 24);
+}
+
+#[test]
 fn a_routine_checkpoint_skips_quiet_queues_and_stops_below_them() {
     let mut s = open(MemDirectory::default(), StoreConfig { commit_log_segment_bytes: 1 << 20, ..small() });
     for _ in 0..CHECKPOINT_LEAST_ENTRIES {
