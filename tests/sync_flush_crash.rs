@@ -28,7 +28,12 @@ fn acknowledged_async_flush_messages_survive_sigkill() {
     acknowledged_messages_survive_sigkill("ASYNC_FLUSH");
 }
 
+/// The restarted broker takes its old port back, and its HA port (the next one) with it: the
+/// two tests run one at a time so neither's ephemeral ports can be the other's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn acknowledged_messages_survive_sigkill(flush: &str) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let ns = common::namesrv();
     let store = tempfile::tempdir().unwrap();
     let conf = store.path().join("broker.conf");
