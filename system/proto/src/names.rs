@@ -26,6 +26,9 @@
 
 use std::fmt;
 
+mod map;
+pub use map::NameMap;
+
 /// Longest topic, in characters (`TopicValidator.TOPIC_MAX_LENGTH`).
 pub const TOPIC_MAX_CHARS: usize = 127;
 /// Longest group, in characters (`Validators.CHARACTER_MAX_LENGTH`).

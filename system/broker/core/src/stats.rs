@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use rmq_proto::names::NameMap;
+
 /// Samples kept: ten minutes at one a second.
 const SAMPLES_MAX: usize = 601;
 /// Sampling period.
@@ -20,8 +22,8 @@ pub struct Stats {
     pub get_msgs: u64,
     /// Bytes handed to consumers by pulls.
     pub get_bytes: u64,
-    /// Messages stored per topic.
-    pub topic_puts: BTreeMap<String, u64>,
+    /// Messages stored per topic (counted on every put: hashed, see [`NameMap`]).
+    pub topic_puts: NameMap<u64>,
     /// Messages pulled per (group, topic).
     pub group_gets: BTreeMap<(String, String), u64>,
     /// (time, put_msgs, get_msgs), oldest first.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use rmq_proto::body::{from_json, to_json, DataVersion, TopicConfig, TopicConfigSerializeWrapper};
-use rmq_proto::names::{validate_topic, NameError};
+use rmq_proto::names::{validate_topic, NameError, NameMap};
 use rmq_store::Directory;
 
 use crate::BrokerConfig;
@@ -18,10 +18,11 @@ pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 /// Most topics a broker holds.
 pub const TOPICS_MAX: usize = 1_000_000;
 
-/// Topic name → config, with a version that changes on every update.
+/// Topic name → config, with a version that changes on every update. Every send looks its
+/// topic up here: hashed, so 10,000 topics cost what one does (see [`NameMap`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TopicTable {
-    table: BTreeMap<String, TopicConfig>,
+    table: NameMap<TopicConfig>,
     version: DataVersion,
 }
 
@@ -43,14 +44,14 @@ impl TopicTable {
         let mut t = TopicTable::default();
         if let Some(bytes) = dir.read_file(TOPICS_PATH).map_err(|e| e.to_string())? {
             let w: TopicConfigSerializeWrapper = from_json(&bytes).map_err(|e| e.to_string())?;
-            t.table = w.topic_config_table;
+            t.table = w.topic_config_table.into_iter().collect();
             t.version = w.data_version;
         }
         let mut tbw = TopicConfig::new(TBW102, config.default_topic_queue_nums);
         tbw.perm = rmq_proto::codes::perm::READ_WRITE | 1;
-        t.table.entry(TBW102.into()).or_insert(tbw);
+        t.table.get_or_insert_with(TBW102, || tbw);
         let levels = config.delay_levels_ms.len() as i32;
-        t.table.entry(SCHEDULE_TOPIC.into()).or_insert_with(|| TopicConfig::new(SCHEDULE_TOPIC, levels));
+        t.table.get_or_insert_with(SCHEDULE_TOPIC, || TopicConfig::new(SCHEDULE_TOPIC, levels));
         Ok(t)
     }
 
@@ -89,7 +90,7 @@ impl TopicTable {
         self.table.get(topic)
     }
 
-    /// All topics.
+    /// All topics, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &TopicConfig)> {
         self.table.iter()
     }
@@ -150,7 +151,10 @@ impl TopicTable {
 
     /// The wrapper sent in registrations and persisted.
     pub fn wrapper(&self) -> TopicConfigSerializeWrapper {
-        TopicConfigSerializeWrapper { topic_config_table: self.table.clone(), data_version: self.version.clone() }
+        TopicConfigSerializeWrapper {
+            topic_config_table: self.table.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            data_version: self.version.clone(),
+        }
     }
 
     /// Persists the table.

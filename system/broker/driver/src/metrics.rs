@@ -28,7 +28,7 @@ pub fn render(r: &Runtime) -> String {
     ];
     let mut registry = Registry::with_labels(labels.into_iter());
     let messages_in = Family::<Labels, Counter>::default();
-    for (topic, n) in &r.stats.topic_puts {
+    for (topic, n) in r.stats.topic_puts.iter() {
         messages_in.get_or_create(&vec![("topic", topic.clone())]).inc_by(*n);
     }
     registry.register("rocketmq_messages_in", "Messages stored, per topic", messages_in);
