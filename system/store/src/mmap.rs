@@ -660,8 +660,11 @@ mod tests {
     fn vm_flags(seg: &MmapSegment) -> String {
         let start = format!("{:x}-", seg.map.as_ptr() as usize);
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("Linux /proc");
-        let block = smaps.split_once(&start).expect("the segment's mapping is listed").1;
-        let flags = block.lines().find_map(|l| l.strip_prefix("VmFlags:")).expect("a VmFlags line");
+        // A mapping's block starts with a line `start-end perms ...`; match at a line start
+        // only, so a longer address ending in the same digits is never taken for it.
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        assert!(lines.next().is_some(), "the segment's mapping is listed");
+        let flags = lines.find_map(|l| l.strip_prefix("VmFlags:")).expect("a VmFlags line");
         flags.trim().to_string()
     }
 

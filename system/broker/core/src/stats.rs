@@ -44,12 +44,7 @@ impl Stats {
     pub(crate) fn on_put(&mut self, topic: &str, bytes: u64) {
         self.put_msgs += 1;
         self.put_bytes += bytes;
-        match self.topic_puts.get_mut(topic) {
-            Some(n) => *n += 1,
-            None => {
-                self.topic_puts.insert(topic.to_string(), 1);
-            }
-        }
+        *self.topic_puts.get_or_insert_with(topic, || 0) += 1;
     }
 
     pub(crate) fn on_get(&mut self, group: &str, topic: &str, msgs: u64, bytes: u64) {

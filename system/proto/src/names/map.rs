@@ -66,11 +66,6 @@ impl<V> NameMap<V> {
         self.map.shift_remove(name)
     }
 
-    /// Keeps the entries `keep` accepts.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut V) -> bool) {
-        self.map.retain(|k, v| keep(k, v));
-    }
-
     /// Number of names.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -187,7 +182,8 @@ mod tests {
         assert_ne!(a, b);
 
         assert_eq!(b.remove("ab"), Some(2));
-        b.retain(|k, _| k != "c");
+        assert_eq!(b.remove("c"), Some(3));
+        assert_eq!(b.remove("c"), None);
         for v in b.values_mut() {
             *v += 1;
         }

@@ -1,5 +1,5 @@
 //! The store's ConsumeQueues by topic, then queue id: looked up by `&str` without building an
-//! owned key, hashed by topic (a put looks its queue up once; with `(String, i32)` keys each
+//! owned key, hashed by topic (a put looks its queue up twice; with `(String, i32)` keys each
 //! lookup allocated, and in a `BTreeMap` of 10,000 topics compared a dozen names).
 
 use std::collections::BTreeMap;
