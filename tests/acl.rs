@@ -79,6 +79,7 @@ fn namesrv_with_acl(dir: &Path) -> common::Proc {
 /// A broker with `conf` (plus the broker's account), waiting until the NameServer lists it.
 fn broker(namesrv: &str, dir: &Path, conf: &str) -> common::Proc {
     let conf = write(dir, "broker.conf", &format!("{conf}accessKey=broker-a1\nsecretKey=broker-secret\n"));
+    let conf = common::test_broker_conf(&dir.join("store"), Some(Path::new(&conf))).to_string_lossy().into_owned();
     let store = dir.join("store").to_string_lossy().into_owned();
     let args = ["-n", namesrv, "--listen", "127.0.0.1:0", "--store", &store, "-c", &conf];
     let p = common::spawn(env!("CARGO_BIN_EXE_mqbroker"), &args, "boot success", ", ");
@@ -295,7 +296,13 @@ fn producers_and_push_consumers_sign_with_their_credentials() {
     rt.block_on(async {
         let acl = Arc::new(rmq_acl::PlainAcl::parse(BROKER_ACL).unwrap());
         let flush = rmq_broker_core::FlushDiskType::AsyncFlush;
-        let cluster = rmq_tools::embedded::EmbeddedCluster::start(flush, |c| c.acl = Some(acl)).await.unwrap();
+        let cluster = rmq_tools::embedded::EmbeddedCluster::start(flush, |c| {
+            c.acl = Some(acl);
+            // As tests/common's brokers: not at the mercy of how full the host's disk is.
+            (c.disk_warning_level_ratio, c.disk_clean_forcibly_ratio) = (100, 100);
+        })
+        .await
+        .unwrap();
         let ns = cluster.namesrv_addr.clone();
         let unsigned = Producer::start(RealEnv::default(), ClientConfig::new(&ns, "pg"));
         let err = unsigned.send(Message::new("Orders", "unsigned")).await.unwrap_err().to_string();

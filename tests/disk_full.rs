@@ -92,7 +92,7 @@ fn filling_the_disk_under_load_is_answered_with_code_14_and_loses_nothing() {
         &conf,
         // No forced cleaning (it would delete the oldest acknowledged messages, by policy): this
         // test is about the answer a full disk gets. tests/retention.rs covers the policy.
-        "flushDiskType=SYNC_FLUSH\nmappedFileSizeCommitLog=2097152\nmappedFileSizeConsumeQueue=60000\ndiskSpaceCleanForciblyRatio=100\n",
+        "flushDiskType=SYNC_FLUSH\nmappedFileSizeCommitLog=2097152\nmappedFileSizeConsumeQueue=60000\ndiskSpaceCleanForciblyRatio=100\ndiskSpaceWarningLevelRatio=90\n",
     )
     .unwrap();
     let store = fs.path().join("store");

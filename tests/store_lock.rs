@@ -11,7 +11,13 @@ fn opts(store: &std::path::Path) -> BrokerOptions {
         listen: "127.0.0.1:0".into(),
         namesrv_addrs: vec![],
         store_root: store.to_string_lossy().into_owned(),
-        core: BrokerConfig { broker_addr: "127.0.0.1:0".into(), ..BrokerConfig::default() },
+        core: BrokerConfig {
+            broker_addr: "127.0.0.1:0".into(),
+            // As tests/common's brokers: not at the mercy of how full the host's disk is.
+            disk_warning_level_ratio: 100,
+            disk_clean_forcibly_ratio: 100,
+            ..BrokerConfig::default()
+        },
         limits: Default::default(),
         ha_listen: None,
         metrics_listen: None,

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -84,14 +84,36 @@ pub fn namesrv() -> Proc {
     spawn(env!("CARGO_BIN_EXE_mqnamesrv"), &["--listen", "127.0.0.1:0"], "boot success", "address ")
 }
 
-pub fn broker(namesrv: &str, store: &Path, listen: &str, conf: Option<&Path>) -> Proc {
-    let store = store.to_string_lossy().into_owned();
-    let mut args = vec!["-n", namesrv, "--listen", listen, "--store", &store];
-    let conf_s;
-    if let Some(c) = conf {
-        conf_s = c.to_string_lossy().into_owned();
-        args.extend(["-c", conf_s.as_str()]);
+/// Keys every test broker gets unless its own conf sets them. The disk a test's temp dir lives
+/// on is the whole machine's: by default a broker refuses sends above 90% used and deletes its
+/// oldest segments above 85%, so a test about something else would fail, or lose acknowledged
+/// messages, whenever the host's disk happens to be that full. tests/disk_full.rs, which is
+/// about exactly that, sets its own.
+pub const HOST_DISK_INDEPENDENT: &[(&str, &str)] =
+    &[("diskSpaceWarningLevelRatio", "100"), ("diskSpaceCleanForciblyRatio", "100")];
+
+/// The conf a test broker starts with: the test's own (if any) plus the
+/// [`HOST_DISK_INDEPENDENT`] keys it does not set, written beside the store.
+pub fn test_broker_conf(store: &Path, conf: Option<&Path>) -> PathBuf {
+    let mut text = conf.map(|c| std::fs::read_to_string(c).unwrap()).unwrap_or_default();
+    for (key, value) in HOST_DISK_INDEPENDENT {
+        let set = text.lines().any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == *key));
+        if !set {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&format!("{key}={value}\n"));
+        }
     }
+    let path = store.with_extension("test-broker.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn broker(namesrv: &str, store: &Path, listen: &str, conf: Option<&Path>) -> Proc {
+    let conf = test_broker_conf(store, conf).to_string_lossy().into_owned();
+    let store = store.to_string_lossy().into_owned();
+    let args = vec!["-n", namesrv, "--listen", listen, "--store", &store, "-c", &conf];
     let p = spawn(env!("CARGO_BIN_EXE_mqbroker"), &args, "boot success", ", ");
     wait_for_broker(namesrv, &p.addr);
     p
