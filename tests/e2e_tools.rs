@@ -137,6 +137,12 @@ fn mqbench_measures_a_broker_running_as_its_own_process() {
     assert_eq!((r["produce"]["messages"].as_u64(), r["produce"]["errors"].as_u64()), (Some(2000), Some(0)));
     // Read back from the broker process: the 2000 and one route-warming send per topic.
     assert_eq!(r["consume"]["messages"].as_u64(), Some(2003));
+    // CPU per message, this process's and the broker process's, both measured: storing 2000
+    // messages and flushing them costs the broker more than one clock tick.
+    for key in ["cpu_us_per_msg", "broker_cpu_us_per_msg"] {
+        assert!(r["produce"][key].as_f64() > Some(0.0), "produce {key}: {}", r["produce"]);
+        assert!(r["consume"][key].as_f64() >= Some(0.0), "consume {key}: {}", r["consume"]);
+    }
     let b = &r["broker_resources"];
     assert!(b["rss_bytes"].as_u64() > Some(1 << 20) && b["open_fds"].as_u64() > Some(3), "{b}");
     assert!(b["threads"].as_u64() >= Some(2), "{b}");

@@ -140,6 +140,7 @@ fn bench() -> anyhow::Result<()> {
             consume: !args.no_consume,
             topic_prefix: format!("bench{}", std::process::id()),
             credentials,
+            broker_pid: procs.as_ref().map(ProcessCluster::broker_pid),
         };
         // The machine's own limits, in the store's file system (a temp dir beside a remote
         // cluster's), before the load so the disk is quiet.

@@ -34,6 +34,9 @@ pub struct BenchConfig {
     pub topic_prefix: String,
     /// ACL account to sign with (`--access-key`/`--secret-key`); `None`: unsigned.
     pub credentials: Option<rmq_client::Credentials>,
+    /// The broker's process, when it runs on this machine as its own process: its CPU time
+    /// per message is reported beside this process's.
+    pub broker_pid: Option<u32>,
 }
 
 fn client_config(cfg: &BenchConfig, group: &str) -> ClientConfig {
@@ -61,6 +64,52 @@ pub struct PhaseReport {
     pub p999_us: Option<u64>,
     /// Maximum.
     pub max_us: Option<u64>,
+    /// CPU time (user + system, all threads) this process spent per message over the phase,
+    /// microseconds: the client's, plus the broker's when it is embedded. Less sensitive to
+    /// neighbours on a shared machine than the rate, which also counts time spent waiting.
+    pub cpu_us_per_msg: Option<f64>,
+    /// The broker process's CPU time per message over the phase (`processes` mode).
+    pub broker_cpu_us_per_msg: Option<f64>,
+}
+
+/// CPU time a process has used so far (user + system, all its threads), from /proc/PID/stat
+/// (Linux); `None` for this process means /proc/self.
+pub fn cpu_time(pid: Option<u32>) -> Option<std::time::Duration> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'; utime is 14.
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks_per_sec = u64::try_from(ticks_per_sec).ok().filter(|t| *t > 0)?;
+    Some(std::time::Duration::from_micros((utime + stime) * 1_000_000 / ticks_per_sec))
+}
+
+/// CPU time of this process and of the broker's (if it has its own), taken at the start and
+/// end of a phase.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    this: Option<std::time::Duration>,
+    broker: Option<std::time::Duration>,
+}
+
+impl CpuMark {
+    fn now(cfg: &BenchConfig) -> Self {
+        CpuMark { this: cpu_time(None), broker: cfg.broker_pid.and_then(|p| cpu_time(Some(p))) }
+    }
+
+    /// Microseconds per message since `self`, for this process and the broker's.
+    fn per_msg(self, cfg: &BenchConfig, messages: u64) -> (Option<f64>, Option<f64>) {
+        let end = CpuMark::now(cfg);
+        let per = |a: Option<std::time::Duration>, b: Option<std::time::Duration>| {
+            let used = b?.checked_sub(a?)?;
+            (messages > 0).then(|| used.as_secs_f64() * 1e6 / messages as f64)
+        };
+        (per(self.this, end.this), per(self.broker, end.broker))
+    }
 }
 
 /// Everything measured.
@@ -117,6 +166,8 @@ fn phase(messages: u64, errors: u64, elapsed_ms: f64, body_bytes: usize, hist: O
         p99_us: hist.map(|h| h.value_at_quantile(0.99)),
         p999_us: hist.map(|h| h.value_at_quantile(0.999)),
         max_us: hist.map(|h| h.max()),
+        cpu_us_per_msg: None,
+        broker_cpu_us_per_msg: None,
     }
 }
 
@@ -155,6 +206,7 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
     }
     let sends_total = cfg.messages.div_ceil(cfg.batch as u64);
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram")));
+    let cpu = CpuMark::now(cfg);
     let started = stopwatch();
     let mut tasks = Vec::new();
     for p in 0..cfg.producers {
@@ -191,9 +243,12 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
         errors += e;
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (cpu_us, broker_cpu_us) = cpu.per_msg(cfg, done);
     producer.shutdown().await;
     let h = hist.lock().await;
-    Ok(phase(done, errors, elapsed_ms, cfg.body_bytes, Some(&h)))
+    let mut report = phase(done, errors, elapsed_ms, cfg.body_bytes, Some(&h));
+    (report.cpu_us_per_msg, report.broker_cpu_us_per_msg) = (cpu_us, broker_cpu_us);
+    Ok(report)
 }
 
 /// Reads every message of the run's topics from offset 0 with `cfg.producers` pullers.
@@ -204,6 +259,7 @@ pub async fn consume(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
         queues.extend(consumer.fetch_queues(&t).await?);
     }
     let work = Arc::new(Mutex::new(queues));
+    let cpu = CpuMark::now(cfg);
     let started = stopwatch();
     let mut tasks = Vec::new();
     for _ in 0..cfg.producers.max(1) {
@@ -245,7 +301,9 @@ pub async fn consume(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
         errors += e;
     }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(phase(got, errors, elapsed_ms, cfg.body_bytes, None))
+    let mut report = phase(got, errors, elapsed_ms, cfg.body_bytes, None);
+    (report.cpu_us_per_msg, report.broker_cpu_us_per_msg) = cpu.per_msg(cfg, got);
+    Ok(report)
 }
 
 /// Runs the whole benchmark.
@@ -278,8 +336,14 @@ pub fn render(r: &BenchReport) -> String {
             (Some(a), Some(b), Some(c)) => format!("  latency p50={a}us p99={b}us p999={c}us"),
             _ => String::new(),
         };
+        let cpu = match (p.cpu_us_per_msg, p.broker_cpu_us_per_msg, r.broker_mode.as_str()) {
+            (Some(c), Some(b), _) => format!("  cpu/msg client={c:.1}us broker={b:.1}us"),
+            (Some(c), None, "embedded") => format!("  cpu/msg client+broker={c:.1}us"),
+            (Some(c), None, _) => format!("  cpu/msg client={c:.1}us"),
+            _ => String::new(),
+        };
         format!(
-            "{name:<8} {:>10} msgs in {:>9.1} ms = {:>10.0} msg/s ({:.1} MiB/s), errors={}{lat}\n",
+            "{name:<8} {:>10} msgs in {:>9.1} ms = {:>10.0} msg/s ({:.1} MiB/s), errors={}{lat}{cpu}\n",
             p.messages, p.elapsed_ms, p.msgs_per_sec, p.mib_per_sec, p.errors
         )
     };
@@ -302,4 +366,25 @@ pub fn render(r: &BenchReport) -> String {
         s.push_str(&crate::limits::render(l, r.produce.msgs_per_sec, r.body_bytes));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_the_cpu_this_process_burns() {
+        let start = cpu_time(None).expect("Linux /proc/self/stat");
+        let wall = stopwatch();
+        let mut x = 0u64;
+        // Spin until the kernel has charged 50 ms of CPU to this process (a clock tick is 10 ms);
+        // the wall-clock bound only stops a broken reader from hanging the suite.
+        while cpu_time(None).unwrap() < start + std::time::Duration::from_millis(50) {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            assert!(wall.elapsed() < std::time::Duration::from_secs(60), "CPU time never advanced");
+        }
+        assert_eq!(cpu_time(Some(u32::MAX)), None);
+    }
 }

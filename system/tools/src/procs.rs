@@ -148,7 +148,12 @@ impl ProcessCluster {
 
     /// The broker process's memory, descriptors and threads now.
     pub fn broker_resources(&self) -> Option<ProcessResources> {
-        ProcessResources::of(self.broker.child.id())
+        ProcessResources::of(self.broker_pid())
+    }
+
+    /// The broker process's id.
+    pub fn broker_pid(&self) -> u32 {
+        self.broker.child.id()
     }
 }
 
