@@ -108,7 +108,7 @@ pub fn decode_frame_body(mut frame: Bytes) -> Result<RemotingCommand, FrameError
     let header = frame.split_to(header_len);
     let mut cmd = match kind {
         0 => decode_json_header(&header)?,
-        1 => decode_binary_header(header)?,
+        1 => decode_binary_header(&header)?,
         other => return Err(FrameError::UnknownSerializeType(other)),
     };
     cmd.body = frame;
@@ -117,19 +117,35 @@ pub fn decode_frame_body(mut frame: Bytes) -> Result<RemotingCommand, FrameError
 
 /// Appends the encoded frame of `cmd` (in its own serialize type) to `out`.
 pub fn encode_frame(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(), FrameError> {
+    let at = out.len();
+    // The two length words are written once the header's length is known; the binary header is
+    // encoded straight into `out` behind them (no buffer of its own).
+    out.put_u64(0);
     let header = match cmd.serialize_type {
-        SerializeType::Json => encode_json_header(cmd),
-        SerializeType::RocketMq => encode_binary_header(cmd)?,
+        SerializeType::Json => {
+            out.put_slice(&encode_json_header(cmd));
+            Ok(())
+        }
+        SerializeType::RocketMq => encode_binary_header(cmd, out),
     };
-    if header.len() > HEADER_MAX_BYTES {
-        return Err(FrameError::Unencodable("header longer than 16 MiB"));
-    }
-    let total = 4 + header.len() + cmd.body.len();
-    let total32 = u32::try_from(total).map_err(|_| FrameError::Unencodable("frame over 4 GiB"))?;
-    out.reserve(4 + total);
-    out.put_u32(total32);
-    out.put_u32((u32::from(cmd.serialize_type.byte()) << 24) | header.len() as u32);
-    out.put_slice(&header);
+    let header_len = out.len() - at - 8;
+    let checked = header.and_then(|()| {
+        if header_len > HEADER_MAX_BYTES {
+            return Err(FrameError::Unencodable("header longer than 16 MiB"));
+        }
+        let total = 4 + header_len + cmd.body.len();
+        u32::try_from(total).map_err(|_| FrameError::Unencodable("frame over 4 GiB"))
+    });
+    let total32 = match checked {
+        Ok(t) => t,
+        Err(e) => {
+            out.truncate(at);
+            return Err(e);
+        }
+    };
+    out[at..at + 4].copy_from_slice(&total32.to_be_bytes());
+    let word = (u32::from(cmd.serialize_type.byte()) << 24) | header_len as u32;
+    out[at + 4..at + 8].copy_from_slice(&word.to_be_bytes());
     out.put_slice(&cmd.body);
     Ok(())
 }
@@ -216,44 +232,39 @@ fn decode_json_header(bytes: &[u8]) -> Result<RemotingCommand, FrameError> {
     })
 }
 
-fn encode_binary_header(cmd: &RemotingCommand) -> Result<Vec<u8>, FrameError> {
-    let mut out = Vec::with_capacity(64);
+fn encode_binary_header(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(), FrameError> {
     let code = i16::try_from(cmd.code).map_err(|_| FrameError::Unencodable("code beyond i16"))?;
     let version = i16::try_from(cmd.version).unwrap_or(i16::MAX);
+    let remark = cmd.remark.as_deref().unwrap_or_default();
+    let ext_len: usize = cmd.ext_fields.iter().map(|(k, v)| 2 + k.len() + 4 + v.len()).sum();
+    out.reserve(17 + remark.len() + ext_len);
     out.put_i16(code);
     out.put_u8(cmd.language);
     out.put_i16(version);
     out.put_i32(cmd.opaque);
     out.put_i32(cmd.flag);
-    match &cmd.remark {
-        Some(r) => {
-            out.put_i32(r.len() as i32);
-            out.put_slice(r.as_bytes());
-        }
-        None => out.put_i32(0),
-    }
-    let mut ext = Vec::new();
+    out.put_i32(remark.len() as i32);
+    out.put_slice(remark.as_bytes());
+    out.put_i32(ext_len as i32);
     for (k, v) in &cmd.ext_fields {
         let klen = u16::try_from(k.len()).map_err(|_| FrameError::Unencodable("ext key too long"))?;
-        ext.put_u16(klen);
-        ext.put_slice(k.as_bytes());
-        ext.put_i32(v.len() as i32);
-        ext.put_slice(v.as_bytes());
+        out.put_u16(klen);
+        out.put_slice(k.as_bytes());
+        out.put_i32(v.len() as i32);
+        out.put_slice(v.as_bytes());
     }
-    out.put_i32(ext.len() as i32);
-    out.extend_from_slice(&ext);
-    Ok(out)
+    Ok(())
 }
 
-fn take_str(buf: &mut Bytes, len: usize, what: &'static str) -> Result<String, FrameError> {
-    if buf.remaining() < len {
-        return Err(FrameError::BadBinaryHeader(what));
-    }
-    let raw = buf.split_to(len);
-    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadBinaryHeader("string not UTF-8"))
+/// Takes `len` bytes of UTF-8 off the front of `buf`.
+fn take_str(buf: &mut &[u8], len: usize, what: &'static str) -> Result<String, FrameError> {
+    let (raw, rest) = buf.split_at_checked(len).ok_or(FrameError::BadBinaryHeader(what))?;
+    let s = std::str::from_utf8(raw).map_err(|_| FrameError::BadBinaryHeader("string not UTF-8"))?;
+    *buf = rest;
+    Ok(s.to_owned())
 }
 
-fn take_len(buf: &mut Bytes, what: &'static str) -> Result<usize, FrameError> {
+fn take_len(buf: &mut &[u8], what: &'static str) -> Result<usize, FrameError> {
     if buf.remaining() < 4 {
         return Err(FrameError::BadBinaryHeader(what));
     }
@@ -261,7 +272,7 @@ fn take_len(buf: &mut Bytes, what: &'static str) -> Result<usize, FrameError> {
     usize::try_from(n).map_err(|_| FrameError::BadBinaryHeader("negative length"))
 }
 
-fn decode_binary_header(mut buf: Bytes) -> Result<RemotingCommand, FrameError> {
+fn decode_binary_header(mut buf: &[u8]) -> Result<RemotingCommand, FrameError> {
     if buf.remaining() < 13 {
         return Err(FrameError::BadBinaryHeader("fixed part truncated"));
     }
@@ -273,10 +284,9 @@ fn decode_binary_header(mut buf: Bytes) -> Result<RemotingCommand, FrameError> {
     let remark_len = take_len(&mut buf, "remark length truncated")?;
     let remark = if remark_len > 0 { Some(take_str(&mut buf, remark_len, "remark truncated")?) } else { None };
     let ext_len = take_len(&mut buf, "ext length truncated")?;
-    if buf.remaining() < ext_len {
+    let Some((mut ext, _)) = buf.split_at_checked(ext_len) else {
         return Err(FrameError::BadBinaryHeader("ext fields truncated"));
-    }
-    let mut ext = buf.split_to(ext_len);
+    };
     let mut ext_fields = BTreeMap::new();
     while ext.has_remaining() {
         if ext.remaining() < 2 {

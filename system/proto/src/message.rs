@@ -228,6 +228,11 @@ pub fn encode_properties(props: &BTreeMap<String, String>) -> String {
     s
 }
 
+/// The length in bytes of `encode_properties(props)`, without building it.
+pub fn encoded_properties_len(props: &BTreeMap<String, String>) -> usize {
+    props.iter().map(|(k, v)| k.len() + v.len() + NAME_VALUE_SEPARATOR.len_utf8() + PROPERTY_SEPARATOR.len_utf8()).sum()
+}
+
 /// Decodes a properties string; segments without a separator are skipped.
 pub fn decode_properties(s: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
@@ -548,6 +553,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_properties_length_is_that_of_their_encoding(m in arb_message()) {
+            prop_assert_eq!(encoded_properties_len(&m.properties), encode_properties(&m.properties).len());
+        }
+
         /// A write torn after the body leaves the properties (the record's tail) zero-filled:
         /// the body CRC still matches, so the CRC check alone would accept the record.
         #[test]

@@ -517,19 +517,89 @@ where
     }
 }
 
+/// Frames gathered for one write: at most [`GATHER_BYTES_MAX`] bytes past the first frame.
+const GATHER_BYTES_MAX: usize = 1 << 20;
+/// At most this many frames per write (Linux takes 1024 buffers in one writev).
+const GATHER_FRAMES_MAX: usize = 512;
+
+/// Frames queued for one write. Where the stream takes vectored writes (a real TCP socket)
+/// they go out in one writev without being copied; elsewhere (the simulators' streams) they
+/// are copied into one buffer, so each write carries the bytes it always did.
+#[derive(Default)]
+struct Gather {
+    frames: Vec<Bytes>,
+    bytes: usize,
+    copy: BytesMut,
+}
+
+impl Gather {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push(frame);
+    }
+
+    fn full(&self) -> bool {
+        self.bytes >= GATHER_BYTES_MAX || self.frames.len() >= GATHER_FRAMES_MAX
+    }
+
+    /// Writes and flushes every gathered frame, then empties the gather.
+    async fn write<W: tokio::io::AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        let r = self.write_all(wr).await;
+        self.frames.clear();
+        self.bytes = 0;
+        self.copy.clear();
+        if self.copy.capacity() > 4 << 20 {
+            self.copy = BytesMut::new();
+        }
+        r
+    }
+
+    async fn write_all<W: tokio::io::AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        if let [one] = &self.frames[..] {
+            wr.write_all(one).await?;
+        } else if wr.is_write_vectored() {
+            let mut next = 0;
+            while next < self.frames.len() {
+                let slices: Vec<std::io::IoSlice<'_>> =
+                    self.frames[next..].iter().map(|f| std::io::IoSlice::new(f)).collect();
+                let mut wrote = wr.write_vectored(&slices).await?;
+                if wrote == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                while wrote > 0 {
+                    let front = &mut self.frames[next];
+                    if wrote >= front.len() {
+                        wrote -= front.len();
+                        next += 1;
+                    } else {
+                        bytes::Buf::advance(front, wrote);
+                        wrote = 0;
+                    }
+                }
+            }
+        } else {
+            for f in &self.frames {
+                self.copy.extend_from_slice(f);
+            }
+            wr.write_all(&self.copy).await?;
+        }
+        wr.flush().await
+    }
+}
+
 /// Writes a client connection's queued frames to `wr`, batching whatever is queued into one
 /// write, until the queue's senders are gone.
 pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
-    let mut batch = BytesMut::new();
+    let mut gather = Gather::default();
     while let Some(first) = rx.recv().await {
-        batch.extend_from_slice(&first);
-        while batch.len() < 1 << 20 {
+        gather.push(first);
+        while !gather.full() {
             match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(more) => gather.push(more),
                 Err(_) => break,
             }
         }
-        if write_batch(&mut wr, &mut batch).await.is_err() {
+        if gather.write(&mut wr).await.is_err() {
             break;
         }
     }
@@ -544,7 +614,7 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     queued: &AtomicUsize,
     mut killed: watch::Receiver<bool>,
 ) {
-    let mut batch = BytesMut::new();
+    let mut gather = Gather::default();
     loop {
         let first = tokio::select! {
             biased;
@@ -552,35 +622,25 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
             f = rx.recv() => f,
         };
         let Some(first) = first else { break };
-        batch.extend_from_slice(&first);
-        while batch.len() < 1 << 20 {
+        gather.push(first);
+        while !gather.full() {
             match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(more) => gather.push(more),
                 Err(_) => break,
             }
         }
-        let n = batch.len();
+        let n = gather.bytes;
         let wrote = tokio::select! {
             biased;
             _ = killed.wait_for(|k| *k) => return,
-            r = write_batch(&mut wr, &mut batch) => r,
+            r = gather.write(&mut wr) => r,
         };
         queued.fetch_sub(n, Ordering::AcqRel);
         if wrote.is_err() {
             break;
         }
-        if batch.capacity() > 4 << 20 {
-            batch = BytesMut::new();
-        }
     }
     let _ = wr.shutdown().await;
-}
-
-async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, batch: &mut BytesMut) -> std::io::Result<()> {
-    wr.write_all(batch).await?;
-    wr.flush().await?;
-    batch.clear();
-    Ok(())
 }
 
 /// Encodes `cmd` for an outbox; an unencodable command becomes a SYSTEM_ERROR response.
@@ -597,4 +657,98 @@ pub fn encode(cmd: &RemotingCommand) -> Bytes {
         encode_frame(&err, &mut out).expect("a bare error response always encodes");
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A stream that takes at most `per_call` bytes per write and records each call's size.
+    struct Trickle {
+        vectored: bool,
+        per_call: usize,
+        got: Vec<u8>,
+        calls: Vec<usize>,
+        /// How many of the calls were vectored.
+        vectored_calls: usize,
+    }
+
+    impl tokio::io::AsyncWrite for Trickle {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.per_call);
+            self.got.extend_from_slice(&buf[..n]);
+            self.calls.push(n);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.vectored_calls += 1;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.per_call - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.per_call {
+                    break;
+                }
+            }
+            self.calls.push(n);
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frames() -> Vec<Bytes> {
+        (0u8..9).map(|i| Bytes::from(vec![i; usize::from(i) * 5 + 1])).collect()
+    }
+
+    #[tokio::test]
+    async fn gathered_frames_arrive_whole_and_in_order_through_partial_vectored_writes() {
+        for per_call in [1, 7, 64, 1 << 20] {
+            let mut wr = Trickle { vectored: true, per_call, got: Vec::new(), calls: Vec::new(), vectored_calls: 0 };
+            let mut gather = Gather::default();
+            frames().into_iter().for_each(|f| gather.push(f));
+            gather.write(&mut wr).await.unwrap();
+            assert_eq!(wr.got, frames().concat(), "{per_call} bytes per call");
+            assert!(gather.frames.is_empty() && gather.bytes == 0);
+        }
+        // Everything at once where the stream takes it: one call.
+        let mut wr =
+            Trickle { vectored: true, per_call: 1 << 20, got: Vec::new(), calls: Vec::new(), vectored_calls: 0 };
+        let mut gather = Gather::default();
+        frames().into_iter().for_each(|f| gather.push(f));
+        gather.write(&mut wr).await.unwrap();
+        assert_eq!(wr.calls, vec![frames().concat().len()]);
+        assert_eq!(wr.vectored_calls, 1, "one writev, no copy");
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_vectored_writes_gets_one_buffer_per_write_as_before() {
+        let mut wr =
+            Trickle { vectored: false, per_call: 1 << 20, got: Vec::new(), calls: Vec::new(), vectored_calls: 0 };
+        let mut gather = Gather::default();
+        frames().into_iter().for_each(|f| gather.push(f));
+        gather.write(&mut wr).await.unwrap();
+        assert_eq!(wr.got, frames().concat());
+        assert_eq!(wr.calls, vec![frames().concat().len()], "one write of the whole batch, as the simulators saw it");
+        assert_eq!(wr.vectored_calls, 0);
+    }
 }

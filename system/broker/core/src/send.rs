@@ -60,13 +60,13 @@ impl<D: Directory> BrokerCore<D> {
             Ok(h) => h,
             Err(e) => return Some(reply(req, ResponseCode::InvalidParameter, e.to_string())),
         };
-        let tc = match self.check_writable(now_ms, req, &h) {
-            Ok(tc) => tc,
+        let write_queue_nums = match self.check_writable(now_ms, req, &h) {
+            Ok(n) => n,
             Err(resp) => return Some(resp),
         };
-        let queue_id = if h.queue_id < 0 || h.queue_id >= tc.write_queue_nums {
+        let queue_id = if h.queue_id < 0 || h.queue_id >= write_queue_nums {
             self.queue_rotor = self.queue_rotor.wrapping_add(1);
-            (self.queue_rotor % tc.write_queue_nums.max(1) as u32) as i32
+            (self.queue_rotor % write_queue_nums.max(1) as u32) as i32
         } else {
             h.queue_id
         };
@@ -133,13 +133,13 @@ impl<D: Directory> BrokerCore<D> {
     }
 
     /// Refuses sends a slave, a bad name or a read-only topic cannot take; auto-creates
-    /// topics. Returns the topic's config.
+    /// topics. Returns the topic's writeQueueNums.
     fn check_writable(
         &mut self,
         now_ms: u64,
         req: &RemotingCommand,
         h: &SendMessageRequestHeader,
-    ) -> Result<TopicConfig, RemotingCommand> {
+    ) -> Result<i32, RemotingCommand> {
         if self.config.broker_role == BrokerRole::Slave {
             return Err(reply(req, ResponseCode::ServiceNotAvailable, "this broker is a slave; send to its master"));
         }
@@ -187,7 +187,7 @@ impl<D: Directory> BrokerCore<D> {
                 format!("the topic[{}] sending message is forbidden", h.topic),
             ));
         }
-        Ok(tc.clone())
+        Ok(tc.write_queue_nums)
     }
 
     fn build_messages(
@@ -212,22 +212,7 @@ impl<D: Directory> BrokerCore<D> {
             properties: decode_properties(h.properties.as_deref().unwrap_or_default()),
             ..Default::default()
         };
-        let items = if req.request_code() == RequestCode::SendBatchMessage || h.batch == Some(true) {
-            let items = decode_batch(&req.body)
-                .map_err(|e| reply(req, ResponseCode::MessageIllegal, format!("bad batch body: {e}")))?;
-            if items.is_empty() || items.len() > BATCH_MESSAGES_MAX {
-                return Err(reply(
-                    req,
-                    ResponseCode::MessageIllegal,
-                    format!("a batch holds 1 to {BATCH_MESSAGES_MAX} messages"),
-                ));
-            }
-            items.into_iter().map(|it| (it.flag, it.body, it.properties)).collect()
-        } else {
-            vec![(h.flag, req.body.clone(), base.properties.clone())]
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (flag, body, properties) in items {
+        let check = |body: &Bytes, properties: &_| {
             if body.len() > self.config.max_message_bytes {
                 return Err(reply(
                     req,
@@ -235,10 +220,34 @@ impl<D: Directory> BrokerCore<D> {
                     format!("message body of {} bytes exceeds {}", body.len(), self.config.max_message_bytes),
                 ));
             }
-            if message::encode_properties(&properties).len() > message::PROPERTIES_MAX_BYTES {
+            if message::encoded_properties_len(properties) > message::PROPERTIES_MAX_BYTES {
                 return Err(reply(req, ResponseCode::MessageIllegal, "properties longer than 32766 bytes"));
             }
-            let mut m = MessageExt { flag, body: Bytes::clone(&body), properties, ..base.clone() };
+            Ok(())
+        };
+        if req.request_code() != RequestCode::SendBatchMessage && h.batch != Some(true) {
+            // One message: the header's fields and the request's body, as they are.
+            let body = req.body.clone();
+            check(&body, &base.properties)?;
+            let mut m = MessageExt { body, ..base };
+            self.apply_delay(&mut m);
+            return Ok(vec![m]);
+        }
+        let items = decode_batch(&req.body)
+            .map_err(|e| reply(req, ResponseCode::MessageIllegal, format!("bad batch body: {e}")))?;
+        if items.is_empty() || items.len() > BATCH_MESSAGES_MAX {
+            return Err(reply(
+                req,
+                ResponseCode::MessageIllegal,
+                format!("a batch holds 1 to {BATCH_MESSAGES_MAX} messages"),
+            ));
+        }
+        // Each item carries its own properties: the header's are not copied into every one.
+        let base = MessageExt { properties: Default::default(), ..base };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            check(&item.body, &item.properties)?;
+            let mut m = MessageExt { flag: item.flag, body: item.body, properties: item.properties, ..base.clone() };
             self.apply_delay(&mut m);
             out.push(m);
         }

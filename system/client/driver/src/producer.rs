@@ -90,6 +90,9 @@ struct Inner<E: Env> {
     core: Mutex<ProducerCore>,
     waiters: Mutex<BTreeMap<SendId, Waiter>>,
     counter: AtomicU16,
+    /// The fixed part of every UNIQ_KEY this producer makes (client IP, process id, client
+    /// hash), worked out once: RocketMQ's MessageClientIDSetter keeps it per process too.
+    uniq_prefix: (std::net::Ipv4Addr, u16, i32),
     /// Rings when the core's next deadline may have moved earlier (a new send).
     wake: Notify,
     /// When the background task next ticks the core; read and written under the core lock.
@@ -129,6 +132,8 @@ impl<E: Env> Producer<E> {
             heartbeat_interval_ms: config.heartbeat_interval_ms.max(100),
         };
         let core = ProducerCore::new(settings, env.now_ms());
+        let ip = config.client_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let uniq_prefix = (ip, env.process_id() as u16, env.seed() as i32);
         let (inst, incoming) = ClientInstance::new(env, config);
         let (stop, _) = watch::channel(false);
         let p = Producer {
@@ -137,6 +142,7 @@ impl<E: Env> Producer<E> {
                 core: Mutex::new(core),
                 waiters: Mutex::default(),
                 counter: AtomicU16::new(0),
+                uniq_prefix,
                 wake: Notify::new(),
                 sleeping_until: AtomicU64::new(0),
                 routed: Notify::new(),
@@ -473,10 +479,9 @@ impl<E: Env> Producer<E> {
     }
 
     fn next_uniq_id(&self) -> String {
-        let env = self.inner.inst.env();
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        let ip = self.inner.inst.config.client_ip.parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
-        uniq_msg_id(ip, env.process_id() as u16, env.seed() as i32, env.now_ms() as i64, n)
+        let (ip, pid, hash) = self.inner.uniq_prefix;
+        uniq_msg_id(ip, pid, hash, self.inner.inst.env().now_ms() as i64, n)
     }
 }
 
