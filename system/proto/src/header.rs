@@ -31,8 +31,12 @@ pub trait CommandHeader: Sized {
 
 /// One header field type: how it is read from and written to the ext map.
 pub trait ExtValue: Sized {
+    /// Reads the field from the value found under `key` (`None`: the key is absent).
+    fn from_value(key: &'static str, raw: Option<&String>) -> Result<Self, HeaderError>;
     /// Reads the field under `key`.
-    fn take(ext: &BTreeMap<String, String>, key: &'static str) -> Result<Self, HeaderError>;
+    fn take(ext: &BTreeMap<String, String>, key: &'static str) -> Result<Self, HeaderError> {
+        Self::from_value(key, ext.get(key))
+    }
     /// Writes the field under `key` (optional fields that are `None` write nothing).
     fn put(&self, key: &'static str, ext: &mut BTreeMap<String, String>);
 }
@@ -40,8 +44,8 @@ pub trait ExtValue: Sized {
 macro_rules! ext_scalar {
     ($($t:ty => $parse:expr),* $(,)?) => {$(
         impl ExtValue for $t {
-            fn take(ext: &BTreeMap<String, String>, key: &'static str) -> Result<Self, HeaderError> {
-                let raw = ext.get(key).ok_or(HeaderError::Missing(key))?;
+            fn from_value(key: &'static str, raw: Option<&String>) -> Result<Self, HeaderError> {
+                let raw = raw.ok_or(HeaderError::Missing(key))?;
                 let parse: fn(&str) -> Option<$t> = $parse;
                 parse(raw).ok_or_else(|| HeaderError::Invalid { key, value: raw.clone() })
             }
@@ -50,10 +54,10 @@ macro_rules! ext_scalar {
             }
         }
         impl ExtValue for Option<$t> {
-            fn take(ext: &BTreeMap<String, String>, key: &'static str) -> Result<Self, HeaderError> {
-                match ext.get(key) {
+            fn from_value(key: &'static str, raw: Option<&String>) -> Result<Self, HeaderError> {
+                match raw {
                     None => Ok(None),
-                    Some(_) => <$t as ExtValue>::take(ext, key).map(Some),
+                    Some(_) => <$t as ExtValue>::from_value(key, raw).map(Some),
                 }
             }
             fn put(&self, key: &'static str, ext: &mut BTreeMap<String, String>) {
@@ -177,33 +181,52 @@ impl CommandHeader for SendMessageRequestHeader {
 
     fn from_ext(ext: &BTreeMap<String, String>) -> Result<Self, HeaderError> {
         // V2 headers carry one-letter keys: read each field under its letter when present,
-        // under its long name otherwise (no copy of the map).
-        let v2 = ext.contains_key("a") && !ext.contains_key("producerGroup");
-        let k = |i: usize| {
-            let (long, short) = SEND_KEYS[i];
-            if v2 && ext.contains_key(short) {
-                short
+        // under its long name otherwise. One pass over the map finds both (a lookup per key
+        // and name was most of a broker's time spent on this header).
+        let (mut short, mut long) = ([None; SEND_KEYS.len()], [None; SEND_KEYS.len()]);
+        let mut broker_name_long = None;
+        for (key, value) in ext {
+            match key.as_bytes() {
+                // The letters are a.. in SEND_KEYS order (a test holds them to it).
+                [letter @ b'a'..=b'n'] => short[usize::from(letter - b'a')] = Some(value),
+                _ if key == "brokerName" => broker_name_long = Some(value),
+                _ => {
+                    if let Some(i) = SEND_KEYS.iter().position(|(l, _)| l == key) {
+                        long[i] = Some(value);
+                    }
+                }
+            }
+        }
+        let v2 = short[0].is_some() && long[0].is_none();
+        let field = |i: usize| {
+            let (long_key, short_key) = SEND_KEYS[i];
+            if v2 && short[i].is_some() {
+                (short_key, short[i])
             } else {
-                long
+                (long_key, long[i])
             }
         };
+        fn take<T: ExtValue>((key, raw): (&'static str, Option<&String>)) -> Result<T, HeaderError> {
+            T::from_value(key, raw)
+        }
+        let k = field;
         Ok(SendMessageRequestHeader {
-            producer_group: ExtValue::take(ext, k(0))?,
-            topic: ExtValue::take(ext, k(1))?,
-            default_topic: <Option<String> as ExtValue>::take(ext, k(2))?.unwrap_or_default(),
-            default_topic_queue_nums: <Option<i32> as ExtValue>::take(ext, k(3))?.unwrap_or(4),
-            queue_id: ExtValue::take(ext, k(4))?,
-            sys_flag: <Option<i32> as ExtValue>::take(ext, k(5))?.unwrap_or(0),
-            born_timestamp: <Option<i64> as ExtValue>::take(ext, k(6))?.unwrap_or(0),
-            flag: <Option<i32> as ExtValue>::take(ext, k(7))?.unwrap_or(0),
-            properties: ExtValue::take(ext, k(8))?,
-            reconsume_times: ExtValue::take(ext, k(9))?,
-            unit_mode: ExtValue::take(ext, k(10))?,
-            max_reconsume_times: ExtValue::take(ext, k(11))?,
-            batch: ExtValue::take(ext, k(12))?,
-            broker_name: match <Option<String> as ExtValue>::take(ext, k(13))? {
+            producer_group: take(k(0))?,
+            topic: take(k(1))?,
+            default_topic: take::<Option<String>>(k(2))?.unwrap_or_default(),
+            default_topic_queue_nums: take::<Option<i32>>(k(3))?.unwrap_or(4),
+            queue_id: take(k(4))?,
+            sys_flag: take::<Option<i32>>(k(5))?.unwrap_or(0),
+            born_timestamp: take::<Option<i64>>(k(6))?.unwrap_or(0),
+            flag: take::<Option<i32>>(k(7))?.unwrap_or(0),
+            properties: take(k(8))?,
+            reconsume_times: take(k(9))?,
+            unit_mode: take(k(10))?,
+            max_reconsume_times: take(k(11))?,
+            batch: take(k(12))?,
+            broker_name: match take::<Option<String>>(k(13))? {
                 Some(b) => Some(b),
-                None => ExtValue::take(ext, "brokerName")?,
+                None => take(("brokerName", broker_name_long))?,
             },
         })
     }
@@ -564,6 +587,38 @@ mod tests {
             };
             prop_assert_eq!(PullMessageRequestHeader::from_ext(&h.to_ext()).unwrap(), h);
         }
+    }
+
+    #[test]
+    fn send_header_letters_run_from_a_in_field_order() {
+        for (i, (_, letter)) in SEND_KEYS.iter().enumerate() {
+            assert_eq!(letter.as_bytes(), [b'a' + i as u8]);
+        }
+    }
+
+    #[test]
+    fn a_v2_send_header_falls_back_to_long_names_field_by_field() {
+        let h = SendMessageRequestHeader {
+            producer_group: "g".into(),
+            topic: "t".into(),
+            queue_id: 3,
+            broker_name: Some("b".into()),
+            ..Default::default()
+        };
+        let mut ext = h.to_ext_v2();
+        // The topic under its long name, the broker under 5.x's brokerName: both still read.
+        let topic = ext.remove("b").unwrap();
+        ext.insert("topic".into(), topic);
+        let broker = ext.remove("n").unwrap();
+        ext.insert("brokerName".into(), broker);
+        assert_eq!(SendMessageRequestHeader::from_ext(&ext).unwrap(), h);
+        // Neither letter nor name: the error names the long key.
+        ext.remove("topic");
+        assert_eq!(SendMessageRequestHeader::from_ext(&ext), Err(HeaderError::Missing("topic")));
+        // A bad value under a letter is reported under that letter.
+        let mut ext = h.to_ext_v2();
+        ext.insert("e".into(), "x".into());
+        assert!(matches!(SendMessageRequestHeader::from_ext(&ext), Err(HeaderError::Invalid { key: "e", .. })));
     }
 
     #[test]

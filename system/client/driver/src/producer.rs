@@ -258,9 +258,11 @@ impl<E: Env> Producer<E> {
                 }
                 ProducerOutput::TimedOut { send, attempt } => tracing::debug!(send, attempt, "send attempt timed out"),
                 ProducerOutput::Done { send, outcome } => {
+                    // One trip to the waiter map: take the waiter, then answer it.
+                    let Some(mut w) = self.waiters().remove(&send) else { continue };
                     let r = match outcome {
                         Ok(stored) => {
-                            let uniq = self.waiter_uniq(send);
+                            let uniq = w.msg.properties.remove(prop::UNIQ_KEY);
                             Ok(Some(SendResult {
                                 status: stored.status,
                                 msg_id: uniq.unwrap_or_else(|| stored.offset_msg_id.clone()),
@@ -275,7 +277,7 @@ impl<E: Env> Producer<E> {
                         }
                         Err(SendFailure::Exhausted { attempts, last }) => Err(SendError::Exhausted { attempts, last }),
                     };
-                    self.finish(send, r);
+                    let _ = w.reply.send(r);
                 }
                 ProducerOutput::Heartbeat { .. } => {
                     let this = self.clone();
@@ -289,10 +291,6 @@ impl<E: Env> Producer<E> {
         self.inner.waiters.lock().expect("waiter lock is never poisoned")
     }
 
-    fn waiter_uniq(&self, send: SendId) -> Option<String> {
-        self.waiters().get(&send).and_then(|w| w.msg.properties.get(prop::UNIQ_KEY).cloned())
-    }
-
     fn finish(&self, send: SendId, r: Result<Option<SendResult>, SendError>) {
         if let Some(w) = self.waiters().remove(&send) {
             let _ = w.reply.send(r);
@@ -301,20 +299,23 @@ impl<E: Env> Producer<E> {
 
     /// The wire request for an attempt of `send` to `mq`.
     fn request(&self, send: SendId, mq: &MessageQueue) -> Option<RemotingCommand> {
-        let waiters = self.waiters();
-        let w = waiters.get(&send)?;
-        let mut props = w.msg.properties.clone();
-        if !w.batch {
+        // Every send's tasks take this lock: hold it for the copies only, not for the encoding.
+        let (mut props, body, flag, batch) = {
+            let waiters = self.waiters();
+            let w = waiters.get(&send)?;
+            (w.msg.properties.clone(), w.msg.body.clone(), w.msg.flag, w.batch)
+        };
+        if !batch {
             props.entry(prop::WAIT.into()).or_insert_with(|| "true".into());
         }
         let req = SendRequest {
             group: &self.inner.inst.config.group,
             mq,
             born_ms: self.now() as i64,
-            flag: w.msg.flag,
+            flag,
             properties: &props,
-            body: w.msg.body.clone(),
-            batch: w.batch,
+            body,
+            batch,
         };
         Some(req.command())
     }
