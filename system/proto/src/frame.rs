@@ -117,6 +117,14 @@ pub fn decode_frame_body(mut frame: Bytes) -> Result<RemotingCommand, FrameError
 
 /// Appends the encoded frame of `cmd` (in its own serialize type) to `out`.
 pub fn encode_frame(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(), FrameError> {
+    encode_frame_head(cmd, out)?;
+    out.put_slice(&cmd.body);
+    Ok(())
+}
+
+/// Appends the encoded frame of `cmd` without its body (the length words count the body):
+/// a writer that can send the body from where it already is appends nothing more.
+pub fn encode_frame_head(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(), FrameError> {
     let at = out.len();
     // The two length words are written once the header's length is known; the binary header is
     // encoded straight into `out` behind them (no buffer of its own).
@@ -146,7 +154,6 @@ pub fn encode_frame(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(), Fra
     out[at..at + 4].copy_from_slice(&total32.to_be_bytes());
     let word = (u32::from(cmd.serialize_type.byte()) << 24) | header_len as u32;
     out[at + 4..at + 8].copy_from_slice(&word.to_be_bytes());
-    out.put_slice(&cmd.body);
     Ok(())
 }
 

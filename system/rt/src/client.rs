@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rmq_proto::RemotingCommand;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::{encode, read_frames, write_loop, ReadEnd, ReadLimits, CONN_OUTBOX_MAX};
+use crate::server::{encode, read_frames, write_loop, Frame, ReadEnd, ReadLimits, CONN_OUTBOX_MAX};
 use crate::{spawn, Env};
 
 /// Why a request got no response.
@@ -50,7 +49,7 @@ pub struct Incoming {
     /// The request.
     pub cmd: RemotingCommand,
     /// Where to write a response frame, if one is due.
-    pub reply: mpsc::Sender<Bytes>,
+    pub reply: mpsc::Sender<Frame>,
 }
 
 type Pending = Arc<Mutex<BTreeMap<i32, oneshot::Sender<RemotingCommand>>>>;
@@ -61,7 +60,7 @@ pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
 
 #[derive(Debug)]
 struct Conn {
-    outbox: mpsc::Sender<Bytes>,
+    outbox: mpsc::Sender<Frame>,
     pending: Pending,
     /// Set by the reader task when the connection ends.
     closed: Arc<AtomicBool>,
@@ -260,7 +259,7 @@ async fn read_responses<R: tokio::io::AsyncRead + Unpin>(
     addr: String,
     pending: Pending,
     closed: Arc<AtomicBool>,
-    reply: mpsc::Sender<Bytes>,
+    reply: mpsc::Sender<Frame>,
     incoming: Option<mpsc::UnboundedSender<Incoming>>,
     max_frame_bytes: usize,
 ) {

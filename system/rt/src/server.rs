@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rmq_proto::frame::{encode_frame, FrameDecoder};
+use rmq_proto::frame::{encode_frame_head, FrameDecoder};
 use rmq_proto::{RemotingCommand, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -132,7 +132,7 @@ pub enum OutboxError {
 /// The sending side of one server connection, bounded in bytes.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::UnboundedSender<Frame>,
     shared: Arc<OutboxShared>,
 }
 
@@ -149,7 +149,7 @@ struct OutboxShared {
 impl Outbox {
     /// An outbox with `budget` bytes, the receiver its writer drains, and the kill switch its
     /// reader and writer watch.
-    fn new(budget: usize) -> (Outbox, mpsc::UnboundedReceiver<Bytes>, watch::Receiver<bool>) {
+    fn new(budget: usize) -> (Outbox, mpsc::UnboundedReceiver<Frame>, watch::Receiver<bool>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (kill, killed) = watch::channel(false);
         (Outbox { tx, shared: Arc::new(OutboxShared { queued: AtomicUsize::new(0), budget, kill }) }, rx, killed)
@@ -157,7 +157,7 @@ impl Outbox {
 
     /// Queues an encoded frame. A frame that would take the queue over budget closes the
     /// connection (unless the queue is empty: one frame always fits).
-    pub fn send(&self, frame: Bytes) -> Result<(), OutboxError> {
+    pub fn send(&self, frame: Frame) -> Result<(), OutboxError> {
         let len = frame.len();
         let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel);
         if queued > 0 && queued + len > self.shared.budget {
@@ -336,7 +336,7 @@ async fn refuse<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream:
     if let Some(req) = first.filter(|c| !c.is_response() && !c.is_oneway()) {
         let resp = RemotingCommand::response_to(&req, ResponseCode::SystemBusy)
             .with_remark(format!("connection limit reached: this server accepts at most {max} connections"));
-        let _ = wr.write_all(&encode(&resp)).await;
+        let _ = wr.write_all(&encode(&resp).to_bytes()).await;
     }
     let _ = wr.shutdown().await;
 }
@@ -519,27 +519,31 @@ where
 
 /// Frames gathered for one write: at most [`GATHER_BYTES_MAX`] bytes past the first frame.
 const GATHER_BYTES_MAX: usize = 1 << 20;
-/// At most this many frames per write (Linux takes 1024 buffers in one writev).
-const GATHER_FRAMES_MAX: usize = 512;
+/// At most this many buffers per write (a frame is one or two; Linux takes 1024 in one writev).
+const GATHER_BUFFERS_MAX: usize = 512;
 
 /// Frames queued for one write. Where the stream takes vectored writes (a real TCP socket)
 /// they go out in one writev without being copied; elsewhere (the simulators' streams) they
 /// are copied into one buffer, so each write carries the bytes it always did.
 #[derive(Default)]
 struct Gather {
+    /// Each frame's head, then its body if it has one.
     frames: Vec<Bytes>,
     bytes: usize,
     copy: BytesMut,
 }
 
 impl Gather {
-    fn push(&mut self, frame: Bytes) {
+    fn push(&mut self, frame: Frame) {
         self.bytes += frame.len();
-        self.frames.push(frame);
+        self.frames.push(frame.head);
+        if !frame.body.is_empty() {
+            self.frames.push(frame.body);
+        }
     }
 
     fn full(&self) -> bool {
-        self.bytes >= GATHER_BYTES_MAX || self.frames.len() >= GATHER_FRAMES_MAX
+        self.bytes >= GATHER_BYTES_MAX || self.frames.len() >= GATHER_BUFFERS_MAX
     }
 
     /// Writes and flushes every gathered frame, then empties the gather.
@@ -589,7 +593,7 @@ impl Gather {
 
 /// Writes a client connection's queued frames to `wr`, batching whatever is queued into one
 /// write, until the queue's senders are gone.
-pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
+pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Frame>) {
     let mut gather = Gather::default();
     while let Some(first) = rx.recv().await {
         gather.push(first);
@@ -610,7 +614,7 @@ pub async fn write_loop<W: tokio::io::AsyncWrite + Unpin>(mut wr: W, mut rx: mps
 /// to the outbox budget, until the outbox is dropped or the kill switch flips.
 async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: mpsc::UnboundedReceiver<Frame>,
     queued: &AtomicUsize,
     mut killed: watch::Receiver<bool>,
 ) {
@@ -643,20 +647,52 @@ async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
+/// An encoded frame: its length words and header, then its body, kept apart so the body is
+/// written from where it already is (by one writev with the rest) instead of being copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame {
+    head: Bytes,
+    body: Bytes,
+}
+
+impl Frame {
+    /// Bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// True for a frame of no bytes (never one [`encode`] made).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame in one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        if self.body.is_empty() {
+            return self.head.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.body);
+        out.freeze()
+    }
+}
+
 /// Encodes `cmd` for an outbox; an unencodable command becomes a SYSTEM_ERROR response.
-pub fn encode(cmd: &RemotingCommand) -> Bytes {
+pub fn encode(cmd: &RemotingCommand) -> Frame {
     let ext_bytes: usize = cmd.ext_fields.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-    let mut out = BytesMut::with_capacity(64 + ext_bytes + cmd.remark.as_ref().map_or(0, String::len) + cmd.body.len());
-    if let Err(e) = encode_frame(cmd, &mut out) {
-        out.clear();
+    let mut head = BytesMut::with_capacity(64 + ext_bytes + cmd.remark.as_ref().map_or(0, String::len));
+    if let Err(e) = encode_frame_head(cmd, &mut head) {
+        head.clear();
         let mut err = cmd.clone();
         err.code = rmq_proto::ResponseCode::SystemError.code();
         err.body = Bytes::new();
         err.ext_fields.clear();
         err.remark = Some(format!("response could not be encoded: {e}"));
-        encode_frame(&err, &mut out).expect("a bare error response always encodes");
+        encode_frame_head(&err, &mut head).expect("a bare error response always encodes");
+        return Frame { head: head.freeze(), body: Bytes::new() };
     }
-    out.freeze()
+    Frame { head: head.freeze(), body: cmd.body.clone() }
 }
 
 #[cfg(test)]
@@ -716,8 +752,18 @@ mod tests {
         }
     }
 
-    fn frames() -> Vec<Bytes> {
-        (0u8..9).map(|i| Bytes::from(vec![i; usize::from(i) * 5 + 1])).collect()
+    /// Frames, every other one with a body.
+    fn frames() -> Vec<Frame> {
+        (0u8..9)
+            .map(|i| {
+                let body = if i % 2 == 0 { Bytes::from(vec![i + 100; usize::from(i) * 3 + 1]) } else { Bytes::new() };
+                Frame { head: Bytes::from(vec![i; usize::from(i) * 5 + 1]), body }
+            })
+            .collect()
+    }
+
+    fn wire(frames: &[Frame]) -> Vec<u8> {
+        frames.iter().flat_map(|f| f.to_bytes()).collect()
     }
 
     #[tokio::test]
@@ -727,7 +773,7 @@ mod tests {
             let mut gather = Gather::default();
             frames().into_iter().for_each(|f| gather.push(f));
             gather.write(&mut wr).await.unwrap();
-            assert_eq!(wr.got, frames().concat(), "{per_call} bytes per call");
+            assert_eq!(wr.got, wire(&frames()), "{per_call} bytes per call");
             assert!(gather.frames.is_empty() && gather.bytes == 0);
         }
         // Everything at once where the stream takes it: one call.
@@ -736,7 +782,7 @@ mod tests {
         let mut gather = Gather::default();
         frames().into_iter().for_each(|f| gather.push(f));
         gather.write(&mut wr).await.unwrap();
-        assert_eq!(wr.calls, vec![frames().concat().len()]);
+        assert_eq!(wr.calls, vec![wire(&frames()).len()]);
         assert_eq!(wr.vectored_calls, 1, "one writev, no copy");
     }
 
@@ -747,8 +793,8 @@ mod tests {
         let mut gather = Gather::default();
         frames().into_iter().for_each(|f| gather.push(f));
         gather.write(&mut wr).await.unwrap();
-        assert_eq!(wr.got, frames().concat());
-        assert_eq!(wr.calls, vec![frames().concat().len()], "one write of the whole batch, as the simulators saw it");
+        assert_eq!(wr.got, wire(&frames()));
+        assert_eq!(wr.calls, vec![wire(&frames()).len()], "one write of the whole batch, as the simulators saw it");
         assert_eq!(wr.vectored_calls, 0);
     }
 }
