@@ -1,10 +1,9 @@
 //! [`RemotingCommand`]: one request or response on a remoting connection.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use crate::codes::{self, RequestCode, ResponseCode, FLAG_ONEWAY, FLAG_RESPONSE};
+use crate::ext::ExtFields;
 use crate::header::{CommandHeader, HeaderError};
 
 /// How the header of a frame is serialized.
@@ -43,7 +42,7 @@ pub struct RemotingCommand {
     /// Free text, e.g. an error explanation.
     pub remark: Option<String>,
     /// The custom header: every field as a string.
-    pub ext_fields: BTreeMap<String, String>,
+    pub ext_fields: ExtFields,
     /// Raw body bytes.
     pub body: Bytes,
     /// How the header was (or will be) serialized on the wire.
@@ -60,7 +59,7 @@ impl RemotingCommand {
             opaque,
             flag: 0,
             remark: None,
-            ext_fields: BTreeMap::new(),
+            ext_fields: ExtFields::new(),
             body: Bytes::new(),
             serialize_type: SerializeType::Json,
         }
@@ -82,7 +81,7 @@ impl RemotingCommand {
             opaque: req.opaque,
             flag: FLAG_RESPONSE,
             remark: None,
-            ext_fields: BTreeMap::new(),
+            ext_fields: ExtFields::new(),
             body: Bytes::new(),
             serialize_type: req.serialize_type,
         }
@@ -96,7 +95,7 @@ impl RemotingCommand {
 
     /// Adds one ext field.
     pub fn with_ext(mut self, key: &str, value: impl ToString) -> Self {
-        self.ext_fields.insert(key.to_string(), value.to_string());
+        self.ext_fields.insert(crate::ext::intern(key), value.to_string());
         self
     }
 

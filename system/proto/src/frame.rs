@@ -3,13 +3,12 @@
 //! [`FrameDecoder`] is incremental: feed it a buffer, it returns `Ok(None)` until a whole frame
 //! is present. Any malformed input is an [`FrameError`]; the caller closes that one connection.
 
-use std::collections::BTreeMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{language_code, language_name};
 use crate::command::{RemotingCommand, SerializeType};
+use crate::ext::{intern, ExtFields};
 
 /// Default largest frame accepted: 16 MiB (RocketMQ's `frameMaxLength`).
 pub const FRAME_MAX_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
@@ -173,8 +172,8 @@ struct JsonHeaderOut<'a> {
     flag: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     remark: Option<&'a str>,
-    #[serde(rename = "extFields", skip_serializing_if = "BTreeMap::is_empty")]
-    ext_fields: &'a BTreeMap<String, String>,
+    #[serde(rename = "extFields", skip_serializing_if = "ExtFields::is_empty")]
+    ext_fields: &'a ExtFields,
     #[serde(rename = "serializeTypeCurrentRPC")]
     serialize_type: &'a str,
 }
@@ -193,7 +192,7 @@ struct JsonHeaderIn {
     #[serde(default)]
     remark: Option<String>,
     #[serde(rename = "extFields", default)]
-    ext_fields: Option<BTreeMap<String, serde_json::Value>>,
+    ext_fields: Option<ExtFields>,
 }
 
 fn encode_json_header(cmd: &RemotingCommand) -> Vec<u8> {
@@ -217,15 +216,6 @@ fn decode_json_header(bytes: &[u8]) -> Result<RemotingCommand, FrameError> {
         Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|v| u8::try_from(v).ok()).unwrap_or(7),
         _ => 7,
     };
-    let mut ext_fields = BTreeMap::new();
-    for (k, v) in h.ext_fields.unwrap_or_default() {
-        let s = match v {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Null => continue,
-            other => other.to_string(),
-        };
-        ext_fields.insert(k, s);
-    }
     Ok(RemotingCommand {
         code: h.code,
         language,
@@ -233,7 +223,7 @@ fn decode_json_header(bytes: &[u8]) -> Result<RemotingCommand, FrameError> {
         opaque: h.opaque,
         flag: h.flag,
         remark: h.remark,
-        ext_fields,
+        ext_fields: h.ext_fields.unwrap_or_default(),
         body: Bytes::new(),
         serialize_type: SerializeType::Json,
     })
@@ -264,11 +254,11 @@ fn encode_binary_header(cmd: &RemotingCommand, out: &mut BytesMut) -> Result<(),
 }
 
 /// Takes `len` bytes of UTF-8 off the front of `buf`.
-fn take_str(buf: &mut &[u8], len: usize, what: &'static str) -> Result<String, FrameError> {
+fn take_str<'a>(buf: &mut &'a [u8], len: usize, what: &'static str) -> Result<&'a str, FrameError> {
     let (raw, rest) = buf.split_at_checked(len).ok_or(FrameError::BadBinaryHeader(what))?;
     let s = std::str::from_utf8(raw).map_err(|_| FrameError::BadBinaryHeader("string not UTF-8"))?;
     *buf = rest;
-    Ok(s.to_owned())
+    Ok(s)
 }
 
 fn take_len(buf: &mut &[u8], what: &'static str) -> Result<usize, FrameError> {
@@ -289,12 +279,13 @@ fn decode_binary_header(mut buf: &[u8]) -> Result<RemotingCommand, FrameError> {
     let opaque = buf.get_i32();
     let flag = buf.get_i32();
     let remark_len = take_len(&mut buf, "remark length truncated")?;
-    let remark = if remark_len > 0 { Some(take_str(&mut buf, remark_len, "remark truncated")?) } else { None };
+    let remark =
+        if remark_len > 0 { Some(take_str(&mut buf, remark_len, "remark truncated")?.to_owned()) } else { None };
     let ext_len = take_len(&mut buf, "ext length truncated")?;
     let Some((mut ext, _)) = buf.split_at_checked(ext_len) else {
         return Err(FrameError::BadBinaryHeader("ext fields truncated"));
     };
-    let mut ext_fields = BTreeMap::new();
+    let mut ext_fields = ExtFields::with_capacity((ext_len / 12).min(16));
     while ext.has_remaining() {
         if ext.remaining() < 2 {
             return Err(FrameError::BadBinaryHeader("ext key length truncated"));
@@ -303,7 +294,7 @@ fn decode_binary_header(mut buf: &[u8]) -> Result<RemotingCommand, FrameError> {
         let k = take_str(&mut ext, klen, "ext key truncated")?;
         let vlen = take_len(&mut ext, "ext value length truncated")?;
         let v = take_str(&mut ext, vlen, "ext value truncated")?;
-        ext_fields.insert(k, v);
+        ext_fields.insert(intern(k), v.to_owned());
     }
     Ok(RemotingCommand {
         code,
@@ -342,7 +333,7 @@ mod tests {
                 opaque,
                 flag,
                 remark,
-                ext_fields: ext,
+                ext_fields: ext.into_iter().collect(),
                 body: Bytes::from(body),
                 serialize_type: if bin { SerializeType::RocketMq } else { SerializeType::Json },
             })

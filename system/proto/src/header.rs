@@ -3,7 +3,9 @@
 //! [`command_header!`] declares a header struct with its wire key per field; a plain type is
 //! required (`@CFNotNull` in Java), an `Option` is optional.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+
+use crate::ext::ExtFields;
 
 /// Why a header could not be decoded from ext fields.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,9 +26,9 @@ pub enum HeaderError {
 /// A typed header that converts to and from ext fields.
 pub trait CommandHeader: Sized {
     /// The ext-field map for this header.
-    fn to_ext(&self) -> BTreeMap<String, String>;
+    fn to_ext(&self) -> ExtFields;
     /// Parses the header; missing required fields and bad numbers are errors.
-    fn from_ext(ext: &BTreeMap<String, String>) -> Result<Self, HeaderError>;
+    fn from_ext(ext: &ExtFields) -> Result<Self, HeaderError>;
 }
 
 /// One header field type: how it is read from and written to the ext map.
@@ -34,11 +36,11 @@ pub trait ExtValue: Sized {
     /// Reads the field from the value found under `key` (`None`: the key is absent).
     fn from_value(key: &'static str, raw: Option<&String>) -> Result<Self, HeaderError>;
     /// Reads the field under `key`.
-    fn take(ext: &BTreeMap<String, String>, key: &'static str) -> Result<Self, HeaderError> {
+    fn take(ext: &ExtFields, key: &'static str) -> Result<Self, HeaderError> {
         Self::from_value(key, ext.get(key))
     }
     /// Writes the field under `key` (optional fields that are `None` write nothing).
-    fn put(&self, key: &'static str, ext: &mut BTreeMap<String, String>);
+    fn put(&self, key: &'static str, ext: &mut ExtFields);
 }
 
 macro_rules! ext_scalar {
@@ -49,8 +51,8 @@ macro_rules! ext_scalar {
                 let parse: fn(&str) -> Option<$t> = $parse;
                 parse(raw).ok_or_else(|| HeaderError::Invalid { key, value: raw.clone() })
             }
-            fn put(&self, key: &'static str, ext: &mut BTreeMap<String, String>) {
-                ext.insert(key.to_string(), self.to_string());
+            fn put(&self, key: &'static str, ext: &mut ExtFields) {
+                ext.insert(Cow::Borrowed(key), self.to_string());
             }
         }
         impl ExtValue for Option<$t> {
@@ -60,7 +62,7 @@ macro_rules! ext_scalar {
                     Some(_) => <$t as ExtValue>::from_value(key, raw).map(Some),
                 }
             }
-            fn put(&self, key: &'static str, ext: &mut BTreeMap<String, String>) {
+            fn put(&self, key: &'static str, ext: &mut ExtFields) {
                 if let Some(v) = self { v.put(key, ext) }
             }
         }
@@ -82,12 +84,12 @@ macro_rules! command_header {
         #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
         pub struct $name { $($(#[$fm])* pub $field: $ty,)* }
         impl $crate::header::CommandHeader for $name {
-            fn to_ext(&self) -> ::std::collections::BTreeMap<String, String> {
-                let mut m = ::std::collections::BTreeMap::new();
+            fn to_ext(&self) -> $crate::ext::ExtFields {
+                let mut m = $crate::ext::ExtFields::new();
                 $( $crate::header::ExtValue::put(&self.$field, $key, &mut m); )*
                 m
             }
-            fn from_ext(ext: &::std::collections::BTreeMap<String, String>) -> Result<Self, $crate::header::HeaderError> {
+            fn from_ext(ext: &$crate::ext::ExtFields) -> Result<Self, $crate::header::HeaderError> {
                 Ok($name { $($field: $crate::header::ExtValue::take(ext, $key)?,)* })
             }
         }
@@ -148,14 +150,14 @@ const SEND_KEYS: [(&str, &str); 14] = [
 
 impl SendMessageRequestHeader {
     /// The one-letter (V2) ext map used by SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE.
-    pub fn to_ext_v2(&self) -> BTreeMap<String, String> {
+    pub fn to_ext_v2(&self) -> ExtFields {
         self.to_ext_keyed(1)
     }
 
     /// The ext map with the long (`which` = 0) or one-letter (1) keys of [`SEND_KEYS`].
-    fn to_ext_keyed(&self, which: usize) -> BTreeMap<String, String> {
+    fn to_ext_keyed(&self, which: usize) -> ExtFields {
         let k = |i: usize| if which == 0 { SEND_KEYS[i].0 } else { SEND_KEYS[i].1 };
-        let mut m = BTreeMap::new();
+        let mut m = ExtFields::with_capacity(SEND_KEYS.len());
         self.producer_group.put(k(0), &mut m);
         self.topic.put(k(1), &mut m);
         self.default_topic.put(k(2), &mut m);
@@ -175,11 +177,11 @@ impl SendMessageRequestHeader {
 }
 
 impl CommandHeader for SendMessageRequestHeader {
-    fn to_ext(&self) -> BTreeMap<String, String> {
+    fn to_ext(&self) -> ExtFields {
         self.to_ext_keyed(0)
     }
 
-    fn from_ext(ext: &BTreeMap<String, String>) -> Result<Self, HeaderError> {
+    fn from_ext(ext: &ExtFields) -> Result<Self, HeaderError> {
         // V2 headers carry one-letter keys: read each field under its letter when present,
         // under its long name otherwise. One pass over the map finds both (a lookup per key
         // and name was most of a broker's time spent on this header).
@@ -191,7 +193,7 @@ impl CommandHeader for SendMessageRequestHeader {
                 [letter @ b'a'..=b'n'] => short[usize::from(letter - b'a')] = Some(value),
                 _ if key == "brokerName" => broker_name_long = Some(value),
                 _ => {
-                    if let Some(i) = SEND_KEYS.iter().position(|(l, _)| l == key) {
+                    if let Some(i) = SEND_KEYS.iter().position(|(l, _)| *l == key) {
                         long[i] = Some(value);
                     }
                 }
@@ -623,7 +625,7 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_fields_are_errors() {
-        let mut ext = BTreeMap::new();
+        let mut ext = ExtFields::new();
         assert_eq!(QueueRequestHeader::from_ext(&ext), Err(HeaderError::Missing("topic")));
         ext.insert("topic".into(), "t".into());
         ext.insert("queueId".into(), "x1".into());

@@ -6,6 +6,7 @@
 //! - [`codes`]: request codes, response codes, language codes, flag bits.
 //! - [`command`]: [`RemotingCommand`], the unit every connection carries.
 //! - [`frame`]: the length-prefixed frame with JSON or ROCKETMQ binary header; [`FrameDecoder`].
+//! - [`ext`]: [`ExtFields`], the small sorted map of a command's `extFields`.
 //! - [`header`]: typed custom headers carried in `extFields` (send, pull, offsets, ...).
 //! - [`message`]: the stored-message layout (CommitLog records, pull bodies), properties,
 //!   batch bodies, message ids.
@@ -29,6 +30,7 @@
 pub mod body;
 pub mod codes;
 pub mod command;
+pub mod ext;
 pub mod frame;
 pub mod header;
 pub mod message;
@@ -36,6 +38,7 @@ pub mod names;
 
 pub use codes::{RequestCode, ResponseCode};
 pub use command::{RemotingCommand, SerializeType};
+pub use ext::ExtFields;
 pub use frame::{FrameDecoder, FrameError};
 pub use header::{CommandHeader, HeaderError};
 
