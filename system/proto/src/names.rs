@@ -103,6 +103,14 @@ impl NameError {
 
 /// Checks a topic name (`TopicValidator.validateTopic`: blank, characters, then length).
 pub fn validate_topic(name: &str) -> Result<(), NameError> {
+    if plainly_valid(name, TOPIC_MAX_CHARS) {
+        return Ok(());
+    }
+    checked_topic(name)
+}
+
+/// [`validate_topic`] without its fast path.
+fn checked_topic(name: &str) -> Result<(), NameError> {
     let kind = NameKind::Topic;
     check_blank(name, kind)?;
     check_characters(name, kind)?;
@@ -112,6 +120,14 @@ pub fn validate_topic(name: &str) -> Result<(), NameError> {
 /// Checks a producer or consumer group name (`Validators.checkGroup`: blank, length, then
 /// characters).
 pub fn validate_group(name: &str) -> Result<(), NameError> {
+    if plainly_valid(name, GROUP_MAX_CHARS) {
+        return Ok(());
+    }
+    checked_group(name)
+}
+
+/// [`validate_group`] without its fast path.
+fn checked_group(name: &str) -> Result<(), NameError> {
     let kind = NameKind::Group;
     check_blank(name, kind)?;
     check_length(name, kind, GROUP_MAX_CHARS)?;
@@ -139,6 +155,16 @@ fn derived_topic(prefix: &str, group: &str) -> Result<String, NameError> {
 /// True for RocketMQ's legal name characters (`TopicValidator.VALID_CHAR_BIT_MAP`).
 pub fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '%' | '|' | '_' | '-')
+}
+
+/// The common case in one pass over the bytes: a non-empty name of legal (all ASCII)
+/// characters, whose UTF-16 length is then its byte length. Every name this accepts the full
+/// checks accept too; anything else goes through them for its precise error. The broker checks
+/// the topic of every message it appends.
+fn plainly_valid(name: &str, max_chars: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_chars
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
 }
 
 fn check_blank(name: &str, kind: NameKind) -> Result<(), NameError> {
@@ -239,6 +265,16 @@ mod tests {
                 prop_assert!(!name.is_empty() && name.len() <= TOPIC_MAX_CHARS);
                 prop_assert!(!name.contains(['/', '\\', '.', '\0']) && name.is_ascii());
             }
+        }
+
+        /// The one-pass fast path never changes a verdict: every name gets what the full
+        /// checks give it (names near both length limits, legal and illegal characters).
+        #[test]
+        fn the_fast_path_agrees_with_the_full_checks(
+            name in prop_oneof!["[a-zA-Z0-9%|_-]{0,260}", "[a-z%. /\t\u{e9}\u{4e2d}-]{0,130}", "\\PC{0,10}"],
+        ) {
+            prop_assert_eq!(validate_topic(&name), checked_topic(&name));
+            prop_assert_eq!(validate_group(&name), checked_group(&name));
         }
     }
 }
