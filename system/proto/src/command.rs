@@ -101,7 +101,12 @@ impl RemotingCommand {
 
     /// Merges a typed header into the ext fields.
     pub fn with_header(mut self, header: &impl CommandHeader) -> Self {
-        self.ext_fields.extend(header.to_ext());
+        if self.ext_fields.is_empty() {
+            // The usual case (a response's header): take the header's map as it is.
+            self.ext_fields = header.to_ext();
+        } else {
+            self.ext_fields.extend(header.to_ext());
+        }
         self
     }
 
@@ -145,5 +150,24 @@ impl RemotingCommand {
     /// Decodes the ext fields into a typed header.
     pub fn decode_header<H: CommandHeader>(&self) -> Result<H, HeaderError> {
         H::from_ext(&self.ext_fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::QueueRequestHeader;
+
+    #[test]
+    fn a_header_fills_an_empty_map_and_merges_into_a_filled_one() {
+        let h = QueueRequestHeader { topic: "T".into(), queue_id: 3 };
+        let fresh = RemotingCommand::request(RequestCode::GetMaxOffset, 1).with_header(&h);
+        assert_eq!(fresh.ext_fields, h.to_ext());
+        let merged = RemotingCommand::request(RequestCode::GetMaxOffset, 1)
+            .with_ext("zz", "kept")
+            .with_ext("topic", "replaced")
+            .with_header(&h);
+        let got: Vec<(&str, &String)> = merged.ext_fields.iter().collect();
+        assert_eq!(got, vec![("queueId", &"3".to_string()), ("topic", &"T".to_string()), ("zz", &"kept".to_string())]);
     }
 }

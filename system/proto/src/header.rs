@@ -85,7 +85,7 @@ macro_rules! command_header {
         pub struct $name { $($(#[$fm])* pub $field: $ty,)* }
         impl $crate::header::CommandHeader for $name {
             fn to_ext(&self) -> $crate::ext::ExtFields {
-                let mut m = $crate::ext::ExtFields::new();
+                let mut m = $crate::ext::ExtFields::with_capacity([$($key),*].len());
                 $( $crate::header::ExtValue::put(&self.$field, $key, &mut m); )*
                 m
             }

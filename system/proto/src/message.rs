@@ -218,7 +218,7 @@ pub fn record_len(topic_len: usize, body_len: usize, props_len: usize, sys_flag:
 
 /// Encodes properties as `k\x01v\x02...` in key order.
 pub fn encode_properties(props: &BTreeMap<String, String>) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(encoded_properties_len(props));
     for (k, v) in props {
         s.push_str(k);
         s.push(NAME_VALUE_SEPARATOR);
