@@ -123,7 +123,7 @@ fn a_failing_tool_says_why_in_one_line_without_a_backtrace() {
 fn mqbench_measures_a_broker_running_as_its_own_process() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
         .args(["--processes", "--flush", "sync", "--messages", "2000", "--producers", "8", "--topics", "3"])
-        .args(["--json", "--no-limits"])
+        .args(["--json", "--no-limits", "--client-threads", "1"])
         .env("RUST_LOG", "off")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -134,6 +134,7 @@ fn mqbench_measures_a_broker_running_as_its_own_process() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["broker_mode"], "processes");
+    assert_eq!(r["client_threads"], 1, "the runtime it was asked for, reported");
     assert_eq!((r["produce"]["messages"].as_u64(), r["produce"]["errors"].as_u64()), (Some(2000), Some(0)));
     // Read back from the broker process: the 2000 and one route-warming send per topic.
     assert_eq!(r["consume"]["messages"].as_u64(), Some(2003));
@@ -150,4 +151,16 @@ fn mqbench_measures_a_broker_running_as_its_own_process() {
     let broker_pid = b["pid"].as_u64().expect("the broker's pid");
     assert_ne!(broker_pid, u64::from(bench_pid), "{b}");
     assert!(!std::path::Path::new(&format!("/proc/{broker_pid}")).exists(), "the broker outlived mqbench");
+}
+
+#[test]
+fn mqbench_refuses_a_client_runtime_without_threads() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
+        .args(["--client-threads", "0", "--no-limits"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--client-threads"), "names the flag: {err}");
 }

@@ -67,6 +67,12 @@ struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Worker threads of this process's runtime, which runs the senders and pullers (and an
+    /// embedded broker). Default: one per core. On a small machine that also hosts the broker,
+    /// one thread can send more than two: a second one costs more in cross-thread wake-ups than
+    /// it adds (see BENCHMARKS.md).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    client_threads: Option<u16>,
     /// Skip measuring this machine's disk and CPU limits before the load.
     #[arg(long)]
     no_limits: bool,
@@ -85,7 +91,9 @@ fn main() -> std::process::ExitCode {
 fn bench() -> anyhow::Result<()> {
     rmq_tools::init_tracing("warn");
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let client_threads =
+        args.client_threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(client_threads).enable_all().build()?;
     let credentials = rmq_tools::credentials(args.access_key.clone(), args.secret_key.clone())?;
     rt.block_on(async move {
         if args.flush.is_some() && args.namesrv.is_some() {
@@ -158,6 +166,7 @@ fn bench() -> anyhow::Result<()> {
         };
         let mut report = run(&cfg).await?;
         report.limits = limits;
+        report.client_threads = Some(client_threads);
         if embedded.is_some() {
             report.broker_mode = "embedded".into();
         }

@@ -123,6 +123,9 @@ pub struct BenchReport {
     pub body_bytes: usize,
     /// Messages per send.
     pub batch: usize,
+    /// Worker threads of the runtime the client (and an embedded broker) ran on; `None` when
+    /// the caller did not say.
+    pub client_threads: Option<usize>,
     /// Produce phase.
     pub produce: PhaseReport,
     /// Consume phase.
@@ -316,6 +319,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         producers: cfg.producers,
         body_bytes: cfg.body_bytes,
         batch: cfg.batch,
+        client_threads: None,
         produce,
         consume,
         broker_mode: "remote".into(),
@@ -327,8 +331,9 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
 
 /// Human-readable report.
 pub fn render(r: &BenchReport) -> String {
+    let threads = r.client_threads.map(|n| format!(" client_threads={n}")).unwrap_or_default();
     let mut s = format!(
-        "topics={} producers={} body={}B batch={} broker={}\n",
+        "topics={} producers={} body={}B batch={} broker={}{threads}\n",
         r.topics, r.producers, r.body_bytes, r.batch, r.broker_mode
     );
     let line = |name: &str, p: &PhaseReport| {
