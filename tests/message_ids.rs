@@ -11,11 +11,18 @@ use rmq_client::{ClientConfig, Message, Producer, PullConsumer, PullStatus};
 use rmq_proto::message::prop;
 use rmq_rt::RealEnv;
 
-#[test]
-fn a_producers_message_ids_share_one_prefix_and_differ_after_it() {
+/// A NameServer, a temp dir and one broker storing in it. Bind them in this order: locals drop
+/// in reverse, so the broker stops before its store is deleted.
+fn cluster() -> (common::Proc, tempfile::TempDir, common::Proc) {
     let ns = common::namesrv();
     let dir = tempfile::tempdir().unwrap();
-    let _broker = common::broker(&ns.addr, &dir.path().join("store"), "127.0.0.1:0", None);
+    let broker = common::broker(&ns.addr, &dir.path().join("store"), "127.0.0.1:0", None);
+    (ns, dir, broker)
+}
+
+#[test]
+fn a_producers_message_ids_share_one_prefix_and_differ_after_it() {
+    let (ns, _dir, _broker) = cluster();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ids: Vec<String> = rt.block_on(async {
         let p = Producer::start(RealEnv::default(), ClientConfig::new(&ns.addr, "ids_producer"));
@@ -41,9 +48,7 @@ fn a_producers_message_ids_share_one_prefix_and_differ_after_it() {
 /// messages carry no WAIT.
 #[test]
 fn a_sent_message_is_stored_with_its_id_and_wait_and_a_batch_without_wait() {
-    let ns = common::namesrv();
-    let dir = tempfile::tempdir().unwrap();
-    let _broker = common::broker(&ns.addr, &dir.path().join("store"), "127.0.0.1:0", None);
+    let (ns, _dir, _broker) = cluster();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let p = Producer::start(RealEnv::default(), ClientConfig::new(&ns.addr, "props_producer"));

@@ -166,7 +166,8 @@ fn bench() -> anyhow::Result<()> {
         };
         let mut report = run(&cfg).await?;
         report.limits = limits;
-        report.client_threads = Some(client_threads);
+        // What the runtime has, read back from it (not what was asked for).
+        report.client_threads = Some(tokio::runtime::Handle::current().metrics().num_workers());
         if embedded.is_some() {
             report.broker_mode = "embedded".into();
         }

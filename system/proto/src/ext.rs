@@ -63,11 +63,6 @@ impl ExtFields {
         self.position(key).ok().map(|i| &self.entries[i].1)
     }
 
-    /// True when `key` is present.
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.position(key).is_ok()
-    }
-
     /// Sets `key` to `value`; returns the value it replaces.
     pub fn insert(&mut self, key: ExtKey, value: String) -> Option<String> {
         // Encoders write keys in order: appending is the common case.
@@ -92,11 +87,6 @@ impl ExtFields {
     /// The fields in key order.
     pub fn iter(&self) -> Iter<'_> {
         Iter { inner: self.entries.iter() }
-    }
-
-    /// The keys in order.
-    pub fn keys(&self) -> impl Iterator<Item = &str> + '_ {
-        self.entries.iter().map(|(k, _)| k.as_ref())
     }
 }
 
@@ -149,12 +139,6 @@ impl<K: Into<ExtKey>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
         let mut m = ExtFields::new();
         m.extend(iter);
         m
-    }
-}
-
-impl<K: Into<ExtKey>, V: Into<String>, const N: usize> From<[(K, V); N]> for ExtFields {
-    fn from(pairs: [(K, V); N]) -> Self {
-        pairs.into_iter().collect()
     }
 }
 
