@@ -329,7 +329,6 @@ fn apply_producer(w: &mut World, me: usize, p: &mut Producer, out: Vec<ProducerO
                 };
                 let mut props = BTreeMap::new();
                 props.insert(prop::UNIQ_KEY.to_string(), key.clone());
-                props.insert(prop::WAIT.to_string(), "true".to_string());
                 if w.scenario.transactional {
                     // A half message (the request carries TRANSACTION_PREPARED).
                     props.insert(prop::TRAN_MSG.to_string(), "true".to_string());

@@ -218,12 +218,30 @@ pub fn record_len(topic_len: usize, body_len: usize, props_len: usize, sys_flag:
 
 /// Encodes properties as `k\x01v\x02...` in key order.
 pub fn encode_properties(props: &BTreeMap<String, String>) -> String {
-    let mut s = String::with_capacity(encoded_properties_len(props));
-    for (k, v) in props {
+    encode_properties_with(props, None)
+}
+
+/// [`encode_properties`] of `props` plus `default` = (key, value) in its key-order place, unless
+/// `props` has that key (its own value wins): a default added without copying the map.
+pub fn encode_properties_with(props: &BTreeMap<String, String>, default: Option<(&str, &str)>) -> String {
+    let mut default = default.filter(|(k, _)| !props.contains_key(*k));
+    let extra = default.map_or(0, |(k, v)| k.len() + v.len() + 2);
+    let mut s = String::with_capacity(encoded_properties_len(props) + extra);
+    let push = |s: &mut String, k: &str, v: &str| {
         s.push_str(k);
         s.push(NAME_VALUE_SEPARATOR);
         s.push_str(v);
         s.push(PROPERTY_SEPARATOR);
+    };
+    for (k, v) in props {
+        if let Some((dk, dv)) = default.filter(|(dk, _)| *dk < k.as_str()) {
+            push(&mut s, dk, dv);
+            default = None;
+        }
+        push(&mut s, k, v);
+    }
+    if let Some((dk, dv)) = default {
+        push(&mut s, dk, dv);
     }
     s
 }
@@ -622,5 +640,20 @@ mod tests {
         let p = decode_properties("TAGS\u{1}a\u{2}junk\u{2}\u{1}x\u{2}KEYS\u{1}k1 k2\u{2}");
         assert_eq!(p.len(), 2);
         assert_eq!(p["KEYS"], "k1 k2");
+    }
+
+    proptest! {
+        /// A default lands where inserting it into the map would put it, and never replaces
+        /// the map's own value.
+        #[test]
+        fn a_default_property_encodes_as_if_inserted(
+            props in proptest::collection::btree_map("[A-Z]{1,4}", "[a-z]{0,3}", 0..6),
+            key in "[A-Z]{1,4}",
+        ) {
+            let mut inserted = props.clone();
+            inserted.entry(key.clone()).or_insert_with(|| "dflt".into());
+            prop_assert_eq!(encode_properties_with(&props, Some((&key, "dflt"))), encode_properties(&inserted));
+            prop_assert_eq!(encode_properties_with(&props, None), encode_properties(&props));
+        }
     }
 }

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use rmq_proto::body::{MessageQueue, TopicRouteData};
 use rmq_proto::codes::RequestCode;
 use rmq_proto::header::SendMessageRequestHeader;
-use rmq_proto::message::encode_properties;
+use rmq_proto::message::encode_properties_with;
 use rmq_proto::{RemotingCommand, ResponseCode};
 
 use crate::retry::{is_retryable, stored_status, SendStatus, RETRY_TIMES_WHEN_SEND_FAILED};
@@ -619,7 +619,8 @@ pub struct SendRequest<'a> {
     pub born_ms: i64,
     /// User flag.
     pub flag: i32,
-    /// Properties (UNIQ_KEY and WAIT included by the caller).
+    /// Properties (UNIQ_KEY included by the caller; a single message gets WAIT=true here unless
+    /// it sets WAIT itself).
     pub properties: &'a BTreeMap<String, String>,
     /// Body (an encoded batch when `batch`).
     pub body: Bytes,
@@ -628,6 +629,13 @@ pub struct SendRequest<'a> {
 }
 
 impl SendRequest<'_> {
+    /// The properties string: a single message waits for the store (RocketMQ's
+    /// waitStoreMsgOK, on by default), a batch's messages carry their own properties.
+    fn encoded_properties(&self) -> String {
+        let wait = (!self.batch).then_some((rmq_proto::message::prop::WAIT, "true"));
+        encode_properties_with(self.properties, wait)
+    }
+
     /// The request, in the compact ROCKETMQ header encoding (the broker answers in kind).
     pub fn command(&self) -> RemotingCommand {
         let h = SendMessageRequestHeader {
@@ -644,7 +652,7 @@ impl SendRequest<'_> {
             },
             born_timestamp: self.born_ms,
             flag: self.flag,
-            properties: Some(encode_properties(self.properties)),
+            properties: Some(self.encoded_properties()),
             reconsume_times: Some(0),
             unit_mode: Some(false),
             batch: Some(self.batch),

@@ -300,14 +300,11 @@ impl<E: Env> Producer<E> {
     /// The wire request for an attempt of `send` to `mq`.
     fn request(&self, send: SendId, mq: &MessageQueue) -> Option<RemotingCommand> {
         // Every send's tasks take this lock: hold it for the copies only, not for the encoding.
-        let (mut props, body, flag, batch) = {
+        let (props, body, flag, batch) = {
             let waiters = self.waiters();
             let w = waiters.get(&send)?;
             (w.msg.properties.clone(), w.msg.body.clone(), w.msg.flag, w.batch)
         };
-        if !batch {
-            props.entry(prop::WAIT.into()).or_insert_with(|| "true".into());
-        }
         let req = SendRequest {
             group: &self.inner.inst.config.group,
             mq,
