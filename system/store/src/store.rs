@@ -303,14 +303,21 @@ impl<D: Directory> MessageStore<D> {
     /// was stored (the two fields of `msg` may have been set).
     pub fn put(&mut self, msg: &mut MessageExt) -> Result<PutResult, StoreError> {
         check_topic(&msg.topic)?;
-        let queue_offset = self.max_queue_offset(&msg.topic, msg.queue_id);
+        // One name lookup per put: with 10,000 topics each is a few cache misses.
+        let found = self.queues.locate(&msg.topic, msg.queue_id);
+        let queue_offset = found.map_or(0, |at| self.queues.at(at).max_offset());
         msg.queue_offset = i64::try_from(queue_offset).expect("queue offsets stay below i64::MAX");
         let record = self.encode_for_append(msg)?;
         let len = record.len() as u64;
-        let entries = self.config.consume_queue_segment_entries;
-        let queue = self
-            .queues
-            .get_or_insert_with(&msg.topic, msg.queue_id, || ConsumeQueue::new(&msg.topic, msg.queue_id, entries));
+        // A queue is made only for a record that encoded (no empty queue for a refused put).
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let entries = self.config.consume_queue_segment_entries;
+                self.queues.insert(&msg.topic, msg.queue_id, ConsumeQueue::new(&msg.topic, msg.queue_id, entries))
+            }
+        };
+        let queue = self.queues.at_mut(at);
         // Open the index file first: once the record is in the log, indexing must not fail.
         queue.reserve(&mut self.dir, queue_offset)?;
         let commit_log_offset = self.commit_log.append(&mut self.dir, &record)?;

@@ -159,35 +159,42 @@ impl<D: Directory> BrokerCore<D> {
                 format!("Sending message to topic[{SCHEDULE_TOPIC}] is forbidden."),
             ));
         }
-        if self.topics.get(&h.topic).is_none() {
-            let retry = h.topic.starts_with(RETRY_PREFIX) || h.topic.starts_with(DLQ_PREFIX);
-            if !self.config.auto_create_topic_enable && !retry {
-                return Err(reply(
-                    req,
-                    ResponseCode::TopicNotExist,
-                    format!("topic[{}] not exist, apply first please!", h.topic),
-                ));
+        // One lookup on the hot path (a topic that exists); the fields are copied out so the
+        // auto-create path below may borrow the table mutably.
+        let known = self.topics.get(&h.topic).map(|tc| (tc.perm, tc.write_queue_nums));
+        let (topic_perm, write_queue_nums) = match known {
+            Some(known) => known,
+            None => {
+                let retry = h.topic.starts_with(RETRY_PREFIX) || h.topic.starts_with(DLQ_PREFIX);
+                if !self.config.auto_create_topic_enable && !retry {
+                    return Err(reply(
+                        req,
+                        ResponseCode::TopicNotExist,
+                        format!("topic[{}] not exist, apply first please!", h.topic),
+                    ));
+                }
+                let queues = if retry {
+                    1
+                } else {
+                    h.default_topic_queue_nums.clamp(1, self.config.default_topic_queue_nums.max(1))
+                };
+                if let Err(e) = self.create_topic(now_ms, TopicConfig::new(&h.topic, queues)) {
+                    return Err(reply(req, ResponseCode::SystemError, e.to_string()));
+                }
+                let Some(tc) = self.topics.get(&h.topic) else {
+                    return Err(reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic)));
+                };
+                (tc.perm, tc.write_queue_nums)
             }
-            let queues = if retry {
-                1
-            } else {
-                h.default_topic_queue_nums.clamp(1, self.config.default_topic_queue_nums.max(1))
-            };
-            if let Err(e) = self.create_topic(now_ms, TopicConfig::new(&h.topic, queues)) {
-                return Err(reply(req, ResponseCode::SystemError, e.to_string()));
-            }
-        }
-        let Some(tc) = self.topics.get(&h.topic) else {
-            return Err(reply(req, ResponseCode::TopicNotExist, format!("topic[{}] not exist", h.topic)));
         };
-        if tc.perm & perm::WRITE == 0 {
+        if topic_perm & perm::WRITE == 0 {
             return Err(reply(
                 req,
                 ResponseCode::NoPermission,
                 format!("the topic[{}] sending message is forbidden", h.topic),
             ));
         }
-        Ok(tc.write_queue_nums)
+        Ok(write_queue_nums)
     }
 
     fn build_messages(

@@ -61,6 +61,23 @@ impl<V> NameMap<V> {
         &mut self.map[i]
     }
 
+    /// Where `name` sits: a position for [`Self::at`] / [`Self::at_mut`], which reach the
+    /// value without hashing the name again. Valid until the next [`Self::remove`] (inserts
+    /// append, so they keep it).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.map.get_index_of(name)
+    }
+
+    /// The value at a position from [`Self::position`]. Panics when out of range.
+    pub fn at(&self, position: usize) -> &V {
+        &self.map[position]
+    }
+
+    /// The value at a position from [`Self::position`], mutable. Panics when out of range.
+    pub fn at_mut(&mut self, position: usize) -> &mut V {
+        &mut self.map[position]
+    }
+
     /// Removes `name`; keeps the others' order (O(n), for the rare deletes of a name table).
     pub fn remove(&mut self, name: &str) -> Option<V> {
         self.map.shift_remove(name)
@@ -190,5 +207,19 @@ mod tests {
         assert_eq!(format!("{b:?}"), r#"{"a": 12, "b": 1, "d": 15}"#);
         assert_eq!(b.len(), 3);
         assert!(b.contains_key("d") && !b.contains_key("c"));
+    }
+
+    #[test]
+    fn a_position_reaches_its_value_until_a_remove() {
+        let mut m = NameMap::new();
+        m.insert("b".to_string(), 1);
+        let b = m.position("b").expect("present");
+        m.insert("a".to_string(), 2);
+        assert_eq!(m.position("b"), Some(b), "an insert keeps positions");
+        assert_eq!(m.position("x"), None);
+        *m.at_mut(b) += 10;
+        assert_eq!((*m.at(b), m["b"]), (11, 11));
+        let a = m.position("a").expect("present");
+        assert_eq!(*m.at(a), 2);
     }
 }

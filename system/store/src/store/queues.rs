@@ -1,10 +1,19 @@
 //! The store's ConsumeQueues by topic, then queue id: looked up by `&str` without building an
 //! owned key, hashed by topic (a put looks its queue up twice; with `(String, i32)` keys each
-//! lookup allocated, and in a `BTreeMap` of 10,000 topics compared a dozen names).
+//! lookup allocated, and in a `BTreeMap` of 10,000 topics compared a dozen names). A put finds
+//! its queue once ([`QueueMap::locate`]) and comes back to it by position, without hashing the
+//! name again.
 
 use std::collections::BTreeMap;
 
 use rmq_proto::names::NameMap;
+
+/// A queue's place in a [`QueueMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueAt {
+    topic: usize,
+    queue_id: i32,
+}
 
 /// ConsumeQueues keyed by (topic, queue id), iterated in that order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -26,6 +35,27 @@ impl<Q> QueueMap<Q> {
 
     pub(crate) fn get_mut(&mut self, topic: &str, queue_id: i32) -> Option<&mut Q> {
         self.by_topic.get_mut(topic)?.get_mut(&queue_id)
+    }
+
+    /// Where the queue is, if it exists: for [`Self::at`] / [`Self::at_mut`], valid until a
+    /// queue is removed.
+    pub(crate) fn locate(&self, topic: &str, queue_id: i32) -> Option<QueueAt> {
+        let topic = self.by_topic.position(topic)?;
+        self.by_topic.at(topic).contains_key(&queue_id).then_some(QueueAt { topic, queue_id })
+    }
+
+    pub(crate) fn at(&self, at: QueueAt) -> &Q {
+        &self.by_topic.at(at.topic)[&at.queue_id]
+    }
+
+    pub(crate) fn at_mut(&mut self, at: QueueAt) -> &mut Q {
+        self.by_topic.at_mut(at.topic).get_mut(&at.queue_id).expect("a located queue exists")
+    }
+
+    /// Adds a queue that [`Self::locate`] did not find and returns where it is.
+    pub(crate) fn insert(&mut self, topic: &str, queue_id: i32, q: Q) -> QueueAt {
+        self.get_or_insert_with(topic, queue_id, || q);
+        self.locate(topic, queue_id).expect("just inserted")
     }
 
     /// The queue, made by `make` if there is none yet.
@@ -79,5 +109,20 @@ mod tests {
         let listed: Vec<((&str, i32), &i32)> = m.iter().collect();
         assert_eq!(listed, vec![(("a", 2), &2), (("ab", 0), &1), (("b", 0), &11), (("b", 1), &1)]);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), vec![2, 1, 11, 1]);
+    }
+
+    #[test]
+    fn a_located_queue_is_reached_by_position_and_inserts_keep_positions() {
+        let mut m = QueueMap::default();
+        assert_eq!(m.locate("a", 0), None);
+        let a0 = m.insert("a", 0, 10);
+        assert_eq!(m.locate("a", 0), Some(a0));
+        assert_eq!(m.locate("a", 1), None, "a known topic without that queue id");
+        let b3 = m.insert("b", 3, 20);
+        let a1 = m.insert("a", 1, 11);
+        assert_eq!((m.locate("a", 0), m.locate("b", 3), m.locate("a", 1)), (Some(a0), Some(b3), Some(a1)));
+        *m.at_mut(b3) += 1;
+        assert_eq!((*m.at(a0), *m.at(a1), m.get("b", 3)), (10, 11, Some(&21)));
+        assert_eq!(m.len(), 3);
     }
 }
