@@ -154,13 +154,32 @@ fn mqbench_measures_a_broker_running_as_its_own_process() {
 }
 
 #[test]
-fn mqbench_refuses_a_client_runtime_without_threads() {
+fn mqbench_refuses_a_client_runtime_without_threads_and_a_zero_rate() {
+    for flag in ["--client-threads", "--rate"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
+            .args([flag, "0", "--no-limits"])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} 0 accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "names the flag: {err}");
+    }
+}
+
+#[test]
+fn mqbench_paces_a_run_at_the_rate_asked() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mqbench"))
-        .args(["--client-threads", "0", "--no-limits"])
+        .args(["--rate", "2000", "--messages", "600", "--producers", "4", "--no-consume", "--no-limits", "--json"])
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--client-threads"), "names the flag: {err}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["rate"], 2000, "the target, reported");
+    assert_eq!((r["produce"]["messages"].as_u64(), r["produce"]["errors"].as_u64()), (Some(600), Some(0)));
+    // The last of the 600 sends is due 599 / 2000 s after the start: no send goes early, so
+    // the run cannot end sooner (unpaced, 600 sends take a few ms).
+    let elapsed_ms = r["produce"]["elapsed_ms"].as_f64().expect("elapsed");
+    assert!(elapsed_ms >= 299.0, "paced at 2000 msg/s, 600 messages took {elapsed_ms} ms");
 }

@@ -61,6 +61,12 @@ struct Args {
     /// Messages per send (>1 uses SEND_BATCH_MESSAGE).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Paced load: this many messages per second in total, on a steady schedule; latency
+    /// counts from each send's scheduled time when the sender is behind (no coordinated
+    /// omission). Default: as fast as the senders go. Measures latency at a given load, e.g.
+    /// half the peak.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
     /// Skip the consume phase.
     #[arg(long)]
     no_consume: bool,
@@ -145,6 +151,7 @@ fn bench() -> anyhow::Result<()> {
             messages: args.messages,
             body_bytes: args.size,
             batch: args.batch.max(1),
+            rate: args.rate,
             consume: !args.no_consume,
             topic_prefix: format!("bench{}", std::process::id()),
             credentials,

@@ -28,6 +28,12 @@ pub struct BenchConfig {
     pub body_bytes: usize,
     /// Messages per send (1 = plain sends, more = SEND_BATCH_MESSAGE).
     pub batch: usize,
+    /// Target rate in messages per second; `None`: as fast as the senders go. Paced runs give
+    /// every send a time on a steady schedule and count its latency from that time whenever
+    /// the sender is late for it (its previous send was still waiting), so a broker that falls
+    /// behind shows in the percentiles instead of slowing the load down (no coordinated
+    /// omission); a sender that is early sleeps and counts from when it woke.
+    pub rate: Option<u64>,
     /// Drain the messages afterwards.
     pub consume: bool,
     /// Topic name prefix (unique per run so reruns start empty).
@@ -123,6 +129,8 @@ pub struct BenchReport {
     pub body_bytes: usize,
     /// Messages per send.
     pub batch: usize,
+    /// Target rate (msg/s) of a paced run; `None`: unpaced.
+    pub rate: Option<u64>,
     /// Worker threads of the runtime the client (and an embedded broker) ran on; `None` when
     /// the caller did not say.
     pub client_threads: Option<usize>,
@@ -209,6 +217,8 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
     }
     let sends_total = cfg.messages.div_ceil(cfg.batch as u64);
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram")));
+    // Send i of a paced run is due at started + i × spacing (sends are numbered across senders).
+    let send_spacing = cfg.rate.map(|r| std::time::Duration::from_secs_f64(cfg.batch as f64 / r.max(1) as f64));
     let cpu = CpuMark::now(cfg);
     let started = stopwatch();
     let mut tasks = Vec::new();
@@ -221,7 +231,18 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
             let mut i = p as u64;
             while i < sends_total {
                 let topic = &topics[(i as usize) % topics.len()];
-                let t0 = stopwatch();
+                let t0 = match send_spacing {
+                    None => stopwatch(),
+                    Some(spacing) => {
+                        let due = started + spacing.mul_f64(i as f64);
+                        if stopwatch() >= due {
+                            due
+                        } else {
+                            tokio::time::sleep_until(due.into()).await;
+                            stopwatch()
+                        }
+                    }
+                };
                 let r = if batch == 1 {
                     producer.send(Message::new(topic, body.clone())).await.map(|_| ())
                 } else {
@@ -319,6 +340,7 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         producers: cfg.producers,
         body_bytes: cfg.body_bytes,
         batch: cfg.batch,
+        rate: cfg.rate,
         client_threads: None,
         produce,
         consume,
@@ -332,8 +354,9 @@ pub async fn run(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
 /// Human-readable report.
 pub fn render(r: &BenchReport) -> String {
     let threads = r.client_threads.map(|n| format!(" client_threads={n}")).unwrap_or_default();
+    let rate = r.rate.map(|n| format!(" rate={n}msg/s")).unwrap_or_default();
     let mut s = format!(
-        "topics={} producers={} body={}B batch={} broker={}{threads}\n",
+        "topics={} producers={} body={}B batch={} broker={}{threads}{rate}\n",
         r.topics, r.producers, r.body_bytes, r.batch, r.broker_mode
     );
     let line = |name: &str, p: &PhaseReport| {
