@@ -7,9 +7,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rmq_client::{ClientConfig, Message, Producer, PullConsumer, PullStatus};
-use rmq_rt::RealEnv;
+use rmq_rt::{Env, RealEnv};
 use serde::Serialize;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -206,6 +206,39 @@ pub async fn create_topics(cfg: &BenchConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often the pacer of a `--rate` run releases the sends that have come due. The runtime's
+/// timers tick every millisecond, which would release a millisecond's sends (about 50 at
+/// 50,000 msg/s) in one burst; a thread of the blocking pool sleeping this long releases them
+/// a few at a time.
+const PACER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Releases send k (of `total`, `batch` messages each) at `started + k × batch / rate`, as
+/// (k, the instant it was released): a sender that picks it up at once counts latency from
+/// there, and one that was still waiting on its previous send counts it from there too, so
+/// time a send spent waiting for a free sender shows in the percentiles (no coordinated
+/// omission) while the pacer's own lateness (under one step) does not.
+fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> mpsc::UnboundedReceiver<(u64, Instant)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let spacing_s = batch as f64 / rate.max(1) as f64;
+    let release = move || {
+        let mut released = 0;
+        while released < total {
+            let now = stopwatch();
+            let due = ((now - started).as_secs_f64() / spacing_s) as u64 + 1;
+            while released < due.min(total) {
+                if tx.send((released, now)).is_err() {
+                    return;
+                }
+                released += 1;
+            }
+            std::thread::sleep(PACER_STEP);
+        }
+    };
+    // Detached: it ends once every send is released, or when the senders are gone.
+    let _detached = rmq_rt::spawn(async move { RealEnv::default().offload(release).await });
+    rx
+}
+
 /// Sends `cfg.messages` messages with `cfg.producers` concurrent senders.
 pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
     let producer = Producer::start(RealEnv::default(), client_config(cfg, "bench_producer"));
@@ -217,32 +250,31 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
     }
     let sends_total = cfg.messages.div_ceil(cfg.batch as u64);
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram")));
-    // Send i of a paced run is due at started + i × spacing (sends are numbered across senders).
-    let send_spacing = cfg.rate.map(|r| std::time::Duration::from_secs_f64(cfg.batch as f64 / r.max(1) as f64));
     let cpu = CpuMark::now(cfg);
     let started = stopwatch();
+    // Unpaced, sender p makes sends p, p + producers, …; paced, the senders share the sends a
+    // pacer releases on schedule.
+    let paced = cfg.rate.map(|rate| Arc::new(Mutex::new(pace(rate, cfg.batch, sends_total, started))));
     let mut tasks = Vec::new();
     for p in 0..cfg.producers {
         let (producer, topics, body, hist) = (producer.clone(), topics.clone(), body.clone(), hist.clone());
-        let (producers, batch) = (cfg.producers as u64, cfg.batch);
+        let (producers, batch, paced) = (cfg.producers as u64, cfg.batch, paced.clone());
         tasks.push(rmq_rt::spawn(async move {
             let mut local = Histogram::<u64>::new(3).expect("3 significant digits is a valid histogram");
             let (mut done, mut errors) = (0u64, 0u64);
-            let mut i = p as u64;
-            while i < sends_total {
-                let topic = &topics[(i as usize) % topics.len()];
-                let t0 = match send_spacing {
-                    None => stopwatch(),
-                    Some(spacing) => {
-                        let due = started + spacing.mul_f64(i as f64);
-                        if stopwatch() >= due {
-                            due
-                        } else {
-                            tokio::time::sleep_until(due.into()).await;
-                            stopwatch()
-                        }
-                    }
+            let mut next = p as u64;
+            loop {
+                // (send number, when its latency starts)
+                let (i, t0) = match &paced {
+                    None if next < sends_total => (next, stopwatch()),
+                    None => break,
+                    Some(released) => match released.lock().await.recv().await {
+                        Some(send) => send,
+                        None => break,
+                    },
                 };
+                next += producers;
+                let topic = &topics[(i as usize) % topics.len()];
                 let r = if batch == 1 {
                     producer.send(Message::new(topic, body.clone())).await.map(|_| ())
                 } else {
@@ -254,7 +286,6 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
                     Ok(()) => done += batch as u64,
                     Err(_) => errors += 1,
                 }
-                i += producers;
             }
             hist.lock().await.add(&local).expect("histograms share bounds");
             (done, errors)
