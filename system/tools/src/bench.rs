@@ -9,7 +9,7 @@ use hdrhistogram::Histogram;
 use rmq_client::{ClientConfig, Message, Producer, PullConsumer, PullStatus};
 use rmq_rt::{Env, RealEnv};
 use serde::Serialize;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -217,8 +217,9 @@ const PACER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
 /// there, and one that was still waiting on its previous send counts it from there too, so
 /// time a send spent waiting for a free sender shows in the percentiles (no coordinated
 /// omission) while the pacer's own lateness (under one step) does not.
-fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> mpsc::UnboundedReceiver<(u64, Instant)> {
-    let (tx, rx) = mpsc::unbounded_channel();
+fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> async_channel::Receiver<(u64, Instant)> {
+    // Many receivers, one woken per send released (a shared receiver behind a lock woke two).
+    let (tx, rx) = async_channel::unbounded();
     let spacing_s = batch as f64 / rate.max(1) as f64;
     let release = move || {
         let mut released = 0;
@@ -226,7 +227,7 @@ fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> mpsc::Unbounde
             let now = stopwatch();
             let due = ((now - started).as_secs_f64() / spacing_s) as u64 + 1;
             while released < due.min(total) {
-                if tx.send((released, now)).is_err() {
+                if tx.send_blocking((released, now)).is_err() {
                     return;
                 }
                 released += 1;
@@ -254,7 +255,7 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
     let started = stopwatch();
     // Unpaced, sender p makes sends p, p + producers, …; paced, the senders share the sends a
     // pacer releases on schedule.
-    let paced = cfg.rate.map(|rate| Arc::new(Mutex::new(pace(rate, cfg.batch, sends_total, started))));
+    let paced = cfg.rate.map(|rate| pace(rate, cfg.batch, sends_total, started));
     let mut tasks = Vec::new();
     for p in 0..cfg.producers {
         let (producer, topics, body, hist) = (producer.clone(), topics.clone(), body.clone(), hist.clone());
@@ -268,9 +269,9 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
                 let (i, t0) = match &paced {
                     None if next < sends_total => (next, stopwatch()),
                     None => break,
-                    Some(released) => match released.lock().await.recv().await {
-                        Some(send) => send,
-                        None => break,
+                    Some(released) => match released.recv().await {
+                        Ok(send) => send,
+                        Err(_) => break,
                     },
                 };
                 next += producers;
