@@ -61,10 +61,10 @@ struct Args {
     /// Messages per send (>1 uses SEND_BATCH_MESSAGE).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Paced load: this many messages per second in total, on a steady schedule; latency
-    /// counts from each send's scheduled time when the sender is behind (no coordinated
-    /// omission). Default: as fast as the senders go. Measures latency at a given load, e.g.
-    /// half the peak.
+    /// Paced load: this many messages per second in total, each send released when it comes
+    /// due (checked every 100 µs) and its latency counted from that release, also when it had
+    /// to wait for a free sender (no coordinated omission). Default: as fast as the senders
+    /// go. Measures latency at a given load, e.g. half the peak.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// Skip the consume phase.

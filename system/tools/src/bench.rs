@@ -28,11 +28,11 @@ pub struct BenchConfig {
     pub body_bytes: usize,
     /// Messages per send (1 = plain sends, more = SEND_BATCH_MESSAGE).
     pub batch: usize,
-    /// Target rate in messages per second; `None`: as fast as the senders go. Paced runs give
-    /// every send a time on a steady schedule and count its latency from that time whenever
-    /// the sender is late for it (its previous send was still waiting), so a broker that falls
+    /// Target rate in messages per second (at least 1); `None`: as fast as the senders go. In
+    /// a paced run a pacer releases each send when it comes due and its latency counts from
+    /// that release, also when no sender was free to take it at once, so a broker that falls
     /// behind shows in the percentiles instead of slowing the load down (no coordinated
-    /// omission); a sender that is early sleeps and counts from when it woke.
+    /// omission). See [`pace`].
     pub rate: Option<u64>,
     /// Drain the messages afterwards.
     pub consume: bool,
@@ -220,7 +220,7 @@ const PACER_STEP: std::time::Duration = std::time::Duration::from_micros(100);
 fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> async_channel::Receiver<(u64, Instant)> {
     // Many receivers, one woken per send released (a shared receiver behind a lock woke two).
     let (tx, rx) = async_channel::unbounded();
-    let spacing_s = batch as f64 / rate.max(1) as f64;
+    let spacing_s = batch as f64 / rate as f64;
     let release = move || {
         let mut released = 0;
         while released < total {
@@ -242,6 +242,7 @@ fn pace(rate: u64, batch: usize, total: u64, started: Instant) -> async_channel:
 
 /// Sends `cfg.messages` messages with `cfg.producers` concurrent senders.
 pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
+    anyhow::ensure!(cfg.rate != Some(0), "a paced run needs a rate of at least 1 msg/s");
     let producer = Producer::start(RealEnv::default(), client_config(cfg, "bench_producer"));
     let topics = Arc::new(topic_names(cfg));
     let body = Bytes::from(vec![b'x'; cfg.body_bytes]);
@@ -267,14 +268,16 @@ pub async fn produce(cfg: &BenchConfig) -> anyhow::Result<PhaseReport> {
             loop {
                 // (send number, when its latency starts)
                 let (i, t0) = match &paced {
-                    None if next < sends_total => (next, stopwatch()),
+                    None if next < sends_total => {
+                        next += producers;
+                        (next - producers, stopwatch())
+                    }
                     None => break,
                     Some(released) => match released.recv().await {
                         Ok(send) => send,
                         Err(_) => break,
                     },
                 };
-                next += producers;
                 let topic = &topics[(i as usize) % topics.len()];
                 let r = if batch == 1 {
                     producer.send(Message::new(topic, body.clone())).await.map(|_| ())
