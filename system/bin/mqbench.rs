@@ -38,9 +38,10 @@ struct Args {
     /// broker's memory, descriptors and threads are reported after the load.
     #[arg(long, conflicts_with = "namesrv")]
     processes: bool,
-    /// Turn on warmMapedFileEnable in the broker this run starts: CommitLog segments
-    /// zero-filled ahead of the rollover (each costs a segment-sized write; under sustained
-    /// load on two cores it measured slower, see BENCHMARKS.md).
+    /// Turn on warmMapedFileEnable in the broker this run starts: the first CommitLog segment
+    /// is zero-filled before the broker serves and each next one ahead of the rollover, so an
+    /// fdatasync writes the data without the inode (SYNC_FLUSH gains most; each segment costs
+    /// a segment-sized write, paid during the load from the second on: see BENCHMARKS.md).
     #[arg(long, conflicts_with = "namesrv")]
     warm: bool,
     /// Topics to spread the load over.

@@ -668,15 +668,25 @@ impl<D: Directory> BrokerCore<D> {
         Ok(pending.target)
     }
 
+    /// The job zero-filling the first CommitLog segment of a master whose log was never written
+    /// (`warmMapedFileEnable`), once: the driver runs it before it serves, as RocketMQ's first
+    /// put waits for its warmed file (a put arriving first creates the file allocated but
+    /// unwritten, and every fdatasync then also writes the inode). A checkpoint asks again, for
+    /// a core whose driver did not.
+    pub fn prepare_first_log_segment(&mut self) -> Option<rmq_store::FlushJob> {
+        if self.config.broker_role == BrokerRole::Slave {
+            return None;
+        }
+        self.store.prepare_first_log_segment()
+    }
+
     /// Starts the checkpoint an [`Output::Checkpoint`] asked for; run the jobs, then report
     /// with [`Self::on_checkpointed`] (`ok = false` if any job failed).
     pub fn begin_checkpoint(&mut self) -> Result<rmq_store::PendingCheckpoint, StoreError> {
         // Every 60th checkpoint flushes every changed ConsumeQueue, not only the busy ones.
         self.checkpoints_since_thorough = (self.checkpoints_since_thorough + 1) % THOROUGH_CHECKPOINT_EVERY;
         let mut pending = self.store.begin_checkpoint(self.checkpoints_since_thorough == 0)?;
-        if self.config.broker_role != BrokerRole::Slave {
-            pending.jobs.extend(self.store.prepare_first_log_segment());
-        }
+        pending.jobs.extend(self.prepare_first_log_segment());
         self.checkpoint_generation = self.truncations;
         let commit_log_offset = pending.commit_log_offset;
         self.event(|| Event::CheckpointBegan { commit_log_offset });

@@ -153,7 +153,15 @@ pub async fn start_observed<E: Env>(
     let advertised_addr = opts.core.broker_addr.clone();
     let ha_addr = ha_accept.as_ref().map(|_| opts.core.ha_addr.clone());
     let dir = env.open_dir(&opts.store_root).map_err(StartError::Io)?;
-    let core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
+    let mut core = BrokerCore::open(dir, opts.core, env.now_ms()).map_err(StartError::Open)?;
+    if let Some(job) = core.prepare_first_log_segment() {
+        let bytes = core.config().store.commit_log_segment_bytes;
+        tracing::info!(bytes, "warmMapedFileEnable: zero-filling the first CommitLog segment before serving");
+        if let Err(e) = env.offload(move || job.run()).await {
+            // Nothing is lost: the first put allocates the segment as it would without warming.
+            tracing::warn!(error = %e, "the first CommitLog segment could not be warmed");
+        }
+    }
     let (runtime_tx, runtime_rx) = watch::channel(core.runtime(env.now_ms()));
     let (metrics_addr, metrics_task) = match &opts.metrics_listen {
         Some(addr) => {
