@@ -1111,3 +1111,19 @@ fn retention_deletes_expired_segments_moves_lagging_groups_and_a_full_disk_refus
     h.drain();
     assert_eq!(h.send("T", 0, "x").code, 0);
 }
+
+#[test]
+fn small_sync_group_commits_are_flushed_inline_and_the_rest_detached() {
+    let flush_of = |flush_disk_type: FlushDiskType, body: &str| {
+        let mut h = mem(BrokerConfig { flush_disk_type, ..Default::default() });
+        let req = RemotingCommand::request_with(RequestCode::SendMessage, 1, &send_header("T", 0))
+            .with_body(body.as_bytes().to_vec());
+        h.core.on_request(h.now, ConnId(1), req);
+        while h.core.poll_output().is_some() {}
+        h.core.begin_flush().unwrap()
+    };
+    assert!(flush_of(FlushDiskType::SyncFlush, "a").inline, "a group commit the senders wait for");
+    assert!(!flush_of(FlushDiskType::AsyncFlush, "a").inline, "nobody waits on an ASYNC flush");
+    let big = "x".repeat(INLINE_FLUSH_MAX_BYTES as usize);
+    assert!(!flush_of(FlushDiskType::SyncFlush, &big).inline, "a backlog beyond the bound syncs elsewhere");
+}

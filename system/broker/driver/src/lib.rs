@@ -382,11 +382,21 @@ impl<E: Env> Node<E> {
         }
     }
 
-    /// Starts the requested flush; detached jobs run on the blocking pool while this loop keeps
-    /// taking sends, which the next flush then covers together (group commit).
+    /// Starts the requested flush: a small SYNC_FLUSH group commit runs here
+    /// ([`rmq_broker_core::PendingFlush::inline`]);
+    /// other detached jobs run on the blocking pool while this loop keeps taking sends, which
+    /// the next flush then covers together (group commit).
     fn flush(&mut self) {
         match self.core.begin_flush() {
             Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
+            // A SYNC_FLUSH group commit: synced here, its senders answered in this same pass.
+            Ok(p) if p.inline => {
+                if run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds") {
+                    self.core.on_flushed(self.env.now_ms(), p.target);
+                } else {
+                    self.core.on_flush_failed(self.env.now_ms());
+                }
+            }
             Ok(p) => {
                 let (tx, target) = (self.done_tx.clone(), p.target);
                 self.env.offload_then(
