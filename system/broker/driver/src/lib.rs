@@ -389,8 +389,9 @@ impl<E: Env> Node<E> {
     fn flush(&mut self) {
         match self.core.begin_flush() {
             Ok(p) if p.jobs.is_empty() => self.core.on_flushed(self.env.now_ms(), p.target),
-            // A SYNC_FLUSH group commit: synced here, its senders answered in this same pass.
-            Ok(p) if p.inline => {
+            // A SYNC_FLUSH group commit: synced here, its senders answered in this same pass
+            // (a simulated runtime offloads it like any flush: see `Env::inline_storage_work`).
+            Ok(p) if p.inline && self.env.inline_storage_work() => {
                 if run_jobs(p.jobs, "flush failed; covered sends stay unanswered until a flush succeeds") {
                     self.core.on_flushed(self.env.now_ms(), p.target);
                 } else {
