@@ -137,22 +137,7 @@ async fn start_server(which: &str, store: &str) -> (SocketAddr, Box<dyn std::any
             (h.local_addr, Box::new(h))
         }
         "broker" => {
-            let core = rmq_broker_core::BrokerConfig {
-                broker_addr: "127.0.0.1:0".into(),
-                // As tests/common's brokers: not at the mercy of how full the host's disk is.
-                disk_warning_level_ratio: 100,
-                disk_clean_forcibly_ratio: 100,
-                ..Default::default()
-            };
-            let opts = rmq_broker::BrokerOptions {
-                listen: "127.0.0.1:0".into(),
-                namesrv_addrs: vec![],
-                store_root: store.to_string(),
-                core,
-                limits: Default::default(),
-                ha_listen: None,
-                metrics_listen: None,
-            };
+            let opts = common::in_process_broker(std::path::Path::new(store));
             let h = rmq_broker::start(env, opts).await.unwrap();
             (h.local_addr, Box::new(h))
         }

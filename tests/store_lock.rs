@@ -2,27 +2,14 @@
 //! broker on a store in use must refuse to start (two writers on one CommitLog lost 5,211
 //! acknowledged messages in the probe of issue 7), naming the lock file and its holder.
 
-use rmq_broker::BrokerOptions;
-use rmq_broker_core::BrokerConfig;
-use rmq_rt::RealEnv;
+// tests/common drives child processes from plain threads; the determinism rules are for cores
+// and drivers.
+#![allow(clippy::disallowed_methods)]
 
-fn opts(store: &std::path::Path) -> BrokerOptions {
-    BrokerOptions {
-        listen: "127.0.0.1:0".into(),
-        namesrv_addrs: vec![],
-        store_root: store.to_string_lossy().into_owned(),
-        core: BrokerConfig {
-            broker_addr: "127.0.0.1:0".into(),
-            // As tests/common's brokers: not at the mercy of how full the host's disk is.
-            disk_warning_level_ratio: 100,
-            disk_clean_forcibly_ratio: 100,
-            ..BrokerConfig::default()
-        },
-        limits: Default::default(),
-        ha_listen: None,
-        metrics_listen: None,
-    }
-}
+mod common;
+
+use common::in_process_broker as opts;
+use rmq_rt::RealEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_broker_on_a_used_store_refuses_to_start_naming_the_holder() {

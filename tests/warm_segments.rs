@@ -5,31 +5,21 @@
 //! run shorter than a segment was never warm (each fdatasync then also writes the inode to
 //! mark the extents written: measured 0.155 ms against 0.111 ms on a zero-filled file).
 
-use rmq_broker::BrokerOptions;
-use rmq_broker_core::BrokerConfig;
+// tests/common drives child processes from plain threads; the determinism rules are for cores
+// and drivers.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
 use rmq_rt::RealEnv;
 
 const SEGMENT_BYTES: u64 = 16 << 20;
 
-fn opts(store: &std::path::Path, warm: bool) -> BrokerOptions {
-    let mut core = BrokerConfig {
-        broker_addr: "127.0.0.1:0".into(),
-        // As tests/common's brokers: not at the mercy of how full the host's disk is.
-        disk_warning_level_ratio: 100,
-        disk_clean_forcibly_ratio: 100,
-        ..BrokerConfig::default()
-    };
-    core.store.warm_log_segments = warm;
-    core.store.commit_log_segment_bytes = SEGMENT_BYTES;
-    BrokerOptions {
-        listen: "127.0.0.1:0".into(),
-        namesrv_addrs: vec![],
-        store_root: store.to_string_lossy().into_owned(),
-        core,
-        limits: Default::default(),
-        ha_listen: None,
-        metrics_listen: None,
-    }
+fn opts(store: &std::path::Path, warm: bool) -> rmq_broker::BrokerOptions {
+    let mut o = common::in_process_broker(store);
+    o.core.store.warm_log_segments = warm;
+    o.core.store.commit_log_segment_bytes = SEGMENT_BYTES;
+    o
 }
 
 /// Whether any extent of `path` is allocated but unwritten (FIEMAP); `None` where the file

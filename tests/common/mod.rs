@@ -216,3 +216,23 @@ pub fn metric_value(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Options for a broker started in this process ([`rmq_broker::start`]) on 127.0.0.1 with
+/// ephemeral ports over `store`, registering with no NameServer; like the binaries' brokers
+/// above, not at the mercy of how full the host's disk is.
+pub fn in_process_broker(store: &Path) -> rmq_broker::BrokerOptions {
+    rmq_broker::BrokerOptions {
+        listen: "127.0.0.1:0".into(),
+        namesrv_addrs: vec![],
+        store_root: store.to_string_lossy().into_owned(),
+        core: rmq_broker_core::BrokerConfig {
+            broker_addr: "127.0.0.1:0".into(),
+            disk_warning_level_ratio: 100,
+            disk_clean_forcibly_ratio: 100,
+            ..rmq_broker_core::BrokerConfig::default()
+        },
+        limits: Default::default(),
+        ha_listen: None,
+        metrics_listen: None,
+    }
+}
